@@ -1,0 +1,92 @@
+"""The one place that creates AWS clients.
+
+Clients are created once per (service, region), reused for the life of the process and
+closed together. Region, credentials and endpoint come from the standard AWS
+environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, profiles); retries of throttling and 5xx
+are botocore's own (standard mode), so no other layer retries the same call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+
+__all__ = ["Clients", "RAW_BODY", "default_region"]
+
+# Key under which a raw JSON response body is handed back for the operations below.
+RAW_BODY = "ReplayerRawBody"
+
+# GetRecords answers are parsed by us, not botocore: its parser costs several times what
+# json.loads does, and the raw JSON is already the shape a Lambda event carries
+# (attribute values as on the wire, epoch-second timestamps, base64 binaries).
+_RAW_OPERATIONS = (
+    "before-parse.dynamodb-streams.GetRecords",
+    "before-parse.kinesis.GetRecords",
+)
+
+
+def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
+    if response_dict.get("status_code") == 200 and isinstance(response_dict.get("body"), bytes):
+        customized_response_dict[RAW_BODY] = response_dict["body"]
+        response_dict["body"] = b"{}"
+
+
+def default_region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+class Clients:
+    """Lazily created, shared aioboto3 clients, keyed by (service, region).
+
+    Use as ``async with Clients(...) as clients: s3 = await clients.get("s3")``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_pool_connections: int = 32,
+        max_attempts: int = 6,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+    ) -> None:
+        self._session = aioboto3.Session()
+        self._config = Config(
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            max_pool_connections=max_pool_connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            tcp_keepalive=True,
+        )
+        self._stack = AsyncExitStack()
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, service: str, region: str | None = None) -> Any:
+        """The client for `service` in `region` (default: the environment's region)."""
+        key = (service, region or default_region())
+        if key in self._clients:
+            return self._clients[key]
+        async with self._lock:
+            if key not in self._clients:
+                client = await self._stack.enter_async_context(
+                    self._session.client(service, region_name=key[1], config=self._config)
+                )
+                for event in _RAW_OPERATIONS:
+                    client.meta.events.register(event, _keep_raw_body)
+                self._clients[key] = client
+            return self._clients[key]
+
+    async def close(self) -> None:
+        self._clients.clear()
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> Clients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,214 @@
+"""The `replayer` command line: manual replays, and the entry point of every other mode."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from replayer import __version__, logs
+from replayer.allow import AllowList
+from replayer.aws import Clients
+from replayer.core import Replayer, by_deadline, rejected
+from replayer.errors import ConfigError, ParseError, ReplayerError
+from replayer.model import Failure, Origin, Outcome, OutcomeKind
+from replayer.parse import parse_document, parse_record
+from replayer.report import exit_code, progress, render_table, write_json
+from replayer.sinks import sink_from_uri
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="replayer",
+    help="Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded, before they expire.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ToOption = Annotated[
+    list[str],
+    typer.Option(
+        "--to",
+        help="Where recovered records go: s3://BUCKET[/PREFIX], file:DIR, or - (stdout). Repeatable.",
+        envvar="REPLAYER_TO",
+    ),
+]
+AllowOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-stream",
+        help="Glob on the stream ARN a record may name (repeatable; env REPLAYER_ALLOW_STREAMS, "
+        "comma-separated). Unset: every stream.",
+    ),
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Parse and plan; read and write nothing.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
+ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", min=1, max=256, envvar="REPLAYER_CONCURRENCY", help="Ranges at once.")
+]
+LogLevelOption = Annotated[
+    str, typer.Option("--log-level", envvar="REPLAYER_LOG_LEVEL", help="debug, info, warning or error.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"replayer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded."""
+
+
+def _console(to: Sequence[str]) -> Console:
+    return Console(stderr=True)
+
+
+def _read_inputs(paths: Sequence[str]) -> tuple[list[Failure], list[Outcome]]:
+    """Every failure named by the inputs, and a rejection per input that does not parse."""
+    failures: list[Failure] = []
+    bad: list[Outcome] = []
+    for name in paths or ["-"]:
+        label = "<stdin>" if name == "-" else name
+        try:
+            text = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as exc:
+            bad.append(rejected(None, f"{label}: cannot read: {exc.strerror or exc}"))
+            continue
+        try:
+            failures.extend(parse_document(text, path=label))
+        except ParseError as exc:
+            bad.append(rejected(None, str(exc)))
+    return failures, bad
+
+
+def _finish(outcomes: list[Outcome], *, as_json: bool, to: Sequence[str], console: Console) -> None:
+    if as_json:
+        write_json(outcomes, sys.stderr if "-" in to else sys.stdout)
+    else:
+        render_table(outcomes, console)
+    raise typer.Exit(exit_code(outcomes))
+
+
+def _plan(failures: list[Failure], allow: AllowList) -> list[Outcome]:
+    """What a dry run reports: each range as it would be tried, nothing read."""
+    planned = []
+    for f in by_deadline(failures):
+        if not allow.allows(f.stream_arn):
+            planned.append(rejected(f, f"stream {f.stream_arn} is not in --allow-stream"))
+        else:
+            planned.append(Outcome(OutcomeKind.REPLAYED, f, reason="dry run: would be replayed"))
+    return planned
+
+
+async def _replay(failures: list[Failure], to: Sequence[str], allow: AllowList, concurrency: int,
+                  console: Console, show_progress: bool) -> list[Outcome]:  # fmt: skip
+    async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
+        sinks = [sink_from_uri(uri, clients) for uri in to]
+        replayer = Replayer(clients, sinks, allow=allow)
+        with progress(console, len(failures), show_progress) as advance:
+            return await replayer.replay_many(failures, concurrency=concurrency, on_done=advance)
+
+
+def _run(failures: list[Failure], bad: list[Outcome], *, to: list[str], allow_stream: list[str] | None,
+         dry_run: bool, as_json: bool, concurrency: int, log_level: str) -> None:  # fmt: skip
+    console = _console(to)
+    try:
+        logs.configure(log_level)
+        if not to and not dry_run:
+            raise ConfigError("--to is required: s3://BUCKET[/PREFIX], file:DIR or -")
+        for uri in to:
+            sink_from_uri(uri, Clients())  # validate every URI before reading anything
+    except (ConfigError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    allow = AllowList.from_env(allow_stream or ())
+    if dry_run:
+        outcomes = _plan(failures, allow)
+    else:
+        show = console.is_terminal and not as_json
+        outcomes = asyncio.run(_replay(failures, to, allow, concurrency, console, show)) if failures else []
+    _finish(bad + outcomes, as_json=as_json, to=to, console=console)
+
+
+@app.command()
+def replay(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Files holding one invocation record, a JSON array of them, or JSON Lines; - or none: stdin."
+        ),
+    ] = None,
+    to: ToOption = [],  # noqa: B006 - typer reads the default, never mutates it
+    allow_stream: AllowOption = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+    concurrency: ConcurrencyOption = 8,
+    log_level: LogLevelOption = "warning",
+) -> None:
+    """Replay the ranges named by invocation records (SQS, SNS, Pipes or S3-destination forms)."""
+    failures, bad = _read_inputs(paths or [])
+    _run(failures, bad, to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
+         concurrency=concurrency, log_level=log_level)  # fmt: skip
+
+
+@app.command()
+def fetch(
+    stream_arn: Annotated[str, typer.Option("--stream-arn", help="DynamoDB or Kinesis stream ARN.")],
+    shard_id: Annotated[str, typer.Option("--shard-id", help="Shard to read.")],
+    start: Annotated[str, typer.Option("--start", help="First sequence number (inclusive).")],
+    end: Annotated[str, typer.Option("--end", help="Last sequence number (inclusive).")],
+    to: ToOption = [],  # noqa: B006
+    allow_stream: AllowOption = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+    log_level: LogLevelOption = "warning",
+) -> None:
+    """Replay a range given by hand: no invocation record needed."""
+    info_key = "KinesisBatchInfo" if ":kinesis:" in stream_arn else "DDBStreamBatchInfo"
+    record = {
+        info_key: {
+            "shardId": shard_id,
+            "startSequenceNumber": start,
+            "endSequenceNumber": end,
+            "streamArn": stream_arn,
+        }
+    }
+    try:
+        failure = dataclasses.replace(parse_record(record, path="options"), origin=Origin.MANUAL)
+    except ParseError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    _run([failure], [], to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
+         concurrency=1, log_level=log_level)  # fmt: skip
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the emulator running until Ctrl-C.")] = False,
+) -> None:
+    """Replay a failed batch end to end against an embedded local AWS emulator (no account needed)."""
+    from replayer.demo import run_demo
+
+    raise typer.Exit(run_demo(keep=keep))
+
+
+def main() -> None:
+    try:
+        app()
+    except ReplayerError as exc:  # a last guard: our own errors are messages, not tracebacks
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,37 @@
+"""structlog set-up: JSON lines on stderr, bound to the range being worked on.
+
+Record contents are never logged; only ranges, counts and reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+__all__ = ["configure"]
+
+
+def configure(level: str = "warning", *, json: bool = True) -> None:
+    """Log at `level` and above to stderr, as JSON lines (or plain text for people)."""
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"unknown log level {level!r}")
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # botocore and friends stay quiet unless asked: their debug lines carry signed URLs.
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)

@@ -1,0 +1,223 @@
+"""Typed values that cross module boundaries: a `Failure` in, an `Outcome` out.
+
+Raw dicts stay at the edges (parsing in, serializing out); everything between the
+source, the reader and the sinks is one of these frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Failure",
+    "Gap",
+    "Origin",
+    "Outcome",
+    "OutcomeKind",
+    "StreamKind",
+    "StreamRecord",
+    "parse_stream_arn",
+    "StreamArn",
+]
+
+
+class StreamKind(StrEnum):
+    DYNAMODB = "dynamodb"
+    KINESIS = "kinesis"
+
+
+class Origin(StrEnum):
+    """Who discarded the batch: a Lambda event source mapping or an EventBridge pipe."""
+
+    LAMBDA_ESM = "lambda-esm"
+    PIPES = "pipes"
+    MANUAL = "manual"
+
+
+_DDB_ARN = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):dynamodb:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"table/(?P<table>[A-Za-z0-9_.-]{1,255})/stream/(?P<label>[A-Za-z0-9:._-]{1,64})$"
+)
+_KINESIS_ARN = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):kinesis:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"stream/(?P<stream>[A-Za-z0-9_.-]{1,128})$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamArn:
+    """The parts of a DynamoDB or Kinesis stream ARN that the replayer uses."""
+
+    arn: str
+    kind: StreamKind
+    partition: str
+    region: str
+    account: str
+    name: str  # table name (DynamoDB) or stream name (Kinesis)
+    label: str | None  # DynamoDB stream label; None for Kinesis
+
+
+def parse_stream_arn(arn: str) -> StreamArn | None:
+    """Split a stream ARN, or return None when it is not a well-formed stream ARN.
+
+    The patterns are strict on purpose: names that pass them contain no path
+    separators, so they can never steer an archive key or file path.
+    """
+    if m := _DDB_ARN.match(arn):
+        return StreamArn(
+            arn, StreamKind.DYNAMODB, m["partition"], m["region"], m["account"], m["table"], m["label"]
+        )
+    if m := _KINESIS_ARN.match(arn):
+        return StreamArn(
+            arn, StreamKind.KINESIS, m["partition"], m["region"], m["account"], m["stream"], None
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One discarded batch: records `start_sequence`..`end_sequence` of one shard.
+
+    Sequence numbers keep their original strings (they are decimal numbers of differing
+    lengths) and are compared through the integer properties `start` and `end`.
+    """
+
+    kind: StreamKind
+    stream_arn: str
+    shard_id: str
+    start_sequence: str
+    end_sequence: str
+    batch_size: int | None = None
+    first_arrival: datetime | None = None
+    last_arrival: datetime | None = None
+    condition: str | None = None
+    origin: Origin = Origin.LAMBDA_ESM
+    source_arn: str | None = None  # the function or pipe that gave up on the batch
+    timestamp: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # Records carried inline by an S3 on-failure destination: nothing needs re-reading.
+    payload: Sequence[Mapping[str, Any]] | None = field(default=None, compare=False)
+
+    @property
+    def start(self) -> int:
+        return int(self.start_sequence)
+
+    @property
+    def end(self) -> int:
+        return int(self.end_sequence)
+
+    @property
+    def arn(self) -> StreamArn:
+        parsed = parse_stream_arn(self.stream_arn)
+        if parsed is None:  # parsing guarantees this never happens
+            raise ValueError(f"not a stream ARN: {self.stream_arn!r}")
+        return parsed
+
+    @property
+    def region(self) -> str:
+        return self.arn.region
+
+    @property
+    def range_id(self) -> str:
+        """A stable id of (stream, shard, start, end): names archive objects, de-duplicates work."""
+        key = "\n".join((self.stream_arn, self.shard_id, str(self.start), str(self.end)))
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def describe(self) -> dict[str, Any]:
+        """The failure as JSON-able metadata (no record contents)."""
+        return {
+            "range_id": self.range_id,
+            "kind": self.kind.value,
+            "stream_arn": self.stream_arn,
+            "shard_id": self.shard_id,
+            "start_sequence": self.start_sequence,
+            "end_sequence": self.end_sequence,
+            "batch_size": self.batch_size,
+            "first_arrival": self.first_arrival.isoformat() if self.first_arrival else None,
+            "last_arrival": self.last_arrival.isoformat() if self.last_arrival else None,
+            "condition": self.condition,
+            "origin": self.origin.value,
+            "source_arn": self.source_arn,
+            "timestamp": self.timestamp.isoformat() if self.timestamp else None,
+            "inline_payload": self.payload is not None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One record in the exact shape a Lambda event would carry it, already serialized.
+
+    Keeping the JSON bytes (not a dict) makes archives and invoke payloads a join of
+    bytes, and keeps ten thousand records in memory cheaply.
+    """
+
+    sequence_number: str
+    json: bytes
+
+    @property
+    def sequence(self) -> int:
+        return int(self.sequence_number)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Records with sequence numbers in [first, last] (inclusive) were not recovered."""
+
+    first: str
+    last: str
+    reason: str
+
+    def describe(self) -> dict[str, str]:
+        return {"first_sequence": self.first, "last_sequence": self.last, "reason": self.reason}
+
+
+class OutcomeKind(StrEnum):
+    REPLAYED = "replayed"  # every record delivered to every sink
+    PARTIAL = "partial"  # some records lost to retention; the rest delivered; loss reported
+    EXPIRED = "expired"  # every record lost to retention; loss reported
+    REJECTED = "rejected"  # malformed or not allowed; never read
+    RETRY = "retry"  # transient trouble; leave the message for another attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The single answer of the core for one range (or one unparseable message)."""
+
+    kind: OutcomeKind
+    failure: Failure | None
+    recovered: int = 0
+    gaps: tuple[Gap, ...] = ()
+    reason: str = ""
+    notes: tuple[str, ...] = ()
+    report_uri: str | None = None  # where the durable loss or rejection report is
+    delivered_to: tuple[str, ...] = ()
+
+    @property
+    def settled(self) -> bool:
+        """True when the message that carried this range may be deleted.
+
+        Replayed ranges are settled; lost records only once a durable report says so.
+        """
+        if self.kind is OutcomeKind.REPLAYED:
+            return True
+        if self.kind in (OutcomeKind.PARTIAL, OutcomeKind.EXPIRED, OutcomeKind.REJECTED):
+            return self.report_uri is not None
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "outcome": self.kind.value,
+            "range": self.failure.describe() if self.failure else None,
+            "recovered": self.recovered,
+            "missing": [g.describe() for g in self.gaps],
+            "reason": self.reason,
+            "notes": list(self.notes),
+            "report": self.report_uri,
+            "delivered_to": list(self.delivered_to),
+        }

@@ -1,0 +1,270 @@
+"""The wrappers an invocation record arrives in: files, SQS bodies, SNS notifications, Lambda events.
+
+Each envelope is peeled by one small function; `parse_message` detects which applies and
+recurses (boundedly) until it reaches invocation records.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote_plus
+
+from replayer.errors import ParseError
+from replayer.model import Failure
+from replayer.parse._json import (
+    ExtraDataError,
+    decode_text,
+    describe_type,
+    keys_seen,
+    loads,
+    loads_str,
+    require_object,
+    required,
+    required_string,
+    truncate,
+)
+from replayer.parse._records import looks_like_record, parse_record
+
+__all__ = ["MAX_ENVELOPE_DEPTH", "parse_document", "parse_message", "s3_object_refs", "sqs_messages"]
+
+# SNS notification inside an SQS body inside an SQS Lambda event is 3; more is not AWS's doing.
+MAX_ENVELOPE_DEPTH = 4
+_SQS = "aws:sqs"
+_SNS = "aws:sns"
+_S3 = "aws:s3"
+_MAX_MESSAGE_ID_CHARS = 256
+_MAX_S3_KEY_BYTES = 1024
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def parse_document(text: str | bytes, path: str = "<input>") -> list[Failure]:
+    """A file's content -> its failures, in order.
+
+    The content is one JSON message, a JSON array of messages, or JSON Lines (one message
+    a line, blank lines ignored); each message goes through `parse_message`. Error paths
+    name the element (``<input>[3]...``) or the line (``<input>:7.$...``).
+    """
+    body = decode_text(text, path)
+    if not body.strip():
+        return []
+    try:
+        value = loads_str(body, path)
+    except ExtraDataError:
+        return _json_lines(body, path)
+    if isinstance(value, list):
+        return [failure for i, item in enumerate(value) for failure in parse_message(item, f"{path}[{i}]")]
+    return parse_message(value, path)
+
+
+def _json_lines(body: str, path: str) -> list[Failure]:
+    # Split on "\n" only: str.splitlines would also split on U+2028 and friends, legal inside JSON strings.
+    failures: list[Failure] = []
+    for number, line in enumerate(body.split("\n"), start=1):
+        if line.strip():
+            failures += parse_message(line, f"{path}:{number}.$")
+    return failures
+
+
+def parse_message(message: str | bytes | Mapping[str, Any], path: str = "$") -> list[Failure]:
+    """One message as it arrives anywhere -> the failures it holds.
+
+    Detected forms: a bare invocation record; JSON text of any form (an SQS body); an SNS
+    notification (``Type: Notification``, SNS -> SQS without raw delivery); an SNS Lambda
+    event (``Records[].Sns.Message``); an SQS Lambda event (``Records[].body``). Envelopes
+    may nest up to `MAX_ENVELOPE_DEPTH` deep.
+    """
+    return _message(message, path, 0)
+
+
+def _message(message: object, path: str, depth: int) -> list[Failure]:
+    if depth > MAX_ENVELOPE_DEPTH:
+        raise ParseError(f"envelopes nested more than {MAX_ENVELOPE_DEPTH} deep", path)
+    obj = _as_object(message, path)
+    if looks_like_record(obj):
+        return [parse_record(obj, path)]
+    if _is_sns_notification(obj):
+        return _message(_sns_notification_message(obj, path), f"{path}.Message", depth + 1)
+    if "Records" in obj:
+        return _event_records(obj, path, depth)
+    _reject_other_sns_message(obj, path)
+    raise ParseError(
+        "unknown message: not an invocation record, SNS notification, SNS event or SQS event; "
+        f"keys seen: {keys_seen(obj)}",
+        path,
+    )
+
+
+def _as_object(message: object, path: str) -> Mapping[str, Any]:
+    """A message given as JSON text (an SQS body, an SNS Message) or already decoded."""
+    if isinstance(message, str | bytes | bytearray):
+        message = loads(message, path)
+    return require_object(message, path)
+
+
+def _event_records(event: Mapping[str, Any], path: str, depth: int) -> list[Failure]:
+    failures: list[Failure] = []
+    for item_path, record in _records(event, path):
+        source = _event_source(record)
+        if source == _SNS:
+            failures += _message(
+                _sns_record_message(record, item_path), f"{item_path}.Sns.Message", depth + 1
+            )
+        elif source == _SQS:
+            failures += _message(_sqs_body(record, item_path), f"{item_path}.body", depth + 1)
+        else:
+            raise ParseError(_not_an_envelope(source), item_path)
+    return failures
+
+
+def _not_an_envelope(source: str | None) -> str:
+    if source == _S3:
+        return "an S3 event notification record: read the objects it names (s3_object_refs)"
+    if source in ("aws:dynamodb", "aws:kinesis"):
+        return f"a {source} stream event record, not an invocation record"
+    shown = "missing" if source is None else repr(truncate(source, 40))
+    return f"not an SNS or SQS event record (event source {shown})"
+
+
+# ---- Lambda event records (SNS, SQS, S3): shared quirks
+
+
+def _records(event: Mapping[str, Any], path: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """The (path, record) pairs of a Lambda event's non-empty ``Records`` array."""
+    records = required(event, "Records", path)
+    records_path = f"{path}.Records"
+    if not isinstance(records, list):
+        raise ParseError(f"Records must be an array, got {describe_type(records)}", records_path)
+    if not records:
+        raise ParseError("Records is empty", records_path)
+    return [
+        (f"{records_path}[{i}]", require_object(item, f"{records_path}[{i}]"))
+        for i, item in enumerate(records)
+    ]
+
+
+def _event_source(record: Mapping[str, Any]) -> str | None:
+    # SQS and S3 records spell it eventSource, SNS records EventSource.
+    for key in ("eventSource", "EventSource"):
+        value = record.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+# ---- SNS
+
+
+def _is_sns_notification(obj: Mapping[str, Any]) -> bool:
+    return obj.get("Type") == "Notification"
+
+
+def _sns_notification_message(notification: Mapping[str, Any], path: str) -> str:
+    return required_string(notification, "Message", path)
+
+
+def _reject_other_sns_message(obj: Mapping[str, Any], path: str) -> None:
+    kind = obj.get("Type")
+    if isinstance(kind, str) and "TopicArn" in obj:
+        raise ParseError(f"an SNS {truncate(kind, 40)!r} message, not a Notification", f"{path}.Type")
+
+
+def _sns_record_message(record: Mapping[str, Any], path: str) -> str:
+    sns = require_object(required(record, "Sns", path), f"{path}.Sns")
+    return required_string(sns, "Message", f"{path}.Sns")
+
+
+# ---- SQS
+
+
+def _sqs_body(record: Mapping[str, Any], path: str) -> str:
+    return required_string(record, "body", path)
+
+
+def _sqs_message_id(record: Mapping[str, Any], path: str) -> str:
+    message_id = required_string(record, "messageId", path)
+    if not message_id or len(message_id) > _MAX_MESSAGE_ID_CHARS:
+        raise ParseError(f"messageId must be 1 to {_MAX_MESSAGE_ID_CHARS} characters", f"{path}.messageId")
+    return message_id
+
+
+def sqs_messages(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """An SQS event delivered to a Lambda -> its ``(messageId, body)`` pairs, in order.
+
+    Raises ParseError when `event` is not such an event (every record must have
+    ``eventSource == "aws:sqs"``).
+    """
+    obj = require_object(event, "$", "an SQS event (a JSON object)")
+    messages: list[tuple[str, str]] = []
+    for path, record in _records(obj, "$"):
+        _require_source(record, _SQS, path)
+        messages.append((_sqs_message_id(record, path), _sqs_body(record, path)))
+    return messages
+
+
+def _require_source(record: Mapping[str, Any], expected: str, path: str) -> None:
+    source = _event_source(record)
+    if source != expected:
+        shown = "missing" if source is None else repr(truncate(source, 40))
+        raise ParseError(f"expected eventSource {expected!r}, got {shown}", f"{path}.eventSource")
+
+
+# ---- S3 event notifications
+
+
+def s3_object_refs(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """An S3 event notification delivered to a Lambda -> ``(bucket, key)`` pairs, keys URL-decoded.
+
+    Only ``ObjectCreated:*`` records name objects to read; other records (removals) are skipped,
+    and S3's ``s3:TestEvent`` yields no objects. Raises ParseError when `event` is not an
+    S3 event notification.
+    """
+    obj = require_object(event, "$", "an S3 event notification (a JSON object)")
+    if _is_s3_test_event(obj):
+        return []
+    refs: list[tuple[str, str]] = []
+    for path, record in _records(obj, "$"):
+        _require_source(record, _S3, path)
+        if _is_object_created(record):
+            refs.append(_s3_object_ref(record, path))
+    return refs
+
+
+def _is_s3_test_event(obj: Mapping[str, Any]) -> bool:
+    # Sent once when a notification is configured; it has no Records.
+    return obj.get("Event") == "s3:TestEvent" and "Records" not in obj
+
+
+def _is_object_created(record: Mapping[str, Any]) -> bool:
+    name = record.get("eventName")
+    return not isinstance(name, str) or name.startswith("ObjectCreated:")
+
+
+def _s3_object_ref(record: Mapping[str, Any], path: str) -> tuple[str, str]:
+    s3_path = f"{path}.s3"
+    s3 = require_object(required(record, "s3", path), s3_path)
+    bucket = require_object(required(s3, "bucket", s3_path), f"{s3_path}.bucket")
+    name = required_string(bucket, "name", f"{s3_path}.bucket")
+    if not _BUCKET_NAME.fullmatch(name):
+        raise ParseError(f"not an S3 bucket name: {truncate(name)!r}", f"{s3_path}.bucket.name")
+    s3_object = require_object(required(s3, "object", s3_path), f"{s3_path}.object")
+    key = required_string(s3_object, "key", f"{s3_path}.object")
+    return name, _decode_s3_key(key, f"{s3_path}.object.key")
+
+
+def _decode_s3_key(key: str, path: str) -> str:
+    """S3 event keys are form-encoded: '+' for a space, %XX (UTF-8) for the rest."""
+    try:
+        decoded = unquote_plus(key, errors="strict")
+    except UnicodeDecodeError:
+        raise ParseError(f"key has a %-escape that is not UTF-8: {truncate(key)!r}", path) from None
+    if not decoded:
+        raise ParseError("key is empty", path)
+    try:
+        size = len(decoded.encode())
+    except UnicodeEncodeError:  # a lone surrogate, from a \ud800-style JSON escape
+        raise ParseError(f"key is not valid Unicode: {truncate(key)!r}", path) from None
+    if size > _MAX_S3_KEY_BYTES:
+        raise ParseError(f"key is longer than {_MAX_S3_KEY_BYTES} bytes", path)
+    return decoded

@@ -1,0 +1,41 @@
+"""Readers turn a `Failure` into the records it names, in the Lambda event shape.
+
+They own every stream edge case (empty pages, expired iterators, closed shards,
+trimmed data) and say exactly what they could not recover.
+"""
+
+from __future__ import annotations
+
+from replayer.aws import Clients
+from replayer.model import Failure, StreamKind
+from replayer.readers._base import RangeCollector, ReadResult, StreamReader, shard_lock
+from replayer.readers.dynamodb import DynamoDBReader
+from replayer.readers.payload import PayloadReader
+
+__all__ = [
+    "DynamoDBReader",
+    "PayloadReader",
+    "RangeCollector",
+    "ReadResult",
+    "Readers",
+    "StreamReader",
+    "shard_lock",
+]
+
+
+class Readers:
+    """Picks the reader for a failure: inline payload, DynamoDB Streams or Kinesis."""
+
+    def __init__(self, clients: Clients, *, max_empty_pages: int = 50) -> None:
+        self.payload = PayloadReader()
+        self.dynamodb = DynamoDBReader(clients, max_empty_pages=max_empty_pages)
+        self.kinesis: StreamReader | None = None  # set up by the Kinesis reader when present
+
+    def for_failure(self, failure: Failure) -> StreamReader:
+        if failure.payload is not None:
+            return self.payload
+        if failure.kind is StreamKind.DYNAMODB:
+            return self.dynamodb
+        if self.kinesis is None:
+            raise NotImplementedError("Kinesis streams are not supported yet")
+        return self.kinesis

@@ -1,0 +1,157 @@
+"""Shared fixtures: a moto server over HTTP, started by the suite itself, and a fault proxy.
+
+Every test that touches AWS talks HTTP to these; nothing of replayer's is stubbed.
+Names are unique per test (uuid), so tests never see each other's tables or buckets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.faultproxy import FaultProxy
+
+EVENTS = Path(__file__).parent / "events"
+REGION = "us-east-1"
+
+
+def load_event(name: str) -> Any:
+    return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> str:
+    """Point the standard AWS environment at the emulator for every test."""
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "REPLAYER_")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    return moto_endpoint
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the emulator; replayer's clients go through it."""
+    fp = FaultProxy(moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", fp.url)
+    yield fp
+    fp.close()
+
+
+def client(service: str, endpoint: str) -> Any:
+    """A plain boto3 client for preparing and checking state (not replayer's own)."""
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class DynamoTable:
+    """A table with a NEW_AND_OLD_IMAGES stream in the emulator, and its stream records."""
+
+    def __init__(self, endpoint: str, name: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.ddb = client("dynamodb", endpoint)
+        self.streams = client("dynamodbstreams", endpoint)
+        self.name = name or unique("table")
+        desc = self.ddb.create_table(
+            TableName=self.name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )["TableDescription"]
+        self.stream_arn: str = desc["LatestStreamArn"]
+        shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+        self.shard_id: str = shards[0]["ShardId"]
+
+    def put(self, n: int, *, start: int = 0, payload: str = "x") -> None:
+        for i in range(start, start + n):
+            self.ddb.put_item(
+                TableName=self.name,
+                Item={
+                    "pk": {"S": f"item-{i}"},
+                    "n": {"N": str(i)},
+                    "blob": {"B": f"bin-{i}".encode()},
+                    "tags": {"SS": ["a", "b"]},
+                    "payload": {"S": payload},
+                },
+            )
+
+    def stream_records(self) -> list[dict[str, Any]]:
+        """Every record of the shard as the raw GetRecords JSON shape (via botocore, re-encoded)."""
+        it = self.streams.get_shard_iterator(
+            StreamArn=self.stream_arn, ShardId=self.shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.streams.get_records(ShardIterator=it, Limit=1000)
+            out += page["Records"]
+            if not page["Records"]:
+                return out
+            it = page["NextShardIterator"]
+
+    def invocation_record(
+        self, first: int, last: int, records: list[dict[str, Any]] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """The record a Lambda ESM would send after failing on stream records first..last (0-based)."""
+        records = records if records is not None else self.stream_records()
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        info = {
+            "shardId": self.shard_id,
+            "startSequenceNumber": records[first]["dynamodb"]["SequenceNumber"],
+            "endSequenceNumber": records[last]["dynamodb"]["SequenceNumber"],
+            "approximateArrivalOfFirstRecord": now,
+            "approximateArrivalOfLastRecord": now,
+            "batchSize": last - first + 1,
+            "streamArn": self.stream_arn,
+        }
+        info.update(overrides)
+        return {
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:consumer",
+                "condition": "RetryAttemptsExhausted",
+                "approximateInvokeCount": 3,
+            },
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "version": "1.0",
+            "timestamp": now,
+            "DDBStreamBatchInfo": info,
+        }
+
+
+@pytest.fixture
+def table(moto_endpoint: str) -> DynamoTable:
+    return DynamoTable(moto_endpoint)
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    name = unique("archive")
+    client("s3", moto_endpoint).create_bucket(Bucket=name)
+    return name
