@@ -1,4 +1,4 @@
-"""The `replayer` command line: manual replays, and the entry point of every other mode."""
+"""`replayer replay`, `replayer fetch` and `replayer demo`: manual replays."""
 
 from __future__ import annotations
 
@@ -12,65 +12,26 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from replayer import __version__, logs
+from replayer import logs
 from replayer.allow import AllowList
 from replayer.aws import Clients
+from replayer.cli._app import (
+    AllowOption,
+    ConcurrencyOption,
+    DryRunOption,
+    JsonOption,
+    LogLevelOption,
+    ToOption,
+    app,
+)
 from replayer.core import Replayer, by_deadline, rejected
-from replayer.errors import ConfigError, ParseError, ReplayerError
+from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Origin, Outcome, OutcomeKind
 from replayer.parse import parse_document, parse_record
 from replayer.report import exit_code, progress, render_table, write_json
 from replayer.sinks import sink_from_uri
 
-__all__ = ["app", "main"]
-
-app = typer.Typer(
-    name="replayer",
-    help="Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded, before they expire.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-ToOption = Annotated[
-    list[str],
-    typer.Option(
-        "--to",
-        help="Where recovered records go: s3://BUCKET[/PREFIX], file:DIR, or - (stdout). Repeatable.",
-        envvar="REPLAYER_TO",
-    ),
-]
-AllowOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allow-stream",
-        help="Glob on the stream ARN a record may name (repeatable; env REPLAYER_ALLOW_STREAMS, "
-        "comma-separated). Unset: every stream.",
-    ),
-]
-DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Parse and plan; read and write nothing.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
-ConcurrencyOption = Annotated[
-    int, typer.Option("--concurrency", min=1, max=256, envvar="REPLAYER_CONCURRENCY", help="Ranges at once.")
-]
-LogLevelOption = Annotated[
-    str, typer.Option("--log-level", envvar="REPLAYER_LOG_LEVEL", help="debug, info, warning or error.")
-]
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"replayer {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
-    ] = False,
-) -> None:
-    """Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded."""
+__all__ = ["demo", "fetch", "replay"]
 
 
 def _console(to: Sequence[str]) -> Console:
@@ -204,11 +165,3 @@ def demo(
     from replayer.demo import run_demo
 
     raise typer.Exit(run_demo(keep=keep))
-
-
-def main() -> None:
-    try:
-        app()
-    except ReplayerError as exc:  # a last guard: our own errors are messages, not tracebacks
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
-        sys.exit(2)

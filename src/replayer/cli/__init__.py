@@ -1,0 +1,21 @@
+"""The `replayer` command line. Each module registers its commands on the shared app."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+from replayer.cli import replay as _replay  # noqa: F401  (registers replay, fetch, demo)
+from replayer.cli._app import app
+from replayer.errors import ReplayerError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    try:
+        app()
+    except ReplayerError as exc:  # a last guard: our own errors are messages, not tracebacks
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        sys.exit(2)

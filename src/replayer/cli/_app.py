@@ -1,0 +1,67 @@
+"""The Typer app and the options every command shares."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from replayer import __version__
+
+__all__ = [
+    "AllowOption",
+    "ConcurrencyOption",
+    "DryRunOption",
+    "JsonOption",
+    "LogLevelOption",
+    "ToOption",
+    "app",
+]
+
+app = typer.Typer(
+    name="replayer",
+    help="Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded, before they expire.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ToOption = Annotated[
+    list[str],
+    typer.Option(
+        "--to",
+        help="Where recovered records go: s3://BUCKET[/PREFIX], file:DIR, or - (stdout). Repeatable.",
+        envvar="REPLAYER_TO",
+    ),
+]
+AllowOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-stream",
+        help="Glob on the stream ARN a record may name (repeatable; env REPLAYER_ALLOW_STREAMS, "
+        "comma-separated). Unset: every stream.",
+    ),
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Parse and plan; read and write nothing.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
+ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", min=1, max=256, envvar="REPLAYER_CONCURRENCY", help="Ranges at once.")
+]
+LogLevelOption = Annotated[
+    str, typer.Option("--log-level", envvar="REPLAYER_LOG_LEVEL", help="debug, info, warning or error.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"replayer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded."""
