@@ -7,6 +7,7 @@ Names are unique per test (uuid), so tests never see each other's tables or buck
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ def load_event(name: str) -> Any:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulator's access log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -138,7 +140,11 @@ class DynamoTable:
                 "condition": "RetryAttemptsExhausted",
                 "approximateInvokeCount": 3,
             },
-            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
             "version": "1.0",
             "timestamp": now,
             "DDBStreamBatchInfo": info,

@@ -37,6 +37,12 @@ class Request:
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
 
+    def with_json(self, **changes: Any) -> Request:
+        """The same request with top-level JSON fields changed (None removes a field)."""
+        body = {**self.json(), **changes}
+        body = {k: v for k, v in body.items() if v is not None}
+        return Request(self.method, self.path, self.headers, json.dumps(body).encode())
+
 
 @dataclass
 class Response:
@@ -49,7 +55,8 @@ class Response:
 class Rule:
     """When `match(request)`: act `times` times (None: always).
 
-    Exactly one of: `respond` (status, body dict) for an AWS-style error or answer;
+    One of: `respond` (status, body dict) for an AWS-style error or answer;
+    `modify_request(request) -> request` before forwarding and/or
     `rewrite(request, json_body) -> json_body` on the upstream answer; `drop` the
     connection; or only `delay` seconds before forwarding.
     """
@@ -57,6 +64,7 @@ class Rule:
     match: Callable[[Request], bool]
     respond: tuple[int, dict[str, Any]] | None = None
     rewrite: Callable[[Request, Any], Any] | None = None
+    modify_request: Callable[[Request], Request] | None = None
     drop: bool = False
     delay: float = 0.0
     times: int | None = None
@@ -71,7 +79,9 @@ class Rule:
         return True
 
 
-def aws_error(code: str, message: str = "injected by the test proxy", status: int = 400) -> tuple[int, dict[str, Any]]:
+def aws_error(
+    code: str, message: str = "injected by the test proxy", status: int = 400
+) -> tuple[int, dict[str, Any]]:
     return status, {"__type": code, "message": message}
 
 
@@ -100,7 +110,9 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                request = Request(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
                 response = proxy._serve(request)
                 if response is None:
                     self.close_connection = True
@@ -156,7 +168,11 @@ class FaultProxy:
                 return None
             if rule.respond is not None:
                 status, payload = rule.respond
-                return Response(status, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(payload).encode())
+                return Response(
+                    status, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(payload).encode()
+                )
+        if rule is not None and rule.modify_request is not None:
+            request = rule.modify_request(request)
         response = self._forward(request)
         if rule is not None and rule.rewrite is not None:
             rewritten = rule.rewrite(request, json.loads(response.body or b"{}"))
@@ -167,7 +183,7 @@ class FaultProxy:
     def _forward(self, request: Request) -> Response:
         conn = http.client.HTTPConnection(self._host, self._port, timeout=60)
         try:
-            headers = {k: v for k, v in request.headers.items() if k not in ("connection",)}
+            headers = {k: v for k, v in request.headers.items() if k not in ("connection", "content-length")}
             conn.request(request.method, request.path, body=request.body, headers=headers)
             upstream = conn.getresponse()
             body = upstream.read()

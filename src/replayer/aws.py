@@ -36,6 +36,14 @@ def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict
         response_dict["body"] = b"{}"
 
 
+def _env_attempts() -> int:
+    """`AWS_MAX_ATTEMPTS` when set (the standard variable), else 6."""
+    try:
+        return max(1, int(os.environ.get("AWS_MAX_ATTEMPTS", "6")))
+    except ValueError:
+        return 6
+
+
 def default_region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
@@ -50,13 +58,13 @@ class Clients:
         self,
         *,
         max_pool_connections: int = 32,
-        max_attempts: int = 6,
+        max_attempts: int | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
     ) -> None:
         self._session = aioboto3.Session()
         self._config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "max_attempts": max_attempts or _env_attempts()},
             max_pool_connections=max_pool_connections,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,

@@ -1,0 +1,263 @@
+"""The DynamoDB Streams reader against moto over HTTP, with a fault proxy for what moto cannot do."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from replayer.aws import Clients
+from replayer.model import Failure
+from replayer.parse import parse_message
+from replayer.readers import DynamoDBReader, ReadResult
+from tests.conftest import DynamoTable
+from tests.faultproxy import FaultProxy, Request, Rule, aws_error, op
+
+
+def failure_of(table: DynamoTable, first: int, last: int, **overrides: Any) -> Failure:
+    (failure,) = parse_message(table.invocation_record(first, last, **overrides))
+    return failure
+
+
+async def read(failure: Failure, **settings: Any) -> ReadResult:
+    async with Clients() as clients:
+        return await DynamoDBReader(clients, **settings).read(failure)
+
+
+def expected_event_record(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
+    """What Lambda's event carries for a GetRecords record that boto3 parsed."""
+
+    def wire(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: wire(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [wire(v) for v in value]
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode()
+        return value
+
+    out = wire(record)
+    created = record["dynamodb"]["ApproximateCreationDateTime"].timestamp()  # epoch seconds, as on the wire
+    out["dynamodb"]["ApproximateCreationDateTime"] = int(created) if created.is_integer() else created
+    out["eventSourceARN"] = stream_arn
+    return out
+
+
+def decoded(result: ReadResult) -> list[dict[str, Any]]:
+    return [json.loads(r.json) for r in result.records]
+
+
+def seqs(records: list[dict[str, Any]]) -> list[str]:
+    return [r["dynamodb"]["SequenceNumber"] for r in records]
+
+
+async def test_reads_exactly_the_range_in_the_lambda_event_shape(table: DynamoTable) -> None:
+    table.put(10)
+    stream = table.stream_records()
+    result = await read(failure_of(table, 3, 7))
+    assert result.complete and not result.gaps and not result.notes
+    assert decoded(result) == [expected_event_record(r, table.stream_arn) for r in stream[3:8]]
+    first = decoded(result)[0]
+    assert isinstance(first["dynamodb"]["ApproximateCreationDateTime"], int | float)
+    assert base64.b64decode(first["dynamodb"]["NewImage"]["blob"]["B"]) == b"bin-3"
+    assert first["eventSourceARN"] == table.stream_arn
+    assert list(first)[:6] == ["eventID", "eventName", "eventVersion", "eventSource", "awsRegion", "dynamodb"]
+
+
+async def test_pages_until_the_end_sequence(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(25)
+    stream = table.stream_records()
+    proxy.clear()
+    result = await read(failure_of(table, 2, 21), page_limit=4)
+    assert seqs(decoded(result)) == seqs(stream[2:22])
+    assert proxy.count("GetRecords") == 5  # 20 records, 4 a page, stops at the end record
+
+
+async def test_keeps_going_through_empty_pages(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(6)
+    stream = table.stream_records()
+    empty = proxy.add(
+        Rule(
+            op("GetRecords"),
+            rewrite=lambda req, body: {"Records": [], "NextShardIterator": req.json()["ShardIterator"]},
+            times=4,
+        )
+    )
+    result = await read(failure_of(table, 1, 4))
+    assert empty.hits == 4
+    assert result.complete and seqs(decoded(result)) == seqs(stream[1:5])
+
+
+async def test_bounded_empty_pages_are_retried_not_lost(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(4)
+    proxy.add(
+        Rule(
+            op("GetRecords"),
+            rewrite=lambda req, body: {"Records": [], "NextShardIterator": req.json()["ShardIterator"]},
+        )
+    )
+    result = await read(failure_of(table, 0, 3), max_empty_pages=5)
+    assert not result.complete
+    assert not result.gaps
+    assert any("5 consecutive empty pages" in n for n in result.notes)
+    assert proxy.count("GetRecords") == 5
+
+
+async def test_expired_iterator_is_reacquired_after_the_last_record(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    table.put(12)
+    stream = table.stream_records()
+    calls: list[dict[str, Any]] = []
+    proxy.add(Rule(op("GetShardIterator"), modify_request=lambda r: calls.append(r.json()) or r))
+    # the second GetRecords finds its iterator expired
+    pages = {"n": 0}
+
+    def second_call(request: Request) -> bool:
+        if request.operation != "GetRecords":
+            return False
+        pages["n"] += 1
+        return pages["n"] == 2
+
+    proxy.add(Rule(second_call, respond=aws_error("ExpiredIteratorException", "Iterator expired")))
+    result = await read(failure_of(table, 1, 10), page_limit=3)
+    assert seqs(decoded(result)) == seqs(stream[1:11])  # nothing twice, nothing skipped
+    assert [c["ShardIteratorType"] for c in calls] == ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"]
+    assert calls[1]["SequenceNumber"] == stream[3]["dynamodb"]["SequenceNumber"]
+
+
+async def test_throttling_is_backed_off_by_botocore(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(3)
+    throttle = proxy.add(
+        Rule(op("GetRecords"), respond=aws_error("LimitExceededException", "slow down"), times=2)
+    )
+    result = await read(failure_of(table, 0, 2))
+    assert throttle.hits == 2
+    assert result.complete and len(result.records) == 3
+
+
+def trimmed_until(proxy: FaultProxy, first_kept: str) -> None:
+    """Make the shard look trimmed: everything before `first_kept` is past retention."""
+
+    def asks_for_trimmed(request: Request) -> bool:
+        if request.operation != "GetShardIterator":
+            return False
+        body = request.json()
+        return "SequenceNumber" in body and int(body["SequenceNumber"]) < int(first_kept)
+
+    proxy.add(Rule(asks_for_trimmed, respond=aws_error("TrimmedDataAccessException", "trimmed")))
+    proxy.add(
+        Rule(
+            lambda r: r.operation == "GetShardIterator" and r.json()["ShardIteratorType"] == "TRIM_HORIZON",
+            modify_request=lambda r: r.with_json(
+                ShardIteratorType="AT_SEQUENCE_NUMBER", SequenceNumber=first_kept
+            ),
+        )
+    )
+
+
+async def test_trimmed_start_recovers_the_rest_and_reports_the_exact_gap(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    table.put(10)
+    stream = table.stream_records()
+    trimmed_until(proxy, stream[4]["dynamodb"]["SequenceNumber"])
+    failure = failure_of(table, 1, 7)
+    result = await read(failure)
+    assert seqs(decoded(result)) == seqs(stream[4:8])
+    (gap,) = result.gaps
+    assert gap.first == failure.start_sequence
+    assert int(gap.last) == int(stream[4]["dynamodb"]["SequenceNumber"]) - 1
+    assert "trimmed" in gap.reason
+
+
+async def test_trimmed_while_reading(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(12)
+    stream = table.stream_records()
+    state = {"pages": 0}
+
+    def second_page(request: Request) -> bool:
+        if request.operation == "GetRecords":
+            state["pages"] += 1
+            return state["pages"] == 2
+        return False
+
+    proxy.add(Rule(second_page, respond=aws_error("TrimmedDataAccessException", "trimmed")))
+    trimmed_until(proxy, stream[7]["dynamodb"]["SequenceNumber"])
+    # the first iterator is handed out before the trim; only later ones see it
+    proxy.rules.insert(0, Rule(op("GetShardIterator"), times=1))
+    result = await read(failure_of(table, 1, 10), page_limit=3)
+    assert seqs(decoded(result)) == seqs(stream[1:4]) + seqs(stream[7:11])
+    (gap,) = result.gaps
+    assert int(gap.first) == int(stream[3]["dynamodb"]["SequenceNumber"]) + 1
+    assert int(gap.last) == int(stream[7]["dynamodb"]["SequenceNumber"]) - 1
+
+
+async def test_fully_trimmed_range_is_all_gap(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(10)
+    stream = table.stream_records()
+    trimmed_until(proxy, stream[8]["dynamodb"]["SequenceNumber"])
+    failure = failure_of(table, 2, 5)
+    result = await read(failure)
+    assert result.records == ()
+    assert [(g.first, g.last) for g in result.gaps] == [(failure.start_sequence, failure.end_sequence)]
+
+
+async def test_closed_shard_read_to_its_end(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(5)
+    stream = table.stream_records()
+
+    def close_when_drained(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        if not body["Records"]:
+            body.pop("NextShardIterator", None)
+        return body
+
+    proxy.add(Rule(op("GetRecords"), rewrite=close_when_drained))
+    beyond = str(int(stream[-1]["dynamodb"]["SequenceNumber"]) + 50)
+    failure = failure_of(table, 2, 4, endSequenceNumber=beyond)
+    result = await read(failure)
+    assert seqs(decoded(result)) == seqs(stream[2:5])
+    (gap,) = result.gaps
+    assert int(gap.first) == int(stream[4]["dynamodb"]["SequenceNumber"]) + 1 and gap.last == beyond
+    assert "shard ended" in gap.reason
+
+
+async def test_batch_size_mismatch_is_reported(table: DynamoTable) -> None:
+    table.put(6)
+    result = await read(failure_of(table, 0, 4, batchSize=3))
+    assert len(result.records) == 5
+    assert any("batchSize says 3" in n for n in result.notes)
+
+
+async def test_unknown_stream_is_lost_with_reason(table: DynamoTable) -> None:
+    table.put(2)
+    record = table.invocation_record(0, 1)
+    record["DDBStreamBatchInfo"]["streamArn"] = table.stream_arn.replace(table.name, "no-such-table")
+    (failure,) = parse_message(record)
+    result = await read(failure)
+    assert result.records == ()
+    assert "not found" in result.gaps[0].reason
+
+
+async def test_one_reader_per_shard_at_a_time(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(8)
+    proxy.add(Rule(op("GetRecords"), delay=0.05))
+    a, b = failure_of(table, 0, 3), failure_of(table, 4, 7)
+    async with Clients() as clients:
+        reader = DynamoDBReader(clients, page_limit=2)
+        results = await asyncio.gather(reader.read(a), reader.read(b))
+    assert [len(r.records) for r in results] == [4, 4]
+    calls = [s for s in proxy.seen if s in ("GetShardIterator", "GetRecords")]
+    # one range's reads finish before the other's iterator is asked for
+    assert calls == ["GetShardIterator", "GetRecords", "GetRecords"] * 2
+
+
+@pytest.mark.parametrize("bad", ["ValidationException", "AccessDeniedException"])
+async def test_other_errors_surface_for_a_retry(table: DynamoTable, proxy: FaultProxy, bad: str) -> None:
+    table.put(2)
+    proxy.add(Rule(op("GetShardIterator"), respond=aws_error(bad)))
+    with pytest.raises(Exception, match=bad):
+        await read(failure_of(table, 0, 1))
