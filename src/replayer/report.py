@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -65,7 +66,9 @@ def render_table(outcomes: Sequence[Outcome], console: Console) -> None:
         if o.reason and o.kind is not OutcomeKind.REPLAYED and where != o.reason:
             where = f"{where} ({o.reason})"
         style = _STYLE[o.kind]
-        table.add_row(name, f"[{style}]{o.kind.value}[/]", str(o.recovered), missing, where)
+        table.add_row(
+            escape(name), f"[{style}]{o.kind.value}[/]", str(o.recovered), escape(missing), escape(where)
+        )
     console.print(table)
     counts = Counter(o.kind.value for o in outcomes)
     console.print(

@@ -7,7 +7,7 @@ import sys
 from rich.console import Console
 
 from replayer.cli import replay as _replay  # noqa: F401  (registers replay, fetch, demo)
-from replayer.cli._app import app
+from replayer.cli._app import app, print_error
 from replayer.errors import ReplayerError
 
 __all__ = ["app", "main"]
@@ -17,5 +17,5 @@ def main() -> None:
     try:
         app()
     except ReplayerError as exc:  # a last guard: our own errors are messages, not tracebacks
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        print_error(Console(stderr=True), exc)
         sys.exit(2)

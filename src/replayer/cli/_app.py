@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from replayer import __version__
 
@@ -16,6 +18,7 @@ __all__ = [
     "LogLevelOption",
     "ToOption",
     "app",
+    "print_error",
 ]
 
 app = typer.Typer(
@@ -65,3 +68,8 @@ def _root(
     ] = False,
 ) -> None:
     """Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded."""
+
+
+def print_error(console: Console, error: object) -> None:
+    """One clear line on stderr; the message is text, never rich markup."""
+    console.print(f"[red]error:[/] {escape(str(error))}")

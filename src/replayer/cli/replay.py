@@ -23,6 +23,7 @@ from replayer.cli._app import (
     LogLevelOption,
     ToOption,
     app,
+    print_error,
 )
 from replayer.core import Replayer, by_deadline, rejected
 from replayer.errors import ConfigError, ParseError
@@ -94,7 +95,7 @@ def _run(failures: list[Failure], bad: list[Outcome], *, to: list[str], allow_st
         for uri in to:
             sink_from_uri(uri, Clients())  # validate every URI before reading anything
     except (ConfigError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        print_error(console, exc)
         raise typer.Exit(2) from None
     allow = AllowList.from_env(allow_stream or ())
     if dry_run:
@@ -141,17 +142,18 @@ def fetch(
     """Replay a range given by hand: no invocation record needed."""
     info_key = "KinesisBatchInfo" if ":kinesis:" in stream_arn else "DDBStreamBatchInfo"
     record = {
+        "requestContext": {"condition": "ManualReplay"},
         info_key: {
             "shardId": shard_id,
             "startSequenceNumber": start,
             "endSequenceNumber": end,
             "streamArn": stream_arn,
-        }
+        },
     }
     try:
         failure = dataclasses.replace(parse_record(record, path="options"), origin=Origin.MANUAL)
     except ParseError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        print_error(Console(stderr=True), exc)
         raise typer.Exit(2) from None
     _run([failure], [], to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
          concurrency=1, log_level=log_level)  # fmt: skip

@@ -1,0 +1,155 @@
+"""The S3, file and stdout sinks: layout, create-only writes, loss reports."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replayer.aws import Clients
+from replayer.errors import ConfigError
+from replayer.model import Failure, Gap, StreamKind, StreamRecord
+from replayer.readers import ReadResult
+from replayer.sinks import FileSink, S3Sink, StdoutSink, sink_from_uri
+from replayer.sinks._layout import range_path, safe_segment
+from tests.conftest import client
+
+ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-02T03:04:05.678"
+
+
+def failure(start: str = "100", end: str = "102") -> Failure:
+    return Failure(
+        StreamKind.DYNAMODB,
+        ARN,
+        "shardId-00000001573689847184-864758bb",
+        start,
+        end,
+        batch_size=3,
+        raw={"DDBStreamBatchInfo": {"startSequenceNumber": start}},
+    )
+
+
+def result(*sequences: int, gaps: tuple[Gap, ...] = ()) -> ReadResult:
+    records = tuple(
+        StreamRecord(str(s), json.dumps({"dynamodb": {"SequenceNumber": str(s)}, "n": s}).encode())
+        for s in sequences
+    )
+    return ReadResult(records, gaps)
+
+
+def test_range_path_is_derived_from_the_range_only() -> None:
+    path = range_path(failure())
+    assert path == (
+        "dynamodb/123456789012/us-east-1/orders/2024-01-02T03:04:05.678/"
+        "shardId-00000001573689847184-864758bb/100-102"
+    )
+    assert range_path(failure("0100", "102")) == path  # the same numbers, written differently
+
+
+@pytest.mark.parametrize("hostile", ["..", ".", "a/b", "../../etc", "x\x00y", "line\nbreak", "é", "", "%2F"])
+def test_safe_segment_never_climbs_or_splits(hostile: str) -> None:
+    seg = safe_segment(hostile)
+    assert "/" not in seg and seg not in (".", "..", "") and seg.isprintable() and seg.isascii()
+    assert not seg.startswith(".")
+
+
+async def test_s3_archive_is_written_once(bucket: str, moto_endpoint: str) -> None:
+    s3 = client("s3", moto_endpoint)
+    async with Clients() as clients:
+        sink = S3Sink(clients, bucket, "archive/dev")
+        first = await sink.deliver(failure(), result(100, 101, 102))
+        key = sink.key(failure(), "records.jsonl.gz")
+        etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
+        second = await sink.deliver(failure(), result(100, 101))  # a retry with fewer records
+    assert first.location == f"s3://{bucket}/{key}" and not first.already_there
+    assert second.already_there
+    assert key.startswith("archive/dev/dynamodb/123456789012/")
+    obj = s3.get_object(Bucket=bucket, Key=key)
+    assert s3.head_object(Bucket=bucket, Key=key)["ETag"] == etag
+    lines = gzip.decompress(obj["Body"].read()).splitlines()
+    assert [json.loads(line)["n"] for line in lines] == [100, 101, 102]
+    manifest = json.loads(
+        s3.get_object(Bucket=bucket, Key=sink.key(failure(), "invocation.json"))["Body"].read()
+    )
+    assert manifest["range"]["range_id"] == failure().range_id
+    assert manifest["archived"]["records"] == 3
+    assert manifest["invocation_record"] == {"DDBStreamBatchInfo": {"startSequenceNumber": "100"}}
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert not any(k.endswith("loss-report.json") for k in keys)
+
+
+async def test_s3_loss_report_says_exactly_what_is_missing(bucket: str, moto_endpoint: str) -> None:
+    gap = Gap("100", "100", "trimmed: past the stream's retention")
+    async with Clients() as clients:
+        sink = S3Sink(clients, bucket)
+        delivery = await sink.deliver(failure(), result(101, 102, gaps=(gap,)))
+    assert delivery.report == f"s3://{bucket}/{sink.key(failure(), 'loss-report.json')}"
+    report = json.loads(
+        client("s3", moto_endpoint)
+        .get_object(Bucket=bucket, Key=sink.key(failure(), "loss-report.json"))["Body"]
+        .read()
+    )
+    assert report["outcome"] == "partial"
+    assert report["missing"] == [{"first_sequence": "100", "last_sequence": "100", "reason": gap.reason}]
+    assert report["recovered"]["records"] == 2
+    assert report["invocation_record"]["DDBStreamBatchInfo"]["startSequenceNumber"] == "100"
+
+
+async def test_s3_sink_failure_is_a_sink_error(moto_endpoint: str) -> None:
+    from replayer.sinks import SinkError
+
+    async with Clients() as clients:
+        sink = S3Sink(clients, "no-such-bucket-here")
+        with pytest.raises(SinkError, match="NoSuchBucket"):
+            await sink.deliver(failure(), result(100))
+
+
+async def test_file_archive_has_the_same_layout_and_is_create_only(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    await sink.deliver(failure(), result(100, 101, 102))
+    again = await sink.deliver(failure(), result(100))
+    folder = tmp_path.joinpath(*range_path(failure()).split("/"))
+    assert again.already_there
+    assert sorted(p.name for p in folder.iterdir()) == ["invocation.json", "records.jsonl.gz"]
+    lines = gzip.decompress((folder / "records.jsonl.gz").read_bytes()).splitlines()
+    assert len(lines) == 3
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+async def test_expired_range_writes_only_manifest_and_report(tmp_path: Path) -> None:
+    gap = Gap("100", "102", "trimmed")
+    delivery = await FileSink(tmp_path).deliver(failure(), result(gaps=(gap,)))
+    folder = tmp_path.joinpath(*range_path(failure()).split("/"))
+    assert sorted(p.name for p in folder.iterdir()) == ["invocation.json", "loss-report.json"]
+    assert delivery.report == str(folder / "loss-report.json")
+    assert json.loads((folder / "loss-report.json").read_text())["outcome"] == "expired"
+
+
+async def test_stdout_sink_writes_json_lines() -> None:
+    out = io.BytesIO()
+    await StdoutSink(out).deliver(failure(), result(100, 101))
+    assert [json.loads(line)["n"] for line in out.getvalue().splitlines()] == [100, 101]
+
+
+@pytest.mark.parametrize(
+    ("uri", "kind"),
+    [
+        ("s3://b/p/q", S3Sink),
+        ("s3://b", S3Sink),
+        ("file:/tmp/x", FileSink),
+        ("file:rel", FileSink),
+        ("-", StdoutSink),
+    ],
+)
+def test_sink_uris(uri: str, kind: type[Any]) -> None:
+    assert isinstance(sink_from_uri(uri, Clients()), kind)
+
+
+@pytest.mark.parametrize("uri", ["s3://", "file:", "http://x", "bucket", ""])
+def test_bad_sink_uris_say_what_is_accepted(uri: str) -> None:
+    with pytest.raises(ConfigError, match="expected"):
+        sink_from_uri(uri, Clients())
