@@ -20,6 +20,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.faultproxy import FaultProxy
+from tests.ministack_support import lambda_endpoint, ministack, repair  # noqa: F401  (shared fixtures)
 
 EVENTS = Path(__file__).parent / "events"
 REGION = "us-east-1"
@@ -161,3 +162,123 @@ def bucket(moto_endpoint: str) -> str:
     name = unique("archive")
     client("s3", moto_endpoint).create_bucket(Bucket=name)
     return name
+
+
+class KinesisStream:
+    """A Kinesis stream in an emulator (moto or kinesis-local): what was put, and its records."""
+
+    def __init__(self, endpoint: str, name: str | None = None, shards: int = 1) -> None:
+        self.endpoint = endpoint
+        self.kinesis = client("kinesis", endpoint)
+        self.name = name or unique("stream")
+        self.kinesis.create_stream(StreamName=self.name, ShardCount=shards)
+        self._wait_active()
+        summary = self.kinesis.describe_stream_summary(StreamName=self.name)["StreamDescriptionSummary"]
+        self.stream_arn: str = summary["StreamARN"]
+        self.shard_id: str = self.shard_ids()[0]
+        self.puts: list[dict[str, Any]] = []  # what `put` wrote: Data, PartitionKey, SequenceNumber, ShardId
+
+    def _wait_active(self) -> None:
+        waiter = self.kinesis.get_waiter("stream_exists")
+        waiter.wait(StreamName=self.name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 600})
+
+    def shard_ids(self) -> list[str]:
+        return [s["ShardId"] for s in self.kinesis.list_shards(StreamARN=self.stream_arn)["Shards"]]
+
+    def put(self, n: int, *, start: int = 0, shard_id: str | None = None) -> list[dict[str, Any]]:
+        """Put n records one by one (binary data, to exercise base64); all on one shard."""
+        put = []
+        for i in range(start, start + n):
+            data = f"record-{i}-".encode() + bytes([0, 255, i % 256])
+            answer = self.kinesis.put_record(
+                StreamARN=self.stream_arn,
+                Data=data,
+                PartitionKey=f"pk-{i}",
+                ExplicitHashKey="0",  # the lowest hash key: the first shard (or its first child)
+            )
+            put.append({"Data": data, "PartitionKey": f"pk-{i}", **answer})
+        if shard_id is not None:
+            assert all(p["ShardId"] == shard_id for p in put)
+        self.puts += put
+        return put
+
+    def stream_records(self, shard_id: str | None = None) -> list[dict[str, Any]]:
+        """Every record of the shard, as boto3 parses GetRecords."""
+        it = self.kinesis.get_shard_iterator(
+            StreamARN=self.stream_arn, ShardId=shard_id or self.shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        out: list[dict[str, Any]] = []
+        while it:
+            page = self.kinesis.get_records(StreamARN=self.stream_arn, ShardIterator=it, Limit=10_000)
+            out += page["Records"]
+            if not page["Records"] and not page.get("MillisBehindLatest"):
+                break
+            it = page.get("NextShardIterator")
+        return out
+
+    def split(self, shard_id: str | None = None) -> list[str]:
+        """Split a shard in two halves of its hash range; the ids of its children."""
+        parent = shard_id or self.shard_id
+        before = set(self.shard_ids())
+        self.kinesis.split_shard(
+            StreamARN=self.stream_arn, ShardToSplit=parent, NewStartingHashKey=str(2**127)
+        )
+        self._wait_active()
+        return sorted(set(self.shard_ids()) - before)
+
+    def invocation_record(
+        self,
+        first: int,
+        last: int,
+        records: list[dict[str, Any]] | None = None,
+        *,
+        shard_id: str | None = None,
+        pipes: bool = False,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """What a Lambda ESM (or, with `pipes`, a pipe's DLQ) sends after failing on records first..last."""
+        shard = shard_id or self.shard_id
+        records = records if records is not None else self.stream_records(shard)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        info = {
+            "shardId": shard,
+            "startSequenceNumber": records[first]["SequenceNumber"],
+            "endSequenceNumber": records[last]["SequenceNumber"],
+            "approximateArrivalOfFirstRecord": now,
+            "approximateArrivalOfLastRecord": now,
+            "batchSize": last - first + 1,
+            "streamArn": self.stream_arn,
+        }
+        info.update(overrides)
+        if pipes:
+            return {
+                "context": {
+                    "partnerResourceArn": "arn:aws:pipes:us-east-1:123456789012:pipe/repair-pipe",
+                    "condition": "RetryAttemptsExhausted",
+                },
+                "version": "1.0",
+                "timestamp": now,
+                "KinesisBatchInfo": info,
+            }
+        return {
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:consumer",
+                "condition": "RetryAttemptsExhausted",
+                "approximateInvokeCount": 3,
+            },
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "version": "1.0",
+            "timestamp": now,
+            "KinesisBatchInfo": info,
+        }
+
+
+@pytest.fixture
+def kinesis_stream(moto_endpoint: str) -> KinesisStream:
+    """A one-shard Kinesis stream in moto (short decimal sequence numbers: "9" then "10")."""
+    return KinesisStream(moto_endpoint)

@@ -30,6 +30,11 @@ _RAW_OPERATIONS = (
 )
 
 
+# A synchronous Invoke answers when the function returns, up to its 900 s timeout: a shorter
+# read timeout would make botocore re-send the Invoke while the first call is still running.
+_SERVICE_CONFIG = {"lambda": Config(read_timeout=910)}
+
+
 def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
     if response_dict.get("status_code") == 200 and isinstance(response_dict.get("body"), bytes):
         customized_response_dict[RAW_BODY] = response_dict["body"]
@@ -81,8 +86,13 @@ class Clients:
             return self._clients[key]
         async with self._lock:
             if key not in self._clients:
+                config = (
+                    self._config.merge(_SERVICE_CONFIG[service])
+                    if service in _SERVICE_CONFIG
+                    else self._config
+                )
                 client = await self._stack.enter_async_context(
-                    self._session.client(service, region_name=key[1], config=self._config)
+                    self._session.client(service, region_name=key[1], config=config)
                 )
                 for event in _RAW_OPERATIONS:
                     client.meta.events.register(event, _keep_raw_body)

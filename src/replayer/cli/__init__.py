@@ -6,7 +6,9 @@ import sys
 
 from rich.console import Console
 
+from replayer.cli import redrive as _redrive  # noqa: F401  (registers redrive)
 from replayer.cli import replay as _replay  # noqa: F401  (registers replay, fetch, demo)
+from replayer.cli import service as _service  # noqa: F401  (registers run, drain)
 from replayer.cli._app import app, print_error
 from replayer.errors import ReplayerError
 

@@ -14,8 +14,10 @@ __all__ = [
     "AllowOption",
     "ConcurrencyOption",
     "DryRunOption",
+    "InvokeRetriesOption",
     "JsonOption",
     "LogLevelOption",
+    "MaxRecordsPerInvokeOption",
     "ToOption",
     "app",
     "print_error",
@@ -27,13 +29,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts hold brackets (s3://BUCKET[/PREFIX]), not rich markup
 )
 
 ToOption = Annotated[
     list[str],
     typer.Option(
         "--to",
-        help="Where recovered records go: s3://BUCKET[/PREFIX], file:DIR, or - (stdout). Repeatable.",
+        help="Where recovered records go: s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION[:QUALIFIER] "
+        "(a repair function, invoked with the event Lambda would have sent), or - (stdout). "
+        "Repeatable: delivered in the order given.",
         envvar="REPLAYER_TO",
     ),
 ]
@@ -49,6 +54,27 @@ DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Parse and plan; r
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
 ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", min=1, max=256, envvar="REPLAYER_CONCURRENCY", help="Ranges at once.")
+]
+MaxRecordsPerInvokeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-records-per-invoke",
+        min=1,
+        envvar="REPLAYER_MAX_RECORDS_PER_INVOKE",
+        help="lambda: sinks: records per invocation (default: the range's batchSize, else 100). "
+        "Invocations also stay under the 6 MB payload limit.",
+    ),
+]
+InvokeRetriesOption = Annotated[
+    int,
+    typer.Option(
+        "--invoke-retries",
+        min=0,
+        max=100,
+        envvar="REPLAYER_INVOKE_RETRIES",
+        help="lambda: sinks: retries of an invocation that failed or left records unconfirmed "
+        "(batchItemFailures), with backoff and jitter; then the range is left for a later retry.",
+    ),
 ]
 LogLevelOption = Annotated[
     str, typer.Option("--log-level", envvar="REPLAYER_LOG_LEVEL", help="debug, info, warning or error.")

@@ -19,8 +19,10 @@ from replayer.cli._app import (
     AllowOption,
     ConcurrencyOption,
     DryRunOption,
+    InvokeRetriesOption,
     JsonOption,
     LogLevelOption,
+    MaxRecordsPerInvokeOption,
     ToOption,
     app,
     print_error,
@@ -30,7 +32,7 @@ from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Origin, Outcome, OutcomeKind
 from replayer.parse import parse_document, parse_record
 from replayer.report import exit_code, progress, render_table, write_json
-from replayer.sinks import sink_from_uri
+from replayer.sinks import SinkOptions, sink_from_uri
 
 __all__ = ["demo", "fetch", "replay"]
 
@@ -77,23 +79,25 @@ def _plan(failures: list[Failure], allow: AllowList) -> list[Outcome]:
 
 
 async def _replay(failures: list[Failure], to: Sequence[str], allow: AllowList, concurrency: int,
-                  console: Console, show_progress: bool) -> list[Outcome]:  # fmt: skip
+                  console: Console, show_progress: bool, options: SinkOptions) -> list[Outcome]:  # fmt: skip
     async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
-        sinks = [sink_from_uri(uri, clients) for uri in to]
+        sinks = [sink_from_uri(uri, clients, options) for uri in to]
         replayer = Replayer(clients, sinks, allow=allow)
         with progress(console, len(failures), show_progress) as advance:
             return await replayer.replay_many(failures, concurrency=concurrency, on_done=advance)
 
 
 def _run(failures: list[Failure], bad: list[Outcome], *, to: list[str], allow_stream: list[str] | None,
-         dry_run: bool, as_json: bool, concurrency: int, log_level: str) -> None:  # fmt: skip
+         dry_run: bool, as_json: bool, concurrency: int, log_level: str,
+         options: SinkOptions | None = None) -> None:  # fmt: skip
     console = _console(to)
+    options = options or SinkOptions()
     try:
         logs.configure(log_level)
         if not to and not dry_run:
-            raise ConfigError("--to is required: s3://BUCKET[/PREFIX], file:DIR or -")
+            raise ConfigError("--to is required: s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION or -")
         for uri in to:
-            sink_from_uri(uri, Clients())  # validate every URI before reading anything
+            sink_from_uri(uri, Clients(), options)  # validate every URI before reading anything
     except (ConfigError, ValueError) as exc:
         print_error(console, exc)
         raise typer.Exit(2) from None
@@ -102,7 +106,9 @@ def _run(failures: list[Failure], bad: list[Outcome], *, to: list[str], allow_st
         outcomes = _plan(failures, allow)
     else:
         show = console.is_terminal and not as_json
-        outcomes = asyncio.run(_replay(failures, to, allow, concurrency, console, show)) if failures else []
+        outcomes = []
+        if failures:
+            outcomes = asyncio.run(_replay(failures, to, allow, concurrency, console, show, options))
     _finish(bad + outcomes, as_json=as_json, to=to, console=console)
 
 
@@ -120,11 +126,14 @@ def replay(
     as_json: JsonOption = False,
     concurrency: ConcurrencyOption = 8,
     log_level: LogLevelOption = "warning",
+    max_records_per_invoke: MaxRecordsPerInvokeOption = None,
+    invoke_retries: InvokeRetriesOption = 3,
 ) -> None:
     """Replay the ranges named by invocation records (SQS, SNS, Pipes or S3-destination forms)."""
     failures, bad = _read_inputs(paths or [])
+    options = SinkOptions(max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries)
     _run(failures, bad, to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
-         concurrency=concurrency, log_level=log_level)  # fmt: skip
+         concurrency=concurrency, log_level=log_level, options=options)  # fmt: skip
 
 
 @app.command()
@@ -138,6 +147,8 @@ def fetch(
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     log_level: LogLevelOption = "warning",
+    max_records_per_invoke: MaxRecordsPerInvokeOption = None,
+    invoke_retries: InvokeRetriesOption = 3,
 ) -> None:
     """Replay a range given by hand: no invocation record needed."""
     info_key = "KinesisBatchInfo" if ":kinesis:" in stream_arn else "DDBStreamBatchInfo"
@@ -155,8 +166,9 @@ def fetch(
     except ParseError as exc:
         print_error(Console(stderr=True), exc)
         raise typer.Exit(2) from None
+    options = SinkOptions(max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries)
     _run([failure], [], to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
-         concurrency=1, log_level=log_level)  # fmt: skip
+         concurrency=1, log_level=log_level, options=options)  # fmt: skip
 
 
 @app.command()

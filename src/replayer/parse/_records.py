@@ -151,7 +151,10 @@ def _sequence_number(info: Mapping[str, Any], key: str, path: str) -> str:
     value = required(info, key, path)
     if isinstance(value, int) and not isinstance(value, bool):
         if not 0 <= value < 10**_MAX_SEQUENCE_DIGITS:
-            raise ParseError(f"{key} must be a non-negative number of at most 128 digits", f"{path}.{key}")
+            raise ParseError(
+                f"{key} must be a non-negative number of at most {_MAX_SEQUENCE_DIGITS} digits",
+                f"{path}.{key}",
+            )
         value = str(value)
     if not isinstance(value, str):
         raise ParseError(f"{key} must be a decimal string, got {describe_type(value)}", f"{path}.{key}")

@@ -6,14 +6,18 @@ trimmed data) and say exactly what they could not recover.
 
 from __future__ import annotations
 
+import os
+
 from replayer.aws import Clients
 from replayer.model import Failure, StreamKind
 from replayer.readers._base import RangeCollector, ReadResult, StreamReader, shard_lock
 from replayer.readers.dynamodb import DynamoDBReader
+from replayer.readers.kinesis import KinesisReader
 from replayer.readers.payload import PayloadReader
 
 __all__ = [
     "DynamoDBReader",
+    "KinesisReader",
     "PayloadReader",
     "RangeCollector",
     "ReadResult",
@@ -26,16 +30,19 @@ __all__ = [
 class Readers:
     """Picks the reader for a failure: inline payload, DynamoDB Streams or Kinesis."""
 
-    def __init__(self, clients: Clients, *, max_empty_pages: int = 50) -> None:
+    def __init__(
+        self, clients: Clients, *, max_empty_pages: int = 50, invoke_identity_arn: str | None = None
+    ) -> None:
+        """`invoke_identity_arn` (default: env REPLAYER_INVOKE_IDENTITY_ARN) fills Kinesis
+        events' `invokeIdentityArn`, the role Lambda invoked with; unknown, it is left out."""
+        identity = invoke_identity_arn or os.environ.get("REPLAYER_INVOKE_IDENTITY_ARN") or None
         self.payload = PayloadReader()
         self.dynamodb = DynamoDBReader(clients, max_empty_pages=max_empty_pages)
-        self.kinesis: StreamReader | None = None  # set up by the Kinesis reader when present
+        self.kinesis = KinesisReader(clients, max_empty_pages=max_empty_pages, invoke_identity_arn=identity)
 
     def for_failure(self, failure: Failure) -> StreamReader:
         if failure.payload is not None:
             return self.payload
         if failure.kind is StreamKind.DYNAMODB:
             return self.dynamodb
-        if self.kinesis is None:
-            raise NotImplementedError("Kinesis streams are not supported yet")
         return self.kinesis

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from replayer import __version__
-from replayer.model import Failure, OutcomeKind
+from replayer.model import Failure, OutcomeKind, StreamArn
 from replayer.readers import ReadResult
 from replayer.readers._wire import dumps
 
@@ -16,16 +16,20 @@ __all__ = [
     "INVOCATION",
     "LOSS_REPORT",
     "RECORDS",
+    "REDRIVEN",
     "invocation_document",
     "loss_report_document",
     "range_path",
     "records_object",
+    "redrive_marker",
     "safe_segment",
+    "stream_path",
 ]
 
 RECORDS = "records.jsonl.gz"
 INVOCATION = "invocation.json"
 LOSS_REPORT = "loss-report.json"
+REDRIVEN = "redriven"  # beside the records: one marker per function a range was re-driven to
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
@@ -49,6 +53,19 @@ def range_path(failure: Failure) -> str:
         parts.append(arn.label)
     parts += [failure.shard_id, f"{failure.start}-{failure.end}"]
     return "/".join(safe_segment(p) for p in parts)
+
+
+def stream_path(arn: StreamArn) -> str:
+    """``kind/account/region/stream[/label]``: the folder holding one stream's ranges."""
+    parts = [arn.kind.value, arn.account, arn.region, arn.name]
+    if arn.label is not None:
+        parts.append(arn.label)
+    return "/".join(safe_segment(p) for p in parts)
+
+
+def redrive_marker(target: str) -> str:
+    """``redriven/<target>.json``, relative to a range's folder: written once the range was re-driven."""
+    return f"{REDRIVEN}/{safe_segment(target)}.json"
 
 
 def records_object(result: ReadResult) -> bytes:

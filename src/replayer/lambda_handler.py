@@ -1,0 +1,41 @@
+"""The Lambda entrypoint: ``replayer.lambda_handler.handler``.
+
+Takes SQS events (answers ``batchItemFailures`` for every message not settled), SNS
+events and S3 event notifications for S3 on-failure-destination objects (both raise when
+something is not settled, so Lambda's own retries and on-failure destination take over).
+
+Configuration comes from ``REPLAYER_*`` environment variables (``REPLAYER_TO``,
+``REPLAYER_ALLOW_STREAMS``, ``REPLAYER_QUARANTINE``, ``REPLAYER_CONCURRENCY``,
+``REPLAYER_SAFETY_MARGIN_SECONDS``, ...). This module imports nothing heavy: the SDK and
+the core load on the first invocation and stay loaded, with their clients and event
+loop, for every warm invocation after it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from replayer.service._lambda import LambdaRuntime
+
+__all__ = ["handler", "reset"]
+
+_runtime: LambdaRuntime | None = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Replay what the event names; see the module docstring for what is answered when."""
+    global _runtime
+    if _runtime is None:
+        from replayer.service._lambda import LambdaRuntime
+
+        _runtime = LambdaRuntime.from_env()
+    return _runtime.invoke(event, context)
+
+
+def reset() -> None:
+    """Forget the runtime (its loop and clients): the next invocation reads the environment again."""
+    global _runtime
+    if _runtime is not None:
+        _runtime.close()
+        _runtime = None

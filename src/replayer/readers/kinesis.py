@@ -1,0 +1,269 @@
+"""Re-read a range of a Kinesis Data Streams shard: GetShardIterator + GetRecords.
+
+Records come out in the shape of Lambda's Kinesis event (`data` base64 as stored,
+so KPL-aggregated records stay aggregated, as Lambda passes them on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replayer.aws import RAW_BODY, Clients
+from replayer.model import Failure
+from replayer.readers._base import RangeCollector, ReadResult, shard_lock
+from replayer.readers._wire import dumps, error_code, jsonable
+
+__all__ = ["DEFAULT_RETENTION", "GET_RECORDS_BUDGET", "KinesisReader", "ShardBudget"]
+
+log = structlog.get_logger(__name__)
+
+# The minimum a Kinesis stream keeps records; assumed only when DescribeStreamSummary fails.
+DEFAULT_RETENTION = timedelta(hours=24)
+MAX_PAGE = 10_000  # GetRecords' own ceiling
+
+
+class ShardBudget:
+    """At most `rate` calls in any `per` seconds for each key (a sliding window).
+
+    `acquire` reserves the next free slot without awaiting first, so it needs no lock
+    bound to an event loop, and callers are served in the order they asked.
+    """
+
+    def __init__(
+        self,
+        rate: int = 5,
+        per: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate < 1 or per <= 0:
+            raise ValueError("rate must be at least 1 and per above 0")
+        self.rate = rate
+        self.per = per
+        self._clock = clock
+        self._sleep = sleep
+        self._slots: dict[Hashable, deque[float]] = {}
+        self._guard = threading.Lock()
+
+    def _reserve(self, key: Hashable) -> tuple[float, float]:
+        with self._guard:
+            now = self._clock()
+            if len(self._slots) > 4096:  # forget keys whose window has passed
+                self._slots = {k: s for k, s in self._slots.items() if s[-1] > now - self.per}
+            slots = self._slots.setdefault(key, deque(maxlen=self.rate))
+            at = now if len(slots) < self.rate else max(now, slots[0] + self.per)
+            slots.append(at)
+            return now, at
+
+    async def acquire(self, key: Hashable) -> None:
+        """Wait for `key`'s next slot in the budget."""
+        now, at = self._reserve(key)
+        if at > now:
+            await self._sleep(at - now)
+
+
+# Kinesis allows 5 GetRecords a second per shard: one budget for the whole process.
+GET_RECORDS_BUDGET = ShardBudget(rate=5, per=1.0)
+
+_retention: dict[str, timedelta] = {}  # stream ARN -> RetentionPeriodHours, for the process
+
+
+class KinesisReader:
+    """Reads Kinesis ranges into Lambda-event-shaped records.
+
+    Keyword-only settings: `page_limit` records per GetRecords call (at most 10,000),
+    `max_empty_pages` consecutive empty pages behind the tip before giving up (the range
+    is then retried, not reported lost), `max_reacquires` iterator re-acquisitions per
+    range, `invoke_identity_arn` for the events' `invokeIdentityArn` (left out when
+    None), `budget` the GetRecords rate limit (default: the process-wide one).
+    """
+
+    def __init__(
+        self,
+        clients: Clients,
+        *,
+        page_limit: int = MAX_PAGE,
+        max_empty_pages: int = 50,
+        max_reacquires: int = 20,
+        invoke_identity_arn: str | None = None,
+        budget: ShardBudget | None = None,
+    ) -> None:
+        if not 1 <= page_limit <= MAX_PAGE:
+            raise ValueError(f"page_limit must be 1..{MAX_PAGE}")
+        self._clients = clients
+        self.page_limit = page_limit
+        self.max_empty_pages = max_empty_pages
+        self.max_reacquires = max_reacquires
+        self.invoke_identity_arn = invoke_identity_arn
+        self.budget = budget or GET_RECORDS_BUDGET
+
+    async def retention(self, failure: Failure) -> timedelta:
+        """The stream's RetentionPeriodHours (DescribeStreamSummary), asked once per stream."""
+        cached = _retention.get(failure.stream_arn)
+        if cached is not None:
+            return cached
+        client = await self._clients.get("kinesis", failure.region)
+        try:
+            response = await client.describe_stream_summary(StreamARN=failure.stream_arn)
+            hours = int(response["StreamDescriptionSummary"]["RetentionPeriodHours"])
+        except (ClientError, BotoCoreError, KeyError, TypeError, ValueError) as exc:
+            log.warning("retention_unknown", stream_arn=failure.stream_arn, error=str(exc), assumed_hours=24)
+            return DEFAULT_RETENTION  # the shortest there is: never a deadline too late
+        _retention[failure.stream_arn] = timedelta(hours=hours)
+        return _retention[failure.stream_arn]
+
+    async def read(self, failure: Failure) -> ReadResult:
+        async with shard_lock(failure):
+            client = await self._clients.get("kinesis", failure.region)
+            return await _RangeRead(self, client, failure).run()
+
+
+class _RangeRead:
+    """The state of reading one range; lives for one `read` call."""
+
+    def __init__(self, reader: KinesisReader, client: Any, failure: Failure) -> None:
+        self.reader = reader
+        self.client = client
+        self.failure = failure
+        self.region = failure.region
+        self.books = RangeCollector(failure)
+        self.reacquires = 0
+
+    async def _iterator(self) -> str | None:
+        """An iterator at the first record not yet read; None when the stream or shard is gone."""
+        after = self.books.resume_after
+        kwargs: dict[str, Any] = {"StreamARN": self.failure.stream_arn, "ShardId": self.failure.shard_id}
+        if after is None:
+            # On trimmed data this lands on the oldest record left: the collector sees
+            # a first record past the start and reports the gap before it.
+            kwargs |= {
+                "ShardIteratorType": "AT_SEQUENCE_NUMBER",
+                "StartingSequenceNumber": self.failure.start_sequence,
+            }
+        else:
+            kwargs |= {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": after}
+        try:
+            response = await self.client.get_shard_iterator(**kwargs)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            self.books.lost_from_here(f"stream or shard not found: {exc}")
+            return None
+        iterator: str | None = response.get("ShardIterator")
+        return iterator
+
+    async def _page(self, iterator: str) -> dict[str, Any] | None:
+        """One GetRecords page, within the shard's budget; None when the iterator expired."""
+        await self.reader.budget.acquire((self.failure.stream_arn, self.failure.shard_id))
+        try:
+            response = await self.client.get_records(
+                ShardIterator=iterator, Limit=self.reader.page_limit, StreamARN=self.failure.stream_arn
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ExpiredIteratorException":
+                raise
+            return None
+        return _page(response)
+
+    async def run(self) -> ReadResult:
+        books = self.books
+        iterator = await self._iterator()
+        empty_pages = 0
+        while iterator is not None and not books.done:
+            try:
+                page = await self._page(iterator)
+            except ClientError as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+                books.lost_from_here(f"stream or shard not found: {exc}")
+                break
+            if page is None:
+                self.reacquires += 1
+                if self.reacquires > self.reader.max_reacquires:
+                    books.notes.append(f"gave up after {self.reacquires - 1} iterator re-acquisitions")
+                    return books.result(complete=False)
+                log.info("reacquire_iterator", reason="ExpiredIteratorException", after=books.resume_after)
+                iterator = await self._iterator()
+                continue
+            records = page.get("Records") or []
+            for record in records:
+                event = _event_record(record, self.failure, self.region, self.reader.invoke_identity_arn)
+                if books.add(record["SequenceNumber"], event):
+                    break
+            iterator = page.get("NextShardIterator")
+            if books.done:
+                break
+            if iterator is None:
+                self._shard_ended(page)
+                break
+            if records:
+                empty_pages = 0
+                continue
+            if page.get("MillisBehindLatest") == 0:
+                # At the tip of an open shard: the rest of the range is not there, and
+                # records older than the tip cannot arrive later.
+                books.lost_from_here(
+                    "no record of the range left in the shard (trimmed past the stream's retention)"
+                    if books.last is None
+                    else "the shard's newest record comes before the end of the range"
+                )
+                break
+            empty_pages += 1
+            if empty_pages >= self.reader.max_empty_pages:
+                books.notes.append(
+                    f"gave up after {empty_pages} consecutive empty pages before sequence "
+                    f"{self.failure.end_sequence}; will retry"
+                )
+                return books.result(complete=False)
+        return books.result()
+
+    def _shard_ended(self, page: dict[str, Any]) -> None:
+        """The shard is closed and read to its end (resharded: ChildShards name its successors)."""
+        children = [c.get("ShardId") for c in page.get("ChildShards") or () if isinstance(c, dict)]
+        if not self.books.done and children:
+            self.books.notes.append(
+                f"shard {self.failure.shard_id} is closed; later records are in {', '.join(map(str, children))}"
+            )
+        self.books.shard_ended()
+
+
+def _page(response: dict[str, Any]) -> dict[str, Any]:
+    raw = response.get(RAW_BODY)
+    if raw is not None:
+        page: dict[str, Any] = json.loads(raw)
+        return page
+    return {**response, "Records": [jsonable(r) for r in response.get("Records", [])]}
+
+
+def _event_record(record: dict[str, Any], failure: Failure, region: str, identity_arn: str | None) -> bytes:
+    """A GetRecords record as Lambda's Kinesis event carries it (field order as Lambda's)."""
+    sequence_number = record["SequenceNumber"]
+    event: dict[str, Any] = {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": record["PartitionKey"],
+            "sequenceNumber": sequence_number,
+            "data": record["Data"],
+            "approximateArrivalTimestamp": round(float(record["ApproximateArrivalTimestamp"]), 3),
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{failure.shard_id}:{sequence_number}",
+        "eventName": "aws:kinesis:record",
+    }
+    if identity_arn:
+        event["invokeIdentityArn"] = identity_arn
+    event["awsRegion"] = region
+    event["eventSourceARN"] = failure.stream_arn
+    return dumps(event)

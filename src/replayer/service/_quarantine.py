@@ -1,0 +1,136 @@
+"""Where malformed and not-allowed messages go, with the reason, before they are deleted.
+
+`s3://BUCKET[/PREFIX]` keeps one JSON document per message (create-only: a second
+attempt finds it there); an SQS queue URL gets the body, with the reason and the source
+message id as message attributes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replayer.aws import Clients
+from replayer.config import quarantine_problem, queue_region
+from replayer.errors import ConfigError
+from replayer.readers._wire import error_code
+
+__all__ = ["Quarantine", "QuarantineError", "S3Quarantine", "SqsQuarantine", "quarantine_from_uri"]
+
+_MAX_ATTRIBUTE_CHARS = 4096  # reasons are short; a bound keeps a hostile body from growing them
+_SQS_MAX_BODY = 262_144
+
+
+class QuarantineError(Exception):
+    """The message could not be quarantined: it stays on the queue."""
+
+
+class Quarantine(Protocol):
+    @property
+    def uri(self) -> str: ...
+
+    async def put(self, body: str, reason: str, message_id: str, source: str) -> str:
+        """Keep `body` with `reason`; return where it went. Raises QuarantineError."""
+        ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class S3Quarantine:
+    def __init__(self, clients: Clients, bucket: str, prefix: str = "") -> None:
+        self._clients = clients
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def key(self, body: str, message_id: str, when: datetime) -> str:
+        # Derived from the message, never chosen by it: a digest, so no path tricks get through.
+        digest = hashlib.sha256(f"{message_id}\n{body}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        name = f"{when:%Y/%m/%d}/{digest}.json"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    async def put(self, body: str, reason: str, message_id: str, source: str) -> str:
+        when = _now()
+        key = self.key(body, message_id, when)
+        document = {
+            "reason": reason,
+            "message_id": message_id,
+            "source": source,
+            "quarantined_at": when.isoformat(),
+            "body": body,
+        }
+        s3 = await self._clients.get("s3")
+        try:
+            await s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if error_code(exc) not in ("PreconditionFailed", "412"):
+                raise QuarantineError(f"s3://{self.bucket}/{key}: {error_code(exc) or exc}") from exc
+        except BotoCoreError as exc:
+            raise QuarantineError(f"s3://{self.bucket}/{key}: {exc}") from exc
+        return f"s3://{self.bucket}/{key}"
+
+
+class SqsQuarantine:
+    def __init__(self, clients: Clients, queue_url: str) -> None:
+        self._clients = clients
+        self.queue_url = queue_url
+
+    @property
+    def uri(self) -> str:
+        return self.queue_url
+
+    async def put(self, body: str, reason: str, message_id: str, source: str) -> str:
+        sqs = await self._clients.get("sqs", queue_region(self.queue_url))
+        attributes = {
+            "replayer-reason": {"DataType": "String", "StringValue": reason[:_MAX_ATTRIBUTE_CHARS] or "-"},
+            "replayer-source-message-id": {"DataType": "String", "StringValue": message_id or "-"},
+            "replayer-source": {"DataType": "String", "StringValue": source or "-"},
+        }
+        # SQS refuses bodies it cannot carry (over 256 KiB, some control characters):
+        # then the body goes as JSON text, which SQS always accepts, and says so.
+        payload = body
+        if len(body.encode("utf-8", "surrogatepass")) > _SQS_MAX_BODY - 1024 or not body:
+            raise QuarantineError(f"{self.queue_url}: body of {len(body)} characters cannot be sent to SQS")
+        try:
+            answer = await sqs.send_message(
+                QueueUrl=self.queue_url, MessageBody=payload, MessageAttributes=attributes
+            )
+        except ClientError as exc:
+            if error_code(exc) not in ("InvalidMessageContents", "InvalidParameterValue"):
+                raise QuarantineError(f"{self.queue_url}: {error_code(exc) or exc}") from exc
+            attributes["replayer-body-encoding"] = {"DataType": "String", "StringValue": "json-string"}
+            try:
+                answer = await sqs.send_message(
+                    QueueUrl=self.queue_url, MessageBody=json.dumps(body), MessageAttributes=attributes
+                )
+            except (ClientError, BotoCoreError) as again:
+                raise QuarantineError(f"{self.queue_url}: {again}") from again
+        except BotoCoreError as exc:
+            raise QuarantineError(f"{self.queue_url}: {exc}") from exc
+        return f"{self.queue_url}#{answer.get('MessageId', '')}"
+
+
+def quarantine_from_uri(uri: str, clients: Clients) -> Quarantine:
+    """The quarantine a `--quarantine` value names, or ConfigError."""
+    problem = quarantine_problem(uri)
+    if problem:
+        raise ConfigError(f"--quarantine {problem}")
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        return S3Quarantine(clients, bucket, prefix)
+    return SqsQuarantine(clients, uri)

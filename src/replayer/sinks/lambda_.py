@@ -1,0 +1,287 @@
+"""`lambda:NAME`: re-drive a range to a repair function, in the event Lambda would have sent.
+
+The function is invoked synchronously with ``{"Records": [...]}`` (records in sequence
+order), in as many invocations as the 6 MB payload limit and the records-per-invoke
+limit require. A function error, or records the function did not confirm through
+``batchItemFailures``, are retried with backoff and jitter; when the retries run out the
+range's outcome is `retry`. Delivery is at least once: a retried invocation, or a later
+retry of the whole range, hands the function records it may already have processed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from replayer.aws import Clients
+from replayer.errors import ConfigError
+from replayer.model import Failure, StreamRecord
+from replayer.readers import ReadResult
+from replayer.readers._wire import error_code
+from replayer.sinks._base import Delivery, SinkError
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_MAX_RECORDS",
+    "FunctionFailed",
+    "LambdaSink",
+    "LambdaTarget",
+    "PAYLOAD_LIMIT",
+    "chunks",
+    "event_payload",
+    "parse_target",
+    "unconfirmed",
+]
+
+log = structlog.get_logger(__name__)
+
+# Lambda's limit on a synchronous invocation's request payload.
+PAYLOAD_LIMIT = 6_291_456
+# What the sink puts in one invocation: the limit, less a margin for how AWS counts.
+DEFAULT_MAX_PAYLOAD = 6_000_000
+# Records per invocation when neither the option nor the range's batchSize says.
+DEFAULT_MAX_RECORDS = 100
+
+_HEAD = b'{"Records":['
+_TAIL = b"]}"
+_ENVELOPE = len(_HEAD) + len(_TAIL)
+
+_NAME = r"[A-Za-z0-9_-]{1,64}"
+_QUALIFIER = r"[A-Za-z0-9$_-]{1,128}"
+_BY_NAME = re.compile(rf"^(?P<name>{_NAME})(?::(?P<qualifier>{_QUALIFIER}))?$")
+_BY_ARN = re.compile(
+    r"^(?P<arn>arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):\d{12}:function:" + _NAME + r")"
+    rf"(?::(?P<qualifier>{_QUALIFIER}))?$"
+)
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaTarget:
+    """The function a `lambda:` URI names: a name or ARN, an optional qualifier, its region."""
+
+    function: str  # name or unqualified ARN, as given
+    qualifier: str | None = None
+    region: str | None = None  # from an ARN; None: the environment's region
+
+    @property
+    def spec(self) -> str:
+        """``NAME[:QUALIFIER]`` or ``ARN[:QUALIFIER]``: what follows ``lambda:``."""
+        return f"{self.function}:{self.qualifier}" if self.qualifier else self.function
+
+
+def parse_target(spec: str) -> LambdaTarget:
+    """`NAME`, `NAME:QUALIFIER`, or a function ARN (optionally qualified); ConfigError otherwise."""
+    if m := _BY_ARN.match(spec):
+        return LambdaTarget(m["arn"], m["qualifier"], m["region"])
+    if m := _BY_NAME.match(spec):
+        return LambdaTarget(m["name"], m["qualifier"])
+    raise ConfigError(
+        f"{spec!r} is not a function name or ARN; "
+        "expected lambda:NAME, lambda:NAME:QUALIFIER or lambda:FUNCTION_ARN[:QUALIFIER]"
+    )
+
+
+class FunctionFailed(Exception):
+    """The function failed the invocation, or did not confirm every record: try again."""
+
+
+def event_payload(records: Sequence[StreamRecord]) -> bytes:
+    """The event Lambda's event source mapping would have sent for these records."""
+    return _HEAD + b",".join(r.json for r in records) + _TAIL
+
+
+def chunks(
+    records: Sequence[StreamRecord], *, max_records: int, max_bytes: int = DEFAULT_MAX_PAYLOAD
+) -> Iterator[tuple[StreamRecord, ...]]:
+    """Consecutive runs of `records`, each at most `max_records` long with a payload of at most `max_bytes`.
+
+    A record too large to travel alone raises ValueError before anything is yielded.
+    """
+    for r in records:
+        if _ENVELOPE + len(r.json) > max_bytes:
+            raise ValueError(
+                f"record {r.sequence_number} is {len(r.json)} bytes: a synchronous invocation carries at most "
+                f"{max_bytes} bytes, so this range cannot be re-driven to a function"
+            )
+    current: list[StreamRecord] = []
+    size = _ENVELOPE
+    for r in records:
+        extra = len(r.json) + (1 if current else 0)  # the comma before it
+        if current and (len(current) >= max_records or size + extra > max_bytes):
+            yield tuple(current)
+            current, size, extra = [], _ENVELOPE, len(r.json)
+        current.append(r)
+        size += extra
+    if current:
+        yield tuple(current)
+
+
+def unconfirmed(records: Sequence[StreamRecord], answer: bytes) -> tuple[StreamRecord, ...]:
+    """The records a successful invocation's answer leaves unconfirmed (empty: all confirmed).
+
+    Lambda's rule for stream batches: ``batchItemFailures`` absent, null or empty means
+    success; otherwise every record from the LOWEST reported sequence number onwards is
+    retried. An answer that is not JSON, a ``batchItemFailures`` that is not a list, or an
+    item whose ``itemIdentifier`` does not name a record of the batch fails the whole
+    invocation (FunctionFailed).
+    """
+    if not answer.strip():
+        return ()
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        raise FunctionFailed("the function's answer is not JSON") from None
+    if not isinstance(document, dict) or document.get("batchItemFailures") is None:
+        return ()
+    items = document["batchItemFailures"]
+    if not isinstance(items, list):
+        raise FunctionFailed("batchItemFailures is not a list")
+    position = {r.sequence: i for i, r in enumerate(records)}
+    lowest: int | None = None
+    for n, item in enumerate(items):
+        ident = item.get("itemIdentifier") if isinstance(item, dict) else None
+        index = position.get(int(ident)) if isinstance(ident, str) and _DIGITS.fullmatch(ident) else None
+        if index is None:
+            raise FunctionFailed(
+                f"batchItemFailures[{n}] does not name a record of the batch by its sequence number"
+            )
+        lowest = index if lowest is None else min(lowest, index)
+    return tuple(records[lowest:]) if lowest is not None else ()
+
+
+def _error_type(answer: bytes) -> str | None:
+    """The errorType of a function error's answer; its errorMessage may quote records, so it is not kept."""
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        return None
+    kind = document.get("errorType") if isinstance(document, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+class LambdaSink:
+    """Invokes a repair function with the range's records. Not durable: it keeps no loss reports."""
+
+    durable = False
+
+    def __init__(
+        self,
+        clients: Clients,
+        target: LambdaTarget,
+        *,
+        max_records_per_invoke: int | None = None,
+        invoke_retries: int = 3,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        retry_wait: float = 1.0,
+        retry_wait_max: float = 30.0,
+    ) -> None:
+        if max_records_per_invoke is not None and max_records_per_invoke < 1:
+            raise ConfigError("--max-records-per-invoke must be at least 1")
+        if invoke_retries < 0:
+            raise ConfigError("--invoke-retries must be 0 or more")
+        if not _ENVELOPE < max_payload_bytes <= PAYLOAD_LIMIT:
+            raise ConfigError(f"a payload limit must be at most {PAYLOAD_LIMIT} bytes")
+        self._clients = clients
+        self.target = target
+        self.max_records_per_invoke = max_records_per_invoke
+        self.invoke_retries = invoke_retries
+        self.max_payload_bytes = max_payload_bytes
+        self.retry_wait = retry_wait
+        self.retry_wait_max = retry_wait_max
+
+    @property
+    def uri(self) -> str:
+        return f"lambda:{self.target.spec}"
+
+    def records_per_invoke(self, failure: Failure) -> int:
+        """The option, else the range's original batchSize, else DEFAULT_MAX_RECORDS."""
+        if self.max_records_per_invoke is not None:
+            return self.max_records_per_invoke
+        if failure.batch_size is not None and failure.batch_size > 0:
+            return failure.batch_size
+        return DEFAULT_MAX_RECORDS
+
+    async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
+        records = sorted(result.records, key=lambda r: r.sequence)
+        try:
+            batches = list(
+                chunks(
+                    records, max_records=self.records_per_invoke(failure), max_bytes=self.max_payload_bytes
+                )
+            )
+        except ValueError as exc:  # retried like any sink failure: the message stays, then dead-letters
+            raise SinkError(f"{self.uri}: {exc}") from exc
+        invocations = 0
+        for batch in batches:
+            invocations += await self._deliver_batch(batch)
+        if records:
+            log.info("range_redriven", function=self.uri, records=len(records), invocations=invocations)
+        return Delivery(self.uri)
+
+    async def _deliver_batch(self, batch: tuple[StreamRecord, ...]) -> int:
+        """Invoke until every record of `batch` is confirmed; the number of invocations it took."""
+        pending = batch
+        invocations = 0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.invoke_retries + 1),
+            wait=wait_exponential_jitter(
+                multiplier=self.retry_wait, max=self.retry_wait_max, jitter=self.retry_wait
+            ),
+            retry=retry_if_exception_type(FunctionFailed),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    invocations += 1
+                    remaining = await self._invoke(pending)
+                    if remaining:
+                        first = remaining[0].sequence_number
+                        pending = remaining
+                        raise FunctionFailed(
+                            f"batchItemFailures: {len(remaining)} records from {first} not confirmed"
+                        )
+        except FunctionFailed as exc:
+            raise SinkError(f"{self.uri}: {exc} (gave up after {invocations} invocations)") from exc
+        return invocations
+
+    async def _invoke(self, records: tuple[StreamRecord, ...]) -> tuple[StreamRecord, ...]:
+        """One synchronous invocation; the records it left unconfirmed. Throttling and 5xx are botocore's."""
+        client = await self._clients.get("lambda", self.target.region)
+        extra = {"Qualifier": self.target.qualifier} if self.target.qualifier else {}
+        try:
+            response = await client.invoke(
+                FunctionName=self.target.function,
+                InvocationType="RequestResponse",
+                Payload=event_payload(records),
+                **extra,
+            )
+            answer: bytes = await response["Payload"].read()
+        except ClientError as exc:
+            raise SinkError(f"{self.uri}: {error_code(exc) or exc}") from exc
+        except BotoCoreError as exc:
+            raise SinkError(f"{self.uri}: {exc}") from exc
+        if response.get("FunctionError"):
+            kind = _error_type(answer)
+            raise FunctionFailed(
+                f"function error {response['FunctionError']}" + (f" ({kind})" if kind else "")
+            )
+        return unconfirmed(records, answer)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("invoke_failed", function=self.uri, attempt=state.attempt_number, error=str(error))

@@ -1,0 +1,482 @@
+"""The SQS consumer (`replayer run`) against moto over HTTP: settle rules, heartbeat, order, signals, replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replayer.aws import Clients
+from replayer.config import Settings
+from replayer.model import Outcome, OutcomeKind
+from replayer.service import Action, PromMetrics, Service, build_replayer, decide, retry_delay
+from tests.conftest import DynamoTable, client, unique
+from tests.faultproxy import FaultProxy, Rule
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- helpers
+
+
+def make_queue(endpoint: str, *, visibility: int = 30) -> str:
+    sqs = client("sqs", endpoint)
+    url: str = sqs.create_queue(
+        QueueName=unique("failures"), Attributes={"VisibilityTimeout": str(visibility)}
+    )["QueueUrl"]
+    return url
+
+
+def send(endpoint: str, queue_url: str, *bodies: Any) -> None:
+    sqs = client("sqs", endpoint)
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body if isinstance(body, str) else json.dumps(body))
+
+
+def queue_counts(endpoint: str, queue_url: str) -> tuple[int, int]:
+    """(visible, not visible) messages."""
+    attrs = client("sqs", endpoint).get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
+    s3 = client("s3", endpoint)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def settings(queue: str, to: str, **kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "to": (to,),
+        "queue": queue,
+        "wait_seconds": 1,
+        "visibility_timeout": 30,
+        "retry_base_seconds": 30,
+        "grace_seconds": 10,
+    }
+    return Settings(**(base | kw))
+
+
+@asynccontextmanager
+async def consumer(config: Settings, **kw: Any) -> AsyncIterator[tuple[Service, PromMetrics]]:
+    metrics = PromMetrics()
+    async with Clients() as clients:
+        replayer, quarantine = build_replayer(config, clients, metrics)
+        yield Service(config, replayer, recorder=metrics, quarantine=quarantine, **kw), metrics
+
+
+async def wait_for(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Poll until `check()`; a bound on waiting, not an assertion about speed."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def sample(metrics: PromMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else value
+
+
+def arrival(hours_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def slow_shard(stream_arn: str) -> Callable[[Any], bool]:
+    return lambda r: r.operation == "GetShardIterator" and r.json().get("StreamArn") == stream_arn
+
+
+# ---- the settle rule (pure)
+
+
+def test_decide_deletes_only_settled_messages() -> None:
+    replayed = Outcome(OutcomeKind.REPLAYED, None)
+    lost_reported = Outcome(OutcomeKind.EXPIRED, None, report_uri="s3://b/k")
+    lost_unreported = Outcome(OutcomeKind.PARTIAL, None, recovered=1)
+    retry = Outcome(OutcomeKind.RETRY, None, reason="throttled")
+    rejected = Outcome(OutcomeKind.REJECTED, None, reason="not allowed")
+    assert decide([replayed, lost_reported], can_quarantine=False).action is Action.DELETE
+    assert decide([replayed, lost_unreported], can_quarantine=True).action is Action.RETRY
+    assert decide([replayed, retry, rejected], can_quarantine=True).action is Action.RETRY
+    assert decide([replayed, rejected], can_quarantine=True).action is Action.QUARANTINE
+    assert decide([replayed, rejected], can_quarantine=False).action is Action.LEAVE
+    assert decide([], parse_error="bad", can_quarantine=False).action is Action.LEAVE
+    assert decide([], parse_error="bad", can_quarantine=True).action is Action.QUARANTINE
+
+
+def test_retry_delay_grows_and_respects_the_deadline() -> None:
+    delays = [retry_delay(n, base=30, maximum=900) for n in range(1, 8)]
+    assert delays == [30, 60, 120, 240, 480, 900, 900]
+    now = datetime.now(UTC)
+    assert retry_delay(6, base=30, maximum=900, deadline=now + timedelta(seconds=100), now=now) == 50
+    assert retry_delay(3, base=30, maximum=900, deadline=now - timedelta(seconds=5), now=now) == 0
+
+
+# ---- the loop against moto
+
+
+async def test_replays_archives_and_deletes(table: DynamoTable, bucket: str, moto_endpoint: str) -> None:
+    table.put(6)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 2, records), table.invocation_record(3, 5, records))
+    config = settings(queue, f"s3://{bucket}/archive", allow_streams=(table.stream_arn,))
+    async with consumer(config, burst=True) as (service, metrics):
+        summary = await service.run()
+    assert [o.kind for o in summary.outcomes] == [OutcomeKind.REPLAYED] * 2
+    assert summary.messages["deleted"] == 2
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+    assert len([k for k in keys(moto_endpoint, bucket, "archive/") if k.endswith("records.jsonl.gz")]) == 2
+    assert sample(metrics, "replayer_messages_received_total") == 2
+    assert sample(metrics, "replayer_records_recovered_total") == 6
+    assert sample(metrics, "replayer_read_seconds_count") == 2
+
+
+async def test_a_message_naming_several_ranges_is_deleted_once_all_are_settled(
+    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
+) -> None:
+    """One message (an SNS event) names ranges of two streams; reading one of them fails."""
+    other = DynamoTable(moto_endpoint)
+    table.put(2)
+    other.put(2)
+    queue = make_queue(moto_endpoint)
+    two_ranges = {
+        "Records": [
+            {"EventSource": "aws:sns", "Sns": {"Message": json.dumps(table.invocation_record(0, 1))}},
+            {"EventSource": "aws:sns", "Sns": {"Message": json.dumps(other.invocation_record(0, 1))}},
+        ]
+    }
+    send(moto_endpoint, queue, two_ranges)
+    proxy.add(Rule(slow_shard(other.stream_arn), respond=(400, {"__type": "LimitExceededException"})))
+    config = settings(queue, f"s3://{bucket}", retry_base_seconds=60)
+    async with consumer(config, burst=True) as (service, _):
+        summary = await service.run()
+    kinds = sorted(o.kind.value for o in summary.outcomes)
+    assert kinds == ["replayed", "retry"]
+    assert summary.messages.get("deleted", 0) == 0
+    assert summary.messages["retried"] == 1
+    assert queue_counts(moto_endpoint, queue) == (0, 1)  # back on the queue, after its delay
+
+
+async def test_concurrency_is_bounded_and_used(bucket: str, moto_endpoint: str, proxy: FaultProxy) -> None:
+    tables = [DynamoTable(moto_endpoint) for _ in range(6)]
+    queue = make_queue(moto_endpoint)
+    for t in tables:
+        t.put(1)
+        send(moto_endpoint, queue, t.invocation_record(0, 0))
+        proxy.add(Rule(slow_shard(t.stream_arn), delay=0.4, times=1))
+    async with consumer(settings(queue, f"s3://{bucket}", concurrency=3), burst=True) as (service, _):
+        summary = await service.run()
+    assert summary.peak_in_flight == 3
+    assert summary.messages["deleted"] == 6
+    assert len([k for k in keys(moto_endpoint, bucket) if k.endswith("records.jsonl.gz")]) == 6
+
+
+async def test_earliest_deadline_first(table: DynamoTable, bucket: str, moto_endpoint: str) -> None:
+    table.put(3)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    hours = {0: 1.0, 1: 20.0, 2: 10.0}  # record index -> arrived this many hours ago
+    send(
+        moto_endpoint,
+        queue,
+        *(
+            table.invocation_record(i, i, records, approximateArrivalOfFirstRecord=arrival(h))
+            for i, h in hours.items()
+        ),
+    )
+    order: list[str] = []
+    async with consumer(settings(queue, f"s3://{bucket}", concurrency=1), burst=True,
+                        on_outcome=lambda o: order.append(o.failure.start_sequence if o.failure else "")) as (service, metrics):  # fmt: skip
+        summary = await service.run()
+    by_age = [records[i]["dynamodb"]["SequenceNumber"] for i in (1, 2, 0)]
+    assert order == by_age
+    assert summary.messages["deleted"] == 3
+
+
+async def test_heartbeat_keeps_a_slow_range_invisible(
+    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
+) -> None:
+    table.put(2)
+    queue = make_queue(moto_endpoint, visibility=2)
+    send(moto_endpoint, queue, table.invocation_record(0, 1))
+    slow = proxy.add(Rule(slow_shard(table.stream_arn), delay=6.0, times=1))
+    config = settings(queue, f"s3://{bucket}", visibility_timeout=2)
+    async with consumer(config) as (service, metrics):
+        running = asyncio.create_task(service.run())
+        await wait_for(lambda: slow.hits == 1, "the slow read to start")
+        # Without the heartbeat the 2 s visibility would lapse within this receive's wait.
+        second = await asyncio.to_thread(
+            client("sqs", moto_endpoint).receive_message,
+            QueueUrl=queue,
+            WaitTimeSeconds=4,
+            VisibilityTimeout=1,
+        )
+        assert second.get("Messages", []) == []
+        await wait_for(lambda: service.summary.messages.get("deleted", 0) == 1, "the slow range to finish")
+        service.stop()
+        summary = await running
+    assert [o.kind for o in summary.outcomes] == [OutcomeKind.REPLAYED]
+    assert proxy.count("ChangeMessageVisibilityBatch") >= 1
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+
+
+async def test_poison_and_forged_messages_are_quarantined_not_lost(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    other = DynamoTable(moto_endpoint)  # a stream the configuration does not allow
+    table.put(1)
+    other.put(1)
+    queue = make_queue(moto_endpoint)
+    forged = other.invocation_record(0, 0)
+    bad_arn = table.invocation_record(0, 0)
+    bad_arn["DDBStreamBatchInfo"]["streamArn"] = (
+        "arn:aws:dynamodb:us-east-1:123456789012:table/../../x/stream/1"
+    )
+    send(
+        moto_endpoint,
+        queue,
+        "not json at all",
+        {"hello": "world"},
+        forged,
+        bad_arn,
+        table.invocation_record(0, 0),
+    )
+    config = settings(queue, f"s3://{bucket}/archive", allow_streams=(table.stream_arn,),
+                      quarantine=f"s3://{bucket}/quarantine")  # fmt: skip
+    async with consumer(config, burst=True) as (service, metrics):
+        summary = await service.run()
+    assert summary.messages["quarantined"] == 4
+    assert summary.messages["deleted"] == 5
+    held = [json.loads(client("s3", moto_endpoint).get_object(Bucket=bucket, Key=k)["Body"].read())
+            for k in keys(moto_endpoint, bucket, "quarantine/")]  # fmt: skip
+    assert len(held) == 4
+    bodies = {d["body"]: d["reason"] for d in held}
+    assert "not json at all" in bodies
+    assert "not in --allow-stream" in bodies[json.dumps(forged)]
+    assert all(d["reason"] and d["message_id"] for d in held)
+    assert not [k for k in keys(moto_endpoint, bucket, "archive/") if other.name in k]
+    assert sample(metrics, "replayer_messages_quarantined_total") == 4
+
+
+async def test_without_a_quarantine_nothing_rejected_is_deleted(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    other = DynamoTable(moto_endpoint)
+    queue = make_queue(moto_endpoint)
+    send(
+        moto_endpoint,
+        queue,
+        "{broken",
+        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "1"}}]),
+    )
+    # retry delay 1 s: the left messages come back during the drain, which must still end.
+    config = settings(queue, f"s3://{bucket}", allow_streams=(table.stream_arn,), retry_base_seconds=1)
+    async with consumer(config, burst=True) as (service, _):
+        summary = await service.run()
+    assert summary.messages.get("deleted", 0) == 0
+    assert summary.messages["left"] == 2
+    visible, invisible = queue_counts(moto_endpoint, queue)
+    assert visible + invisible == 2
+
+
+async def test_sqs_quarantine_carries_the_reason(table: DynamoTable, bucket: str, moto_endpoint: str) -> None:
+    queue = make_queue(moto_endpoint)
+    quarantine = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, '{"Records": "nope"}')
+    async with consumer(settings(queue, f"s3://{bucket}", quarantine=quarantine), burst=True) as (service, _):
+        summary = await service.run()
+    assert summary.messages["quarantined"] == 1
+    kept = client("sqs", moto_endpoint).receive_message(
+        QueueUrl=quarantine, MessageAttributeNames=["All"], WaitTimeSeconds=1
+    )["Messages"]
+    assert kept[0]["Body"] == '{"Records": "nope"}'
+    assert "Records" in kept[0]["MessageAttributes"]["replayer-reason"]["StringValue"]
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+
+
+async def test_lost_records_need_a_durable_report(
+    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
+) -> None:
+    """A range whose records are gone: deleted with an S3 loss report, never with only stdout."""
+    proxy.add(
+        Rule(
+            lambda r: r.operation == "GetShardIterator" and r.json().get("ShardIteratorType") == "AT_SEQUENCE_NUMBER",
+            respond=(400, {"__type": "TrimmedDataAccessException", "message": "trimmed"}),
+        )
+    )
+    table.put(2)
+    first = int(table.stream_records()[0]["dynamodb"]["SequenceNumber"])
+    gone = table.invocation_record(
+        0, 0, startSequenceNumber=str(first - 20), endSequenceNumber=str(first - 10)
+    )
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, gone)
+    async with consumer(settings(queue, "-"), burst=True) as (service, _):
+        summary = await service.run()
+    assert [o.kind for o in summary.outcomes] == [OutcomeKind.EXPIRED]
+    assert summary.messages["retried"] == 1
+    assert queue_counts(moto_endpoint, queue) == (0, 1)
+    client("sqs", moto_endpoint).purge_queue(QueueUrl=queue)
+    send(moto_endpoint, queue, gone)
+    async with consumer(settings(queue, f"s3://{bucket}"), burst=True) as (service, metrics):
+        summary = await service.run()
+    assert summary.outcomes[0].report_uri and summary.outcomes[0].report_uri.endswith("loss-report.json")
+    assert summary.messages["deleted"] == 1
+    assert sample(metrics, "replayer_records_lost_total") == 1
+
+
+async def test_stop_releases_unfinished_messages_at_once(
+    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
+) -> None:
+    table.put(1)
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 0))
+    slow = proxy.add(Rule(slow_shard(table.stream_arn), delay=8.0, times=1))
+    config = replace(settings(queue, f"s3://{bucket}"), grace_seconds=0.2, visibility_timeout=600)
+    async with consumer(config) as (service, _):
+        running = asyncio.create_task(service.run())
+        await wait_for(lambda: slow.hits == 1, "the slow read to start")
+        service.stop()
+        summary = await running
+    assert summary.messages["released"] == 1
+    assert queue_counts(moto_endpoint, queue) == (1, 0)  # visible now, not in ten minutes
+
+
+# ---- as a real process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_service(endpoint: str, *args: str, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
+    env["AWS_ENDPOINT_URL"] = endpoint
+    return subprocess.Popen(
+        [sys.executable, "-m", "replayer", "run", "--http-port", str(port), "--http-host", "127.0.0.1",
+         "--wait-seconds", "1", "--log-level", "info", *args],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_sigterm_mid_work_loses_nothing(
+    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
+) -> None:
+    slow_table = DynamoTable(moto_endpoint)
+    table.put(4)
+    slow_table.put(1)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 1, records), table.invocation_record(2, 3, records),
+         slow_table.invocation_record(0, 0))  # fmt: skip
+    slow = proxy.add(Rule(slow_shard(slow_table.stream_arn), delay=20.0, times=1))
+    port = free_port()
+    process = start_service(proxy.url, "--queue", queue, "--to", f"s3://{bucket}", "--concurrency", "3",
+                            "--grace-seconds", "1", "--visibility-timeout", "300", port=port)  # fmt: skip
+    try:
+        await wait_for(
+            lambda: slow.hits == 1 and queue_counts(moto_endpoint, queue) == (0, 1), "two ranges done"
+        )
+        status, text = await asyncio.to_thread(http_get, port, "/metrics")
+        assert status == 200
+        assert metric(text, "replayer_messages_received_total") == 3
+        assert metric(text, "replayer_messages_deleted_total") == 2
+        assert metric(text, "replayer_ranges_in_flight") == 1
+        assert metric(text, "replayer_records_recovered_total") == 4
+        assert 0 < metric(text, "replayer_nearest_expiry_seconds") <= 24 * 3600
+        assert metric(text, "replayer_read_seconds_count") == 2
+        assert await asyncio.to_thread(http_get, port, "/healthz") == (200, "ok\n")
+        assert (await asyncio.to_thread(http_get, port, "/readyz"))[0] == 200
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stderr = process.stderr.read().decode() if process.stderr else ""
+    assert code == 0, stderr
+    assert "released_unfinished" in stderr
+    # The slow range's message is visible again at once (its visibility was 300 s).
+    assert queue_counts(moto_endpoint, queue) == (1, 0)
+    archived = [k for k in keys(moto_endpoint, bucket) if k.endswith("invocation.json")]
+    assert len(archived) == 2 and not any(slow_table.name in k for k in archived)
+
+
+async def test_three_replicas_share_one_queue(bucket: str, moto_endpoint: str) -> None:
+    tables = [DynamoTable(moto_endpoint) for _ in range(4)]
+    queue = make_queue(moto_endpoint)
+    expected = 0
+    for t in tables:
+        t.put(6)
+        records = t.stream_records()
+        send(moto_endpoint, queue, *(t.invocation_record(i, i + 1, records) for i in range(0, 6, 2)))
+        expected += 3
+    ports = [free_port() for _ in range(3)]
+    processes = [
+        start_service(
+            moto_endpoint,
+            "--queue",
+            queue,
+            "--to",
+            f"s3://{bucket}",
+            "--concurrency",
+            "2",
+            "--prefetch",
+            "1",
+            port=port,
+        )  # fmt: skip
+        for port in ports
+    ]
+    try:
+        await wait_for(lambda: queue_counts(moto_endpoint, queue) == (0, 0), "the queue to empty", limit=60)
+        scraped = [(await asyncio.to_thread(http_get, port, "/metrics"))[1] for port in ports]
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [await asyncio.to_thread(p.wait, 30) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0, 0]
+    assert sum(metric(text, "replayer_messages_deleted_total") for text in scraped) == expected
+    # Nothing was worked twice: no delivery found its range already archived.
+    assert all('already_there="true"' not in text for text in scraped)
+    assert len([k for k in keys(moto_endpoint, bucket) if k.endswith("records.jsonl.gz")]) == expected
