@@ -27,7 +27,6 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import boto3
 
@@ -87,11 +86,16 @@ def _proc_cpu(pid: int) -> float:
 class Emulator:
     """moto_server and the latency proxy, as subprocesses."""
 
-    def __init__(self, delay_ms: float) -> None:
+    def __init__(self, delay_ms: float, kind: str) -> None:
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
+        server = (
+            [str(BIN / "moto_server")]
+            if kind == "moto"
+            else [sys.executable, str(ROOT / "bench" / "lean_moto.py")]
+        )
         self.moto = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            [*server, "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -138,7 +142,9 @@ def prepare(endpoint: str, scenario: Scenario, workdir: Path) -> tuple[Path, str
     streams = boto3.client("dynamodbstreams")
     boto3.client("s3").create_bucket(Bucket="bench")
     sqs = boto3.client("sqs")
-    queue = sqs.create_queue(QueueName=f"bench-{scenario.name}", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+    queue = sqs.create_queue(QueueName=f"bench-{scenario.name}", Attributes={"VisibilityTimeout": "300"})[
+        "QueueUrl"
+    ]
     lines = []
     for t in range(scenario.ranges):
         name = f"bench-{scenario.name}-{t}"
@@ -161,8 +167,10 @@ def prepare(endpoint: str, scenario: Scenario, workdir: Path) -> tuple[Path, str
         lines.append(
             json.dumps(
                 {
-                    "requestContext": {"condition": "RetryAttemptsExhausted",
-                                       "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:bench"},
+                    "requestContext": {
+                        "condition": "RetryAttemptsExhausted",
+                        "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:bench",
+                    },
                     "version": "1.0",
                     "timestamp": "2026-11-26T00:00:00Z",
                     "DDBStreamBatchInfo": {
@@ -175,7 +183,7 @@ def prepare(endpoint: str, scenario: Scenario, workdir: Path) -> tuple[Path, str
                         "streamArn": arn,
                     },
                 }
-            )  # fmt: skip
+            )
         )
     path = workdir / f"{scenario.name}.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -188,7 +196,8 @@ def fill_queue(endpoint: str, queue: str, ranges: Path) -> None:
     bodies = [line for line in ranges.read_text().splitlines() if line]
     for i in range(0, len(bodies), 10):
         sqs.send_message_batch(
-            QueueUrl=queue, Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(bodies[i : i + 10])]
+            QueueUrl=queue,
+            Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(bodies[i : i + 10])],
         )
 
 
@@ -218,8 +227,8 @@ def has_drain() -> bool:
     return subprocess.run([str(BIN / "replayer"), "drain", "--help"], capture_output=True).returncode == 0
 
 
-def run_scenario(scenario: Scenario, repeat: int, workdir: Path) -> Measured:
-    emulator = Emulator(scenario.delay_ms)
+def run_scenario(scenario: Scenario, repeat: int, workdir: Path, emulator_kind: str) -> Measured:
+    emulator = Emulator(scenario.delay_ms, emulator_kind)
     measured = Measured()
     try:
         ranges, queue = prepare(emulator.endpoint, scenario, workdir)
@@ -274,28 +283,40 @@ def report(results: dict[str, tuple[Scenario, Measured]], handler_import: float 
                 f"| {rate:,.0f} | {rate / base_rate:.1f} | {cpu_per_k:.1f} | {m.median(who, 'rss_mb'):.0f} "
                 f"| {m.median(who, 'emulator_cpu'):.2f} |"
             )
-    imp = f"{handler_import * 1000:.0f} ms" if handler_import is not None else "n/a (no replayer.lambda_handler)"
+    imp = (
+        f"{handler_import * 1000:.0f} ms"
+        if handler_import is not None
+        else "n/a (no replayer.lambda_handler)"
+    )
     rows += ["", f"Lambda handler module import (median of {repeat}): {imp}"]
     return "\n".join(rows)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run: keeps the harness working")
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--write", type=Path, help="also write the table into this markdown file")
+    parser.add_argument(
+        "--emulator",
+        choices=["lean-moto", "moto"],
+        default="lean-moto",
+        help="lean-moto: moto with a plain-JSON GetRecords answer (see bench/lean_moto.py); moto: as shipped",
+    )
     args = parser.parse_args()
     table = SMOKE if args.smoke else SCENARIOS
     repeat = 1 if args.smoke else args.repeat
     names = list(table) if args.scenario == "all" else [args.scenario]
     workdir = Path(tempfile.mkdtemp(prefix="replayer-bench-"))
     try:
-        results = {n: (table[n], run_scenario(table[n], repeat, workdir)) for n in names}
+        results = {n: (table[n], run_scenario(table[n], repeat, workdir, args.emulator)) for n in names}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     text = report(results, import_time("replayer.lambda_handler", 1 if args.smoke else 5), repeat)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; emulator: {args.emulator}"
     print(f"machine: {machine}\n\n{text}")
     if args.write:
         args.write.write_text(_results_page(text, machine, repeat))

@@ -181,7 +181,9 @@ class RepairFunction:
         self.name = f"repair-{uuid.uuid4().hex[:10]}"
         self.bucket = self.name
         ms.client("s3").create_bucket(Bucket=self.bucket)
-        self.arn = ms.deploy(self.name, LAMBDAS / "repair", "handler.handler", self._env(env), timeout=timeout)
+        self.arn = ms.deploy(
+            self.name, LAMBDAS / "repair", "handler.handler", self._env(env), timeout=timeout
+        )
 
     def _env(self, env: dict[str, str]) -> dict[str, str]:
         return {"OUT_BUCKET": self.bucket, **env}

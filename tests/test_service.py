@@ -288,8 +288,8 @@ async def test_without_a_quarantine_nothing_rejected_is_deleted(
         "{broken",
         other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "1"}}]),
     )
-    # retry delay 1 s: the left messages come back during the drain, which must still end.
-    config = settings(queue, f"s3://{bucket}", allow_streams=(table.stream_arn,), retry_base_seconds=1)
+    # No retry delay: the left messages come straight back during the drain, which must still end.
+    config = settings(queue, f"s3://{bucket}", allow_streams=(table.stream_arn,), retry_base_seconds=0)
     async with consumer(config, burst=True) as (service, _):
         summary = await service.run()
     assert summary.messages.get("deleted", 0) == 0

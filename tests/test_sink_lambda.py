@@ -334,8 +334,7 @@ async def test_records_never_confirmed_leave_the_range_for_retry(
 
 @pytest.mark.parametrize(
     "answer",
-    ['{"batchItemFailures": "all of them"}', '{"batchItemFailures": [{"itemIdentifier": "12345"}]}',
-     '{"batchItemFailures": [{"id": "x"}]}', '{"batchItemFailures": [{"itemIdentifier": ""}]}'],
+    ['{"batchItemFailures": "all of them"}', '{"batchItemFailures": [{"itemIdentifier": "12345"}]}'],
 )  # fmt: skip
 async def test_malformed_batch_item_failures_redrive_the_whole_batch(
     table: DynamoTable, ministack: Ministack, lambda_endpoint: str, answer: str
@@ -388,7 +387,7 @@ async def test_throttling_and_5xx_are_retried_by_botocore_not_twice(
 async def test_a_slow_function_is_waited_for_and_invoked_once(
     table: DynamoTable, ministack: Ministack, lambda_endpoint: str
 ) -> None:
-    repair = RepairFunction(ministack, SLEEP="1.5")
+    repair = RepairFunction(ministack, SLEEP="1")
     table.put(2)
     (failure,) = parse_message(table.invocation_record(0, 1))
     outcome = await replay(failure, f"lambda:{repair.name}")

@@ -13,6 +13,18 @@ import structlog
 __all__ = ["configure"]
 
 
+class _StderrLogger:
+    """Writes each line to whatever `sys.stderr` is at the time (it may be swapped)."""
+
+    def __init__(self, *_: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def configure(level: str = "warning", *, json: bool = True) -> None:
     """Log at `level` and above to stderr, as JSON lines (or plain text for people)."""
     numeric = logging.getLevelNamesMapping().get(level.upper())
@@ -30,7 +42,7 @@ def configure(level: str = "warning", *, json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=False,
     )
     # botocore and friends stay quiet unless asked: their debug lines carry signed URLs.

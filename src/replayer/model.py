@@ -40,13 +40,14 @@ class Origin(StrEnum):
     MANUAL = "manual"
 
 
+# Names of only dots are refused (lookahead): they would climb out of an archive folder.
 _DDB_ARN = re.compile(
-    r"^arn:(?P<partition>aws[a-z-]*):dynamodb:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
-    r"table/(?P<table>[A-Za-z0-9_.-]{1,255})/stream/(?P<label>[A-Za-z0-9:._-]{1,64})$"
+    r"arn:(?P<partition>aws[a-z-]*):dynamodb:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):"
+    r"table/(?P<table>(?!\.+/)[A-Za-z0-9_.-]{1,255})/stream/(?P<label>(?!\.+\Z)[A-Za-z0-9:._-]{1,64})"
 )
 _KINESIS_ARN = re.compile(
-    r"^arn:(?P<partition>aws[a-z-]*):kinesis:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
-    r"stream/(?P<stream>[A-Za-z0-9_.-]{1,128})$"
+    r"arn:(?P<partition>aws[a-z-]*):kinesis:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):"
+    r"stream/(?P<stream>(?!\.+\Z)[A-Za-z0-9_.-]{1,128})"
 )
 
 
@@ -69,11 +70,11 @@ def parse_stream_arn(arn: str) -> StreamArn | None:
     The patterns are strict on purpose: names that pass them contain no path
     separators, so they can never steer an archive key or file path.
     """
-    if m := _DDB_ARN.match(arn):
+    if m := _DDB_ARN.fullmatch(arn):
         return StreamArn(
             arn, StreamKind.DYNAMODB, m["partition"], m["region"], m["account"], m["table"], m["label"]
         )
-    if m := _KINESIS_ARN.match(arn):
+    if m := _KINESIS_ARN.fullmatch(arn):
         return StreamArn(
             arn, StreamKind.KINESIS, m["partition"], m["region"], m["account"], m["stream"], None
         )

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from replayer.cli._app import JsonOption, app
+from replayer.cli._app import JsonOption, app, print_error
 from replayer.config import ENV, Settings, load_settings
 from replayer.errors import ConfigError
 
@@ -124,7 +124,7 @@ def _load(flags: dict[str, Any], *, http_port_default: int | None, wait_default:
     try:
         settings = _settings(flags, http_port_default=http_port_default, wait_default=wait_default)
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        print_error(console, exc)
         raise typer.Exit(2) from None
     from replayer import logs
 
@@ -262,7 +262,7 @@ def run(
     try:
         asyncio.run(_serve(settings, burst=False, console=console, show_progress=False))
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        print_error(console, exc)
         raise typer.Exit(2) from None
     raise typer.Exit(0)
 
@@ -307,7 +307,7 @@ def drain(
     try:
         summary = asyncio.run(_serve(settings, burst=True, console=console, show_progress=show))
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        print_error(console, exc)
         raise typer.Exit(2) from None
     from replayer.report import exit_code, render_table
     from replayer.report import summary as outcome_summary
@@ -335,5 +335,5 @@ def drain(
             f"{summary.messages.get(k, 0)} {k}"
             for k in ("received", "deleted", "retried", "quarantined", "left")
         )
-        console.print(f"messages: {counts}", highlight=False)
+        console.print(f"messages: {counts}", highlight=False, markup=False)
     raise typer.Exit(code)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import json
 from datetime import datetime
 from typing import Any
 
+import orjson
 from botocore.exceptions import ClientError
 
-__all__ = ["dumps", "error_code", "jsonable"]
+__all__ = ["dumps", "error_code", "jsonable", "loads"]
 
 
 def error_code(exc: ClientError) -> str:
@@ -18,8 +18,16 @@ def error_code(exc: ClientError) -> str:
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact JSON bytes, the way Lambda serializes events (no spaces, UTF-8 kept)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON bytes, the way Lambda serializes events (no spaces, UTF-8 kept).
+
+    orjson: serializing every record is the hottest thing replayer does.
+    """
+    return orjson.dumps(obj)
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode a JSON document (a GetRecords page: thousands of records at once)."""
+    return orjson.loads(data)
 
 
 def jsonable(value: Any) -> Any:

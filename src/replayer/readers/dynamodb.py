@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +11,7 @@ from botocore.exceptions import ClientError
 from replayer.aws import RAW_BODY, Clients
 from replayer.model import Failure
 from replayer.readers._base import RangeCollector, ReadResult, shard_lock
-from replayer.readers._wire import dumps, error_code, jsonable
+from replayer.readers._wire import dumps, error_code, jsonable, loads
 
 __all__ = ["DynamoDBReader", "RETENTION"]
 
@@ -85,6 +84,16 @@ class _RangeRead:
         iterator: str | None = response.get("ShardIterator")
         return iterator
 
+    def _feed(self, response: dict[str, Any]) -> tuple[str | None, int]:
+        """Give one GetRecords page to the books; the next iterator and the page's size."""
+        page = _page(response)
+        records = page.get("Records") or []
+        for record in records:
+            if self.books.add(record["dynamodb"]["SequenceNumber"], _event_record(record, self.failure)):
+                break
+        iterator: str | None = page.get("NextShardIterator")
+        return iterator, len(records)
+
     async def run(self) -> ReadResult:
         books = self.books
         try:
@@ -113,19 +122,16 @@ class _RangeRead:
                 log.info("reacquire_iterator", reason=code, after=books.resume_after)
                 iterator = await self._iterator()
                 continue
-            page = _page(response)
-            records = page.get("Records") or []
-            for record in records:
-                sequence_number = record["dynamodb"]["SequenceNumber"]
-                if books.add(sequence_number, _event_record(record, self.failure)):
-                    break
-            iterator = page.get("NextShardIterator")
+            # The page's dicts die here, before the next await: 32 ranges in flight hold
+            # 32 iterators, not 32 decoded pages.
+            iterator, count = self._feed(response)
+            del response
             if books.done:
                 break
             if iterator is None:
                 books.shard_ended()
                 break
-            empty_pages = 0 if records else empty_pages + 1
+            empty_pages = 0 if count else empty_pages + 1
             if empty_pages >= self.reader._max_empty_pages:
                 books.notes.append(
                     f"gave up after {empty_pages} consecutive empty pages before sequence "
@@ -138,9 +144,10 @@ class _RangeRead:
 
 
 def _page(response: dict[str, Any]) -> dict[str, Any]:
+    """The GetRecords page as the wire carried it (botocore's parse undone if it ran)."""
     raw = response.get(RAW_BODY)
     if raw is not None:
-        page: dict[str, Any] = json.loads(raw)
+        page: dict[str, Any] = loads(raw)
         return page
     return {**response, "Records": [jsonable(r) for r in response.get("Records", [])]}
 

@@ -7,7 +7,6 @@ so KPL-aggregated records stay aggregated, as Lambda passes them on).
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections import deque
@@ -21,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from replayer.aws import RAW_BODY, Clients
 from replayer.model import Failure
 from replayer.readers._base import RangeCollector, ReadResult, shard_lock
-from replayer.readers._wire import dumps, error_code, jsonable
+from replayer.readers._wire import dumps, error_code, jsonable, loads
 
 __all__ = ["DEFAULT_RETENTION", "GET_RECORDS_BUDGET", "KinesisReader", "ShardBudget"]
 
@@ -196,21 +195,19 @@ class _RangeRead:
                 log.info("reacquire_iterator", reason="ExpiredIteratorException", after=books.resume_after)
                 iterator = await self._iterator()
                 continue
-            records = page.get("Records") or []
-            for record in records:
-                event = _event_record(record, self.failure, self.region, self.reader.invoke_identity_arn)
-                if books.add(record["SequenceNumber"], event):
-                    break
+            count = self._feed(page)
             iterator = page.get("NextShardIterator")
+            children, behind = page.get("ChildShards"), page.get("MillisBehindLatest")
+            del page  # the decoded records die before the next await
             if books.done:
                 break
             if iterator is None:
-                self._shard_ended(page)
+                self._shard_ended(children)
                 break
-            if records:
+            if count:
                 empty_pages = 0
                 continue
-            if page.get("MillisBehindLatest") == 0:
+            if behind == 0:
                 # At the tip of an open shard: the rest of the range is not there, and
                 # records older than the tip cannot arrive later.
                 books.lost_from_here(
@@ -228,9 +225,18 @@ class _RangeRead:
                 return books.result(complete=False)
         return books.result()
 
-    def _shard_ended(self, page: dict[str, Any]) -> None:
+    def _feed(self, page: dict[str, Any]) -> int:
+        """Give one GetRecords page to the books; the page's size."""
+        records = page.get("Records") or []
+        for record in records:
+            event = _event_record(record, self.failure, self.region, self.reader.invoke_identity_arn)
+            if self.books.add(record["SequenceNumber"], event):
+                break
+        return len(records)
+
+    def _shard_ended(self, child_shards: Any) -> None:
         """The shard is closed and read to its end (resharded: ChildShards name its successors)."""
-        children = [c.get("ShardId") for c in page.get("ChildShards") or () if isinstance(c, dict)]
+        children = [c.get("ShardId") for c in child_shards or () if isinstance(c, dict)]
         if not self.books.done and children:
             self.books.notes.append(
                 f"shard {self.failure.shard_id} is closed; later records are in {', '.join(map(str, children))}"
@@ -241,7 +247,7 @@ class _RangeRead:
 def _page(response: dict[str, Any]) -> dict[str, Any]:
     raw = response.get(RAW_BODY)
     if raw is not None:
-        page: dict[str, Any] = json.loads(raw)
+        page: dict[str, Any] = loads(raw)
         return page
     return {**response, "Records": [jsonable(r) for r in response.get("Records", [])]}
 

@@ -141,6 +141,7 @@ class Service:
         self._receiving_done = False
         self._closing = False
         self._tasks: list[asyncio.Task[Any]] = []
+        self._seen: set[str] = set()  # burst mode: message ids already worked on in this run
 
     # ---- public
 
@@ -223,8 +224,23 @@ class Service:
             messages = answer.get("Messages") or []
             if not messages and self.burst:
                 return
+            if self.burst:
+                messages = await self._skip_seen(messages, sqs)
+                if not messages:
+                    return  # only messages this drain already settled came back: it is done
             if messages:
                 await self._accept(messages, sqs)
+
+    async def _skip_seen(self, messages: list[dict[str, Any]], sqs: Any) -> list[dict[str, Any]]:
+        """Burst mode works each message once: one that comes back (a short retry delay) is put back."""
+        seen = [m for m in messages if m.get("MessageId") in self._seen]
+        if seen:
+            again = [Job(str(m.get("MessageId")), str(m["ReceiptHandle"]), "", 1) for m in seen]
+            async with self._visibility:
+                await self._change_visibility(sqs, again, 0, "put_back")
+        for m in messages:
+            self._seen.add(str(m.get("MessageId")))
+        return [m for m in messages if m not in seen]
 
     async def _accept(self, messages: list[dict[str, Any]], sqs: Any) -> None:
         self.recorder.message("received", len(messages))

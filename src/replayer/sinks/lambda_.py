@@ -256,7 +256,9 @@ class LambdaSink:
                             f"batchItemFailures: {len(remaining)} records from {first} not confirmed"
                         )
         except FunctionFailed as exc:
-            raise SinkError(f"{self.uri}: {exc} (gave up after {invocations} invocations)") from exc
+            raise SinkError(
+                f"{self.uri}: {exc} (gave up on a batch of {len(batch)} records after {invocations} invocations)"
+            ) from exc
         return invocations
 
     async def _invoke(self, records: tuple[StreamRecord, ...]) -> tuple[StreamRecord, ...]:

@@ -1,0 +1,267 @@
+"""deploy/ and the Dockerfile: cfn-lint, least-privilege IAM, and the image's install and entrypoint, minus Docker."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import cfn_yaml
+
+from tests.test_service import ROOT, free_port, http_get, make_queue
+
+SAM = ROOT / "deploy" / "template.yaml"
+ECS = ROOT / "deploy" / "ecs" / "service.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+BIN = Path(sys.executable).parent
+
+# What replayer needs, per statement: the same in the Lambda role and the ECS task role.
+EXPECTED_ACTIONS = {
+    "ReadDynamoDBStreams": {"dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"},
+    "ReadKinesisStreams": {
+        "kinesis:DescribeStreamSummary",
+        "kinesis:GetShardIterator",
+        "kinesis:GetRecords",
+        "kinesis:ListShards",
+    },  # fmt: skip
+    "WriteArchive": {"s3:PutObject", "s3:GetObject"},
+    "InvokeRepairFunction": {"lambda:InvokeFunction"},
+    "ConsumeFailureQueue": {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    },  # fmt: skip
+    "Quarantine": {"sqs:SendMessage"},
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    template: dict[str, Any] = cfn_yaml.load(str(path))
+    return template
+
+
+def statements(template: dict[str, Any], role: str) -> dict[str, dict[str, Any]]:
+    """The role's policy statements by Sid; a statement under Fn::If counts as its true branch."""
+    found: dict[str, dict[str, Any]] = {}
+    for policy in template["Resources"][role]["Properties"]["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in statement:
+                statement = statement["Fn::If"][1]
+            found[statement["Sid"]] = statement
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def refs(value: Any) -> set[str]:
+    """Every parameter or resource a (possibly intrinsic) value refers to."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return {value["Ref"]}
+        if "Fn::GetAtt" in value:
+            return {value["Fn::GetAtt"][0]}
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+            return {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)}
+        return set().union(*(refs(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(refs(v) for v in value))
+    return set()
+
+
+@pytest.mark.parametrize("path", [SAM, ECS], ids=["sam", "ecs"])
+def test_cfn_lint_passes(path: Path) -> None:
+    done = subprocess.run([str(BIN / "cfn-lint"), str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cfn_lint_is_not_a_rubber_stamp(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(SAM.read_text().replace("MemorySize: 1024", "MemorySize: 64"))
+    done = subprocess.run([str(BIN / "cfn-lint"), str(broken)], capture_output=True, text=True)
+    assert done.returncode != 0 and "MemorySize" in done.stdout + SAM.read_text()
+
+
+@pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
+def test_iam_is_least_privilege(path: Path, role: str) -> None:
+    found = statements(load(path), role)
+    for sid, statement in found.items():
+        assert statement["Effect"] == "Allow"
+        assert all("*" not in action for action in as_list(statement["Action"])), sid
+        assert all(resource != "*" for resource in as_list(statement["Resource"])), sid
+        if sid in EXPECTED_ACTIONS:
+            assert set(as_list(statement["Action"])) == EXPECTED_ACTIONS[sid], sid
+    assert set(EXPECTED_ACTIONS) <= set(found)
+    # Streams: only the allowed ARNs (the same parameter feeds REPLAYER_ALLOW_STREAMS).
+    assert refs(found["ReadDynamoDBStreams"]["Resource"]) == {"DynamoDBStreamArns"}
+    assert refs(found["ReadKinesisStreams"]["Resource"]) == {"KinesisStreamArns"}
+    # The archive: objects under the prefix only, no bucket-wide or delete rights.
+    archive = found["WriteArchive"]["Resource"]["Fn::Sub"]
+    assert archive.endswith(":s3:::${ArchiveBucketName}/${ArchivePrefix}/*")
+    assert refs(found["InvokeRepairFunction"]["Resource"]) == {"RepairFunctionArn"}
+    consume = refs(found["ConsumeFailureQueue"]["Resource"])
+    assert consume in ({"FailureQueue"}, {"FailureQueueArn"})
+    assert refs(found["Quarantine"]["Resource"]) in ({"QuarantineQueue"}, {"QuarantineQueueArn"})
+
+
+def test_sam_function_and_queues() -> None:
+    template = load(SAM)
+    resources = template["Resources"]
+    function = resources["ReplayerFunction"]["Properties"]
+    assert function["Handler"] == "replayer.lambda_handler.handler"
+    assert function["Runtime"] == "python3.12"
+    assert refs(function["Role"]) == {"ReplayerRole"}  # no SAM-added managed policies (they use "*")
+    trigger = function["Events"]["FailureRecords"]
+    assert trigger["Type"] == "SQS"
+    assert trigger["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert refs(trigger["Properties"]["Queue"]) == {"FailureQueue"}
+    redrive = resources["FailureQueue"]["Properties"]["RedrivePolicy"]
+    assert refs(redrive["deadLetterTargetArn"]) == {"FailureDeadLetterQueue"}
+    assert resources["FailureDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+    variables = function["Environment"]["Variables"]
+    assert {"REPLAYER_TO", "REPLAYER_ALLOW_STREAMS", "REPLAYER_QUARANTINE"} <= set(variables)
+    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {"DynamoDBStreamArns", "KinesisStreamArns"}
+    # The queue stays invisible longer than a function can run on it.
+    assert resources["FailureQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
+
+
+def test_ecs_task_runs_the_image_like_the_dockerfile() -> None:
+    resources = load(ECS)["Resources"]
+    task = resources["TaskDefinition"]["Properties"]
+    container = task["ContainerDefinitions"][0]
+    assert refs(task["TaskRoleArn"]) == {"TaskRole"}
+    assert container["User"] != "0" and container["User"] != "root"
+    assert "/healthz" in " ".join(container["HealthCheck"]["Command"])
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert int(env["REPLAYER_GRACE_SECONDS"]) < container["StopTimeout"]
+    assert {"REPLAYER_QUEUE", "REPLAYER_TO", "REPLAYER_ALLOW_STREAMS", "REPLAYER_QUARANTINE"} <= set(env)
+
+
+# ---- the Dockerfile
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def test_dockerfile_shape() -> None:
+    steps = dockerfile()
+    final = max(i for i, (op, _) in enumerate(steps) if op == "FROM")
+    args = dict(a.split("=", 1) for op, a in steps if op == "ARG" and "=" in a)
+    base = steps[final][1].replace("${PYTHON_IMAGE}", args.get("PYTHON_IMAGE", ""))
+    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", base), base
+    stage = steps[final:]
+    users = [a for op, a in stage if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    entry = [i for i, (op, _) in enumerate(stage) if op == "ENTRYPOINT"]
+    assert entry and stage[entry[-1]][1] == '["replayer", "run"]'
+    assert max(i for i, (op, _) in enumerate(stage) if op == "USER") < entry[-1]
+    health = [a for op, a in stage if op == "HEALTHCHECK"]
+    assert health and "/healthz" in health[0]
+    installs = [a for op, a in stage if op == "RUN" and "pip install" in a]
+    assert installs and "--constraint /tmp/constraints.txt" in installs[0]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "*" in ignored and "!src/" in ignored  # .venv, .git, caches never reach the build
+
+
+def test_every_runtime_dependency_is_pinned() -> None:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[re.sub(r"[-_.]+", "-", name.strip()).lower()] = version.strip()
+    for requirement in metadata.requires("replayer") or []:
+        if "extra ==" in requirement:
+            continue
+        name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]).lower()
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+        assert metadata.version(name) == pins[name], name
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh virtualenv holding replayer installed as the Dockerfile installs it: from a built wheel.
+
+    No Docker engine (and no network but PyPI) here: the dependencies come from this
+    virtualenv, itself installed from the same constraints.txt, through a .pth file.
+    """
+    where = tmp_path_factory.mktemp("image")
+    wheels = where / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), str(ROOT)],
+                           capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("replayer-*.whl")
+    with zipfile.ZipFile(wheel) as built:
+        names = built.namelist()
+    assert "replayer/lambda_handler.py" in names and "replayer/service/_loop.py" in names
+    assert not [n for n in names if n.startswith("tests/")]
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps",
+         "--no-index", str(wheel)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    ours = next(
+        p for p in sys.path if p.endswith("site-packages") and Path(p).is_relative_to(Path(sys.prefix))
+    )
+    Path(site, "zz_constraints_deps.pth").write_text(ours + "\n")
+    yield venv
+
+
+def test_image_entrypoint_serves_healthz(
+    image_venv: Path, moto_endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    python = image_venv / "bin" / "python"
+    where = subprocess.run([str(python), "-c", "import replayer; print(replayer.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert str(image_venv) in where  # the wheel's copy, not the source tree
+    queue = make_queue(moto_endpoint)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
+    env |= {"REPLAYER_QUEUE": queue, "REPLAYER_TO": f"s3://{bucket}", "REPLAYER_HTTP_PORT": str(port),
+            "REPLAYER_HTTP_HOST": "127.0.0.1", "REPLAYER_WAIT_SECONDS": "1"}  # fmt: skip
+    entrypoint = [
+        a.strip('" ') for a in shlex.split(dict(dockerfile())["ENTRYPOINT"].strip("[]").replace(",", " "))
+    ]
+    process = subprocess.Popen([str(image_venv / "bin" / entrypoint[0]), *entrypoint[1:]], env=env, cwd=tmp_path,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while status != 200 and time.monotonic() < deadline and process.poll() is None:
+            status, body = http_get(port, "/healthz")
+            time.sleep(0.1)
+        assert status == 200, (
+            process.stderr.read().decode() if process.poll() is not None and process.stderr else ""
+        )
+        assert body == "ok\n"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

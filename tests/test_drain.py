@@ -1,0 +1,110 @@
+"""`replayer drain`: the service loop in burst mode, through the CLI, against moto over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from replayer.cli import app
+from tests.conftest import DynamoTable, client
+from tests.test_service import ROOT, keys, make_queue, queue_counts, send
+
+runner = CliRunner()
+
+
+def drain(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["drain", "--wait-seconds", "1", *args], env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_drain_empties_the_queue_and_summarises(table: DynamoTable, bucket: str, moto_endpoint: str) -> None:
+    table.put(4)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 1, records), table.invocation_record(2, 3, records))
+    code, _, err = drain("--queue", queue, "--to", f"s3://{bucket}", "--allow-stream", table.stream_arn)
+    assert code == 0, err
+    assert "messages: 2 received, 2 deleted, 0 retried, 0 quarantined, 0 left" in err
+    assert "replayed" in err
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+    assert len([k for k in keys(moto_endpoint, bucket) if k.endswith("records.jsonl.gz")]) == 2
+
+
+def test_drain_json_and_exit_code_when_something_was_rejected(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    other = DynamoTable(moto_endpoint)
+    table.put(1)
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 0), other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "9"}}]), "[]")  # fmt: skip
+    code, out, err = drain("--queue", queue, "--to", f"s3://{bucket}/a", "--allow-stream", table.stream_arn,
+                           "--quarantine", f"s3://{bucket}/q", "--json")  # fmt: skip
+    assert code == 1, err
+    document = json.loads(out)
+    assert document["messages"] == {
+        "received": 3, "deleted": 3, "retried": 0, "quarantined": 2, "left": 0, "released": 0,
+    }  # fmt: skip
+    assert document["totals"]["replayed"] == 1 and document["totals"]["rejected"] == 1
+    assert document["exit_code"] == 1
+    assert len(keys(moto_endpoint, bucket, "q/")) == 2
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+
+
+def test_every_configuration_problem_is_reported_at_once(moto_endpoint: str) -> None:
+    code, _, err = drain(
+        "--to",
+        "ftp://nowhere",
+        "--quarantine",
+        "s3://",
+        env={"REPLAYER_CONCURRENCY": "0", "REPLAYER_GRACE_SECONDS": "soon"},
+    )
+    assert code == 2
+    text = " ".join(err.split())  # rich may wrap long lines
+    assert "5 configuration problems" in text
+    for expected in ("--queue (or REPLAYER_QUEUE) is required", "--to: 'ftp://nowhere'", "--quarantine: 's3://'",
+                     "REPLAYER_CONCURRENCY: 0 is out of range", "REPLAYER_GRACE_SECONDS: 'soon' is not a number"):  # fmt: skip
+        assert expected in text
+
+
+def test_flags_override_the_environment(table: DynamoTable, bucket: str, moto_endpoint: str) -> None:
+    queue = make_queue(moto_endpoint)
+    code, _, err = drain(
+        "--queue", queue, env={"REPLAYER_QUEUE": "not a url", "REPLAYER_TO": f"s3://{bucket}"}
+    )
+    assert code == 0, err
+
+
+def test_a_queue_that_is_not_there_is_a_clear_error(bucket: str, moto_endpoint: str) -> None:
+    code, _, err = drain("--queue", f"{moto_endpoint}/123456789012/no-such-queue", "--to", f"s3://{bucket}")
+    assert code == 2
+    assert "no-such-queue" in err and "Traceback" not in err
+
+
+def test_no_durable_sink_is_warned_about(moto_endpoint: str, capfd: pytest.CaptureFixture[str]) -> None:
+    queue = make_queue(moto_endpoint)
+    code, _, err = drain("--queue", queue, "--to", "-", "--log-level", "warning")
+    assert code == 0
+    assert "no --to sink keeps loss reports" in err + capfd.readouterr().err
+
+
+def test_drain_as_a_process_configured_from_the_environment(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    table.put(3)
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 2))
+    env = {**os.environ, "REPLAYER_QUEUE": queue, "REPLAYER_TO": f"s3://{bucket}/x",
+           "REPLAYER_WAIT_SECONDS": "1", "REPLAYER_ALLOW_STREAMS": f"{table.stream_arn}"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "replayer", "drain", "--json"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["totals"]["records_recovered"] == 3
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+    assert client("s3", moto_endpoint).list_objects_v2(Bucket=bucket, Prefix="x/")["KeyCount"] == 2
