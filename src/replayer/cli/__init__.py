@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from rich.console import Console
@@ -16,6 +17,9 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
+    # Everything imported so far lives as long as the process: keep the cyclic GC from
+    # walking it again and again while pages of records are decoded.
+    gc.freeze()
     try:
         app()
     except ReplayerError as exc:  # a last guard: our own errors are messages, not tracebacks

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from replayer.aws import RAW_BODY, Clients
 from replayer.model import Failure
 from replayer.readers._base import RangeCollector, ReadResult, shard_lock
-from replayer.readers._wire import dumps, error_code, jsonable, loads
+from replayer.readers._wire import dumps, error_code, gc_paused, jsonable, loads
 
 __all__ = ["DynamoDBReader", "RETENTION"]
 
@@ -86,13 +86,14 @@ class _RangeRead:
 
     def _feed(self, response: dict[str, Any]) -> tuple[str | None, int]:
         """Give one GetRecords page to the books; the next iterator and the page's size."""
-        page = _page(response)
-        records = page.get("Records") or []
-        for record in records:
-            if self.books.add(record["dynamodb"]["SequenceNumber"], _event_record(record, self.failure)):
-                break
-        iterator: str | None = page.get("NextShardIterator")
-        return iterator, len(records)
+        with gc_paused():
+            page = _page(response)
+            records = page.get("Records") or []
+            for record in records:
+                if self.books.add(record["dynamodb"]["SequenceNumber"], _event_record(record, self.failure)):
+                    break
+            iterator: str | None = page.get("NextShardIterator")
+            return iterator, len(records)
 
     async def run(self) -> ReadResult:
         books = self.books

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from replayer.aws import RAW_BODY, Clients
 from replayer.model import Failure
 from replayer.readers._base import RangeCollector, ReadResult, shard_lock
-from replayer.readers._wire import dumps, error_code, jsonable, loads
+from replayer.readers._wire import dumps, error_code, gc_paused, jsonable, loads
 
 __all__ = ["DEFAULT_RETENTION", "GET_RECORDS_BUDGET", "KinesisReader", "ShardBudget"]
 
@@ -173,7 +173,8 @@ class _RangeRead:
             if error_code(exc) != "ExpiredIteratorException":
                 raise
             return None
-        return _page(response)
+        with gc_paused():
+            return _page(response)
 
     async def run(self) -> ReadResult:
         books = self.books
@@ -228,10 +229,11 @@ class _RangeRead:
     def _feed(self, page: dict[str, Any]) -> int:
         """Give one GetRecords page to the books; the page's size."""
         records = page.get("Records") or []
-        for record in records:
-            event = _event_record(record, self.failure, self.region, self.reader.invoke_identity_arn)
-            if self.books.add(record["SequenceNumber"], event):
-                break
+        with gc_paused():
+            for record in records:
+                event = _event_record(record, self.failure, self.region, self.reader.invoke_identity_arn)
+                if self.books.add(record["SequenceNumber"], event):
+                    break
         return len(records)
 
     def _shard_ended(self, child_shards: Any) -> None:

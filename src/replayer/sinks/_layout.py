@@ -70,8 +70,8 @@ def redrive_marker(target: str) -> str:
 
 def records_object(result: ReadResult) -> bytes:
     """gzip JSON Lines, one record per line; deterministic bytes for the same records."""
-    body = b"".join(r.json + b"\n" for r in result.records)
-    return gzip.compress(body, compresslevel=5, mtime=0)
+    body = b"\n".join([r.json for r in result.records]) + b"\n" if result.records else b""
+    return gzip.compress(body, compresslevel=3, mtime=0)  # level 3: ~2x faster than 6, ~20% larger
 
 
 def _now() -> str:

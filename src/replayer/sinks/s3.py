@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -69,9 +71,9 @@ class S3Sink:
         records_key = self.key(failure, RECORDS) if result.records else None
         created = True
         if records_key is not None:
-            created = await self._put_once(
-                records_key, records_object(result), "application/x-ndjson", "gzip"
-            )
+            # zlib lets go of the GIL: compressing in a thread uses the second core.
+            body = await asyncio.to_thread(records_object, result)
+            created = await self._put_once(records_key, body, "application/x-ndjson", "gzip")
         report = None
         if result.gaps:
             report_key = self.key(failure, LOSS_REPORT)
