@@ -24,7 +24,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.config import Settings, queue_region
-from replayer.core import Replayer
+from replayer.core import Replayer, rejected
 from replayer.errors import ParseError
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.parse import parse_message
@@ -199,6 +199,7 @@ class Service:
     async def _receive_loop(self, sqs: Any) -> None:
         capacity = self.settings.concurrency + self.settings.prefetch
         backoff = 1.0
+        self.ready = True  # until a receive fails: the first long poll may wait 20 s for nothing
         while not self._stop.is_set():
             room = capacity - len(self._held)
             if room <= 0:
@@ -259,6 +260,7 @@ class Service:
                 failures = parse_message(job.body, path="$")
             except ParseError as exc:
                 job.parse_error = str(exc)
+                self._record(rejected(None, f"message {job.message_id}: {exc}"))
             jobs.append((job, failures))
         # Every deadline first, then every push: the earliest range of the batch goes first.
         unique = {f.range_id: f for _, failures in jobs for f in failures}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import re
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,9 +69,22 @@ def redrive_marker(target: str) -> str:
 
 
 def records_object(result: ReadResult) -> bytes:
-    """gzip JSON Lines, one record per line; deterministic bytes for the same records."""
-    body = b"\n".join([r.json for r in result.records]) + b"\n" if result.records else b""
-    return gzip.compress(body, compresslevel=3, mtime=0)  # level 3: ~2x faster than 6, ~20% larger
+    """gzip JSON Lines, one record per line; deterministic bytes for the same records.
+
+    Compressed a thousand lines at a time, so a 10,000-record range never exists twice
+    in memory as one uncompressed body.
+    """
+    packer = zlib.compressobj(3, zlib.DEFLATED, 31)  # level 3: ~2x faster than 6, ~20% larger; 31: gzip
+    records = result.records
+    parts = [
+        packer.compress(b"".join([b"%b\n" % r.json for r in records[i : i + _LINES_PER_CHUNK]]))
+        for i in range(0, len(records), _LINES_PER_CHUNK)
+    ]
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+_LINES_PER_CHUNK = 1000
 
 
 def _now() -> str:
