@@ -33,7 +33,7 @@ EXPECTED_ACTIONS = {
         "kinesis:GetShardIterator",
         "kinesis:GetRecords",
         "kinesis:ListShards",
-    },  # fmt: skip
+    },
     "WriteArchive": {"s3:PutObject", "s3:GetObject"},
     "InvokeRepairFunction": {"lambda:InvokeFunction"},
     "ConsumeFailureQueue": {
@@ -41,7 +41,7 @@ EXPECTED_ACTIONS = {
         "sqs:DeleteMessage",
         "sqs:ChangeMessageVisibility",
         "sqs:GetQueueAttributes",
-    },  # fmt: skip
+    },
     "Quarantine": {"sqs:SendMessage"},
 }
 
@@ -92,7 +92,7 @@ def test_cfn_lint_is_not_a_rubber_stamp(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(SAM.read_text().replace("MemorySize: 1024", "MemorySize: 64"))
     done = subprocess.run([str(BIN / "cfn-lint"), str(broken)], capture_output=True, text=True)
-    assert done.returncode != 0 and "MemorySize" in done.stdout + SAM.read_text()
+    assert done.returncode != 0 and "E3034" in done.stdout
 
 
 @pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
@@ -208,8 +208,12 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """
     where = tmp_path_factory.mktemp("image")
     wheels = where / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), str(ROOT)],
-                           capture_output=True, text=True, timeout=240)  # fmt: skip
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("replayer-*.whl")
     with zipfile.ZipFile(wheel) as built:
@@ -219,13 +223,29 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps",
-         "--no-index", str(wheel)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert install.returncode == 0, install.stderr
-    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     ours = next(
         p for p in sys.path if p.endswith("site-packages") and Path(p).is_relative_to(Path(sys.prefix))
     )
@@ -237,19 +257,33 @@ def test_image_entrypoint_serves_healthz(
     image_venv: Path, moto_endpoint: str, bucket: str, tmp_path: Path
 ) -> None:
     python = image_venv / "bin" / "python"
-    where = subprocess.run([str(python), "-c", "import replayer; print(replayer.__file__)"], cwd=tmp_path,
-                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    where = subprocess.run(
+        [str(python), "-c", "import replayer; print(replayer.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert str(image_venv) in where  # the wheel's copy, not the source tree
     queue = make_queue(moto_endpoint)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
-    env |= {"REPLAYER_QUEUE": queue, "REPLAYER_TO": f"s3://{bucket}", "REPLAYER_HTTP_PORT": str(port),
-            "REPLAYER_HTTP_HOST": "127.0.0.1", "REPLAYER_WAIT_SECONDS": "1"}  # fmt: skip
+    env |= {
+        "REPLAYER_QUEUE": queue,
+        "REPLAYER_TO": f"s3://{bucket}",
+        "REPLAYER_HTTP_PORT": str(port),
+        "REPLAYER_HTTP_HOST": "127.0.0.1",
+        "REPLAYER_WAIT_SECONDS": "1",
+    }
     entrypoint = [
         a.strip('" ') for a in shlex.split(dict(dockerfile())["ENTRYPOINT"].strip("[]").replace(",", " "))
     ]
-    process = subprocess.Popen([str(image_venv / "bin" / entrypoint[0]), *entrypoint[1:]], env=env, cwd=tmp_path,
-                               stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [str(image_venv / "bin" / entrypoint[0]), *entrypoint[1:]],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         status = 0

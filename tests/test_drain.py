@@ -6,15 +6,25 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from replayer.cli import app
+from replayer.config import load_settings, queue_region
 from tests.conftest import DynamoTable, client
 from tests.test_service import ROOT, keys, make_queue, queue_counts, send
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def plain_logging() -> Iterator[None]:
+    """The CLI binds structlog to the runner's stderr: unbind it after each test."""
+    yield
+    structlog.reset_defaults()
 
 
 def drain(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -43,15 +53,35 @@ def test_drain_json_and_exit_code_when_something_was_rejected(
     other = DynamoTable(moto_endpoint)
     table.put(1)
     queue = make_queue(moto_endpoint)
-    send(moto_endpoint, queue, table.invocation_record(0, 0), other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "9"}}]), "[]")  # fmt: skip
-    code, out, err = drain("--queue", queue, "--to", f"s3://{bucket}/a", "--allow-stream", table.stream_arn,
-                           "--quarantine", f"s3://{bucket}/q", "--json")  # fmt: skip
+    send(
+        moto_endpoint,
+        queue,
+        table.invocation_record(0, 0),
+        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "9"}}]),
+        "[]",
+    )
+    code, out, err = drain(
+        "--queue",
+        queue,
+        "--to",
+        f"s3://{bucket}/a",
+        "--allow-stream",
+        table.stream_arn,
+        "--quarantine",
+        f"s3://{bucket}/q",
+        "--json",
+    )
     assert code == 1, err
     document = json.loads(out)
     assert document["messages"] == {
-        "received": 3, "deleted": 3, "retried": 0, "quarantined": 2, "left": 0, "released": 0,
-    }  # fmt: skip
-    assert document["totals"]["replayed"] == 1 and document["totals"]["rejected"] == 1
+        "received": 3,
+        "deleted": 3,
+        "retried": 0,
+        "quarantined": 2,
+        "left": 0,
+        "released": 0,
+    }
+    assert document["totals"]["replayed"] == 1 and document["totals"]["rejected"] == 2  # forged; not a record
     assert document["exit_code"] == 1
     assert len(keys(moto_endpoint, bucket, "q/")) == 2
     assert queue_counts(moto_endpoint, queue) == (0, 0)
@@ -68,8 +98,13 @@ def test_every_configuration_problem_is_reported_at_once(moto_endpoint: str) -> 
     assert code == 2
     text = " ".join(err.split())  # rich may wrap long lines
     assert "5 configuration problems" in text
-    for expected in ("--queue (or REPLAYER_QUEUE) is required", "--to: 'ftp://nowhere'", "--quarantine: 's3://'",
-                     "REPLAYER_CONCURRENCY: 0 is out of range", "REPLAYER_GRACE_SECONDS: 'soon' is not a number"):  # fmt: skip
+    for expected in (
+        "--queue (or REPLAYER_QUEUE) is required",
+        "--to: 'ftp://nowhere'",
+        "--quarantine: 's3://'",
+        "REPLAYER_CONCURRENCY: 0 is out of range",
+        "REPLAYER_GRACE_SECONDS: 'soon' is not a number",
+    ):
         assert expected in text
 
 
@@ -100,11 +135,40 @@ def test_drain_as_a_process_configured_from_the_environment(
     table.put(3)
     queue = make_queue(moto_endpoint)
     send(moto_endpoint, queue, table.invocation_record(0, 2))
-    env = {**os.environ, "REPLAYER_QUEUE": queue, "REPLAYER_TO": f"s3://{bucket}/x",
-           "REPLAYER_WAIT_SECONDS": "1", "REPLAYER_ALLOW_STREAMS": f"{table.stream_arn}"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "replayer", "drain", "--json"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        "REPLAYER_QUEUE": queue,
+        "REPLAYER_TO": f"s3://{bucket}/x",
+        "REPLAYER_WAIT_SECONDS": "1",
+        "REPLAYER_ALLOW_STREAMS": f"{table.stream_arn}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "replayer", "drain", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["totals"]["records_recovered"] == 3
     assert queue_counts(moto_endpoint, queue) == (0, 0)
     assert client("s3", moto_endpoint).list_objects_v2(Bucket=bucket, Prefix="x/")["KeyCount"] == 2
+
+
+def test_settings_from_the_environment_and_flags() -> None:
+    env = {
+        "REPLAYER_QUEUE": "https://sqs.eu-west-1.amazonaws.com/123456789012/failures",
+        "REPLAYER_TO": "s3://archive/p, lambda:repair",
+        "REPLAYER_ALLOW_STREAMS": "arn:aws:dynamodb:*:*:table/a/stream/*,arn:aws:kinesis:*:*:stream/b",
+        "REPLAYER_INVOKE_RETRIES": "5",
+        "REPLAYER_HTTP_PORT": "off",
+        "REPLAYER_CONCURRENCY": "4",
+    }
+    settings = load_settings({"concurrency": 2}, env, need_queue=True, http_port_default=8080)
+    assert settings.to == ("s3://archive/p", "lambda:repair")
+    assert len(settings.allow_streams) == 2
+    assert settings.invoke_retries == 5 and settings.http_port is None
+    assert settings.concurrency == 2  # the flag wins over REPLAYER_CONCURRENCY
+    assert settings.heartbeat_seconds == settings.visibility_timeout / 3
+    assert queue_region(env["REPLAYER_QUEUE"]) == "eu-west-1"

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+import structlog
 
 from replayer import lambda_handler
 from replayer.errors import ConfigError
@@ -37,6 +38,7 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch, aws_env: str) -> Iterator[None]:
     monkeypatch.setenv("REPLAYER_SAFETY_MARGIN_SECONDS", "5")
     yield
     lambda_handler.reset()
+    structlog.reset_defaults()  # the runtime bound it to this test's captured stderr
 
 
 def sqs_event(endpoint: str, queue_url: str) -> dict[str, Any]:
@@ -74,16 +76,26 @@ def emf_lines(out: str) -> list[dict[str, Any]]:
 
 
 def test_sqs_event_reports_exactly_the_unsettled_messages(
-    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch,
+    table: DynamoTable,
+    bucket: str,
+    moto_endpoint: str,
+    proxy: FaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     failing = DynamoTable(moto_endpoint)
     table.put(4)
     failing.put(1)
     records = table.stream_records()
     queue = make_queue(moto_endpoint)
-    send(moto_endpoint, queue, table.invocation_record(0, 1, records), table.invocation_record(2, 3, records),
-         failing.invocation_record(0, 0), "definitely not an invocation record")  # fmt: skip
+    send(
+        moto_endpoint,
+        queue,
+        table.invocation_record(0, 1, records),
+        table.invocation_record(2, 3, records),
+        failing.invocation_record(0, 0),
+        "definitely not an invocation record",
+    )
     proxy.add(Rule(slow_shard(failing.stream_arn), respond=(400, {"__type": "LimitExceededException"})))
     monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}/archive")
     monkeypatch.setenv("REPLAYER_ALLOW_STREAMS", f"{table.stream_arn},{failing.stream_arn}")
@@ -113,8 +125,13 @@ def test_poison_goes_to_the_quarantine_and_is_not_reported(
     other = DynamoTable(moto_endpoint)
     table.put(1)
     queue = make_queue(moto_endpoint)
-    send(moto_endpoint, queue, "{not json", other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "5"}}]),
-         table.invocation_record(0, 0))  # fmt: skip
+    send(
+        moto_endpoint,
+        queue,
+        "{not json",
+        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "5"}}]),
+        table.invocation_record(0, 0),
+    )
     monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}/archive")
     monkeypatch.setenv("REPLAYER_ALLOW_STREAMS", table.stream_arn)
     monkeypatch.setenv("REPLAYER_QUARANTINE", f"s3://{bucket}/quarantine")
@@ -122,8 +139,10 @@ def test_poison_goes_to_the_quarantine_and_is_not_reported(
     assert answer == {"batchItemFailures": []}
     kept = keys(moto_endpoint, bucket, "quarantine/")
     assert len(kept) == 2
-    reasons = [json.loads(client("s3", moto_endpoint).get_object(Bucket=bucket, Key=k)["Body"].read())["reason"]
-               for k in kept]  # fmt: skip
+    reasons = [
+        json.loads(client("s3", moto_endpoint).get_object(Bucket=bucket, Key=k)["Body"].read())["reason"]
+        for k in kept
+    ]
     assert any("not in --allow-stream" in r for r in reasons)
 
 
@@ -267,8 +286,9 @@ def test_importing_the_handler_stays_light() -> None:
     assert out.strip() == "[]"
 
 
-def test_queue_depth_untouched_by_the_handler(table: DynamoTable, bucket: str, moto_endpoint: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_queue_depth_untouched_by_the_handler(
+    table: DynamoTable, bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Lambda's poller deletes what the handler settles: the handler itself never deletes."""
     table.put(1)
     queue = make_queue(moto_endpoint)

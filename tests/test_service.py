@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from replayer.aws import Clients
 from replayer.config import Settings
@@ -31,6 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---- helpers
+
+
+@pytest.fixture(autouse=True)
+def plain_logging() -> Iterator[None]:
+    """structlog as it starts: a CLI test elsewhere may have bound it to a stream that is now closed."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 def make_queue(endpoint: str, *, visibility: int = 30) -> str:
@@ -204,8 +213,11 @@ async def test_earliest_deadline_first(table: DynamoTable, bucket: str, moto_end
         ),
     )
     order: list[str] = []
-    async with consumer(settings(queue, f"s3://{bucket}", concurrency=1), burst=True,
-                        on_outcome=lambda o: order.append(o.failure.start_sequence if o.failure else "")) as (service, metrics):  # fmt: skip
+    async with consumer(
+        settings(queue, f"s3://{bucket}", concurrency=1),
+        burst=True,
+        on_outcome=lambda o: order.append(o.failure.start_sequence if o.failure else ""),
+    ) as (service, _):
         summary = await service.run()
     by_age = [records[i]["dynamodb"]["SequenceNumber"] for i in (1, 2, 0)]
     assert order == by_age
@@ -216,18 +228,18 @@ async def test_heartbeat_keeps_a_slow_range_invisible(
     table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
 ) -> None:
     table.put(2)
-    queue = make_queue(moto_endpoint, visibility=2)
+    queue = make_queue(moto_endpoint, visibility=3)
     send(moto_endpoint, queue, table.invocation_record(0, 1))
-    slow = proxy.add(Rule(slow_shard(table.stream_arn), delay=6.0, times=1))
-    config = settings(queue, f"s3://{bucket}", visibility_timeout=2)
-    async with consumer(config) as (service, metrics):
+    slow = proxy.add(Rule(slow_shard(table.stream_arn), delay=7.0, times=1))
+    config = settings(queue, f"s3://{bucket}", visibility_timeout=3)
+    async with consumer(config) as (service, _):
         running = asyncio.create_task(service.run())
         await wait_for(lambda: slow.hits == 1, "the slow read to start")
-        # Without the heartbeat the 2 s visibility would lapse within this receive's wait.
+        # Without the heartbeat the 3 s visibility would lapse within this receive's wait.
         second = await asyncio.to_thread(
             client("sqs", moto_endpoint).receive_message,
             QueueUrl=queue,
-            WaitTimeSeconds=4,
+            WaitTimeSeconds=5,
             VisibilityTimeout=1,
         )
         assert second.get("Messages", []) == []
@@ -260,14 +272,20 @@ async def test_poison_and_forged_messages_are_quarantined_not_lost(
         bad_arn,
         table.invocation_record(0, 0),
     )
-    config = settings(queue, f"s3://{bucket}/archive", allow_streams=(table.stream_arn,),
-                      quarantine=f"s3://{bucket}/quarantine")  # fmt: skip
+    config = settings(
+        queue,
+        f"s3://{bucket}/archive",
+        allow_streams=(table.stream_arn,),
+        quarantine=f"s3://{bucket}/quarantine",
+    )
     async with consumer(config, burst=True) as (service, metrics):
         summary = await service.run()
     assert summary.messages["quarantined"] == 4
     assert summary.messages["deleted"] == 5
-    held = [json.loads(client("s3", moto_endpoint).get_object(Bucket=bucket, Key=k)["Body"].read())
-            for k in keys(moto_endpoint, bucket, "quarantine/")]  # fmt: skip
+    held = [
+        json.loads(client("s3", moto_endpoint).get_object(Bucket=bucket, Key=k)["Body"].read())
+        for k in keys(moto_endpoint, bucket, "quarantine/")
+    ]
     assert len(held) == 4
     bodies = {d["body"]: d["reason"] for d in held}
     assert "not json at all" in bodies
@@ -319,7 +337,10 @@ async def test_lost_records_need_a_durable_report(
     """A range whose records are gone: deleted with an S3 loss report, never with only stdout."""
     proxy.add(
         Rule(
-            lambda r: r.operation == "GetShardIterator" and r.json().get("ShardIteratorType") == "AT_SEQUENCE_NUMBER",
+            lambda r: (
+                r.operation == "GetShardIterator"
+                and r.json().get("ShardIteratorType") == "AT_SEQUENCE_NUMBER"
+            ),
             respond=(400, {"__type": "TrimmedDataAccessException", "message": "trimmed"}),
         )
     )
@@ -330,7 +351,7 @@ async def test_lost_records_need_a_durable_report(
     )
     queue = make_queue(moto_endpoint)
     send(moto_endpoint, queue, gone)
-    async with consumer(settings(queue, "-"), burst=True) as (service, _):
+    async with consumer(settings(queue, "-"), burst=True) as (service, metrics):
         summary = await service.run()
     assert [o.kind for o in summary.outcomes] == [OutcomeKind.EXPIRED]
     assert summary.messages["retried"] == 1
@@ -371,14 +392,31 @@ def free_port() -> int:
         return port
 
 
-def start_service(endpoint: str, *args: str, port: int) -> subprocess.Popen[bytes]:
+def start_service(endpoint: str, *args: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`python -m replayer run ...` as its own process; its JSON logs go to `log`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
     env["AWS_ENDPOINT_URL"] = endpoint
     return subprocess.Popen(
-        [sys.executable, "-m", "replayer", "run", "--http-port", str(port), "--http-host", "127.0.0.1",
-         "--wait-seconds", "1", "--log-level", "info", *args],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "replayer",
+            "run",
+            "--http-port",
+            str(port),
+            "--http-host",
+            "127.0.0.1",
+            "--wait-seconds",
+            "1",
+            "--log-level",
+            "info",
+            *args,
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
@@ -391,6 +429,12 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return 0, ""
 
 
+def scrape(port: int, name: str) -> float:
+    """One metric from a running service's /metrics (-1 while it does not answer)."""
+    status, text = http_get(port, "/metrics")
+    return metric(text, name) if status == 200 else -1
+
+
 def metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -399,23 +443,43 @@ def metric(text: str, name: str) -> float:
 
 
 async def test_sigterm_mid_work_loses_nothing(
-    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
+    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy, tmp_path: Path
 ) -> None:
     slow_table = DynamoTable(moto_endpoint)
     table.put(4)
     slow_table.put(1)
     records = table.stream_records()
     queue = make_queue(moto_endpoint)
-    send(moto_endpoint, queue, table.invocation_record(0, 1, records), table.invocation_record(2, 3, records),
-         slow_table.invocation_record(0, 0))  # fmt: skip
+    send(
+        moto_endpoint,
+        queue,
+        table.invocation_record(0, 1, records),
+        table.invocation_record(2, 3, records),
+        slow_table.invocation_record(0, 0),
+    )
     slow = proxy.add(Rule(slow_shard(slow_table.stream_arn), delay=20.0, times=1))
     port = free_port()
-    process = start_service(proxy.url, "--queue", queue, "--to", f"s3://{bucket}", "--concurrency", "3",
-                            "--grace-seconds", "1", "--visibility-timeout", "300", port=port)  # fmt: skip
+    log = tmp_path / "service.log"
+    process = start_service(
+        proxy.url,
+        "--queue",
+        queue,
+        "--to",
+        f"s3://{bucket}",
+        "--concurrency",
+        "3",
+        "--grace-seconds",
+        "1",
+        "--visibility-timeout",
+        "300",
+        port=port,
+        log=log,
+    )
     try:
         await wait_for(
-            lambda: slow.hits == 1 and queue_counts(moto_endpoint, queue) == (0, 1), "two ranges done"
+            lambda: slow.hits == 1 and scrape(port, "replayer_messages_deleted_total") == 2, "two ranges done"
         )
+        assert queue_counts(moto_endpoint, queue) == (0, 1)
         status, text = await asyncio.to_thread(http_get, port, "/metrics")
         assert status == 200
         assert metric(text, "replayer_messages_received_total") == 3
@@ -431,7 +495,7 @@ async def test_sigterm_mid_work_loses_nothing(
     finally:
         if process.poll() is None:
             process.kill()
-        stderr = process.stderr.read().decode() if process.stderr else ""
+    stderr = log.read_text()
     assert code == 0, stderr
     assert "released_unfinished" in stderr
     # The slow range's message is visible again at once (its visibility was 300 s).
@@ -440,7 +504,7 @@ async def test_sigterm_mid_work_loses_nothing(
     assert len(archived) == 2 and not any(slow_table.name in k for k in archived)
 
 
-async def test_three_replicas_share_one_queue(bucket: str, moto_endpoint: str) -> None:
+async def test_three_replicas_share_one_queue(bucket: str, moto_endpoint: str, tmp_path: Path) -> None:
     tables = [DynamoTable(moto_endpoint) for _ in range(4)]
     queue = make_queue(moto_endpoint)
     expected = 0
@@ -462,11 +526,17 @@ async def test_three_replicas_share_one_queue(bucket: str, moto_endpoint: str) -
             "--prefetch",
             "1",
             port=port,
-        )  # fmt: skip
+            log=tmp_path / f"replica-{port}.log",
+        )
         for port in ports
     ]
     try:
-        await wait_for(lambda: queue_counts(moto_endpoint, queue) == (0, 0), "the queue to empty", limit=60)
+        await wait_for(
+            lambda: sum(scrape(port, "replayer_messages_deleted_total") for port in ports) == expected,
+            "every message to be deleted",
+            limit=60,
+        )
+        assert queue_counts(moto_endpoint, queue) == (0, 0)
         scraped = [(await asyncio.to_thread(http_get, port, "/metrics"))[1] for port in ports]
         for process in processes:
             process.send_signal(signal.SIGTERM)

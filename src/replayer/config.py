@@ -44,6 +44,8 @@ ENV = {
     "retry_base_seconds": "REPLAYER_RETRY_BASE_SECONDS",
     "retry_max_seconds": "REPLAYER_RETRY_MAX_SECONDS",
     "safety_margin_seconds": "REPLAYER_SAFETY_MARGIN_SECONDS",
+    "max_records_per_invoke": "REPLAYER_MAX_RECORDS_PER_INVOKE",
+    "invoke_retries": "REPLAYER_INVOKE_RETRIES",
     "log_level": "REPLAYER_LOG_LEVEL",
 }
 
@@ -90,6 +92,8 @@ class Settings:
     retry_base_seconds: int = 30
     retry_max_seconds: int = 900
     safety_margin_seconds: float = 10.0  # Lambda: no new range starts with less time than this left
+    max_records_per_invoke: int | None = None  # lambda: sinks; None: the range's batchSize, else 100
+    invoke_retries: int = 3  # lambda: sinks
     log_level: str = "warning"
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -206,6 +210,8 @@ def load_settings(
         retry_base_seconds=r.number("retry_base_seconds", 30, int, 0, _SQS_MAX_VISIBILITY),
         retry_max_seconds=r.number("retry_max_seconds", 900, int, 0, _SQS_MAX_VISIBILITY),
         safety_margin_seconds=r.number("safety_margin_seconds", 10.0, float, 0, 900),
+        max_records_per_invoke=r.number("max_records_per_invoke", None, int, 1, 10_000),
+        invoke_retries=r.number("invoke_retries", 3, int, 0, 100),
         log_level=(r.text("log_level", "warning") or "warning").lower(),
     )
     if settings.log_level not in _LOG_LEVELS:

@@ -82,6 +82,20 @@ RetryMaxOpt = Annotated[
     int | None,
     typer.Option("--retry-max-seconds", help="Longest retry delay (900)." + _env("retry_max_seconds")),
 ]
+MaxRecordsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-records-per-invoke",
+        help="lambda: sinks: records per invocation (the range's batchSize, else 100)."
+        + _env("max_records_per_invoke"),
+    ),
+]
+InvokeRetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--invoke-retries", help="lambda: sinks: retries of a failed invocation (3)." + _env("invoke_retries")
+    ),
+]
 LogLevelOpt = Annotated[
     str | None, typer.Option("--log-level", help="debug, info, warning or error." + _env("log_level"))
 ]
@@ -248,6 +262,8 @@ def run(
     wait_seconds: WaitOpt = None,
     retry_base_seconds: RetryBaseOpt = None,
     retry_max_seconds: RetryMaxOpt = None,
+    max_records_per_invoke: MaxRecordsOpt = None,
+    invoke_retries: InvokeRetriesOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Consume the failure queue until SIGTERM/SIGINT: the container's entrypoint."""
@@ -255,7 +271,9 @@ def run(
         queue=queue, to=to, allow_streams=allow_stream, quarantine=quarantine, concurrency=concurrency,
         prefetch=prefetch, grace_seconds=grace_seconds, http_port=http_port, http_host=http_host,
         visibility_timeout=visibility_timeout, wait_seconds=wait_seconds,
-        retry_base_seconds=retry_base_seconds, retry_max_seconds=retry_max_seconds, log_level=log_level,
+        retry_base_seconds=retry_base_seconds, retry_max_seconds=retry_max_seconds,
+        max_records_per_invoke=max_records_per_invoke,
+        invoke_retries=invoke_retries, log_level=log_level,
     )  # fmt: skip
     settings = _load(flags, http_port_default=8080, wait_default=20)
     console = Console(stderr=True)
@@ -287,6 +305,8 @@ def drain(
     ] = None,
     retry_base_seconds: RetryBaseOpt = None,
     retry_max_seconds: RetryMaxOpt = None,
+    max_records_per_invoke: MaxRecordsOpt = None,
+    invoke_retries: InvokeRetriesOpt = None,
     as_json: JsonOption = False,
     log_level: LogLevelOpt = None,
 ) -> None:
@@ -299,7 +319,9 @@ def drain(
         queue=queue, to=to, allow_streams=allow_stream, quarantine=quarantine, concurrency=concurrency,
         prefetch=None, grace_seconds=grace_seconds, http_port=http_port,
         visibility_timeout=visibility_timeout, wait_seconds=wait_seconds,
-        retry_base_seconds=retry_base_seconds, retry_max_seconds=retry_max_seconds, log_level=log_level,
+        retry_base_seconds=retry_base_seconds, retry_max_seconds=retry_max_seconds,
+        max_records_per_invoke=max_records_per_invoke,
+        invoke_retries=invoke_retries, log_level=log_level,
     )  # fmt: skip
     settings = _load(flags, http_port_default=None, wait_default=2)
     console = Console(stderr=True)

@@ -20,7 +20,7 @@ from replayer.service._quarantine import (
     quarantine_from_uri,
 )
 from replayer.service._settle import Action, Decision, decide, retry_delay
-from replayer.sinks import Sink, sink_from_uri
+from replayer.sinks import Sink, SinkOptions, sink_from_uri
 
 __all__ = [
     "Action",
@@ -51,7 +51,10 @@ def build_replayer(
     """The shared core wired for a consumer: timed readers and sinks, the allow-list, the quarantine."""
     from replayer.allow import AllowList
 
-    sinks: list[Sink] = [TimedSink(sink_from_uri(uri, clients), recorder) for uri in settings.to]
+    options = SinkOptions(
+        max_records_per_invoke=settings.max_records_per_invoke, invoke_retries=settings.invoke_retries
+    )
+    sinks: list[Sink] = [TimedSink(sink_from_uri(uri, clients, options), recorder) for uri in settings.to]
     replayer = Replayer(
         clients,
         sinks,

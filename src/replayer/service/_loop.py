@@ -174,7 +174,6 @@ class Service:
                 async with self._wake:
                     self._receiving_done = True
                     self._wake.notify_all()
-                await asyncio.wait({*workers, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 while not self._stop.is_set() and not all(w.done() for w in workers):
                     await asyncio.wait({*workers, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
