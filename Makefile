@@ -32,5 +32,9 @@ pytest: $(VENV)/.test
 
 test: lint typecheck pytest
 
+# Slow and noisy: not part of `make test` (a smoke run with tiny sizes is).
+bench: $(VENV)/.test
+	$(BIN)/python -m bench.run --write bench/RESULTS.md
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -21,10 +21,13 @@ class AllowList:
         return cls(tuple(p.strip() for p in patterns if p.strip()))
 
     @classmethod
-    def from_env(cls, extra: Iterable[str] = ()) -> AllowList:
-        """`extra` patterns plus `REPLAYER_ALLOW_STREAMS` (comma-separated)."""
-        env = os.environ.get("REPLAYER_ALLOW_STREAMS", "")
-        return cls.of([*extra, *env.split(",")])
+    def from_env(cls, flags: Iterable[str] = ()) -> AllowList:
+        """The `--allow-stream` patterns; without any, `REPLAYER_ALLOW_STREAMS` (comma-separated).
+
+        A flag wins over its environment variable, as for every other setting.
+        """
+        patterns = list(flags) or os.environ.get("REPLAYER_ALLOW_STREAMS", "").split(",")
+        return cls.of(patterns)
 
     def allows(self, stream_arn: str) -> bool:
         return not self.patterns or any(fnmatch.fnmatchcase(stream_arn, p) for p in self.patterns)
