@@ -15,8 +15,9 @@ from typing import Any
 
 import aioboto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
-__all__ = ["Clients", "RAW_BODY", "default_region"]
+__all__ = ["Clients", "RAW_BODY", "default_region", "error_code"]
 
 # Key under which a raw JSON response body is handed back for the operations below.
 RAW_BODY = "ReplayerRawBody"
@@ -47,6 +48,12 @@ def _env_attempts() -> int:
         return max(1, int(os.environ.get("AWS_MAX_ATTEMPTS", "6")))
     except ValueError:
         return 6
+
+
+def error_code(exc: ClientError) -> str:
+    """AWS's error code of a failed call ("" when it has none)."""
+    code: str = exc.response.get("Error", {}).get("Code", "")
+    return code
 
 
 def default_region() -> str:

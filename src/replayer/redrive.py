@@ -16,13 +16,11 @@ import asyncio
 import fnmatch
 import gzip
 import json
-import os
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -32,7 +30,7 @@ from replayer.aws import Clients
 from replayer.errors import ConfigError
 from replayer.model import Failure, Gap, Origin, Outcome, OutcomeKind, StreamRecord, parse_stream_arn
 from replayer.readers import ReadResult
-from replayer.readers._wire import dumps, error_code
+from replayer.readers._wire import dumps
 from replayer.sinks import LambdaSink, SinkError
 from replayer.sinks._layout import (
     INVOCATION,
@@ -43,7 +41,7 @@ from replayer.sinks._layout import (
     redrive_marker,
     stream_path,
 )
-from replayer.sinks.file import write_once
+from replayer.store import FileStore, S3Store, Store, StoreError, store_from_uri
 
 __all__ = [
     "Archive",
@@ -65,160 +63,18 @@ log = structlog.get_logger("replayer")
 _TRANSIENT = (SinkError, ClientError, BotoCoreError, OSError, asyncio.TimeoutError)
 
 
-class ArchiveError(Exception):
-    """The archive could not be listed, read or written just now (not: its content is wrong)."""
-
-
-class Archive(Protocol):
-    """An S3 or file archive, addressed by keys relative to its root (``folder/name``)."""
-
-    @property
-    def uri(self) -> str: ...
-
-    async def keys(self, under: str = "") -> list[str]:
-        """Every key below the folder `under` ("" : the whole archive)."""
-        ...
-
-    async def read(self, key: str) -> bytes | None:
-        """The object's bytes, or None when there is no such object."""
-        ...
-
-    async def create(self, key: str, body: bytes) -> bool:
-        """Create the object unless it exists; True when this call created it."""
-        ...
-
-    def location(self, key: str) -> str: ...
-
-
-class S3Archive:
-    """``s3://bucket/prefix``, as the S3 sink writes it."""
-
-    def __init__(self, clients: Clients, bucket: str, prefix: str = "") -> None:
-        self._clients = clients
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def location(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
-
-    async def keys(self, under: str = "") -> list[str]:
-        s3 = await self._clients.get("s3")
-        root = f"{self.prefix}/" if self.prefix else ""
-        listed: list[str] = []
-        try:
-            paginator = s3.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(
-                Bucket=self.bucket, Prefix=root + (f"{under}/" if under else "")
-            ):
-                listed += [obj["Key"][len(root) :] for obj in page.get("Contents", [])]
-        except ClientError as exc:
-            if error_code(exc) == "NoSuchBucket":
-                raise ConfigError(f"--from {self.uri}: no such bucket") from None
-            raise ArchiveError(f"{self.uri}: listing failed: {error_code(exc) or exc}") from exc
-        except BotoCoreError as exc:
-            raise ArchiveError(f"{self.uri}: listing failed: {exc}") from exc
-        return listed
-
-    async def read(self, key: str) -> bytes | None:
-        s3 = await self._clients.get("s3")
-        try:
-            answer = await s3.get_object(Bucket=self.bucket, Key=self._key(key))
-            body: bytes = await answer["Body"].read()
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise ArchiveError(f"{self.location(key)}: {error_code(exc) or exc}") from exc
-        except BotoCoreError as exc:
-            raise ArchiveError(f"{self.location(key)}: {exc}") from exc
-        return body
-
-    async def create(self, key: str, body: bytes) -> bool:
-        s3 = await self._clients.get("s3")
-        try:
-            await s3.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=body,
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
-        except ClientError as exc:
-            if error_code(exc) in ("PreconditionFailed", "412"):
-                return False
-            raise ArchiveError(f"{self.location(key)}: {error_code(exc) or exc}") from exc
-        except BotoCoreError as exc:
-            raise ArchiveError(f"{self.location(key)}: {exc}") from exc
-        return True
-
-
-class FileArchive:
-    """``file:DIR``, as the file sink writes it."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    @property
-    def uri(self) -> str:
-        return f"file:{self.root}"
-
-    def _path(self, key: str) -> Path:
-        return self.root.joinpath(*key.split("/"))
-
-    def location(self, key: str) -> str:
-        return str(self._path(key))
-
-    def _keys(self, under: str) -> list[str]:
-        if not self.root.is_dir():
-            raise ConfigError(f"--from {self.uri}: no such directory")
-        listed: list[str] = []
-        for folder, _dirs, names in os.walk(self._path(under) if under else self.root):
-            listed += [
-                Path(folder, name).relative_to(self.root).as_posix()
-                for name in names
-                if not name.startswith(".tmp-")  # write_once's partial files
-            ]
-        return listed
-
-    async def keys(self, under: str = "") -> list[str]:
-        try:
-            return await asyncio.to_thread(self._keys, under)
-        except OSError as exc:
-            raise ArchiveError(f"{self.uri}: listing failed: {exc}") from exc
-
-    async def read(self, key: str) -> bytes | None:
-        try:
-            return await asyncio.to_thread(self._path(key).read_bytes)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ArchiveError(f"{self.location(key)}: {exc}") from exc
-
-    async def create(self, key: str, body: bytes) -> bool:
-        try:
-            return await asyncio.to_thread(write_once, self._path(key), body)
-        except OSError as exc:
-            raise ArchiveError(f"{self.location(key)}: {exc}") from exc
+ArchiveError = StoreError  # the archive could not be listed, read or written just now
+Archive = Store  # an S3 or file archive, addressed by keys relative to its root
+S3Archive = S3Store
+FileArchive = FileStore
 
 
 def archive_from_uri(uri: str, clients: Clients) -> Archive:
     """The archive a `--from` URI names: ``s3://BUCKET[/PREFIX]`` or ``file:DIR`` (as `--to` wrote it)."""
-    if uri.startswith("s3://"):
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        if bucket:
-            return S3Archive(clients, bucket, prefix)
-    elif uri.startswith("file:"):
-        root = uri[len("file:") :]
-        root = root[2:] if root.startswith("//") else root
-        if root:
-            return FileArchive(root)
-    raise ConfigError(f"--from {uri!r}: expected s3://BUCKET[/PREFIX] or file:DIR, as written by --to")
+    store = store_from_uri(uri, clients)
+    if store is None:
+        raise ConfigError(f"--from {uri!r}: expected s3://BUCKET[/PREFIX] or file:DIR, as written by --to")
+    return store
 
 
 def parse_time(value: str, option: str) -> datetime:

@@ -122,8 +122,10 @@ def redrive(
         print_error(console, exc)
         raise typer.Exit(2) from None
     except ArchiveError as exc:
-        print_error(console, exc)
-        raise typer.Exit(1) from None
+        # an archive that is not there is a usage error; one that failed to answer is not
+        missing = exc.code in ("NoSuchBucket", "NoSuchDirectory")
+        print_error(console, f"--from {exc}" if missing else exc)
+        raise typer.Exit(2 if missing else 1) from None
     if as_json:
         write_json(outcomes, sys.stdout)
     else:

@@ -10,14 +10,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from botocore.exceptions import ClientError
+
+from replayer.aws import error_code  # re-exported: readers use it from here
 
 __all__ = ["dumps", "error_code", "gc_paused", "jsonable", "loads"]
-
-
-def error_code(exc: ClientError) -> str:
-    code: str = exc.response.get("Error", {}).get("Code", "")
-    return code
 
 
 def dumps(obj: Any) -> bytes:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from replayer.aws import Clients
 from replayer.errors import ConfigError
 from replayer.sinks._base import Delivery, Sink, SinkError
-from replayer.sinks.file import FileSink
+from replayer.sinks.archive import ArchiveSink, FileSink, S3Sink
 from replayer.sinks.lambda_ import DEFAULT_MAX_PAYLOAD, LambdaSink, parse_target
-from replayer.sinks.s3 import S3Sink
 from replayer.sinks.stdout import StdoutSink
+from replayer.store import parse_location
 
 __all__ = [
+    "ArchiveSink",
     "Delivery",
     "FileSink",
     "LambdaSink",
@@ -47,18 +48,12 @@ def sink_from_uri(uri: str, clients: Clients, options: SinkOptions | None = None
     options = options or SinkOptions()
     if uri == "-":
         return StdoutSink()
-    if uri.startswith("s3://"):
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        if not bucket:
-            raise ConfigError(f"--to {uri!r}: no bucket; expected s3://BUCKET[/PREFIX]")
-        return S3Sink(clients, bucket, prefix)
-    if uri.startswith("file:"):
-        root = uri[len("file:") :]
-        if root.startswith("//"):
-            root = root[2:]
-        if not root:
-            raise ConfigError(f"--to {uri!r}: no directory; expected file:DIR")
-        return FileSink(root)
+    if uri.startswith(("s3://", "file:")):
+        location = parse_location(uri)
+        if location is None:
+            raise ConfigError(f"--to {uri!r}: no bucket or directory; expected {_ACCEPTED}")
+        kind, where, prefix = location
+        return S3Sink(clients, where, prefix) if kind == "s3" else FileSink(where)
     if uri.startswith("lambda:"):
         try:
             target = parse_target(uri[len("lambda:") :])
