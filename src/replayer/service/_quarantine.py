@@ -18,6 +18,7 @@ from replayer.aws import Clients
 from replayer.config import quarantine_problem, queue_region
 from replayer.errors import ConfigError
 from replayer.readers._wire import error_code
+from replayer.store import S3Store, StoreError
 
 __all__ = ["Quarantine", "QuarantineError", "S3Quarantine", "SqsQuarantine", "quarantine_from_uri"]
 
@@ -44,19 +45,16 @@ def _now() -> datetime:
 
 class S3Quarantine:
     def __init__(self, clients: Clients, bucket: str, prefix: str = "") -> None:
-        self._clients = clients
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
+        self.store = S3Store(clients, bucket, prefix)
 
     @property
     def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        return self.store.uri
 
     def key(self, body: str, message_id: str, when: datetime) -> str:
-        # Derived from the message, never chosen by it: a digest, so no path tricks get through.
+        """The key below the prefix: derived from the message, never chosen by it (a digest)."""
         digest = hashlib.sha256(f"{message_id}\n{body}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        name = f"{when:%Y/%m/%d}/{digest}.json"
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return f"{when:%Y/%m/%d}/{digest}.json"
 
     async def put(self, body: str, reason: str, message_id: str, source: str) -> str:
         when = _now()
@@ -68,21 +66,14 @@ class S3Quarantine:
             "quarantined_at": when.isoformat(),
             "body": body,
         }
-        s3 = await self._clients.get("s3")
         try:
-            await s3.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass"),
-                ContentType="application/json",
-                IfNoneMatch="*",
+            # create-only: a second attempt for the same message finds it there
+            await self.store.create(
+                key, json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
             )
-        except ClientError as exc:
-            if error_code(exc) not in ("PreconditionFailed", "412"):
-                raise QuarantineError(f"s3://{self.bucket}/{key}: {error_code(exc) or exc}") from exc
-        except BotoCoreError as exc:
-            raise QuarantineError(f"s3://{self.bucket}/{key}: {exc}") from exc
-        return f"s3://{self.bucket}/{key}"
+        except StoreError as exc:
+            raise QuarantineError(str(exc)) from exc
+        return self.store.location(key)
 
 
 class SqsQuarantine:
