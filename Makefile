@@ -38,3 +38,16 @@ bench: $(VENV)/.test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+# The Lambda deployment zip that deploy/template.yaml's CodeUri points at, for one Lambda runtime:
+# `make package [PLATFORM=manylinux2014_x86_64|manylinux2014_aarch64] [PYTHON=3.12]` (PYTHON is the
+# runtime's version here; the template's Architecture parameter must match PLATFORM). Runtime
+# dependencies only, pinned by constraints.txt, binary wheels for that platform; prints the size.
+.PHONY: package
+PLATFORM ?= manylinux2014_x86_64
+LAMBDA_PYTHON = $(if $(filter 3.%,$(PYTHON)),$(PYTHON),3.12)
+LAMBDA_ZIP ?= deploy/build/replayer-lambda.zip
+PACKAGER = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+
+package:
+	$(PACKAGER) deploy/package.py --platform $(PLATFORM) --python-version $(LAMBDA_PYTHON) --output $(LAMBDA_ZIP)

@@ -102,8 +102,12 @@ def _zip(source: Path) -> bytes:
     return buf.getvalue()
 
 
-def start_ministack(workdir: Path) -> Ministack:
-    """Start ministack on a free loopback port and wait until it answers; raise with its log if not."""
+def start_ministack(workdir: Path, *, python: str | None = None) -> Ministack:
+    """Start ministack on a free loopback port and wait until it answers; raise with its log if not.
+
+    `python` is the interpreter to run it with (default: this one); its Lambda workers run with
+    the same interpreter, so one that lacks replayer proves a deployed zip is self-contained.
+    """
     last_error = ""
     for _ in range(3):  # another process may take the port between probing and binding
         port = _free_port()
@@ -121,7 +125,7 @@ def start_ministack(workdir: Path) -> Ministack:
         }
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ministack"],
+                [python or sys.executable, "-m", "ministack"],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -1,0 +1,168 @@
+"""Build the Lambda deployment zip: replayer and its runtime dependencies, for one Lambda runtime.
+
+    python deploy/package.py [--platform manylinux2014_x86_64] [--python-version 3.12] [--output ZIP]
+
+(`make package` runs this.) The dependencies are the package's own (no extras: nothing for
+tests, the demo or development), resolved with the same constraints file CI tests with, and
+only as binary wheels for the target platform and Python, so the build machine's own
+interpreter and architecture do not matter. The zip is reproducible: the same inputs give the
+same bytes (sorted entries, fixed timestamps and permissions, no byte-code, no console
+scripts, no record of where the build ran), so an unchanged build is not redeployed.
+
+Only the standard library and pip are needed; pip reaches the package index (and its cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = ROOT / "deploy" / "build" / "replayer-lambda.zip"  # deploy/template.yaml's CodeUri
+PLATFORMS = ("manylinux2014_x86_64", "manylinux2014_aarch64")
+# The earliest time a zip entry can carry; SOURCE_DATE_EPOCH (if set) wins.
+_EPOCH_1980 = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Artefact:
+    path: Path
+    size: int  # bytes, zipped
+    unzipped: int  # bytes
+    files: int
+    sha256: str
+
+    def summary(self) -> str:
+        mib = 1024 * 1024
+        return (
+            f"{self.path}: {self.size / mib:.1f} MiB zipped ({self.size} bytes), "
+            f"{self.unzipped / mib:.1f} MiB unzipped, {self.files} files, sha256 {self.sha256}"
+        )
+
+
+def build(
+    *,
+    platform: str,
+    python_version: str,
+    output: Path = DEFAULT_OUTPUT,
+    constraints: Path = ROOT / "constraints.txt",
+    project: Path = ROOT,
+    python: str = sys.executable,
+) -> Artefact:
+    """Build the zip at `output` (replaced only when the build succeeded); what was written."""
+    with tempfile.TemporaryDirectory(prefix="replayer-package-") as tmp:
+        wheels = Path(tmp, "wheels")
+        site = Path(tmp, "site")
+        _pip(python, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(project))
+        (wheel,) = wheels.glob("replayer-*.whl")
+        _pip(
+            python,
+            "install",
+            "--target", str(site),
+            "--platform", platform,
+            "--python-version", python_version,
+            "--implementation", "cp",
+            "--only-binary=:all:",
+            "--no-compile",
+            "--no-warn-script-location",
+            "--constraint", str(constraints),
+            str(wheel),
+        )  # fmt: skip
+        _prune(site)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(output.name + ".partial")
+        unzipped, files = _zip(site, partial)
+        os.replace(partial, output)
+    digest = hashlib.sha256(output.read_bytes()).hexdigest()
+    return Artefact(output, output.stat().st_size, unzipped, files, digest)
+
+
+def _pip(python: str, *args: str) -> None:
+    command = [python, "-m", "pip", "--disable-pip-version-check", "-q", *args]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
+
+
+def _prune(site: Path) -> None:
+    """Drop what Lambda never runs and what would differ between build machines.
+
+    Console scripts (`bin/`: their first line names the build's interpreter), byte-code, and
+    pip's `direct_url.json` (the build's temporary path). RECORD files lose the same lines,
+    so every installed distribution stays consistent with what is in the zip.
+    """
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    for cache in sorted(site.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)
+    for pyc in site.rglob("*.pyc"):
+        pyc.unlink()
+    for direct_url in site.glob("*.dist-info/direct_url.json"):
+        direct_url.unlink()
+    for record in site.glob("*.dist-info/RECORD"):
+        kept = []
+        for line in record.read_text().splitlines():
+            path = (site / line.rsplit(",", 2)[0]).resolve()
+            if path.is_relative_to(site.resolve()) and path.exists():
+                kept.append(line)
+        record.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _zip(site: Path, output: Path) -> tuple[int, int]:
+    """Write every file under `site` into `output` in sorted order; (bytes unzipped, files)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = _EPOCH_1980
+    if epoch:
+        import time
+
+        when = max(_EPOCH_1980, time.gmtime(int(epoch))[:6])
+    files = [p for p in site.rglob("*") if p.is_file() and not p.is_symlink()]
+    paths = sorted(files, key=lambda p: p.relative_to(site).as_posix())
+    total = 0
+    with zipfile.ZipFile(output, "w") as archive:
+        for path in paths:
+            info = zipfile.ZipInfo(path.relative_to(site).as_posix(), date_time=when)
+            info.create_system = 3  # unix: the permissions below are read
+            mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            # Already compressed (botocore's service models): stored, deflating them again gains nothing.
+            info.compress_type = zipfile.ZIP_STORED if path.suffix == ".gz" else zipfile.ZIP_DEFLATED
+            data = path.read_bytes()
+            total += len(data)
+            archive.writestr(info, data, compresslevel=6)
+    return total, len(paths)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--platform",
+        default=PLATFORMS[0],
+        help=f"wheel platform tag of the Lambda architecture: {' or '.join(PLATFORMS)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--python-version", default="3.12", help="the Lambda runtime's Python (default: %(default)s)"
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the zip (default: %(default)s)")
+    parser.add_argument("--constraints", type=Path, default=ROOT / "constraints.txt")
+    args = parser.parse_args(argv)
+    artefact = build(
+        platform=args.platform,
+        python_version=args.python_version,
+        output=args.output,
+        constraints=args.constraints,
+    )
+    print(f"{artefact.summary()} (python {args.python_version}, {args.platform})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
