@@ -21,6 +21,7 @@ __all__ = [
     "Settings",
     "is_queue_url",
     "load_settings",
+    "parse_duration",
     "queue_region",
     "quarantine_problem",
     "split_list",
@@ -47,12 +48,24 @@ ENV = {
     "max_records_per_invoke": "REPLAYER_MAX_RECORDS_PER_INVOKE",
     "invoke_retries": "REPLAYER_INVOKE_RETRIES",
     "log_level": "REPLAYER_LOG_LEVEL",
+    "expiry_warning": "REPLAYER_EXPIRY_WARNING",
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or an emulator's http://host:port/ACCOUNT/NAME.
 _QUEUE_URL = re.compile(r"^https?://[^/\s]+/(?P<account>[^/\s]+)/(?P<name>[A-Za-z0-9_-]{1,80}(\.fifo)?)$")
 _SQS_MAX_VISIBILITY = 43_200  # 12 hours, SQS's own limit
+_DURATION = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_EXPIRY_WARNING = 366 * 86400  # Kinesis keeps records at most 365 days
+
+
+def parse_duration(text: str) -> float:
+    """`7200`, `90s`, `30m`, `2h`, `1.5d` -> seconds. Raises ValueError for anything else."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration (e.g. 7200, 90m, 2h, 1d)")
+    return float(m["number"]) * _UNIT_SECONDS[m["unit"]]
 
 
 def split_list(value: str) -> list[str]:
@@ -95,6 +108,7 @@ class Settings:
     max_records_per_invoke: int | None = None  # lambda: sinks; None: the range's batchSize, else 100
     invoke_retries: int = 3  # lambda: sinks
     log_level: str = "warning"
+    expiry_warning: float = 7200.0  # seconds: ranges this close to their expiry deadline are warned about
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -133,6 +147,20 @@ class _Reader:
             return ()
         parts = [value] if isinstance(value, str) else list(value)
         return tuple(item for part in parts for item in split_list(str(part)))
+
+    def duration(self, name: str, default: float, high: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(str(value))
+        except ValueError as exc:
+            self.problems.append(f"{self.source(name)}: {exc}")
+            return default
+        if seconds > high:
+            self.problems.append(f"{self.source(name)}: {value} is out of range (at most {high:g} seconds)")
+            return default
+        return seconds
 
     def number(self, name: str, default: T, cast: Callable[[str], T], low: float, high: float) -> T:
         value = self.raw(name)
@@ -213,6 +241,7 @@ def load_settings(
         max_records_per_invoke=r.number("max_records_per_invoke", None, int, 1, 10_000),
         invoke_retries=r.number("invoke_retries", 3, int, 0, 100),
         log_level=(r.text("log_level", "warning") or "warning").lower(),
+        expiry_warning=r.duration("expiry_warning", 7200.0, _MAX_EXPIRY_WARNING),
     )
     if settings.log_level not in _LOG_LEVELS:
         r.problems.append(

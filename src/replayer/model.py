@@ -198,6 +198,8 @@ class Outcome:
     notes: tuple[str, ...] = ()
     report_uri: str | None = None  # where the durable loss or rejection report is
     delivered_to: tuple[str, ...] = ()
+    deadline: datetime | None = None  # when the range's first record leaves the stream (None: unknown/never)
+    near_expiry: bool = False  # worked on within the expiry warning of its deadline, or past it
 
     @property
     def settled(self) -> bool:
@@ -221,4 +223,6 @@ class Outcome:
             "notes": list(self.notes),
             "report": self.report_uri,
             "delivered_to": list(self.delivered_to),
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+            "near_expiry": self.near_expiry,
         }

@@ -14,6 +14,7 @@ __all__ = [
     "AllowOption",
     "ConcurrencyOption",
     "DryRunOption",
+    "ExpiryWarningOption",
     "InvokeRetriesOption",
     "JsonOption",
     "LogLevelOption",
@@ -74,6 +75,15 @@ InvokeRetriesOption = Annotated[
         envvar="REPLAYER_INVOKE_RETRIES",
         help="lambda: sinks: retries of an invocation that failed or left records unconfirmed "
         "(batchItemFailures), with backoff and jitter; then the range is left for a later retry.",
+    ),
+]
+ExpiryWarningOption = Annotated[
+    str,
+    typer.Option(
+        "--expiry-warning",
+        envvar="REPLAYER_EXPIRY_WARNING",
+        help="Warn about ranges this close to their expiry deadline (first arrival + the stream's "
+        "retention): 7200, 90m, 2h.",
     ),
 ]
 LogLevelOption = Annotated[

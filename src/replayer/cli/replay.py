@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from replayer.cli._app import (
     AllowOption,
     ConcurrencyOption,
     DryRunOption,
+    ExpiryWarningOption,
     InvokeRetriesOption,
     JsonOption,
     LogLevelOption,
@@ -27,6 +29,7 @@ from replayer.cli._app import (
     app,
     print_error,
 )
+from replayer.config import parse_duration
 from replayer.core import Replayer, by_deadline, rejected
 from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Origin, Outcome, OutcomeKind
@@ -79,21 +82,26 @@ def _plan(failures: list[Failure], allow: AllowList) -> list[Outcome]:
 
 
 async def _replay(failures: list[Failure], to: Sequence[str], allow: AllowList, concurrency: int,
-                  console: Console, show_progress: bool, options: SinkOptions) -> list[Outcome]:  # fmt: skip
+                  console: Console, show_progress: bool, options: SinkOptions,
+                  expiry_warning: timedelta) -> list[Outcome]:  # fmt: skip
     async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
         sinks = [sink_from_uri(uri, clients, options) for uri in to]
-        replayer = Replayer(clients, sinks, allow=allow)
+        replayer = Replayer(clients, sinks, allow=allow, expiry_warning=expiry_warning)
         with progress(console, len(failures), show_progress) as advance:
             return await replayer.replay_many(failures, concurrency=concurrency, on_done=advance)
 
 
 def _run(failures: list[Failure], bad: list[Outcome], *, to: list[str], allow_stream: list[str] | None,
          dry_run: bool, as_json: bool, concurrency: int, log_level: str,
-         options: SinkOptions | None = None) -> None:  # fmt: skip
+         options: SinkOptions | None = None, expiry_warning: str = "2h") -> None:  # fmt: skip
     console = _console(to)
     options = options or SinkOptions()
     try:
         logs.configure(log_level)
+        try:
+            warning = timedelta(seconds=parse_duration(expiry_warning))
+        except ValueError as exc:
+            raise ConfigError(f"--expiry-warning: {exc}") from None
         if not to and not dry_run:
             raise ConfigError("--to is required: s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION or -")
         for uri in to:
@@ -108,7 +116,7 @@ def _run(failures: list[Failure], bad: list[Outcome], *, to: list[str], allow_st
         show = console.is_terminal and not as_json
         outcomes = []
         if failures:
-            outcomes = asyncio.run(_replay(failures, to, allow, concurrency, console, show, options))
+            outcomes = asyncio.run(_replay(failures, to, allow, concurrency, console, show, options, warning))
     _finish(bad + outcomes, as_json=as_json, to=to, console=console)
 
 
@@ -128,12 +136,14 @@ def replay(
     log_level: LogLevelOption = "warning",
     max_records_per_invoke: MaxRecordsPerInvokeOption = None,
     invoke_retries: InvokeRetriesOption = 3,
+    expiry_warning: ExpiryWarningOption = "2h",
 ) -> None:
     """Replay the ranges named by invocation records (SQS, SNS, Pipes or S3-destination forms)."""
     failures, bad = _read_inputs(paths or [])
     options = SinkOptions(max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries)
     _run(failures, bad, to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
-         concurrency=concurrency, log_level=log_level, options=options)  # fmt: skip
+         concurrency=concurrency, log_level=log_level, options=options,
+         expiry_warning=expiry_warning)  # fmt: skip
 
 
 @app.command()
@@ -149,6 +159,7 @@ def fetch(
     log_level: LogLevelOption = "warning",
     max_records_per_invoke: MaxRecordsPerInvokeOption = None,
     invoke_retries: InvokeRetriesOption = 3,
+    expiry_warning: ExpiryWarningOption = "2h",
 ) -> None:
     """Replay a range given by hand: no invocation record needed."""
     info_key = "KinesisBatchInfo" if ":kinesis:" in stream_arn else "DDBStreamBatchInfo"
@@ -168,7 +179,7 @@ def fetch(
         raise typer.Exit(2) from None
     options = SinkOptions(max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries)
     _run([failure], [], to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
-         concurrency=1, log_level=log_level, options=options)  # fmt: skip
+         concurrency=1, log_level=log_level, options=options, expiry_warning=expiry_warning)  # fmt: skip
 
 
 @app.command()

@@ -96,6 +96,14 @@ InvokeRetriesOpt = Annotated[
         "--invoke-retries", help="lambda: sinks: retries of a failed invocation (3)." + _env("invoke_retries")
     ),
 ]
+ExpiryWarningOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--expiry-warning",
+        help="Warn (log and metric) about ranges this close to their expiry deadline: 7200, 90m, 2h (2h)."
+        + _env("expiry_warning"),
+    ),
+]
 LogLevelOpt = Annotated[
     str | None, typer.Option("--log-level", help="debug, info, warning or error." + _env("log_level"))
 ]
@@ -264,6 +272,7 @@ def run(
     retry_max_seconds: RetryMaxOpt = None,
     max_records_per_invoke: MaxRecordsOpt = None,
     invoke_retries: InvokeRetriesOpt = None,
+    expiry_warning: ExpiryWarningOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Consume the failure queue until SIGTERM/SIGINT: the container's entrypoint."""
@@ -273,7 +282,7 @@ def run(
         visibility_timeout=visibility_timeout, wait_seconds=wait_seconds,
         retry_base_seconds=retry_base_seconds, retry_max_seconds=retry_max_seconds,
         max_records_per_invoke=max_records_per_invoke,
-        invoke_retries=invoke_retries, log_level=log_level,
+        invoke_retries=invoke_retries, expiry_warning=expiry_warning, log_level=log_level,
     )  # fmt: skip
     settings = _load(flags, http_port_default=8080, wait_default=20)
     console = Console(stderr=True)
@@ -307,6 +316,7 @@ def drain(
     retry_max_seconds: RetryMaxOpt = None,
     max_records_per_invoke: MaxRecordsOpt = None,
     invoke_retries: InvokeRetriesOpt = None,
+    expiry_warning: ExpiryWarningOpt = None,
     as_json: JsonOption = False,
     log_level: LogLevelOpt = None,
 ) -> None:
@@ -321,7 +331,7 @@ def drain(
         visibility_timeout=visibility_timeout, wait_seconds=wait_seconds,
         retry_base_seconds=retry_base_seconds, retry_max_seconds=retry_max_seconds,
         max_records_per_invoke=max_records_per_invoke,
-        invoke_retries=invoke_retries, log_level=log_level,
+        invoke_retries=invoke_retries, expiry_warning=expiry_warning, log_level=log_level,
     )  # fmt: skip
     settings = _load(flags, http_port_default=None, wait_default=2)
     console = Console(stderr=True)

@@ -49,6 +49,8 @@ def build_replayer(
     settings: Settings, clients: Clients, recorder: Recorder
 ) -> tuple[Replayer, Quarantine | None]:
     """The shared core wired for a consumer: timed readers and sinks, the allow-list, the quarantine."""
+    from datetime import timedelta
+
     from replayer.allow import AllowList
 
     options = SinkOptions(
@@ -60,6 +62,7 @@ def build_replayer(
         sinks,
         allow=AllowList.of(settings.allow_streams),
         readers=TimedReaders(clients, recorder=recorder),
+        expiry_warning=timedelta(seconds=settings.expiry_warning),
     )
     quarantine = quarantine_from_uri(settings.quarantine, clients) if settings.quarantine else None
     return replayer, quarantine

@@ -96,8 +96,10 @@ class _Forward:
     def sink_seconds(self, sink: str, seconds: float, delivery: Delivery | None) -> None:
         self.target.sink_seconds(sink, seconds, delivery)
 
-    def gauges(self, *, in_flight: int, held: int, nearest_expiry: float) -> None:
-        self.target.gauges(in_flight=in_flight, held=held, nearest_expiry=nearest_expiry)
+    def gauges(self, *, in_flight: int, held: int, nearest_expiry: float, near_expiry: int = 0) -> None:
+        self.target.gauges(
+            in_flight=in_flight, held=held, nearest_expiry=nearest_expiry, near_expiry=near_expiry
+        )
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -37,25 +37,11 @@ __all__ = ["Job", "Service", "ServiceSummary", "deadline_of"]
 log = structlog.get_logger("replayer.service")
 
 _AWS_TROUBLE = (ClientError, BotoCoreError, OSError, asyncio.TimeoutError)
-_DEFAULT_RETENTION = timedelta(hours=24)  # when a reader cannot tell: the shortest AWS retention
-_NO_DEADLINE = timedelta(days=3650)  # retention this long (inline payloads) means never expires
 
 
 async def deadline_of(replayer: Replayer, failure: Failure) -> float:
     """When the range's first record leaves the stream (epoch seconds; +inf when unknown/never)."""
-    start = failure.first_arrival or failure.timestamp
-    if start is None:
-        return math.inf
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    try:
-        retention = await replayer.readers.for_failure(failure).retention(failure)
-    except Exception as exc:  # a reader that cannot say must not stop the range from being tried
-        log.info("retention_unknown", stream_arn=failure.stream_arn, error=str(exc))
-        retention = _DEFAULT_RETENTION
-    if retention >= _NO_DEADLINE:
-        return math.inf
-    return (start + retention).timestamp()
+    return await replayer.deadline(failure)
 
 
 @dataclass(eq=False)
@@ -448,11 +434,13 @@ class Service:
         return ok
 
     def _update_gauges(self) -> None:
+        now = time.time()
         nearest = min((w.deadline for w in self._works.values()), default=math.inf)
         self.recorder.gauges(
             in_flight=self._in_flight,
             held=len(self._held),
-            nearest_expiry=nearest - time.time() if math.isfinite(nearest) else math.inf,
+            nearest_expiry=nearest - now if math.isfinite(nearest) else math.inf,
+            near_expiry=sum(1 for w in self._works.values() if self.replayer.near_expiry(w.deadline, now)),
         )
 
     # ---- stopping

@@ -46,8 +46,9 @@ class Recorder(Protocol):
 
     def sink_seconds(self, sink: str, seconds: float, delivery: Delivery | None) -> None: ...
 
-    def gauges(self, *, in_flight: int, held: int, nearest_expiry: float) -> None:
-        """Ranges in flight, messages held, seconds to the nearest expiry deadline (+inf: none)."""
+    def gauges(self, *, in_flight: int, held: int, nearest_expiry: float, near_expiry: int = 0) -> None:
+        """Ranges in flight, messages held, seconds to the nearest expiry deadline (+inf: none),
+        held ranges within the expiry warning of their deadline (or past it)."""
 
 
 class PromMetrics:
@@ -77,6 +78,16 @@ class PromMetrics:
             registry=r,
         )
         self.deadline.set(math.inf)
+        self.near_expiry = Gauge(
+            "replayer_held_ranges_near_expiry",
+            "Held ranges within --expiry-warning of their expiry deadline, or past it",
+            registry=r,
+        )
+        self.expiry_warnings = PromCounter(
+            "replayer_ranges_near_expiry",
+            "Ranges worked on within --expiry-warning of their expiry deadline, or past it",
+            registry=r,
+        )
         self.read_latency = Histogram(
             "replayer_read_seconds", "Time to re-read one range", buckets=_LATENCY_BUCKETS, registry=r
         )
@@ -98,6 +109,8 @@ class PromMetrics:
 
     def outcome(self, outcome: Outcome) -> None:
         self.ranges.labels(outcome.kind.value).inc()
+        if outcome.near_expiry:
+            self.expiry_warnings.inc()
         if outcome.kind in (OutcomeKind.REPLAYED, OutcomeKind.PARTIAL, OutcomeKind.EXPIRED):
             self.recovered.inc(outcome.recovered)
             self.lost.inc(records_lost(outcome))
@@ -110,10 +123,11 @@ class PromMetrics:
         if delivery is not None:
             self.deliveries.labels(sink, str(delivery.already_there).lower()).inc()
 
-    def gauges(self, *, in_flight: int, held: int, nearest_expiry: float) -> None:
+    def gauges(self, *, in_flight: int, held: int, nearest_expiry: float, near_expiry: int = 0) -> None:
         self.in_flight.set(in_flight)
         self.held.set(held)
         self.deadline.set(nearest_expiry)
+        self.near_expiry.set(near_expiry)
 
 
 class Tally:
@@ -129,6 +143,8 @@ class Tally:
 
     def outcome(self, outcome: Outcome) -> None:
         self.counts[f"ranges_{outcome.kind.value}"] += 1
+        if outcome.near_expiry:
+            self.counts["ranges_near_expiry"] += 1
         if outcome.kind in (OutcomeKind.REPLAYED, OutcomeKind.PARTIAL, OutcomeKind.EXPIRED):
             self.counts["records_recovered"] += outcome.recovered
             self.counts["records_lost"] += records_lost(outcome)
@@ -141,7 +157,7 @@ class Tally:
         if delivery is not None and delivery.already_there:
             self.counts["deliveries_already_there"] += 1
 
-    def gauges(self, *, in_flight: int, held: int, nearest_expiry: float) -> None:
+    def gauges(self, *, in_flight: int, held: int, nearest_expiry: float, near_expiry: int = 0) -> None:
         pass  # an invocation reports counts; its deadlines are in the logs
 
 
