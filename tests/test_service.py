@@ -136,7 +136,7 @@ def test_retry_delay_grows_and_respects_the_deadline() -> None:
     assert delays == [30, 60, 120, 240, 480, 900, 900]
     now = datetime.now(UTC)
     assert retry_delay(6, base=30, maximum=900, deadline=now + timedelta(seconds=100), now=now) == 50
-    assert retry_delay(3, base=30, maximum=900, deadline=now - timedelta(seconds=5), now=now) == 0
+    assert retry_delay(3, base=30, maximum=900, deadline=now - timedelta(seconds=5), now=now) == 120
 
 
 # ---- the loop against moto

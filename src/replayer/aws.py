@@ -63,6 +63,9 @@ def default_region() -> str:
 class Clients:
     """Lazily created, shared aioboto3 clients, keyed by (service, region).
 
+    `max_attempts` counts every attempt of a call, the first included, as the standard
+    `AWS_MAX_ATTEMPTS` does (default: that variable, else 6).
+
     Use as ``async with Clients(...) as clients: s3 = await clients.get("s3")``.
     """
 
@@ -76,7 +79,7 @@ class Clients:
     ) -> None:
         self._session = aioboto3.Session()
         self._config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts or _env_attempts()},
+            retries={"mode": "standard", "total_max_attempts": max_attempts or _env_attempts()},
             max_pool_connections=max_pool_connections,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,

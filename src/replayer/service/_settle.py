@@ -66,11 +66,13 @@ def retry_delay(
 ) -> int:
     """Seconds to keep a retried message invisible: base * 2^(receives - 1), capped at `maximum`,
     and at half the time left before the range's earliest expiry deadline, so a retry never
-    sleeps past the point where the records are gone.
+    sleeps past the point where the records are gone. Past the deadline the plain growing
+    delay applies: retrying at once would only burn receives toward the dead-letter queue.
     """
     exponent = min(max(receive_count, 1) - 1, 20)
     delay = min(maximum, base * (1 << exponent))
     if deadline is not None and now is not None:
         left = (deadline - now).total_seconds()
-        delay = min(delay, max(0, int(left / 2)))
+        if left > 0:
+            delay = min(delay, int(left / 2))
     return max(0, min(delay, 43_200))
