@@ -17,8 +17,10 @@ from typing import Any
 
 import boto3
 import pytest
+import structlog
 from moto.server import ThreadedMotoServer
 
+from replayer import lambda_handler
 from tests.faultproxy import FaultProxy
 from tests.ministack_support import lambda_endpoint, ministack, repair  # noqa: F401  (shared fixtures)
 
@@ -28,6 +30,15 @@ REGION = "us-east-1"
 
 def load_event(name: str) -> Any:
     return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging_and_runtime() -> Iterator[None]:
+    """Each test starts with structlog's defaults and no warm Lambda runtime left by another."""
+    structlog.reset_defaults()
+    yield
+    lambda_handler.reset()
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

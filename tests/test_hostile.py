@@ -16,12 +16,10 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from replayer import lambda_handler
@@ -38,14 +36,6 @@ runner = CliRunner()
 MANIFEST = json.loads((EVENTS / "hostile" / "cases.json").read_text())
 SQS_MAX_BODY = 262_144
 HUGE = SQS_MAX_BODY - 200  # "256 KB": as large as an SQS message body gets
-
-
-@pytest.fixture(autouse=True)
-def plain_logging() -> Iterator[None]:
-    structlog.reset_defaults()
-    yield
-    lambda_handler.reset()
-    structlog.reset_defaults()
 
 
 def _build(case: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,14 +32,6 @@ from tests.test_service import make_queue, queue_counts, send
 SECRET_KEY = f"wJalrXUtnFEMI/K7MDENG/{uuid.uuid4().hex}"
 SESSION_TOKEN = f"IQoJb3JpZ2luX2VjE{uuid.uuid4().hex}{uuid.uuid4().hex}"
 ERROR_KINDS = ["http500", "http503", "throttle", "reset", "reset_after", "cut"]
-
-
-@pytest.fixture(autouse=True)
-def plain_logging() -> Iterator[None]:
-    structlog.reset_defaults()
-    yield
-    lambda_handler.reset()
-    structlog.reset_defaults()
 
 
 class Secrets:
@@ -94,7 +85,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def drain(queue: str, bucket: str, *extra: str) -> str:
     """`replayer drain` (in this process: the same code as the command), its stderr."""
     # Few retries (AWS_MAX_ATTEMPTS): faults reach replayer's own error paths, and their logs.
-    env = {"AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_SESSION_TOKEN": SESSION_TOKEN, "AWS_MAX_ATTEMPTS": "1"}
+    env = {"AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_SESSION_TOKEN": SESSION_TOKEN, "AWS_MAX_ATTEMPTS": "2"}
     result = CliRunner().invoke(
         app,
         [
@@ -172,7 +163,7 @@ def test_the_lambda_handler_logs_no_record_contents(
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "replayer")
     monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}")
     monkeypatch.setenv("REPLAYER_LOG_LEVEL", "info")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     proxy.chaos = Chaos(12, rate=0.3, kinds=ERROR_KINDS)
     event = {
         "Records": [

@@ -6,12 +6,10 @@ import asyncio
 import gzip
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from replayer.aws import Clients
@@ -26,14 +24,6 @@ from tests.conftest import DynamoTable, client
 from tests.ministack_support import Ministack, RepairFunction
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _structlog_defaults() -> Iterator[None]:
-    """A CLI run points structlog at CliRunner's stderr, closed once it returns: start each test afresh."""
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def run(*args: str) -> Any:

@@ -11,15 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
-import structlog
 
 from replayer.aws import Clients
 from replayer.config import Settings
@@ -32,14 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---- helpers
-
-
-@pytest.fixture(autouse=True)
-def plain_logging() -> Iterator[None]:
-    """structlog as it starts: a CLI test elsewhere may have bound it to a stream that is now closed."""
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def make_queue(endpoint: str, *, visibility: int = 30) -> str:

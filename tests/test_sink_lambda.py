@@ -8,12 +8,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -42,14 +40,6 @@ from tests.ministack_support import Ministack, RepairFunction
 
 runner = CliRunner()
 FAST = {"retry_wait": 0.01, "retry_wait_max": 0.05}  # backoff is tested by tenacity; the counts are ours
-
-
-@pytest.fixture(autouse=True)
-def _structlog_defaults() -> Iterator[None]:
-    """A CLI run points structlog at CliRunner's stderr, closed once it returns: start each test afresh."""
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def run(*args: str) -> Any:
