@@ -279,9 +279,33 @@ async def test_expired_iterator_is_reacquired_after_the_last_record(
     )
     result = await read(failure_of(kinesis_stream, 1, 10), page_limit=3)
     assert seqs(decoded(result)) == seqs(stream[1:11])  # nothing twice, nothing skipped
-    assert [c["ShardIteratorType"] for c in iterators] == ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"]
+    # AT the last record taken: seeing it again first proves nothing was trimmed in between
+    assert [c["ShardIteratorType"] for c in iterators] == ["AT_SEQUENCE_NUMBER", "AT_SEQUENCE_NUMBER"]
     assert iterators[1]["StartingSequenceNumber"] == stream[3]["SequenceNumber"]
     assert result.complete and not result.gaps
+
+
+async def test_records_trimmed_while_the_iterator_expired_are_reported(
+    kinesis_stream: KinesisStream, proxy: FaultProxy
+) -> None:
+    kinesis_stream.put(12)
+    stream = kinesis_stream.stream_records()
+    proxy.add(
+        Rule(nth_call(GET_RECORDS, 2), respond=aws_error("ExpiredIteratorException", "Iterator expired"))
+    )
+    # Meanwhile retention took records 3..5: the re-acquired iterator lands on record 6.
+    proxy.add(
+        Rule(
+            nth_call(GET_SHARD_ITERATOR, 2),
+            modify_request=lambda r: r.with_json(StartingSequenceNumber=stream[6]["SequenceNumber"]),
+        )
+    )
+    result = await read(failure_of(kinesis_stream, 1, 10), page_limit=3)
+    assert seqs(decoded(result)) == seqs(stream[1:4]) + seqs(stream[6:11])
+    (gap,) = result.gaps
+    assert int(gap.first) == int(stream[3]["SequenceNumber"]) + 1
+    assert int(gap.last) == int(stream[6]["SequenceNumber"]) - 1
+    assert "trimmed" in gap.reason
 
 
 async def test_expired_before_any_record_restarts_at_the_start(

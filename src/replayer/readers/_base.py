@@ -56,15 +56,28 @@ class RangeCollector:
         self.last: int | None = None  # the last sequence number accepted
         self.done = False
         self._lost_since: tuple[int, str] | None = None  # first sequence of an open gap, why
+        self._resync: int | None = None  # the record an iterator was re-acquired AT
 
     @property
     def resume_after(self) -> str | None:
         """Sequence number to re-acquire an iterator after (None: from the start)."""
         return str(self.last) if self.last is not None else None
 
+    def expect_again(self, sequence_number: str) -> None:
+        """An iterator was re-acquired AT this (already taken) record: it should come first.
+
+        If a later one comes first instead, that record was trimmed meanwhile, and with it,
+        maybe, the records after it: they are reported, not silently skipped.
+        """
+        self._resync = int(sequence_number)
+
     def add(self, sequence_number: str, record_json: bytes) -> bool:
         """Take one record read from the shard; True once the range is fully read."""
         seq = int(sequence_number)
+        if self._resync is not None:
+            resync, self._resync = self._resync, None
+            if seq > resync:
+                self.lost_from_here("trimmed while the iterator was re-acquired")
         if seq < self.failure.start or (self.last is not None and seq <= self.last):
             return self.done  # before the range, or read twice after an iterator re-acquire
         if seq > self.failure.end:
