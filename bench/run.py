@@ -330,7 +330,7 @@ def main() -> int:
         results,
         import_time("replayer.lambda_handler", runs),
         import_time("replayer.service._lambda", runs),
-        repeat,
+        runs,
     )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; emulator: {args.emulator}"
     print(f"machine: {machine}\n\n{text}")
