@@ -84,6 +84,22 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def esm_record(info_key: str, info: dict[str, Any], now: str) -> dict[str, Any]:
+    """The invocation record a Lambda event source mapping sends when it gives up on a batch."""
+    return {
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:consumer",
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 3,
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": now,
+        info_key: info,
+    }
+
+
 class DynamoTable:
     """A table with a NEW_AND_OLD_IMAGES stream in the emulator, and its stream records."""
 
@@ -145,22 +161,7 @@ class DynamoTable:
             "streamArn": self.stream_arn,
         }
         info.update(overrides)
-        return {
-            "requestContext": {
-                "requestId": str(uuid.uuid4()),
-                "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:consumer",
-                "condition": "RetryAttemptsExhausted",
-                "approximateInvokeCount": 3,
-            },
-            "responseContext": {
-                "statusCode": 200,
-                "executedVersion": "$LATEST",
-                "functionError": "Unhandled",
-            },
-            "version": "1.0",
-            "timestamp": now,
-            "DDBStreamBatchInfo": info,
-        }
+        return esm_record("DDBStreamBatchInfo", info, now)
 
 
 @pytest.fixture
@@ -271,22 +272,7 @@ class KinesisStream:
                 "timestamp": now,
                 "KinesisBatchInfo": info,
             }
-        return {
-            "requestContext": {
-                "requestId": str(uuid.uuid4()),
-                "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:consumer",
-                "condition": "RetryAttemptsExhausted",
-                "approximateInvokeCount": 3,
-            },
-            "responseContext": {
-                "statusCode": 200,
-                "executedVersion": "$LATEST",
-                "functionError": "Unhandled",
-            },
-            "version": "1.0",
-            "timestamp": now,
-            "KinesisBatchInfo": info,
-        }
+        return esm_record("KinesisBatchInfo", info, now)
 
 
 @pytest.fixture
