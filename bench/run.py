@@ -329,7 +329,7 @@ def main() -> int:
     text = report(
         results,
         import_time("replayer.lambda_handler", runs),
-        import_time("replayer.service._lambda", runs),
+        import_time("replayer.sources.lambda_", runs),
         runs,
     )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; emulator: {args.emulator}"

@@ -31,9 +31,11 @@ from replayer import lambda_handler
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.config import Settings
+from replayer.observe import Recorder
 from replayer.parse import parse_record
-from replayer.service import PromMetrics, Service, build_replayer
 from replayer.sinks._layout import INVOCATION, RECORDS, range_path
+from replayer.sources import build_replayer
+from replayer.sources.sqs import Service
 from tests.conftest import DynamoTable, KinesisStream, client
 from tests.faultproxy import FAULT_KINDS, Chaos, FaultProxy, Rule, record_proof, service_error
 from tests.ministack_support import RepairFunction
@@ -232,7 +234,7 @@ async def test_random_faults_on_every_call_lose_no_range(
         assert rounds <= MAX_ROUNDS and time.monotonic() - started < MAX_SECONDS, (
             f"queue not empty after {rounds - 1} rounds: {queue_counts(moto_endpoint, queue)}"
         )
-        metrics = PromMetrics()
+        metrics = Recorder(prometheus=True)
         # A short read timeout, so that the proxy's `timeout` faults are timeouts to the client.
         async with Clients(read_timeout=1.0, connect_timeout=1.0) as clients:
             replayer, quarantine = build_replayer(config, clients, metrics)

@@ -26,7 +26,7 @@ from replayer import lambda_handler
 from replayer.cli import app
 from replayer.errors import ParseError
 from replayer.parse import parse_message
-from replayer.service._lambda import UnsettledError
+from replayer.sources.lambda_ import UnsettledError
 from tests.conftest import EVENTS, DynamoTable, client
 from tests.faultproxy import record_proof
 from tests.test_faults import Context

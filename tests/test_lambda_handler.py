@@ -15,7 +15,7 @@ import structlog
 
 from replayer import lambda_handler
 from replayer.errors import ConfigError
-from replayer.service._lambda import UnsettledError
+from replayer.sources.lambda_ import UnsettledError
 from tests.conftest import DynamoTable, client, load_event, unique
 from tests.faultproxy import FaultProxy, Rule
 from tests.test_service import keys, make_queue, queue_counts, send, slow_shard

@@ -21,7 +21,10 @@ from typing import Any
 from replayer.aws import Clients
 from replayer.config import Settings
 from replayer.model import Outcome, OutcomeKind
-from replayer.service import Action, PromMetrics, Service, build_replayer, decide, retry_delay
+from replayer.observe import Recorder
+from replayer.settle import Action, decide, retry_delay
+from replayer.sources import build_replayer
+from replayer.sources.sqs import Service
 from tests.conftest import DynamoTable, client, unique
 from tests.faultproxy import FaultProxy, Rule
 
@@ -73,8 +76,8 @@ def settings(queue: str, to: str, **kw: Any) -> Settings:
 
 
 @asynccontextmanager
-async def consumer(config: Settings, **kw: Any) -> AsyncIterator[tuple[Service, PromMetrics]]:
-    metrics = PromMetrics()
+async def consumer(config: Settings, **kw: Any) -> AsyncIterator[tuple[Service, Recorder]]:
+    metrics = Recorder(prometheus=True)
     async with Clients() as clients:
         replayer, quarantine = build_replayer(config, clients, metrics)
         yield Service(config, replayer, recorder=metrics, quarantine=quarantine, **kw), metrics
@@ -89,7 +92,7 @@ async def wait_for(check: Callable[[], bool], what: str, limit: float = 30.0) ->
         await asyncio.sleep(0.05)
 
 
-def sample(metrics: PromMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+def sample(metrics: Recorder, name: str, labels: dict[str, str] | None = None) -> float:
     value = metrics.registry.get_sample_value(name, labels or {})
     return 0.0 if value is None else value
 
@@ -123,9 +126,9 @@ def test_decide_deletes_only_settled_messages() -> None:
 def test_retry_delay_grows_and_respects_the_deadline() -> None:
     delays = [retry_delay(n, base=30, maximum=900) for n in range(1, 8)]
     assert delays == [30, 60, 120, 240, 480, 900, 900]
-    now = datetime.now(UTC)
-    assert retry_delay(6, base=30, maximum=900, deadline=now + timedelta(seconds=100), now=now) == 50
-    assert retry_delay(3, base=30, maximum=900, deadline=now - timedelta(seconds=5), now=now) == 120
+    now = time.time()
+    assert retry_delay(6, base=30, maximum=900, deadline=now + 100, now=now) == 50
+    assert retry_delay(3, base=30, maximum=900, deadline=now - 5, now=now) == 120
 
 
 # ---- the loop against moto
