@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from replayer import lambda_handler
 from replayer.cli import app
-from replayer.readers._wire import jsonable
+from replayer.wire import jsonable
 from tests.conftest import DynamoTable, KinesisStream, client
 from tests.faultproxy import Chaos, FaultProxy, Rule, record_proof, service_error
 from tests.test_faults import Context
