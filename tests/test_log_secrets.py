@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from replayer import lambda_handler
 from replayer.cli import app
-from replayer.readers._wire import jsonable
+from replayer.wire import jsonable
 from tests.support.aws import DynamoTable, KinesisStream, client, make_queue, queue_counts, send
 from tests.support.faultproxy import Chaos, FaultProxy, Rule, record_proof, service_error
 from tests.support.handler import LambdaContext
