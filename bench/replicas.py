@@ -36,7 +36,9 @@ def _control(base: str, path: str, body: dict[str, Any]) -> Any:
         return orjson.loads(r.read())
 
 
-def drain(server: canned.Running, bodies: list[str], replicas: int, concurrency: int, run_id: str) -> tuple[float, float]:
+def drain(
+    server: canned.Running, bodies: list[str], replicas: int, concurrency: int, run_id: str
+) -> tuple[float, float]:
     """(wall seconds, CPU seconds of all replicas) to drain one queue holding bodies with N replicas."""
     queue = _control(server.endpoint, "fill", {"queue": f"q-{run_id}", "bodies": bodies})["queue_url"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REPLAYER_"))}
@@ -70,7 +72,9 @@ def drain(server: canned.Running, bodies: list[str], replicas: int, concurrency:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -78,7 +82,9 @@ def main() -> int:
     args = parser.parse_args()
     server = canned.start(args.delay_ms)
     try:
-        print(f"replayer drain, --concurrency {args.concurrency}, {args.delay_ms:g} ms a request, {os.cpu_count()} cores")
+        print(
+            f"replayer drain, --concurrency {args.concurrency}, {args.delay_ms:g} ms a request, {os.cpu_count()} cores"
+        )
         print("| shape | replicas | records/s (median) | wall s | replicas' CPU s |")
         print("| --- | --- | --- | --- | --- |")
         for shape in args.shapes.split(","):
@@ -86,7 +92,13 @@ def main() -> int:
             made = _control(
                 server.endpoint,
                 "streams",
-                {"kind": "dynamodb", "name": f"replicas-{shape}", "ranges": ranges, "records": size, "shards": shards},
+                {
+                    "kind": "dynamodb",
+                    "name": f"replicas-{shape}",
+                    "ranges": ranges,
+                    "records": size,
+                    "shards": shards,
+                },
             )
             bodies = [orjson.dumps(r).decode() for r in made["ranges"]]
             for replicas in (1, 2):

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DynamoTable, client
-from tests.test_service import ROOT, keys, make_queue, queue_counts, send
+from tests.support import ROOT
+from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
 
 # A clean machine installs the tools and makes the Debian base: minutes, not the suite's 300 s.
 pytestmark = pytest.mark.timeout(1200)

@@ -1,5 +1,5 @@
 """deploy/kubernetes/: the manifests against the Kubernetes, KEDA and Prometheus operator schemas
-(offline, tests/kubernetes_models.py), and what they must agree on with the image and each other."""
+(offline, tests/support/kubernetes_models.py), and what they must agree on with the image and each other."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import kubernetes_models
-from tests.test_service import ROOT
+from tests.support import ROOT, kubernetes_models
 
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 

@@ -16,6 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.support import ROOT
+
 __all__ = ["PACKAGES", "install", "missing_tools", "validate"]
 
 PACKAGES = {
@@ -23,7 +25,7 @@ PACKAGES = {
     "@kubernetes-models/keda": "2.0.0",
     "@kubernetes-models/prometheus-operator": "6.0.0",
 }
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "kubernetes-models"
+CACHE = ROOT / ".cache" / "kubernetes-models"
 
 # apiVersion group -> the package folder whose <version>/index.js exports the kinds.
 _SCRIPT = r"""
