@@ -30,7 +30,6 @@ from replayer.aws import Clients
 from replayer.errors import ConfigError
 from replayer.model import Failure, Gap, Origin, Outcome, OutcomeKind, StreamRecord, parse_stream_arn
 from replayer.readers import ReadResult
-from replayer.readers._wire import dumps
 from replayer.sinks import LambdaSink, SinkError
 from replayer.sinks._layout import (
     INVOCATION,
@@ -42,6 +41,7 @@ from replayer.sinks._layout import (
     stream_path,
 )
 from replayer.store import FileStore, S3Store, Store, StoreError, store_from_uri
+from replayer.wire import dumps
 
 __all__ = [
     "Archive",

@@ -8,10 +8,10 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from replayer.aws import RAW_BODY, Clients
+from replayer.aws import RAW_BODY, Clients, error_code
 from replayer.model import Failure
 from replayer.readers._base import RangeCollector, ReadResult, shard_lock
-from replayer.readers._wire import dumps, error_code, gc_paused, jsonable, loads
+from replayer.wire import dumps, gc_paused, jsonable, loads
 
 __all__ = ["DynamoDBReader", "RETENTION"]
 

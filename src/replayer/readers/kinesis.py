@@ -17,10 +17,10 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from replayer.aws import RAW_BODY, Clients
+from replayer.aws import RAW_BODY, Clients, error_code
 from replayer.model import Failure
 from replayer.readers._base import RangeCollector, ReadResult, shard_lock
-from replayer.readers._wire import dumps, error_code, gc_paused, jsonable, loads
+from replayer.wire import dumps, gc_paused, jsonable, loads
 
 __all__ = ["DEFAULT_RETENTION", "GET_RECORDS_BUDGET", "KinesisReader", "ShardBudget"]
 

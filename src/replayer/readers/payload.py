@@ -8,7 +8,7 @@ from typing import Any
 
 from replayer.model import Failure
 from replayer.readers._base import RangeCollector, ReadResult
-from replayer.readers._wire import dumps
+from replayer.wire import dumps
 
 __all__ = ["PayloadReader"]
 

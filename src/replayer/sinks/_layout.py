@@ -10,7 +10,7 @@ from typing import Any
 from replayer import __version__
 from replayer.model import Failure, OutcomeKind, StreamArn
 from replayer.readers import ReadResult
-from replayer.readers._wire import dumps
+from replayer.wire import dumps
 
 __all__ = [
     "INVOCATION",

@@ -25,11 +25,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from replayer.aws import Clients
+from replayer.aws import Clients, error_code
 from replayer.errors import ConfigError
 from replayer.model import Failure, StreamRecord
 from replayer.readers import ReadResult
-from replayer.readers._wire import error_code
 from replayer.sinks._base import Delivery, SinkError
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Small helpers for what comes off the wire."""
+"""Public JSON helpers for what comes off and goes onto the wire (records, documents)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from typing import Any
 
 import orjson
 
-from replayer.aws import error_code  # re-exported: readers use it from here
-
-__all__ = ["dumps", "error_code", "gc_paused", "jsonable", "loads"]
+__all__ = ["dumps", "gc_paused", "jsonable", "loads"]
 
 
 def dumps(obj: Any) -> bytes:
