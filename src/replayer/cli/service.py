@@ -42,11 +42,13 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
     import structlog
 
     from replayer.aws import Clients
+    from replayer.observe import Recorder
     from replayer.report import progress
-    from replayer.service import PromMetrics, Service, build_replayer
+    from replayer.sources import build_replayer
+    from replayer.sources.sqs import Service
 
     log = structlog.get_logger("replayer.service")
-    metrics = PromMetrics()
+    metrics = Recorder(prometheus=True)
     async with Clients(max_pool_connections=max(10, settings.concurrency * 2 + 4)) as clients:
         depth = await _depth(settings, clients)
         replayer, quarantine = build_replayer(settings, clients, metrics)
@@ -57,7 +59,7 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
             )  # fmt: skip
             http = None
             if settings.http_port is not None:
-                from replayer.service._http import HttpServer
+                from replayer.observe.http import HttpServer
 
                 http = HttpServer(
                     metrics.registry, alive=lambda: service.alive, ready=lambda: service.ready,
