@@ -282,7 +282,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (wheel,) = wheels.glob("replayer-*.whl")
     with zipfile.ZipFile(wheel) as built:
         names = built.namelist()
-    assert "replayer/lambda_handler.py" in names and "replayer/service/_loop.py" in names
+    assert "replayer/lambda_handler.py" in names and "replayer/sources/sqs.py" in names
     assert not [n for n in names if n.startswith("tests/")]
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
