@@ -151,8 +151,12 @@ def test_dry_run_reads_and_writes_nothing(table: DynamoTable, proxy: FaultProxy,
         input=json.dumps(table.invocation_record(0, 1)),
     )
     assert result.exit_code == 0, result.output
-    assert "dry run" in json.loads(result.stdout)["ranges"][0]["reason"]
-    assert proxy.seen == [] and not list(tmp_path.iterdir())
+    planned = json.loads(result.stdout)["ranges"][0]
+    assert "dry run" in planned["reason"]
+    # the only call: which event source mapping the range came from (shown, never acted on)
+    assert planned["range"]["mapping"]["found"] is False and "mapping unknown" in planned["reason"]
+    assert all("/event-source-mappings" in seen for seen in proxy.seen) and len(proxy.seen) == 1
+    assert not list(tmp_path.iterdir())
 
 
 def test_fetch_a_manual_range(table: DynamoTable, tmp_path: Path) -> None:

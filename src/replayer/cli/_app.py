@@ -19,6 +19,7 @@ __all__ = [
     "JsonOption",
     "LogLevelOption",
     "MaxRecordsPerInvokeOption",
+    "NoFilterOption",
     "ToOption",
     "app",
     "print_error",
@@ -75,6 +76,15 @@ InvokeRetriesOption = Annotated[
         envvar="REPLAYER_INVOKE_RETRIES",
         help="lambda: sinks: retries of an invocation that failed or left records unconfirmed "
         "(batchItemFailures), with backoff and jitter; then the range is left for a later retry.",
+    ),
+]
+NoFilterOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-filter",
+        envvar="REPLAYER_NO_FILTER",
+        help="lambda: sinks: send every record of the range, not only those the event source mapping's "
+        "FilterCriteria admits (the function never saw the others). Archives always keep every record.",
     ),
 ]
 ExpiryWarningOption = Annotated[

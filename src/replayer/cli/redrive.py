@@ -18,6 +18,7 @@ from replayer.cli._app import (
     JsonOption,
     LogLevelOption,
     MaxRecordsPerInvokeOption,
+    NoFilterOption,
     app,
     print_error,
 )
@@ -94,10 +95,13 @@ def redrive(
     log_level: LogLevelOption = "warning",
     max_records_per_invoke: MaxRecordsPerInvokeOption = None,
     invoke_retries: InvokeRetriesOption = 3,
+    no_filter: NoFilterOption = False,
 ) -> None:
     """Re-drive archived ranges to a repair function; a rerun skips what already succeeded."""
     console = Console(stderr=True)
-    options = SinkOptions(max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries)
+    options = SinkOptions(
+        max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries, no_filter=no_filter
+    )
     try:
         logs.configure(log_level)
         selection = Selection(

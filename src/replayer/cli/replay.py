@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from replayer import logs
+from replayer import logs, mappings
 from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.cli._app import (
@@ -25,6 +25,7 @@ from replayer.cli._app import (
     JsonOption,
     LogLevelOption,
     MaxRecordsPerInvokeOption,
+    NoFilterOption,
     ToOption,
     app,
     print_error,
@@ -71,14 +72,23 @@ def _finish(outcomes: list[Outcome], *, as_json: bool, to: Sequence[str], consol
 
 
 def _plan(failures: list[Failure], allow: AllowList) -> list[Outcome]:
-    """What a dry run reports: each range as it would be tried, nothing read."""
+    """What a dry run reports: each range as it would be tried, with its event source mapping."""
     planned = []
+    allowed = [f for f in failures if allow.allows(f.stream_arn)]
+    found = {f.range_id: f for f in asyncio.run(_mappings(allowed))} if allowed else {}
     for f in by_deadline(failures):
         if not allow.allows(f.stream_arn):
             planned.append(rejected(f, f"stream {f.stream_arn} is not in --allow-stream"))
         else:
-            planned.append(Outcome(OutcomeKind.REPLAYED, f, reason="dry run: would be replayed"))
+            f = found.get(f.range_id, f)
+            reason = f"dry run: would be replayed; {mappings.summary(f.mapping)}"
+            planned.append(Outcome(OutcomeKind.REPLAYED, f, reason=reason))
     return planned
+
+
+async def _mappings(failures: list[Failure]) -> list[Failure]:
+    async with Clients() as clients:
+        return await mappings.with_mappings(mappings.MappingFinder(clients), failures)
 
 
 async def _replay(failures: list[Failure], to: Sequence[str], allow: AllowList, concurrency: int,
@@ -136,11 +146,14 @@ def replay(
     log_level: LogLevelOption = "warning",
     max_records_per_invoke: MaxRecordsPerInvokeOption = None,
     invoke_retries: InvokeRetriesOption = 3,
+    no_filter: NoFilterOption = False,
     expiry_warning: ExpiryWarningOption = "2h",
 ) -> None:
     """Replay the ranges named by invocation records (SQS, SNS, Pipes or S3-destination forms)."""
     failures, bad = _read_inputs(paths or [])
-    options = SinkOptions(max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries)
+    options = SinkOptions(
+        max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries, no_filter=no_filter
+    )
     _run(failures, bad, to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
          concurrency=concurrency, log_level=log_level, options=options,
          expiry_warning=expiry_warning)  # fmt: skip
@@ -159,6 +172,7 @@ def fetch(
     log_level: LogLevelOption = "warning",
     max_records_per_invoke: MaxRecordsPerInvokeOption = None,
     invoke_retries: InvokeRetriesOption = 3,
+    no_filter: NoFilterOption = False,
     expiry_warning: ExpiryWarningOption = "2h",
 ) -> None:
     """Replay a range given by hand: no invocation record needed."""
@@ -177,7 +191,9 @@ def fetch(
     except ParseError as exc:
         print_error(Console(stderr=True), exc)
         raise typer.Exit(2) from None
-    options = SinkOptions(max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries)
+    options = SinkOptions(
+        max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries, no_filter=no_filter
+    )
     _run([failure], [], to=to, allow_stream=allow_stream, dry_run=dry_run, as_json=as_json,
          concurrency=1, log_level=log_level, options=options, expiry_warning=expiry_warning)  # fmt: skip
 

@@ -8,6 +8,7 @@ lives as long as the execution environment: one event loop, one set of AWS clien
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from replayer import logs
 from replayer.aws import Clients
 from replayer.config import Settings, load_settings, queue_region
 from replayer.errors import ConfigError, ParseError
+from replayer.mappings import esm_uuid_from_key
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.parse import parse_message, s3_object_refs, sqs_messages
 from replayer.service import build_replayer
@@ -241,6 +243,10 @@ class LambdaRuntime:
             if message.parse_error is None:
                 try:
                     message.failures = parse_message(message.body, path="$")
+                    if uuid := esm_uuid_from_key(message.id):  # an S3 destination key names its mapping
+                        message.failures = [
+                            dataclasses.replace(f, mapping_uuid=uuid) for f in message.failures
+                        ]
                 except ParseError as exc:
                     message.parse_error = str(exc)
         outcomes = await self._replay_all([f for m in messages for f in m.failures], budget)
