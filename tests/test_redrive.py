@@ -20,8 +20,8 @@ from replayer.readers import Readers, ReadResult
 from replayer.redrive import Selection, archived_range, parse_time
 from replayer.sinks import FileSink
 from replayer.sinks._layout import range_path
-from tests.conftest import DynamoTable, client
-from tests.ministack_support import Ministack, RepairFunction
+from tests.support.aws import DynamoTable, client
+from tests.support.ministack import Ministack, RepairFunction
 
 runner = CliRunner()
 
