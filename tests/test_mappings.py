@@ -22,9 +22,9 @@ from replayer.mappings import MappingFinder, esm_uuid_from_key, from_pipe
 from replayer.model import Failure, Origin, OutcomeKind, SourceMapping, StreamKind
 from replayer.parse import parse_message
 from replayer.sinks import FileSink, SinkOptions, sink_from_uri
-from tests.conftest import unique
-from tests.faultproxy import FaultProxy, Rule
-from tests.ministack_support import LAMBDAS, Ministack, RepairFunction
+from tests.support.aws import unique
+from tests.support.faultproxy import FaultProxy, Rule
+from tests.support.ministack import LAMBDAS, Ministack, RepairFunction
 
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:consumer"
 STREAM = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
