@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from replayer.archive.layout import range_path
 from replayer.cli import app
 from replayer.parse import parse_message
-from replayer.sinks._layout import range_path
 from tests.conftest import DynamoTable, client, load_event
 from tests.faultproxy import FaultProxy
 

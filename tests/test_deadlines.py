@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from replayer import lambda_handler, logs
+from replayer.archive.layout import LOSS_REPORT, RECORDS, range_path
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.config import load_settings, parse_duration
@@ -27,7 +28,6 @@ from replayer.errors import ConfigError
 from replayer.parse import parse_record
 from replayer.service import PromMetrics, Service, build_replayer
 from replayer.sinks import S3Sink
-from replayer.sinks._layout import LOSS_REPORT, RECORDS, range_path
 from tests.conftest import DynamoTable, KinesisStream, client
 from tests.faultproxy import FaultProxy, Request, Rule, record_proof
 from tests.test_faults import Context

@@ -28,12 +28,12 @@ import structlog
 from typer.testing import CliRunner
 
 from replayer import lambda_handler
+from replayer.archive.layout import MANIFEST, RECORDS, range_path
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.config import Settings
 from replayer.parse import parse_record
 from replayer.service import PromMetrics, Service, build_replayer
-from replayer.sinks._layout import INVOCATION, RECORDS, range_path
 from tests.conftest import DynamoTable, KinesisStream, client
 from tests.faultproxy import FAULT_KINDS, Chaos, FaultProxy, Rule, record_proof, service_error
 from tests.ministack_support import RepairFunction
@@ -157,7 +157,7 @@ def check_archive(
     endpoint: str, bucket: str, prefix: str, work: Workload, created: Callable[[str], int] | None
 ) -> int:
     """Every range archived, complete and equal to the stream; nothing else there. Records lost."""
-    expected = {f"{prefix}/{r.folder}/{name}" for r in work.ranges for name in (RECORDS, INVOCATION)}
+    expected = {f"{prefix}/{r.folder}/{name}" for r in work.ranges for name in (RECORDS, MANIFEST)}
     present = set(keys(endpoint, bucket, prefix + "/"))
     assert present == expected, (sorted(present - expected), sorted(expected - present))
     lost = 0
@@ -169,13 +169,13 @@ def check_archive(
         lost += len(set(r.sequences) - {sequence_of(g) for g in got})
         manifest = json.loads(
             client("s3", endpoint)
-            .get_object(Bucket=bucket, Key=f"{prefix}/{r.folder}/{INVOCATION}")["Body"]
+            .get_object(Bucket=bucket, Key=f"{prefix}/{r.folder}/{MANIFEST}")["Body"]
             .read()
         )
         assert manifest["archived"]["records"] == len(r.sequences)
         if created is not None:  # exactly once: one PUT created each object, any other found it there
             assert created(f"/{bucket}/{key}") == 1, key
-            assert created(f"/{bucket}/{prefix}/{r.folder}/{INVOCATION}") == 1
+            assert created(f"/{bucket}/{prefix}/{r.folder}/{MANIFEST}") == 1
     return lost
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from replayer.archive.layout import range_path, safe_segment
 from replayer.aws import Clients
 from replayer.errors import ConfigError
 from replayer.model import Failure, Gap, StreamKind, StreamRecord
 from replayer.readers import ReadResult
 from replayer.sinks import FileSink, S3Sink, StdoutSink, sink_from_uri
-from replayer.sinks._layout import range_path, safe_segment
 from tests.conftest import client
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-02T03:04:05.678"

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from replayer import logs
+from replayer.archive.store import StoreError
 from replayer.aws import Clients
 from replayer.cli._app import (
     ConcurrencyOption,
@@ -23,7 +24,7 @@ from replayer.cli._app import (
 )
 from replayer.errors import ConfigError
 from replayer.model import Outcome
-from replayer.redrive import ArchiveError, Redriver, Selection, archive_from_uri, parse_time
+from replayer.redrive import Redriver, Selection, archive_from_uri, parse_time
 from replayer.report import exit_code, progress, render_table, write_json
 from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
 
@@ -121,7 +122,7 @@ def redrive(
     except ConfigError as exc:
         print_error(console, exc)
         raise typer.Exit(2) from None
-    except ArchiveError as exc:
+    except StoreError as exc:
         # an archive that is not there is a usage error; one that failed to answer is not
         missing = exc.code in ("NoSuchBucket", "NoSuchDirectory")
         print_error(console, f"--from {exc}" if missing else exc)
