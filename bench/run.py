@@ -1,24 +1,34 @@
-"""replayer against the hand-written baseline, on the same data, in the same run.
+"""replayer against the hand-written baseline and the floor, on a canned endpoint, in one run.
 
-    .venv/bin/python -m bench.run                 # both scenarios, 3 runs each, medians
-    .venv/bin/python -m bench.run --smoke         # tiny sizes: keeps the harness working (make test runs it)
-    .venv/bin/python -m bench.run --write bench/RESULTS.md
+    .venv/bin/python -m bench.run                       # every shape, medians of 3
+    .venv/bin/python -m bench.run --smoke               # tiny sizes, one run (make test runs it)
+    .venv/bin/python -m bench.run --shapes a,d --repeat 5
+    .venv/bin/python -m bench.run --cold-start --write bench/RESULTS.md
 
-Starts moto's server and a latency proxy (each its own process, so neither is counted
-as the client's CPU), prepares N ranges of M records (one table, hence one shard, per
-range), then times `replayer replay`, `replayer drain` (when the command exists) and
-bench/baseline.py through the proxy. Client CPU and peak RSS come from the client
-process's own rusage (os.wait4); the emulator's CPU from /proc.
+bench/endpoint.py answers from memory (pages serialized once at start; almost no CPU per
+request) in its own process, behind bench/latency_proxy.py (20 ms per request), so what is
+measured is the client. Shapes:
+
+    a  50 ranges x 1,000 records on 10 shards   (one reader per shard at a time)
+    b  50 ranges x 1,000 records on one shard   (ranges read one after another)
+    c  10 ranges x 10,000 records on 10 shards  (memory: compared with 10 x 1,000, a's small run)
+    d  `replayer drain` of a queue holding a's invocation records (compared with `replay` of a)
+
+Every client runs at two sizes (the shape and one fifth of it), so its CPU splits into a
+start-up part and a marginal cost per record (the slope between the two). The floor is what
+any Python client must do per record (orjson decode of the page, one key added, orjson
+encode, gzip level 1), measured here, in this run. CPU and peak RSS are each client
+process's own (os.wait4); the endpoint's and the proxy's CPU are shown apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,30 +37,47 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import boto3
+import orjson
+
+from bench import endpoint as canned
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+CONCURRENCY = 32
 
 
-@dataclass
-class Scenario:
+@dataclass(frozen=True)
+class Shape:
     name: str
     ranges: int
     records: int
-    delay_ms: float
-    concurrency: int
+    shards: int
+    client: str  # replay | drain
+    note: str
+
+    @property
+    def total(self) -> int:
+        return self.ranges * self.records
+
+    def small(self) -> Shape:
+        """The same shape at a fifth of the ranges (at least 2): the second size for the CPU slope."""
+        ranges = max(2, self.ranges // 5)
+        return Shape(self.name, ranges, self.records, min(self.shards, ranges), self.client, self.note)
 
 
-SCENARIOS = {
-    "throughput": Scenario("throughput", 50, 1000, 20.0, 32),
-    "memory": Scenario("memory", 10, 10_000, 20.0, 32),
+SHAPES = {
+    "a": Shape("a", 50, 1000, 10, "replay", "50 x 1,000 on 10 shards"),
+    "b": Shape("b", 50, 1000, 1, "replay", "50 x 1,000 on one shard"),
+    "c": Shape("c", 10, 10_000, 10, "replay", "10 x 10,000 on 10 shards"),
+    "d": Shape("d", 50, 1000, 10, "drain", "drain of a queue holding (a)"),
 }
 SMOKE = {
-    "throughput": Scenario("throughput", 3, 30, 2.0, 4),
-    "memory": Scenario("memory", 2, 50, 0.0, 4),
+    "a": Shape("a", 10, 20, 5, "replay", "smoke"),
+    "b": Shape("b", 10, 20, 1, "replay", "smoke"),
+    "c": Shape("c", 5, 100, 5, "replay", "smoke"),
+    "d": Shape("d", 10, 20, 5, "drain", "smoke"),
 }
 
 
@@ -59,247 +86,251 @@ class Run:
     wall: float
     cpu: float
     rss_mb: float
-    emulator_cpu: float
+    server_cpu: float
     records: int
+    requests: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
-class Measured:
-    runs: dict[str, list[Run]] = field(default_factory=dict)
+class Result:
+    shape: Shape
+    runs: dict[str, list[Run]] = field(default_factory=dict)  # client[-small] -> runs
 
     def median(self, who: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in self.runs[who])
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    def split(self, who: str) -> tuple[float, float]:
+        """(start-up CPU s, marginal CPU µs per record), from the full and the small runs."""
+        big, small = self.shape, self.shape.small()
+        slope = (self.median(who, "cpu") - self.median(f"{who}-small", "cpu")) / (big.total - small.total)
+        return self.median(f"{who}-small", "cpu") - slope * small.total, slope * 1e6
 
 
-class Emulator:
-    """moto_server and the latency proxy, as subprocesses."""
+class Bench:
+    """One endpoint (and proxy) for the whole run; streams per shape and size made on it."""
 
-    def __init__(self, delay_ms: float, kind: str) -> None:
-        port = _free_port()
-        self.endpoint = f"http://127.0.0.1:{port}"
-        server = (
-            [str(BIN / "moto_server")]
-            if kind == "moto"
-            else [sys.executable, str(ROOT / "bench" / "lean_moto.py")]
+    def __init__(self, delay_ms: float, workdir: Path) -> None:
+        self.server = canned.start(delay_ms)
+        self.delay_ms = delay_ms
+        self.workdir = workdir
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REPLAYER_"))}
+        self.env.update(
+            AWS_ENDPOINT_URL=self.server.proxied,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_REGION="us-east-1",
+            AWS_DEFAULT_REGION="us-east-1",
+            REPLAYER_ALLOW_STREAMS="*",
         )
-        self.moto = subprocess.Popen(
-            [*server, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-        self.proxy = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--upstream", f"127.0.0.1:{port}",
-             "--delay-ms", str(delay_ms)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        assert self.proxy.stdout is not None
-        self.proxied = f"http://127.0.0.1:{self.proxy.stdout.readline().strip()}"
+        self._made: dict[tuple[str, int, int, int], list[str]] = {}
 
-    def cpu(self) -> float:
-        return _proc_cpu(self.moto.pid)
+    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = orjson.dumps(body) if body is not None else None
+        with urllib.request.urlopen(f"{self.server.endpoint}/_bench/{path}", data=data, timeout=60) as r:
+            return orjson.loads(r.read())
+
+    def ranges(self, shape: Shape) -> list[str]:
+        """The shape's invocation records (JSON lines), its streams made on first use."""
+        key = (shape.name, shape.ranges, shape.records, shape.shards)
+        if key not in self._made:
+            made = self.control(
+                "streams",
+                {
+                    "kind": "dynamodb",
+                    "name": f"bench-{shape.name}-{shape.ranges}x{shape.records}",
+                    "ranges": shape.ranges,
+                    "records": shape.records,
+                    "shards": shape.shards,
+                },
+            )
+            self._made[key] = [orjson.dumps(r).decode() for r in made["ranges"]]
+        return self._made[key]
+
+    def ranges_file(self, shape: Shape) -> Path:
+        path = self.workdir / f"{shape.name}-{shape.ranges}x{shape.records}.jsonl"
+        if not path.exists():
+            path.write_text("\n".join(self.ranges(shape)) + "\n")
+        return path
+
+    def command(self, who: str, shape: Shape, run_id: str) -> list[str]:
+        if who == "baseline":
+            return [
+                sys.executable,
+                str(ROOT / "bench" / "baseline.py"),
+                str(self.ranges_file(shape)),
+                f"s3://bench/{run_id}",
+            ]
+        common = ["--to", f"s3://bench/{run_id}", "--concurrency", str(CONCURRENCY), "--json"]
+        if who == "drain":
+            queue = self.control("fill", {"queue": f"q-{run_id}", "bodies": self.ranges(shape)})["queue_url"]
+            return [str(BIN / "replayer"), "drain", "--queue", queue, *common]
+        return [str(BIN / "replayer"), "replay", str(self.ranges_file(shape)), *common]
+
+    def measure(self, who: str, shape: Shape, run_id: str) -> Run:
+        cmd = self.command(who, shape, run_id)
+        before = self.control("stats")["requests"]
+        server0 = self.server.cpu()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # wait4: this child's own rusage (user+sys, peak RSS), nothing of the endpoint or proxy
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise SystemExit(f"{' '.join(cmd[:3])} exited {code}:\n{out[-2000:]}\n{err[-2000:]}")
+        records = int(out.strip().splitlines()[-1]) if who == "baseline" else _recovered(out)
+        if records != shape.total:
+            raise SystemExit(
+                f"{who} recovered {records} records of shape {shape.name}, expected {shape.total}"
+            )
+        after = self.control("stats")["requests"]
+        requests = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+        return Run(
+            wall,
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_maxrss / 1024,
+            self.server.cpu() - server0,
+            records,
+            requests,
+        )
 
     def close(self) -> None:
-        for p in (self.proxy, self.moto):
-            p.terminate()
-            p.wait(timeout=10)
+        self.server.close()
 
 
-def _env(endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REPLAYER_"))}
-    env.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_REGION="us-east-1",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    return env
-
-
-def prepare(endpoint: str, scenario: Scenario, workdir: Path) -> tuple[Path, str]:
-    """One table per range, M items each; returns the invocation records file and a queue URL."""
-    os.environ.update(_env(endpoint))
-    ddb = boto3.client("dynamodb")
-    streams = boto3.client("dynamodbstreams")
-    boto3.client("s3").create_bucket(Bucket="bench")
-    sqs = boto3.client("sqs")
-    queue = sqs.create_queue(QueueName=f"bench-{scenario.name}", Attributes={"VisibilityTimeout": "300"})[
-        "QueueUrl"
-    ]
-    lines = []
-    for t in range(scenario.ranges):
-        name = f"bench-{scenario.name}-{t}"
-        arn = ddb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )["TableDescription"]["LatestStreamArn"]
-        for i in range(0, scenario.records, 25):
-            items = [
-                {"PutRequest": {"Item": {"pk": {"S": f"order-{j}"}, "total": {"N": str(j * 7)},
-                                         "note": {"S": "x" * 160}, "tags": {"SS": ["a", "b"]}}}}
-                for j in range(i, min(scenario.records, i + 25))
-            ]  # fmt: skip
-            ddb.batch_write_item(RequestItems={name: items})
-        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
-        first = int(shard["SequenceNumberRange"]["StartingSequenceNumber"])
-        lines.append(
-            json.dumps(
-                {
-                    "requestContext": {
-                        "condition": "RetryAttemptsExhausted",
-                        "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:bench",
-                    },
-                    "version": "1.0",
-                    "timestamp": "2026-11-26T00:00:00Z",
-                    "DDBStreamBatchInfo": {
-                        "shardId": shard["ShardId"],
-                        "startSequenceNumber": str(first),
-                        "endSequenceNumber": str(first + scenario.records - 1),
-                        "approximateArrivalOfFirstRecord": "2026-11-26T00:00:00Z",
-                        "approximateArrivalOfLastRecord": "2026-11-26T00:00:00Z",
-                        "batchSize": scenario.records,
-                        "streamArn": arn,
-                    },
-                }
-            )
-        )
-    path = workdir / f"{scenario.name}.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path, queue
-
-
-def fill_queue(endpoint: str, queue: str, ranges: Path) -> None:
-    os.environ.update(_env(endpoint))
-    sqs = boto3.client("sqs")
-    bodies = [line for line in ranges.read_text().splitlines() if line]
-    for i in range(0, len(bodies), 10):
-        sqs.send_message_batch(
-            QueueUrl=queue,
-            Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(bodies[i : i + 10])],
-        )
-
-
-def measure(cmd: list[str], env: dict[str, str], emulator: Emulator) -> tuple[Run, str]:
-    emu0 = emulator.cpu()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # wait4 gives this child's own rusage: user+sys and peak RSS, nothing of the emulator
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"{' '.join(cmd[:3])} exited {code}:\n{out[-2000:]}\n{err[-2000:]}")
-    run = Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, emulator.cpu() - emu0, 0)
-    return run, out
-
-
-def _records_of(who: str, out: str) -> int:
-    if who == "baseline":
-        return int(out.strip().splitlines()[-1])
+def _recovered(out: str) -> int:
     return int(json.loads(out)["totals"]["records_recovered"])
 
 
-def has_drain() -> bool:
-    return subprocess.run([str(BIN / "replayer"), "drain", "--help"], capture_output=True).returncode == 0
+def run_shape(bench: Bench, shape: Shape, repeat: int, with_baseline: bool) -> Result:
+    result = Result(shape)
+    for i in range(repeat):
+        plan = [("baseline", shape)] if with_baseline else []
+        plan += [(shape.client, shape), (f"{shape.client}-small", shape.small())]
+        for who, sized in plan:
+            run = bench.measure(who.removesuffix("-small"), sized, f"{shape.name}-{who}-{i}")
+            result.runs.setdefault(who, []).append(run)
+    return result
 
 
-def run_scenario(scenario: Scenario, repeat: int, workdir: Path, emulator_kind: str) -> Measured:
-    emulator = Emulator(scenario.delay_ms, emulator_kind)
-    measured = Measured()
-    try:
-        ranges, queue = prepare(emulator.endpoint, scenario, workdir)
-        env = _env(emulator.proxied)
-        drain = has_drain()
-        for i in range(repeat):
-            commands = {
-                "baseline": [sys.executable, str(ROOT / "bench" / "baseline.py"), str(ranges), f"s3://bench/base-{i}"],
-                "replay": [str(BIN / "replayer"), "replay", str(ranges), "--to", f"s3://bench/replay-{i}",
-                           "--concurrency", str(scenario.concurrency), "--json"],
-            }  # fmt: skip
-            if drain:
-                fill_queue(emulator.endpoint, queue, ranges)
-                commands["drain"] = [str(BIN / "replayer"), "drain", "--queue", queue, "--to", f"s3://bench/drain-{i}",
-                                     "--concurrency", str(scenario.concurrency), "--json"]  # fmt: skip
-            for who, cmd in commands.items():
-                run, out = measure(cmd, env, emulator)
-                run.records = _records_of(who, out)
-                expected = scenario.ranges * scenario.records
-                if run.records != expected:
-                    raise SystemExit(f"{who} recovered {run.records} records, expected {expected}")
-                measured.runs.setdefault(who, []).append(run)
-    finally:
-        emulator.close()
-    return measured
-
-
-def import_time(module: str, repeat: int) -> float | None:
-    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+def floor(bench: Bench, repeat: int = 7) -> float:
+    """µs per record any Python client needs: decode a 1,000-record page, add one key, encode, gzip 1."""
+    first = json.loads(bench.ranges(Shape("floor", 1, 1000, 1, "replay", ""))[0])["DDBStreamBatchInfo"]
+    arn = first["streamArn"]
+    iterator = _post_json(
+        bench.server.endpoint,
+        "DynamoDBStreams_20120810.GetShardIterator",
+        {"StreamArn": arn, "ShardId": first["shardId"], "ShardIteratorType": "TRIM_HORIZON"},
+    )
+    page = _post_raw(
+        bench.server.endpoint,
+        "DynamoDBStreams_20120810.GetRecords",
+        {"ShardIterator": iterator["ShardIterator"], "Limit": 1000},
+    )
     times = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if out.returncode != 0:
-            return None
-        times.append(float(out.stdout))
-    return statistics.median(times)
+        t0 = time.process_time()
+        lines = []
+        for record in orjson.loads(page)["Records"]:
+            record["eventSourceARN"] = arn
+            lines.append(orjson.dumps(record))
+        gzip.compress(b"\n".join(lines), compresslevel=1)
+        times.append(time.process_time() - t0)
+    return statistics.median(times) / 1000 * 1e6
+
+
+def _post_raw(url: str, target: str, body: dict[str, Any]) -> bytes:
+    request = urllib.request.Request(url, data=orjson.dumps(body), headers={"X-Amz-Target": target})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        data: bytes = r.read()
+        return data
+
+
+def _post_json(url: str, target: str, body: dict[str, Any]) -> Any:
+    return orjson.loads(_post_raw(url, target, body))
+
+
+def startup_cpu(repeat: int) -> tuple[float, float]:
+    """Median CPU s of `import replayer.cli` and of `replayer replay --help`, each in a fresh process."""
+
+    def cpu_of(cmd: list[str]) -> float:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, _, usage = os.wait4(proc.pid, 0)
+        return float(usage.ru_utime + usage.ru_stime)
+
+    bare = [cpu_of([sys.executable, "-c", "pass"]) for _ in range(repeat)]
+    imp = [cpu_of([sys.executable, "-c", "import replayer.cli"]) for _ in range(repeat)]
+    helped = [cpu_of([str(BIN / "replayer"), "replay", "--help"]) for _ in range(repeat)]
+    base = statistics.median(bare)
+    return statistics.median(imp) - base, statistics.median(helped) - base
+
+
+def cold_start(bench: Bench) -> dict[str, float] | None:
+    """Init + first invocation (a 1,000-record range through SQS), the Lambda zip as `make package` builds it."""
+    from bench import cold_start as cold
+
+    return cold.measure(bench.server.proxied, bench.ranges(SHAPES["a"])[0], bench.workdir)
 
 
 def report(
-    results: dict[str, tuple[Scenario, Measured]],
-    handler_import: float | None,
-    runtime_import: float | None,
-    import_runs: int,
+    results: list[Result],
+    floor_us: float,
+    delay_ms: float,
+    repeat: int,
+    startup: tuple[float, float] | None,
+    cold: dict[str, float] | None,
 ) -> str:
     rows = [
-        "| scenario | client | wall s | records/s | x baseline | client CPU ms / 1000 rec | peak RSS MB | emulator CPU s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| shape | client | wall s | records/s | x baseline | client CPU s | start-up CPU s | marginal µs/rec "
+        "| x floor | peak RSS MB | GetShardIterator+GetRecords / range | endpoint+proxy CPU s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, (sc, m) in results.items():
-        base_rate = sc.ranges * sc.records / m.median("baseline", "wall")
-        for who in m.runs:
-            wall = m.median(who, "wall")
-            rate = sc.ranges * sc.records / wall
-            cpu_per_k = m.median(who, "cpu") / (sc.ranges * sc.records) * 1000 * 1000
+    base_walls = {r.shape.name: r.median("baseline", "wall") for r in results if "baseline" in r.runs}
+    for r in results:
+        sh = r.shape
+        base = base_walls.get(sh.name, base_walls.get("a") if sh.name == "d" else None)
+        for who in r.runs:
+            small = who.endswith("-small")
+            sized = sh.small() if small else sh
+            wall = r.median(who, "wall")
+            ratio = f"{base / wall:.1f}" if base and not small else ""
+            split = ("", "", "")
+            if not small and who != "baseline":
+                start, marginal = r.split(who)
+                split = (f"{start:.2f}", f"{marginal:.1f}", f"{marginal / floor_us:.1f}")
+            elif who == "baseline":
+                per = r.median(who, "cpu") / sized.total * 1e6
+                split = ("", f"({per:.0f} overall)", "")
+            reqs = r.runs[who][len(r.runs[who]) // 2].requests
+            reads = sum(v for k, v in reqs.items() if k.split(".")[-1] in ("GetShardIterator", "GetRecords"))
             rows.append(
-                f"| {name} ({sc.ranges}x{sc.records}, {sc.delay_ms:g} ms, c={sc.concurrency}) | {who} | {wall:.2f} "
-                f"| {rate:,.0f} | {rate / base_rate:.1f} | {cpu_per_k:.1f} | {m.median(who, 'rss_mb'):.0f} "
-                f"| {m.median(who, 'emulator_cpu'):.2f} |"
+                f"| {sh.name}: {sized.ranges}x{sized.records:,}, {sized.shards} shard{'s' * (sized.shards > 1)} "
+                f"| {who} | {wall:.2f} | {sized.total / wall:,.0f} | {ratio} | {r.median(who, 'cpu'):.2f} "
+                f"| {split[0]} | {split[1]} | {split[2]} | {r.median(who, 'rss_mb'):.0f} "
+                f"| {reads / sized.ranges:.1f} | {r.median(who, 'server_cpu'):.2f} |"
             )
-    imp = (
-        f"{handler_import * 1000:.0f} ms"
-        if handler_import is not None
-        else "n/a (no replayer.lambda_handler)"
-    )
-    full = f"{runtime_import * 1000:.0f} ms" if runtime_import is not None else "n/a"
-    rows += [
+    lines = [
+        f"Latency {delay_ms:g} ms per request, concurrency {CONCURRENCY}, medians of {repeat}.",
         "",
-        f"Lambda handler module import (median of {import_runs} runs): {imp}; with the runtime it loads on the first "
-        f"invocation (SDK, core, service): {full}",
+        *rows,
+        "",
+        f"Floor (orjson decode of a 1,000-record page, one key added, orjson encode, gzip level 1), "
+        f"measured in this run: {floor_us:.1f} µs per record",
     ]
-    return "\n".join(rows)
+    if startup is not None:
+        lines.append(
+            f"Start-up CPU above a bare interpreter: `import replayer.cli` {startup[0]:.3f} s, "
+            f"`replayer replay --help` {startup[1]:.3f} s"
+        )
+    if cold is not None:
+        lines.append(
+            f"Lambda cold start, zip as `make package` builds it ({cold['zip_mib']:.1f} MiB): init {cold['init_s']:.3f} s "
+            f"wall / {cold['init_cpu_s']:.3f} s CPU, first invocation (1,000 records) {cold['first_s']:.3f} s wall "
+            f"/ {cold['first_cpu_s']:.3f} s CPU, peak RSS {cold['rss_mb']:.0f} MB"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -307,45 +338,46 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run: keeps the harness working")
-    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--shapes", default="a,b,c,d", help="comma-separated: a,b,c,d")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--write", type=Path, help="also write the table into this markdown file")
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the (slow) hand-written baseline")
     parser.add_argument(
-        "--emulator",
-        choices=["lean-moto", "moto"],
-        default="lean-moto",
-        help="lean-moto: moto with a plain-JSON GetRecords answer (see bench/lean_moto.py); moto: as shipped",
+        "--cold-start", action="store_true", help="also build the Lambda zip and time a cold start"
     )
+    parser.add_argument("--write", type=Path, help="also write the figures into this markdown file")
     args = parser.parse_args()
-    table = SMOKE if args.smoke else SCENARIOS
+    table = SMOKE if args.smoke else SHAPES
     repeat = 1 if args.smoke else args.repeat
-    names = list(table) if args.scenario == "all" else [args.scenario]
+    delay = 2.0 if args.smoke else args.delay_ms
     workdir = Path(tempfile.mkdtemp(prefix="replayer-bench-"))
+    bench = Bench(delay, workdir)
     try:
-        results = {n: (table[n], run_scenario(table[n], repeat, workdir, args.emulator)) for n in names}
+        results = []
+        for name in args.shapes.split(","):
+            shape = table[name.strip()]
+            with_baseline = not args.no_baseline and shape.client == "replay"
+            results.append(run_shape(bench, shape, repeat, with_baseline))
+        floor_us = floor(bench)
+        startup = startup_cpu(1 if args.smoke else 5)
+        cold = cold_start(bench) if args.cold_start else None
     finally:
+        bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    runs = 1 if args.smoke else 5
-    text = report(
-        results,
-        import_time("replayer.lambda_handler", runs),
-        import_time("replayer.service._lambda", runs),
-        runs,
-    )
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; emulator: {args.emulator}"
+    text = report(results, floor_us, delay, repeat, startup, cold)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}\n\n{text}")
     if args.write:
-        args.write.write_text(_results_page(text, machine, repeat))
+        args.write.write_text(_results_page(text, machine))
     return 0
 
 
-def _results_page(table: str, machine: str, repeat: int) -> str:
+def _results_page(table: str, machine: str) -> str:
     notes_path = ROOT / "bench" / "NOTES.md"
     notes = notes_path.read_text() if notes_path.exists() else ""
     return (
         "# Benchmark results\n\n"
-        f"Machine: {machine}. Command: `.venv/bin/python -m bench.run --write bench/RESULTS.md` "
-        f"(medians of {repeat} runs; emulator and latency proxy in their own processes).\n\n"
+        f"Machine: {machine}. Command: `.venv/bin/python -m bench.run --cold-start --write bench/RESULTS.md`.\n\n"
         f"{table}\n\n{notes}"
     )
 

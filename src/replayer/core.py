@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
+import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,7 +27,15 @@ from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.readers import Readers, ReadResult
 from replayer.sinks import Delivery, Sink, SinkError
 
-__all__ = ["DEFAULT_EXPIRY_WARNING", "Replayer", "by_deadline", "rejected"]
+__all__ = [
+    "DEFAULT_EXPIRY_WARNING",
+    "OUT_OF_TIME",
+    "Replayer",
+    "Scheduler",
+    "Ticket",
+    "by_deadline",
+    "rejected",
+]
 
 log = structlog.get_logger("replayer")
 
@@ -92,6 +105,13 @@ class Replayer:
         if not self.allow.allows(failure.stream_arn):
             return rejected(failure, f"stream {failure.stream_arn} is not in --allow-stream")
         return None
+
+    def _refusal(self, failure: Failure) -> Outcome | None:
+        """`check`, with the refusal logged (the scheduler settles it without a worker)."""
+        refusal = self.check(failure)
+        if refusal is not None:
+            log.warning("range_rejected", range_id=failure.range_id, reason=refusal.reason)
+        return refusal
 
     async def replay(self, failure: Failure) -> Outcome:
         """Re-read the failure's range and hand it to every sink; never raises for AWS trouble."""
@@ -186,6 +206,26 @@ class Replayer:
             delivered_to=tuple(d.location for d in deliveries),
         )
 
+    def scheduler(
+        self,
+        *,
+        concurrency: int = 8,
+        may_start: Callable[[], bool] | None = None,
+        on_done: Callable[[Outcome], None] | None = None,
+    ) -> Scheduler[Failure]:
+        """The one scheduler, working failures through `replay`: deduplicated by range_id,
+        earliest expiry deadline first, not-allowed ranges refused without a worker."""
+        return Scheduler(
+            self.replay,
+            key=_range_id,
+            failure_of=_itself,
+            concurrency=concurrency,
+            deadline=self.deadline,
+            may_start=may_start,
+            refuse=self._refusal,
+            on_done=on_done,
+        )
+
     async def replay_many(
         self,
         failures: Iterable[Failure],
@@ -193,29 +233,20 @@ class Replayer:
         concurrency: int = 8,
         on_done: Callable[[Outcome], None] | None = None,
     ) -> list[Outcome]:
-        """Replay ranges `concurrency` at a time, earliest expiry deadline first (first arrival +
-        the stream's retention); one outcome each, in that order.
+        """Batch mode: every failure worked through `scheduler()`; one outcome each, in the
+        order they were worked (earliest deadline first). A range named twice is worked once;
+        each mention gets its outcome."""
+        tickets = await self.scheduler(concurrency=concurrency, on_done=on_done).run(failures)
+        ordered = sorted(tickets, key=lambda t: (t.deadline, t.order))
+        return [o for t in ordered if (o := t.result()) is not None]
 
-        A range named twice is worked on once; its second mention gets the same outcome.
-        """
-        failures = list(failures)
-        deadlines = await asyncio.gather(*(self.deadline(f) for f in failures))
-        ordered = [f for _, _, f in sorted(zip(deadlines, range(len(failures)), failures, strict=True))]
-        semaphore = asyncio.Semaphore(max(1, concurrency))
-        tasks: dict[str, asyncio.Task[Outcome]] = {}
 
-        async def one(failure: Failure) -> Outcome:
-            async with semaphore:
-                outcome = await self.replay(failure)
-            if on_done is not None:
-                on_done(outcome)
-            return outcome
+def _range_id(failure: Failure) -> str:
+    return failure.range_id
 
-        async with asyncio.TaskGroup() as group:
-            for failure in ordered:
-                if failure.range_id not in tasks:
-                    tasks[failure.range_id] = group.create_task(one(failure))
-        return [tasks[f.range_id].result() for f in ordered]
+
+def _itself(failure: Failure) -> Failure:
+    return failure
 
 
 def by_deadline(failures: Iterable[Failure]) -> list[Failure]:
@@ -227,3 +258,267 @@ def by_deadline(failures: Iterable[Failure]) -> list[Failure]:
         failures,
         key=lambda f: (f.first_arrival is None, f.first_arrival.timestamp() if f.first_arrival else 0.0),
     )
+
+
+# ---- the one scheduler
+
+T = TypeVar("T")
+
+# The reason of a range the scheduler did not start because its may-start budget said no.
+OUT_OF_TIME = "not started: too little time left to work on it"
+
+
+@dataclass(eq=False)
+class Ticket(Generic[T]):
+    """One unit of work in a `Scheduler`; every submission of the same key shares it.
+
+    `outcome` resolves to the range's `Outcome`; it is cancelled when the scheduler is
+    closed before the work finished (the work then counts as not done).
+    """
+
+    key: str
+    item: T
+    deadline: float
+    lane: Hashable | None
+    outcome: asyncio.Future[Outcome]
+    order: int = 0
+    started: float | None = None  # time.monotonic() when its attempt began
+
+    @property
+    def done(self) -> bool:
+        return self.outcome.done()
+
+    def result(self) -> Outcome | None:
+        """The outcome, or None when the work was cancelled or is not finished."""
+        if not self.outcome.done() or self.outcome.cancelled():
+            return None
+        return self.outcome.result()
+
+    def running_for(self, now: float | None = None) -> float:
+        """Seconds its attempt has been running (0 when not started or finished)."""
+        if self.started is None or self.outcome.done():
+            return 0.0
+        return (time.monotonic() if now is None else now) - self.started
+
+
+def _no_lane(item: object) -> Hashable | None:
+    return None
+
+
+class Scheduler(Generic[T]):
+    """The one scheduler of replayer: every source and command works ranges through it.
+
+    - a key named twice while pending or running is worked once: every submission of it
+      gets the same `Ticket` (so the same outcome);
+    - earliest expiry deadline first (`deadline(item)`, epoch seconds; +inf when unknown),
+      submission order among equal deadlines;
+    - at most `concurrency` at once, and at most one at a time per `lane(item)` (e.g. the
+      shard, for work that must go in sequence order);
+    - `may_start()` is asked before each item starts (Lambda: time left); when it says
+      no, the item's outcome is `retry` with reason `OUT_OF_TIME`;
+    - `refuse(item)` may settle an item at submission, without a worker (not allowed);
+    - the crash guard: an exception from `work` becomes a `retry` outcome, logged.
+
+    Streaming use: `start()`, `await submit(...)` as work arrives, `await close(...)`.
+    Batch use: `await run(items)`.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[T], Awaitable[Outcome]],
+        *,
+        key: Callable[[T], str],
+        failure_of: Callable[[T], Failure | None],
+        concurrency: int = 8,
+        deadline: Callable[[T], Awaitable[float]] | None = None,
+        lane: Callable[[T], Hashable | None] = _no_lane,
+        may_start: Callable[[], bool] | None = None,
+        refuse: Callable[[T], Outcome | None] | None = None,
+        on_done: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self._work = work
+        self._key = key
+        self._failure_of = failure_of
+        self.concurrency = max(1, concurrency)
+        self._deadline = deadline
+        self._lane = lane
+        self._may_start = may_start
+        self._refuse = refuse
+        self._on_done = on_done
+        self._pending: dict[str, Ticket[T]] = {}  # queued or running, by key
+        self._heap: list[tuple[float, int, Ticket[T]]] = []
+        self._parked: dict[Hashable, deque[Ticket[T]]] = {}  # waiting for their lane
+        self._busy_lanes: set[Hashable] = set()
+        self._order = itertools.count()
+        self._wake = asyncio.Condition()
+        self._workers: list[asyncio.Task[None]] = []
+        self._accepting = True  # False: workers exit once nothing is queued
+        self._closing = False  # True: workers take nothing new
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    # ---- submitting
+
+    def start(self) -> None:
+        """Start the workers (idempotent; needs a running event loop)."""
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._worker(), name=f"scheduler-worker-{i}")
+                for i in range(self.concurrency)
+            ]
+
+    async def submit(self, item: T) -> Ticket[T]:
+        """Queue one item (or join the pending ticket of its key)."""
+        return (await self.submit_many([item]))[0]
+
+    async def submit_many(self, items: Iterable[T]) -> list[Ticket[T]]:
+        """Queue items, one ticket per item (shared between items of the same key).
+
+        Every deadline is known before any item is queued, so the earliest of the batch goes first.
+        """
+        items = list(items)
+        fresh = {self._key(i): i for i in items if self._key(i) not in self._pending}
+        deadlines = dict(
+            zip(fresh, await asyncio.gather(*(self._deadline_of(i) for i in fresh.values())), strict=True)
+        )
+        tickets: list[Ticket[T]] = []
+        refused: list[tuple[Ticket[T], Outcome]] = []
+        async with self._wake:
+            for item in items:
+                key = self._key(item)
+                ticket = self._pending.get(key)
+                if ticket is None:
+                    ticket = self._ticket(key, item, deadlines.get(key, math.inf))
+                    refusal = self._refuse(item) if self._refuse is not None else None
+                    if refusal is not None:
+                        ticket.outcome.set_result(refusal)
+                        refused.append((ticket, refusal))
+                    else:
+                        self._pending[key] = ticket
+                        heapq.heappush(self._heap, (ticket.deadline, ticket.order, ticket))
+                tickets.append(ticket)
+            self._wake.notify_all()
+        for _, refusal in refused:
+            self._report(refusal)
+        return tickets
+
+    def _ticket(self, key: str, item: T, deadline: float) -> Ticket[T]:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        return Ticket(key, item, deadline, self._lane(item), future, order=next(self._order))
+
+    async def _deadline_of(self, item: T) -> float:
+        if self._deadline is None:
+            return math.inf
+        try:
+            return await self._deadline(item)
+        except Exception as exc:  # an unknown deadline must not keep the range from being worked
+            log.warning("deadline_unknown", key=self._key(item), error=str(exc))
+            return math.inf
+
+    # ---- what is held
+
+    def pending(self) -> list[Ticket[T]]:
+        """Tickets queued or running."""
+        return list(self._pending.values())
+
+    # ---- batch mode and stopping
+
+    async def run(self, items: Iterable[T], *, within: float | None = None) -> list[Ticket[T]]:
+        """Batch mode: work every item, then stop; one ticket per item, in submission order.
+
+        After `within` seconds what is still running is cancelled (its ticket holds no outcome).
+        """
+        self.start()
+        tickets = await self.submit_many(items)
+        await self.close(finish_queued=True, within=within)
+        return tickets
+
+    async def close(self, *, finish_queued: bool, within: float | None = None) -> None:
+        """Take no more submissions; finish what runs (and, with `finish_queued`, what is
+        queued) for at most `within` seconds; then cancel the rest. Idempotent."""
+        async with self._wake:
+            self._accepting = False
+            self._closing = self._closing or not finish_queued
+            self._wake.notify_all()
+        running = [w for w in self._workers if not w.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=within)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        for ticket in list(self._pending.values()):
+            ticket.outcome.cancel()
+        self._pending.clear()
+        self._heap.clear()
+        self._parked.clear()
+        for worker in self._workers:
+            error = None if worker.cancelled() else worker.exception()
+            if error is not None:
+                raise error
+
+    # ---- working
+
+    async def _next(self) -> Ticket[T] | None:
+        async with self._wake:
+            while True:
+                if self._closing:
+                    return None
+                while self._heap:
+                    _, _, ticket = heapq.heappop(self._heap)
+                    if ticket.outcome.done():
+                        continue
+                    if ticket.lane is not None and ticket.lane in self._busy_lanes:
+                        self._parked.setdefault(ticket.lane, deque()).append(ticket)
+                        continue
+                    if ticket.lane is not None:
+                        self._busy_lanes.add(ticket.lane)
+                    return ticket
+                if not self._accepting and not self._parked:
+                    return None  # nothing queued and nothing can come
+                await self._wake.wait()
+
+    async def _release(self, ticket: Ticket[T]) -> None:
+        async with self._wake:
+            if ticket.lane is not None:
+                self._busy_lanes.discard(ticket.lane)
+                parked = self._parked.get(ticket.lane)
+                if parked:
+                    nxt = parked.popleft()
+                    heapq.heappush(self._heap, (nxt.deadline, nxt.order, nxt))
+                    if not parked:
+                        del self._parked[ticket.lane]
+            self._wake.notify_all()
+
+    async def _worker(self) -> None:
+        while (ticket := await self._next()) is not None:
+            try:
+                outcome = await self._attempt(ticket)
+                if self._pending.get(ticket.key) is ticket:
+                    del self._pending[ticket.key]
+                if not ticket.outcome.done():
+                    ticket.outcome.set_result(outcome)
+                self._report(outcome)
+            finally:
+                await asyncio.shield(self._release(ticket))
+
+    async def _attempt(self, ticket: Ticket[T]) -> Outcome:
+        failure = self._failure_of(ticket.item)
+        if self._may_start is not None and not self._may_start():
+            log.warning("range_not_started", key=ticket.key, reason=OUT_OF_TIME)
+            return Outcome(OutcomeKind.RETRY, failure, reason=OUT_OF_TIME)
+        ticket.started = time.monotonic()
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._work(ticket.item)
+        except Exception as exc:  # a bug or an unsupported stream: the range is retried, never dropped
+            log.exception("replay_crashed", key=ticket.key)
+            return Outcome(
+                OutcomeKind.RETRY, failure, reason=f"unexpected error: {type(exc).__name__}: {exc}"
+            )
+        finally:
+            self.in_flight -= 1
+
+    def _report(self, outcome: Outcome) -> None:
+        if self._on_done is not None:
+            self._on_done(outcome)
