@@ -249,7 +249,9 @@ def test_a_damaged_archive_is_rejected_and_nothing_is_invoked(
     assert code == 1
     reasons = sorted((r["outcome"], r["reason"]) for r in summary["ranges"])
     assert [outcome for outcome, _ in reasons] == ["rejected", "rejected", "rejected", "replayed"]
-    assert any("damaged: the records object does not match its manifest's SHA-256" in reason for _, reason in reasons)
+    assert any(
+        "damaged: the records object does not match its manifest's SHA-256" in reason for _, reason in reasons
+    )
     assert any("bad manifest: not JSON" in reason for _, reason in reasons)
     assert any("not of its own folder" in reason for _, reason in reasons)
     assert [seqs(c) for c in repair.calls()] == [seqs(table.stream_records()[0:2])]

@@ -242,6 +242,7 @@ class OutcomeKind(StrEnum):
     EXPIRED = "expired"  # every record lost to retention; loss reported
     REJECTED = "rejected"  # malformed or not allowed; never read
     RETRY = "retry"  # transient trouble; leave the message for another attempt
+    CONFLICT = "conflict"  # the archive holds other content for the range; a person must look
 
 
 @dataclass(frozen=True, slots=True)

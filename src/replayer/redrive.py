@@ -26,6 +26,7 @@ from replayer.archive.manifest import ArchivedRange, marker_document
 from replayer.archive.read import Damaged, find_ranges, read_records
 from replayer.archive.store import Store, StoreError, store_from_uri
 from replayer.aws import Clients
+from replayer.core import Scheduler, Ticket
 from replayer.errors import ConfigError
 from replayer.model import Failure, Outcome, OutcomeKind, parse_stream_arn
 from replayer.readers import ReadResult
@@ -251,21 +252,38 @@ class Redriver:
         concurrency: int = 4,
         on_done: Callable[[Outcome], None] | None = None,
     ) -> list[Outcome]:
-        """Re-drive every range; one outcome each, in the order given."""
-        shards: dict[tuple[str, str], list[ArchivedRange]] = {}
-        for archived in ranges:
-            shards.setdefault((archived.failure.stream_arn, archived.failure.shard_id), []).append(archived)
-        semaphore = asyncio.Semaphore(max(1, concurrency))
-        outcomes: dict[str, Outcome] = {}
+        """Re-drive every range through the one scheduler; one outcome each, in the order given.
 
-        async def shard(members: list[ArchivedRange]) -> None:
-            async with semaphore:
-                for archived in sorted(members, key=lambda r: (r.failure.start, r.failure.end)):
-                    outcomes[archived.folder] = outcome = await self.redrive(archived)
-                    if on_done is not None:
-                        on_done(outcome)
+        Each shard is a lane: its ranges go one at a time, in sequence order (they are
+        submitted sorted); up to `concurrency` shards at once.
+        """
+        in_order = sorted(
+            ranges, key=lambda r: (r.failure.stream_arn, r.failure.shard_id, r.failure.start, r.failure.end)
+        )
+        scheduler = Scheduler(
+            self.redrive,
+            key=_folder,
+            failure_of=_failure,
+            concurrency=concurrency,
+            lane=_shard,
+            on_done=on_done,
+        )
+        tickets = {t.key: t for t in await scheduler.run(in_order)}
+        return [_outcome(tickets[r.folder], r) for r in ranges]
 
-        async with asyncio.TaskGroup() as group:
-            for members in shards.values():
-                group.create_task(shard(members))
-        return [outcomes[r.folder] for r in ranges]
+
+def _folder(archived: ArchivedRange) -> str:
+    return archived.folder
+
+
+def _failure(archived: ArchivedRange) -> Failure:
+    return archived.failure
+
+
+def _shard(archived: ArchivedRange) -> tuple[str, str]:
+    return (archived.failure.stream_arn, archived.failure.shard_id)
+
+
+def _outcome(ticket: Ticket[ArchivedRange], archived: ArchivedRange) -> Outcome:
+    outcome = ticket.result()
+    return outcome or Outcome(OutcomeKind.RETRY, archived.failure, reason="not finished")

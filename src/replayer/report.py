@@ -23,6 +23,7 @@ _STYLE = {
     OutcomeKind.EXPIRED: "red",
     OutcomeKind.REJECTED: "red",
     OutcomeKind.RETRY: "magenta",
+    OutcomeKind.CONFLICT: "red",
 }
 
 
