@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from replayer.archive.layout import range_path
 from replayer.cli import app
 from replayer.parse import parse_message
-from tests.conftest import DynamoTable, client, load_event
-from tests.faultproxy import FaultProxy
+from tests.support.aws import DynamoTable, client
+from tests.support.events import load_event
+from tests.support.faultproxy import FaultProxy
 
 runner = CliRunner()
 

@@ -29,10 +29,10 @@ from typer.testing import CliRunner
 
 from replayer.archive.layout import MANIFEST, RECORDS
 from replayer.cli import app
-from tests.conftest import DynamoTable, client
-from tests.faultproxy import Chaos, FaultProxy, record_proof
-from tests.test_faults import Workload, build_workload, check_archive, ddb_ranges, sequence_of
-from tests.test_service import ROOT, keys, make_queue, queue_counts, send
+from tests.support import ROOT
+from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
+from tests.support.faultproxy import Chaos, FaultProxy, record_proof
+from tests.support.workload import Workload, build_workload, check_archive, ddb_ranges, sequence_of
 
 SEED = int(os.environ.get("CRASH_SEED", "6"))
 KILLS = int(os.environ.get("CRASH_KILLS", "12"))

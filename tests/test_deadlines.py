@@ -28,17 +28,12 @@ from replayer.errors import ConfigError
 from replayer.parse import parse_record
 from replayer.service import PromMetrics, Service, build_replayer
 from replayer.sinks import S3Sink
-from tests.conftest import DynamoTable, KinesisStream, client
-from tests.faultproxy import FaultProxy, Request, Rule, record_proof
-from tests.test_faults import Context
-from tests.test_lambda_handler import emf_lines
-from tests.test_service import keys, make_queue, queue_counts, sample, send, settings, wait_for
+from tests.support.aws import DynamoTable, KinesisStream, client, keys, make_queue, queue_counts, send
+from tests.support.faultproxy import FaultProxy, Request, Rule, record_proof
+from tests.support.handler import LambdaContext, emf_lines
+from tests.support.service import arrival, sample, settings, wait_for
 
 runner = CliRunner()
-
-
-def ago(hours: float) -> str:
-    return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def log_lines(text: str) -> list[dict[str, Any]]:
@@ -135,9 +130,9 @@ class Mixed:
         self.old.put(1)
         self.new.put(1)
         self.records = [
-            self.stream.invocation_record(0, 0, approximateArrivalOfFirstRecord=ago(30)),
-            self.old.invocation_record(0, 0, approximateArrivalOfFirstRecord=ago(20)),
-            self.new.invocation_record(0, 0, approximateArrivalOfFirstRecord=ago(2)),
+            self.stream.invocation_record(0, 0, approximateArrivalOfFirstRecord=arrival(30)),
+            self.old.invocation_record(0, 0, approximateArrivalOfFirstRecord=arrival(20)),
+            self.new.invocation_record(0, 0, approximateArrivalOfFirstRecord=arrival(2)),
         ]
         self.by_deadline = [self.old.stream_arn, self.new.stream_arn, self.stream.stream_arn]
         self.arns = [self.stream.stream_arn, self.old.stream_arn, self.new.stream_arn]
@@ -189,7 +184,7 @@ def test_lambda_handler_orders_by_deadline_not_arrival(
             for i, r in enumerate(mixed.records)
         ]
     }
-    assert lambda_handler.handler(event, Context()) == {"settled": 3}
+    assert lambda_handler.handler(event, LambdaContext()) == {"settled": 3}
     assert order == mixed.by_deadline
 
 
@@ -201,8 +196,8 @@ async def test_a_range_near_its_deadline_warns_in_logs_and_metrics(
 ) -> None:
     table.put(2)
     records = table.stream_records()
-    near = table.invocation_record(0, 0, records, approximateArrivalOfFirstRecord=ago(23))  # 1 h left
-    far = table.invocation_record(1, 1, records, approximateArrivalOfFirstRecord=ago(1))  # 23 h left
+    near = table.invocation_record(0, 0, records, approximateArrivalOfFirstRecord=arrival(23))  # 1 h left
+    far = table.invocation_record(1, 1, records, approximateArrivalOfFirstRecord=arrival(1))  # 23 h left
     queue = make_queue(moto_endpoint)
     send(moto_endpoint, queue, near, far)
     slow = proxy.add(Rule(lambda r: r.operation == "GetShardIterator", delay=1.0, times=1))
@@ -232,7 +227,7 @@ def test_expiry_warning_threshold_is_configurable(
 ) -> None:
     table.put(1)
     queue = make_queue(moto_endpoint)
-    send(moto_endpoint, queue, table.invocation_record(0, 0, approximateArrivalOfFirstRecord=ago(23)))
+    send(moto_endpoint, queue, table.invocation_record(0, 0, approximateArrivalOfFirstRecord=arrival(23)))
     result = runner.invoke(
         app,
         [
@@ -251,7 +246,7 @@ def test_expiry_warning_threshold_is_configurable(
     assert result.exit_code == 0, result.stderr
     assert "range_near_expiry" not in result.stderr  # 1 h left, warned only within 30 min
     assert json.loads(result.stdout)["ranges"][0]["near_expiry"] is False
-    send(moto_endpoint, queue, table.invocation_record(0, 0, approximateArrivalOfFirstRecord=ago(23)))
+    send(moto_endpoint, queue, table.invocation_record(0, 0, approximateArrivalOfFirstRecord=arrival(23)))
     monkeypatch.setenv("REPLAYER_EXPIRY_WARNING", "3h")
     result = runner.invoke(
         app, ["drain", "--queue", queue, "--to", f"s3://{bucket}", "--wait-seconds", "1", "--json"]
@@ -271,12 +266,12 @@ def test_lambda_handler_counts_ranges_near_expiry(
         "Records": [
             {"EventSource": "aws:sns", "Sns": {"MessageId": "a", "Message": json.dumps(r)}}
             for r in (
-                table.invocation_record(0, 0, records, approximateArrivalOfFirstRecord=ago(23.5)),
-                table.invocation_record(1, 1, records, approximateArrivalOfFirstRecord=ago(3)),
+                table.invocation_record(0, 0, records, approximateArrivalOfFirstRecord=arrival(23.5)),
+                table.invocation_record(1, 1, records, approximateArrivalOfFirstRecord=arrival(3)),
             )
         ]
     }
-    assert lambda_handler.handler(event, Context()) == {"settled": 2}
+    assert lambda_handler.handler(event, LambdaContext()) == {"settled": 2}
     captured = capsys.readouterr()
     assert emf_lines(captured.out)[-1]["RangesNearExpiry"] == 1
     assert [line["event"] for line in log_lines(captured.err)].count("range_near_expiry") == 1
@@ -309,16 +304,16 @@ async def test_ranges_past_their_deadline_are_reported_lost_before_deletion(
     # Every record of this range is older than the oldest one left: all trimmed.
     expired = gone.invocation_record(
         0, 0, startSequenceNumber=str(first - 30), endSequenceNumber=str(first - 10),
-        approximateArrivalOfFirstRecord=ago(30), batchSize=5,
+        approximateArrivalOfFirstRecord=arrival(30), batchSize=5,
     )  # fmt: skip
     # This one starts before the oldest record left and ends on one still there: partly trimmed.
     part_records = part.stream_records()
     oldest = int(part_records[0]["dynamodb"]["SequenceNumber"])
     partial = part.invocation_record(
-        0, 1, part_records, startSequenceNumber=str(oldest - 5), approximateArrivalOfFirstRecord=ago(25)
+        0, 1, part_records, startSequenceNumber=str(oldest - 5), approximateArrivalOfFirstRecord=arrival(25)
     )
     # Kinesis: the shard's tip is reached before any record of the range (MillisBehindLatest 0).
-    kinesis_gone = stream.invocation_record(0, 1, approximateArrivalOfFirstRecord=ago(26))
+    kinesis_gone = stream.invocation_record(0, 1, approximateArrivalOfFirstRecord=arrival(26))
     proxy.add(trimmed(gone.stream_arn))
     proxy.add(trimmed(part.stream_arn))
     proxy.add(

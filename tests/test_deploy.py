@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from cfnlint.decode import cfn_yaml
 
-from tests.test_service import ROOT, free_port, http_get, make_queue
+from tests.support import ROOT
+from tests.support.aws import make_queue
+from tests.support.net import free_port, http_get
 
 SAM = ROOT / "deploy" / "template.yaml"
 ECS = ROOT / "deploy" / "ecs" / "service.yaml"

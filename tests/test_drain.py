@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from replayer.cli import app
 from replayer.config import load_settings, queue_region
-from tests.conftest import DynamoTable, client
-from tests.test_service import ROOT, keys, make_queue, queue_counts, send
+from tests.support import ROOT
+from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
 
 runner = CliRunner()
 

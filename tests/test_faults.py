@@ -13,13 +13,9 @@ Figures for docs/reliability.md go to `.cache/reliability/faults-*.json` (printe
 
 from __future__ import annotations
 
-import base64
-import gzip
-import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,166 +24,28 @@ import structlog
 from typer.testing import CliRunner
 
 from replayer import lambda_handler
-from replayer.archive.layout import MANIFEST, RECORDS, range_path
+from replayer.archive.layout import RECORDS
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.config import Settings
-from replayer.parse import parse_record
 from replayer.service import PromMetrics, Service, build_replayer
-from tests.conftest import DynamoTable, KinesisStream, client
-from tests.faultproxy import FAULT_KINDS, Chaos, FaultProxy, Rule, record_proof, service_error
-from tests.ministack_support import RepairFunction
-from tests.test_service import keys, make_queue, queue_counts, send
+from tests.support.aws import client, make_queue, queue_counts
+from tests.support.faultproxy import FAULT_KINDS, Chaos, FaultProxy, Rule, record_proof, service_error
+from tests.support.handler import LambdaContext
+from tests.support.ministack import RepairFunction
+from tests.support.workload import (
+    build_workload,
+    check_archive,
+    emptied,
+    quarantined,
+    send_workload,
+    sequence_of,
+)
 
 SEED = int(os.environ.get("FAULT_SEED", "6"))
 SCALE = int(os.environ.get("FAULT_SCALE", "1"))  # more ranges (and so more faults) for a longer soak
 MAX_ROUNDS = 40  # bounds on the retry loop, never assertions about speed
 MAX_SECONDS = 150.0
-
-
-# ---- what was sent, and what the archive must hold
-
-
-@dataclass
-class Range:
-    """One range put on the queue: its invocation record and the stream records it names."""
-
-    record: dict[str, Any]
-    sequences: list[str]
-    contents: dict[str, str]  # sequence number -> a distinctive value of the record (DDB pk / Kinesis data)
-
-    @property
-    def folder(self) -> str:
-        return range_path(parse_record(self.record))
-
-
-@dataclass
-class Workload:
-    ranges: list[Range] = field(default_factory=list)
-    bad: list[str] = field(default_factory=list)  # message bodies that must be quarantined
-    allow: list[str] = field(default_factory=list)
-
-    @property
-    def records(self) -> int:
-        return sum(len(r.sequences) for r in self.ranges)
-
-
-def ddb_ranges(table: DynamoTable, n: int, size: int, *, payload: str = "x") -> list[Range]:
-    table.put(n * size, payload=payload)
-    records = table.stream_records()
-    out = []
-    for i in range(0, n * size, size):
-        chunk = records[i : i + size]
-        out.append(
-            Range(
-                table.invocation_record(i, i + size - 1, records),
-                [r["dynamodb"]["SequenceNumber"] for r in chunk],
-                {r["dynamodb"]["SequenceNumber"]: r["dynamodb"]["Keys"]["pk"]["S"] for r in chunk},
-            )
-        )
-    return out
-
-
-def kinesis_ranges(stream: KinesisStream, n: int, size: int) -> list[Range]:
-    puts = stream.put(n * size)
-    records = stream.stream_records()
-    out = []
-    for i in range(0, n * size, size):
-        out.append(
-            Range(
-                stream.invocation_record(i, i + size - 1, records),
-                [p["SequenceNumber"] for p in puts[i : i + size]],
-                {p["SequenceNumber"]: base64.b64encode(p["Data"]).decode() for p in puts[i : i + size]},
-            )
-        )
-    return out
-
-
-def build_workload(endpoint: str, *, tables: int, streams: int, ranges_each: int, size: int) -> Workload:
-    work = Workload()
-    for _ in range(tables):
-        table = DynamoTable(endpoint)
-        work.ranges += ddb_ranges(table, ranges_each, size)
-        work.allow.append(table.stream_arn)
-    for _ in range(streams):
-        stream = KinesisStream(endpoint)
-        work.ranges += kinesis_ranges(stream, ranges_each, size)
-        work.allow.append(stream.stream_arn)
-    outsider = DynamoTable(endpoint)  # a real stream the configuration does not allow
-    outsider.put(1)
-    work.bad = [
-        "{not json",
-        json.dumps({"Records": [{"eventSource": "aws:kinesis"}]}),
-        json.dumps(outsider.invocation_record(0, 0)),
-    ]
-    return work
-
-
-def send_workload(endpoint: str, queue: str, work: Workload) -> None:
-    bodies: list[Any] = [r.record for r in work.ranges[:-2]]
-    # The last two ranges travel together, in one SNS Lambda event: one message, two ranges.
-    bodies.append(
-        {
-            "Records": [
-                {"EventSource": "aws:sns", "Sns": {"Message": json.dumps(r.record)}} for r in work.ranges[-2:]
-            ]
-        }
-    )
-    send(endpoint, queue, *bodies, *work.bad)
-
-
-def archived_records(endpoint: str, bucket: str, key: str) -> list[dict[str, Any]]:
-    body = client("s3", endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
-    return [json.loads(line) for line in gzip.decompress(body).decode().splitlines()]
-
-
-def sequence_of(record: dict[str, Any]) -> str:
-    if "dynamodb" in record:
-        return str(record["dynamodb"]["SequenceNumber"])
-    return str(record["kinesis"]["sequenceNumber"])
-
-
-def content_of(record: dict[str, Any]) -> str:
-    if "dynamodb" in record:
-        return str(record["dynamodb"]["Keys"]["pk"]["S"])
-    return str(record["kinesis"]["data"])
-
-
-def check_archive(
-    endpoint: str, bucket: str, prefix: str, work: Workload, created: Callable[[str], int] | None
-) -> int:
-    """Every range archived, complete and equal to the stream; nothing else there. Records lost."""
-    expected = {f"{prefix}/{r.folder}/{name}" for r in work.ranges for name in (RECORDS, MANIFEST)}
-    present = set(keys(endpoint, bucket, prefix + "/"))
-    assert present == expected, (sorted(present - expected), sorted(expected - present))
-    lost = 0
-    for r in work.ranges:
-        key = f"{prefix}/{r.folder}/{RECORDS}"
-        got = archived_records(endpoint, bucket, key)
-        assert [sequence_of(g) for g in got] == r.sequences
-        assert {sequence_of(g): content_of(g) for g in got} == r.contents
-        lost += len(set(r.sequences) - {sequence_of(g) for g in got})
-        manifest = json.loads(
-            client("s3", endpoint)
-            .get_object(Bucket=bucket, Key=f"{prefix}/{r.folder}/{MANIFEST}")["Body"]
-            .read()
-        )
-        assert manifest["archived"]["records"] == len(r.sequences)
-        if created is not None:  # exactly once: one PUT created each object, any other found it there
-            assert created(f"/{bucket}/{key}") == 1, key
-            assert created(f"/{bucket}/{prefix}/{r.folder}/{MANIFEST}") == 1
-    return lost
-
-
-def quarantined(endpoint: str, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    s3 = client("s3", endpoint)
-    return [
-        json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys(endpoint, bucket, prefix)
-    ]
-
-
-def emptied(endpoint: str, queue: str) -> bool:
-    return queue_counts(endpoint, queue) == (0, 0)
 
 
 # ---- the service loop (burst mode), every fault kind, on every call
@@ -374,11 +232,6 @@ def test_drain_with_a_repair_function_under_faults(
 # ---- the Lambda handler: what it reports unsettled goes back; the rest is done
 
 
-class Context:
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
-
-
 def test_lambda_handler_under_faults_reports_every_unsettled_message(
     moto_endpoint: str, proxy: FaultProxy, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -435,7 +288,7 @@ def test_lambda_handler_under_faults_reports_every_unsettled_message(
                 ]
             }
             invocations += 1
-            answer = lambda_handler.handler(event, Context())
+            answer = lambda_handler.handler(event, LambdaContext())
             first[0] = False
             failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
             reported += len(failed)

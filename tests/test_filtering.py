@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from replayer.filtering import FilterCriteria, Pattern, PatternError, filter_document
 from replayer.model import StreamKind, StreamRecord
-from tests.conftest import client, unique
+from tests.support.aws import client, unique
 
 PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

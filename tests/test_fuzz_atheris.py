@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultproxy import record_proof
-from tests.test_hostile import CASES
+from tests.support import ROOT
+from tests.support.events import sample_paths
+from tests.support.faultproxy import record_proof
+from tests.support.hostile import CASES
 
 pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris; Linux wheels only)")
 
-ROOT = Path(__file__).resolve().parent.parent
-EVENTS = Path(__file__).parent / "events"
 SECONDS = int(os.environ.get("FUZZ_SECONDS", "3"))
 RUNS = int(os.environ.get("FUZZ_RUNS", "5000000"))
 
@@ -94,7 +94,7 @@ atheris.Fuzz()
 def test_the_parser_raises_only_parse_errors_under_coverage_guided_fuzzing(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    seeds = sorted(EVENTS.glob("*.json"))
+    seeds = sample_paths()
     for i, path in enumerate(seeds):
         # Mode byte first (see `one`): each seed is tried as text and as a decoded document.
         for mode in (0, 2):

@@ -27,67 +27,12 @@ from replayer.cli import app
 from replayer.errors import ParseError
 from replayer.parse import parse_message
 from replayer.service._lambda import UnsettledError
-from tests.conftest import EVENTS, DynamoTable, client
-from tests.faultproxy import record_proof
-from tests.test_faults import Context
-from tests.test_service import keys, make_queue, queue_counts, send
+from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
+from tests.support.faultproxy import record_proof
+from tests.support.handler import LambdaContext
+from tests.support.hostile import CASES, MANIFEST, SQS_MAX_BODY
 
 runner = CliRunner()
-MANIFEST = json.loads((EVENTS / "hostile" / "cases.json").read_text())
-SQS_MAX_BODY = 262_144
-HUGE = SQS_MAX_BODY - 200  # "256 KB": as large as an SQS message body gets
-
-
-def _build(case: dict[str, Any]) -> str:
-    if "raw" in case:
-        return str(case["raw"])
-    if "body" in case:
-        return json.dumps(case["body"])
-    record = copy.deepcopy(MANIFEST["base"][case["base"]])
-    for path, value in case.get("set", {}).items():
-        *parents, last = path.split(".")
-        target = record
-        for part in parents:
-            target = target[part]
-        target[last] = value
-    for path in case.get("delete", []):
-        *parents, last = path.split(".")
-        target = record
-        for part in parents:
-            target = target[part]
-        del target[last]
-    return json.dumps(record)
-
-
-def _built_here() -> list[dict[str, Any]]:
-    base = MANIFEST["base"]["ddb"]
-    huge_shard = copy.deepcopy(base)
-    huge_shard["DDBStreamBatchInfo"]["shardId"] = "shardId-"
-    room = HUGE - len(json.dumps(huge_shard))
-    huge_shard["DDBStreamBatchInfo"]["shardId"] += "a" * room
-    depth = HUGE // 2 - 10
-    return [
-        {"name": "huge-body-text", "body_text": "x" * HUGE, "expect": "invalid JSON"},
-        {
-            "name": "huge-body-unknown-envelope",
-            "body_text": json.dumps({"padding": "p" * (HUGE - 20)}),
-            "expect": "unknown message",
-        },
-        {"name": "huge-shard-id", "body_text": json.dumps(huge_shard), "expect": "shardId is not a shard id"},
-        {
-            "name": "huge-nesting",
-            "body_text": "[" * depth + "]" * depth,
-            "expect": "invalid JSON: nested too deeply",
-        },
-        {
-            "name": "huge-number",
-            "body_text": '{"DDBStreamBatchInfo": {"batchSize": 1' + "0" * 5000 + "}}",
-            "expect": "invalid JSON: Exceeds the limit",
-        },
-    ]
-
-
-CASES = [{**case, "body_text": _build(case)} for case in MANIFEST["cases"]] + _built_here()
 NOT_PARSED = [c for c in CASES if not c.get("parses")]
 
 
@@ -281,13 +226,13 @@ def test_lambda_handler_quarantines_or_reports_every_hostile_message(
     monkeypatch.setenv("REPLAYER_RETRY_BASE_SECONDS", "0")
 
     # Without a quarantine: every hostile message is handed back; only the good one is done.
-    answer = lambda_handler.handler(event, Context())
+    answer = lambda_handler.handler(event, LambdaContext())
     failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
     assert failed == {f"m-{i}" for i in range(len(cases))}
 
     lambda_handler.reset()
     monkeypatch.setenv("REPLAYER_QUARANTINE", f"s3://{bucket}/quarantine")
-    answer = lambda_handler.handler(event, Context())
+    answer = lambda_handler.handler(event, LambdaContext())
     assert answer == {"batchItemFailures": []}
     s3 = client("s3", moto_endpoint)
     held = {}
@@ -317,7 +262,7 @@ def test_lambda_handler_sns_event_with_hostile_messages_raises_for_a_retry(
         ]
     }
     with pytest.raises(UnsettledError, match="3 of 3 not settled"):
-        lambda_handler.handler(event, Context())
+        lambda_handler.handler(event, LambdaContext())
     assert keys(table.endpoint, bucket) == []
 
 

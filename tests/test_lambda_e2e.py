@@ -53,9 +53,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from replayer.model import OutcomeKind
-from tests.ministack_support import LAMBDAS, Ministack, start_ministack, stop_ministack
+from tests.support import ROOT
+from tests.support.ministack import LAMBDAS, Ministack, start_ministack, stop_ministack
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "template.yaml"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 PLATFORM = f"manylinux2014_{platform.machine()}"

@@ -16,20 +16,10 @@ import structlog
 from replayer import lambda_handler
 from replayer.errors import ConfigError
 from replayer.service._lambda import UnsettledError
-from tests.conftest import DynamoTable, client, load_event, unique
-from tests.faultproxy import FaultProxy, Rule
-from tests.test_service import keys, make_queue, queue_counts, send, slow_shard
-
-
-class LambdaContext:
-    """The part of Lambda's context object the handler uses."""
-
-    def __init__(self, remaining_ms: int = 300_000) -> None:
-        self.remaining_ms = remaining_ms
-        self.function_name = "replayer"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send, unique
+from tests.support.events import load_event
+from tests.support.faultproxy import FaultProxy, Rule, slow_shard
+from tests.support.handler import LambdaContext, emf_lines
 
 
 @pytest.fixture(autouse=True)
@@ -67,12 +57,6 @@ def sqs_event(endpoint: str, queue_url: str) -> dict[str, Any]:
         record["attributes"]["ApproximateReceiveCount"] = message["Attributes"]["ApproximateReceiveCount"]
         records.append(record)
     return {"Records": records}
-
-
-def emf_lines(out: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
-    assert lines, "no embedded-metric-format line on stdout"
-    return lines
 
 
 def test_sqs_event_reports_exactly_the_unsettled_messages(

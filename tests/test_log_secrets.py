@@ -24,10 +24,9 @@ from typer.testing import CliRunner
 from replayer import lambda_handler
 from replayer.cli import app
 from replayer.wire import jsonable
-from tests.conftest import DynamoTable, KinesisStream, client
-from tests.faultproxy import Chaos, FaultProxy, Rule, record_proof, service_error
-from tests.test_faults import Context
-from tests.test_service import make_queue, queue_counts, send
+from tests.support.aws import DynamoTable, KinesisStream, client, make_queue, queue_counts, send
+from tests.support.faultproxy import Chaos, FaultProxy, Rule, record_proof, service_error
+from tests.support.handler import LambdaContext
 
 SECRET_KEY = f"wJalrXUtnFEMI/K7MDENG/{uuid.uuid4().hex}"
 SESSION_TOKEN = f"IQoJb3JpZ2luX2VjE{uuid.uuid4().hex}{uuid.uuid4().hex}"
@@ -178,7 +177,7 @@ def test_the_lambda_handler_logs_no_record_contents(
             for i, body in enumerate(secrets.messages)
         ]
     }
-    lambda_handler.handler(event, Context())
+    lambda_handler.handler(event, LambdaContext())
     captured = capsys.readouterr()
     assert json_lines(captured.err)
     assert leaks(captured.err + captured.out, secrets.forbidden()) == []

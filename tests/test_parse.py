@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,16 +14,7 @@ from replayer.model import Failure, Origin, StreamKind
 from replayer.parse import parse_document, parse_message, parse_record, s3_object_refs, sqs_messages
 from replayer.parse._envelopes import MAX_ENVELOPE_DEPTH
 from replayer.parse._json import MAX_TEXT_BYTES
-
-EVENTS = Path(__file__).parent / "events"
-
-
-def event_text(name: str) -> str:
-    return (EVENTS / name).read_text()
-
-
-def event(name: str) -> Any:
-    return json.loads(event_text(name))
+from tests.support.events import EVENTS, event_text, load_event
 
 
 def at(year: int, month: int, day: int, hour: int, minute: int, second: int, ms: int = 0) -> datetime:
@@ -206,7 +196,7 @@ def _all_fields(failure: Failure) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_record_parses_to_expected_failure(name: str) -> None:
-    record = event(name)
+    record = load_event(name)
     failure = parse_record(record)
     assert failure == EXPECTED[name]
     assert failure.raw == record
@@ -242,14 +232,14 @@ def test_sequence_number_lengths_in_samples() -> None:
 
 
 def test_wire_variants() -> None:
-    assert event("ddb_esm_function_error_null.json")["responseContext"]["functionError"] is None
-    assert event("kinesis_esm_executed_version_number.json")["responseContext"]["executedVersion"] == "3"
-    assert parse_record(event("ddb_esm_max_record_age.json")).condition == "MaxRecordAgeExceeded"
-    assert parse_record(event("ddb_esm_record_no_millis.json")).timestamp == at(2019, 11, 14, 0, 14, 41)
+    assert load_event("ddb_esm_function_error_null.json")["responseContext"]["functionError"] is None
+    assert load_event("kinesis_esm_executed_version_number.json")["responseContext"]["executedVersion"] == "3"
+    assert parse_record(load_event("ddb_esm_max_record_age.json")).condition == "MaxRecordAgeExceeded"
+    assert parse_record(load_event("ddb_esm_record_no_millis.json")).timestamp == at(2019, 11, 14, 0, 14, 41)
 
 
 def test_s3_destination_payload_string_holds_ddb_records() -> None:
-    failure = parse_record(event("s3_destination_ddb.json"))
+    failure = parse_record(load_event("s3_destination_ddb.json"))
     assert failure.payload is not None
     assert isinstance(failure.payload, tuple)
     assert len(failure.payload) == 2
@@ -262,7 +252,7 @@ def test_s3_destination_payload_string_holds_ddb_records() -> None:
 
 
 def test_s3_destination_payload_object_holds_kinesis_records() -> None:
-    failure = parse_record(event("s3_destination_kinesis_payload_object.json"))
+    failure = parse_record(load_event("s3_destination_kinesis_payload_object.json"))
     assert failure.payload is not None
     assert len(failure.payload) == 2
     assert failure.payload[0]["kinesis"]["sequenceNumber"] == failure.start_sequence
@@ -270,12 +260,12 @@ def test_s3_destination_payload_object_holds_kinesis_records() -> None:
 
 
 def test_records_without_payload_have_none() -> None:
-    assert parse_record(event("ddb_esm_sqs_record.json")).payload is None
-    assert parse_record(event("pipes_kinesis_dlq.json")).payload is None
+    assert parse_record(load_event("ddb_esm_sqs_record.json")).payload is None
+    assert parse_record(load_event("pipes_kinesis_dlq.json")).payload is None
 
 
 def test_payload_record_count_need_not_equal_batch_size() -> None:
-    record = event("s3_destination_ddb.json")
+    record = load_event("s3_destination_ddb.json")
     record["DDBStreamBatchInfo"]["batchSize"] = 7  # FilterCriteria / bisection make these differ
     failure = parse_record(record)
     assert failure.batch_size == 7
@@ -286,7 +276,7 @@ def test_payload_record_count_need_not_equal_batch_size() -> None:
 
 
 def test_optional_fields_absent_or_null() -> None:
-    record = event("ddb_esm_sqs_record.json")
+    record = load_event("ddb_esm_sqs_record.json")
     info = record["DDBStreamBatchInfo"]
     del info["batchSize"], info["approximateArrivalOfFirstRecord"]
     info["approximateArrivalOfLastRecord"] = None
@@ -300,7 +290,7 @@ def test_optional_fields_absent_or_null() -> None:
 
 
 def test_integer_sequence_numbers_become_strings() -> None:
-    record = event("ddb_esm_sqs_record.json")
+    record = load_event("ddb_esm_sqs_record.json")
     record["DDBStreamBatchInfo"]["startSequenceNumber"] = 800000000003126276362
     record["DDBStreamBatchInfo"]["endSequenceNumber"] = 800000000003126276363
     failure = parse_record(record)
@@ -311,7 +301,7 @@ def test_integer_sequence_numbers_become_strings() -> None:
 
 
 def test_sequence_numbers_compare_as_integers_not_strings() -> None:
-    record = event("ddb_esm_sqs_record.json")
+    record = load_event("ddb_esm_sqs_record.json")
     record["DDBStreamBatchInfo"]["startSequenceNumber"] = "9"  # "9" > "10" as strings
     record["DDBStreamBatchInfo"]["endSequenceNumber"] = "10"
     assert parse_record(record).end == 10
@@ -329,7 +319,7 @@ def test_sequence_numbers_compare_as_integers_not_strings() -> None:
     ],
 )
 def test_timestamps_with_or_without_millis_and_offsets(text: str, expected: datetime) -> None:
-    record = event("ddb_esm_sqs_record.json")
+    record = load_event("ddb_esm_sqs_record.json")
     record["timestamp"] = text
     stamp = parse_record(record).timestamp
     assert stamp == expected
@@ -337,7 +327,7 @@ def test_timestamps_with_or_without_millis_and_offsets(text: str, expected: date
 
 
 def test_timestamp_offset_is_kept_as_the_same_instant() -> None:
-    record = event("pipes_ddb_dlq.json")
+    record = load_event("pipes_ddb_dlq.json")
     record["timestamp"] = "2024-03-08T01:00:00+01:00"
     stamp = parse_record(record).timestamp
     assert stamp == datetime(2024, 3, 8, 1, 0, tzinfo=timezone(timedelta(hours=1)))
@@ -345,7 +335,7 @@ def test_timestamp_offset_is_kept_as_the_same_instant() -> None:
 
 def test_pipes_record_with_requestcontext_is_lambda() -> None:
     # requestContext is the Lambda form; context alone the Pipes form.
-    record = event("pipes_ddb_dlq.json")
+    record = load_event("pipes_ddb_dlq.json")
     record["requestContext"] = {"functionArn": FUNCTION, "condition": "RetryAttemptsExhausted"}
     assert parse_record(record).origin is Origin.LAMBDA_ESM
 
@@ -359,7 +349,7 @@ def test_bom_and_leading_whitespace_are_tolerated() -> None:
 
 
 def test_sns_notification_body() -> None:
-    notification = event("sns_notification_ddb.json")
+    notification = load_event("sns_notification_ddb.json")
     failures = parse_message(json.dumps(notification))
     assert failures == [SNS_NOTIFICATION_FAILURE]
     assert failures[0].raw == json.loads(notification["Message"])  # the inner record, not the envelope
@@ -367,7 +357,7 @@ def test_sns_notification_body() -> None:
 
 
 def test_sns_lambda_event() -> None:
-    failures = parse_message(event("sns_lambda_event_ddb.json"))
+    failures = parse_message(load_event("sns_lambda_event_ddb.json"))
     assert len(failures) == 1
     failure = failures[0]
     assert failure.kind is StreamKind.DYNAMODB
@@ -382,7 +372,7 @@ def test_sns_lambda_event() -> None:
 
 
 def test_sns_lambda_event_with_several_records() -> None:
-    sns_event = event("sns_lambda_event_ddb.json")
+    sns_event = load_event("sns_lambda_event_ddb.json")
     second = copy.deepcopy(sns_event["Records"][0])
     second["Sns"]["Message"] = event_text("kinesis_esm_record.json")
     sns_event["Records"].append(second)
@@ -392,7 +382,7 @@ def test_sns_lambda_event_with_several_records() -> None:
 
 
 def test_sqs_lambda_event_with_two_messages() -> None:
-    failures = parse_message(event("sqs_lambda_event_ddb.json"))
+    failures = parse_message(load_event("sqs_lambda_event_ddb.json"))
     assert [(f.start_sequence, f.end_sequence) for f in failures] == [
         ("800000000003126276600", "800000000003126276640"),
         ("800000000003126276655", "800000000003126276699"),
@@ -402,11 +392,11 @@ def test_sqs_lambda_event_with_two_messages() -> None:
 
 
 def test_sqs_event_holding_sns_notification_holding_record() -> None:
-    assert parse_message(event("sqs_lambda_event_sns_ddb.json")) == [SNS_NOTIFICATION_FAILURE]
+    assert parse_message(load_event("sqs_lambda_event_sns_ddb.json")) == [SNS_NOTIFICATION_FAILURE]
 
 
 def test_sqs_messages() -> None:
-    messages = sqs_messages(event("sqs_lambda_event_ddb.json"))
+    messages = sqs_messages(load_event("sqs_lambda_event_ddb.json"))
     assert [message_id for message_id, _ in messages] == [
         "059f36b4-87a3-44ab-83d2-661975830a7d",
         "2e1424d4-f796-459a-8184-9c92662be6da",
@@ -415,7 +405,7 @@ def test_sqs_messages() -> None:
 
 
 def test_s3_object_refs_decodes_keys() -> None:
-    refs = s3_object_refs(event("s3_event_notification.json"))
+    refs = s3_object_refs(load_event("s3_event_notification.json"))
     assert refs == [
         (
             "replayer-failures-123456789012",
@@ -427,7 +417,7 @@ def test_s3_object_refs_decodes_keys() -> None:
 
 
 def test_s3_object_refs_skips_removals_and_test_events() -> None:
-    notification = event("s3_event_notification.json")
+    notification = load_event("s3_event_notification.json")
     notification["Records"][0]["eventName"] = "ObjectRemoved:Delete"
     assert [key for _, key in s3_object_refs(notification)] == [
         "manual uploads/2024-03-02T09:20:00Z batch+1.json"
@@ -445,7 +435,7 @@ def test_s3_object_refs_skips_removals_and_test_events() -> None:
 
 def test_document_array_and_json_lines() -> None:
     names = ["ddb_esm_sqs_record.json", "kinesis_esm_record.json", "pipes_ddb_dlq.json"]
-    records = [event(name) for name in names]
+    records = [load_event(name) for name in names]
     expected = [EXPECTED[name] for name in names]
     assert parse_document(json.dumps(records)) == expected
     lines = "\n".join(json.dumps(r) for r in records[:2]) + "\n\n  \r\n" + json.dumps(records[2]) + "\n"
@@ -455,9 +445,9 @@ def test_document_array_and_json_lines() -> None:
 
 def test_document_mixes_forms() -> None:
     items = [
-        event("sqs_lambda_event_ddb.json"),
+        load_event("sqs_lambda_event_ddb.json"),
         event_text("ddb_esm_sqs_record.json"),  # a body kept as a JSON string
-        event("sns_notification_ddb.json"),
+        load_event("sns_notification_ddb.json"),
     ]
     failures = parse_document(json.dumps(items))
     assert len(failures) == 4
@@ -472,7 +462,7 @@ def test_empty_documents() -> None:
 
 
 def test_envelope_depth_is_bounded() -> None:
-    message: Any = event("ddb_esm_sqs_record.json")
+    message: Any = load_event("ddb_esm_sqs_record.json")
     for _ in range(MAX_ENVELOPE_DEPTH):
         message = {
             "Type": "Notification",
@@ -506,10 +496,10 @@ def _drop(obj: Any, keys: tuple[str, ...]) -> Any:
     return out
 
 
-DDB = event("ddb_esm_sqs_record.json")
-KIN = event("kinesis_esm_record.json")
-PIPES = event("pipes_ddb_dlq.json")
-S3DEST = event("s3_destination_ddb.json")
+DDB = load_event("ddb_esm_sqs_record.json")
+KIN = load_event("kinesis_esm_record.json")
+PIPES = load_event("pipes_ddb_dlq.json")
+S3DEST = load_event("s3_destination_ddb.json")
 I = "DDBStreamBatchInfo"  # noqa: E741
 IP = f"$.{I}"
 
@@ -694,10 +684,10 @@ def test_bad_records(value: Any, path: str, phrase: str) -> None:
     assert str(caught.value) == f"{caught.value.path}: {caught.value.reason}"
 
 
-SNS_EVENT = event("sns_lambda_event_ddb.json")
-SQS_EVENT = event("sqs_lambda_event_ddb.json")
-S3_EVENT = event("s3_event_notification.json")
-NOTIFICATION = event("sns_notification_ddb.json")
+SNS_EVENT = load_event("sns_lambda_event_ddb.json")
+SQS_EVENT = load_event("sqs_lambda_event_ddb.json")
+S3_EVENT = load_event("s3_event_notification.json")
+NOTIFICATION = load_event("sns_notification_ddb.json")
 
 BAD_MESSAGES: list[tuple[str, Any, str, str]] = [
     ("invalid json", "{", "$", "invalid JSON"),

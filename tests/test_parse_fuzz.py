@@ -6,7 +6,6 @@ import copy
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -15,9 +14,9 @@ from hypothesis import strategies as st
 from replayer.errors import ParseError
 from replayer.model import Origin, StreamKind
 from replayer.parse import parse_document, parse_message, parse_record, s3_object_refs, sqs_messages
+from tests.support.events import event_text, sample_paths
 
-EVENTS = Path(__file__).parent / "events"
-SAMPLES: dict[str, Any] = {p.name: json.loads(p.read_text()) for p in sorted(EVENTS.glob("*.json"))}
+SAMPLES: dict[str, Any] = {p.name: json.loads(p.read_text()) for p in sample_paths()}
 RECORD_SAMPLES = [name for name, value in SAMPLES.items() if "requestContext" in value or "context" in value]
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,7 +209,7 @@ def test_mutated_samples(value: Any) -> None:
 @FUZZ
 @given(st.sampled_from(sorted(SAMPLES)), st.data())
 def test_text_mutations_of_samples(name: str, data: st.DataObject) -> None:
-    text = (EVENTS / name).read_text()
+    text = event_text(name)
     for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
         at = data.draw(st.integers(min_value=0, max_value=len(text)))
         cut = data.draw(st.integers(min_value=0, max_value=3))

@@ -13,8 +13,8 @@ from replayer.aws import Clients
 from replayer.model import Failure
 from replayer.parse import parse_message
 from replayer.readers import DynamoDBReader, ReadResult
-from tests.conftest import DynamoTable
-from tests.faultproxy import FaultProxy, Request, Rule, aws_error, op
+from tests.support.aws import DynamoTable
+from tests.support.faultproxy import FaultProxy, Request, Rule, aws_error, op
 
 
 def failure_of(table: DynamoTable, first: int, last: int, **overrides: Any) -> Failure:

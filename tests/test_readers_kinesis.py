@@ -29,9 +29,10 @@ from replayer.parse import parse_message
 from replayer.readers import KinesisReader, Readers, ReadResult
 from replayer.readers.kinesis import DEFAULT_RETENTION, GET_RECORDS_BUDGET, ShardBudget
 from replayer.sinks import FileSink
-from tests import kinesis_local
-from tests.conftest import REGION, KinesisStream, client, load_event
-from tests.faultproxy import FaultProxy, Request, Rule, aws_error, op
+from tests.support import kinesis_local
+from tests.support.aws import REGION, KinesisStream, client
+from tests.support.events import load_event
+from tests.support.faultproxy import FaultProxy, Request, Rule, aws_error, op
 
 GET_RECORDS = "GetRecords"
 GET_SHARD_ITERATOR = "GetShardIterator"

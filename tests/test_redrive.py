@@ -21,8 +21,8 @@ from replayer.parse import parse_message
 from replayer.readers import Readers, ReadResult
 from replayer.redrive import Selection, parse_time
 from replayer.sinks import FileSink
-from tests.conftest import DynamoTable, client
-from tests.ministack_support import Ministack, RepairFunction
+from tests.support.aws import DynamoTable, client
+from tests.support.ministack import Ministack, RepairFunction
 
 runner = CliRunner()
 

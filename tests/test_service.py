@@ -6,12 +6,9 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,54 +19,11 @@ from replayer.aws import Clients
 from replayer.config import Settings
 from replayer.model import Outcome, OutcomeKind
 from replayer.service import Action, PromMetrics, Service, build_replayer, decide, retry_delay
-from tests.conftest import DynamoTable, client, unique
-from tests.faultproxy import FaultProxy, Rule
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-# ---- helpers
-
-
-def make_queue(endpoint: str, *, visibility: int = 30) -> str:
-    sqs = client("sqs", endpoint)
-    url: str = sqs.create_queue(
-        QueueName=unique("failures"), Attributes={"VisibilityTimeout": str(visibility)}
-    )["QueueUrl"]
-    return url
-
-
-def send(endpoint: str, queue_url: str, *bodies: Any) -> None:
-    sqs = client("sqs", endpoint)
-    for body in bodies:
-        sqs.send_message(QueueUrl=queue_url, MessageBody=body if isinstance(body, str) else json.dumps(body))
-
-
-def queue_counts(endpoint: str, queue_url: str) -> tuple[int, int]:
-    """(visible, not visible) messages."""
-    attrs = client("sqs", endpoint).get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
-
-
-def keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
-    s3 = client("s3", endpoint)
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
-def settings(queue: str, to: str, **kw: Any) -> Settings:
-    base: dict[str, Any] = {
-        "to": (to,),
-        "queue": queue,
-        "wait_seconds": 1,
-        "visibility_timeout": 30,
-        "retry_base_seconds": 30,
-        "grace_seconds": 10,
-    }
-    return Settings(**(base | kw))
+from tests.support import ROOT
+from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
+from tests.support.faultproxy import FaultProxy, Rule, slow_shard
+from tests.support.net import free_port, http_get
+from tests.support.service import arrival, sample, settings, wait_for
 
 
 @asynccontextmanager
@@ -78,28 +32,6 @@ async def consumer(config: Settings, **kw: Any) -> AsyncIterator[tuple[Service, 
     async with Clients() as clients:
         replayer, quarantine = build_replayer(config, clients, metrics)
         yield Service(config, replayer, recorder=metrics, quarantine=quarantine, **kw), metrics
-
-
-async def wait_for(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """Poll until `check()`; a bound on waiting, not an assertion about speed."""
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def sample(metrics: PromMetrics, name: str, labels: dict[str, str] | None = None) -> float:
-    value = metrics.registry.get_sample_value(name, labels or {})
-    return 0.0 if value is None else value
-
-
-def arrival(hours_ago: float) -> str:
-    return (datetime.now(UTC) - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def slow_shard(stream_arn: str) -> Callable[[Any], bool]:
-    return lambda r: r.operation == "GetShardIterator" and r.json().get("StreamArn") == stream_arn
 
 
 # ---- the settle rule (pure)
@@ -374,13 +306,6 @@ async def test_stop_releases_unfinished_messages_at_once(
 # ---- as a real process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start_service(endpoint: str, *args: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     """`python -m replayer run ...` as its own process; its JSON logs go to `log`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
@@ -406,16 +331,6 @@ def start_service(endpoint: str, *args: str, port: int, log: Path) -> subprocess
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
     )
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def scrape(port: int, name: str) -> float:

@@ -34,9 +34,9 @@ from replayer.sinks.lambda_ import (
     parse_target,
     unconfirmed,
 )
-from tests.conftest import DynamoTable, client
-from tests.faultproxy import FaultProxy, Rule, aws_error
-from tests.ministack_support import Ministack, RepairFunction
+from tests.support.aws import DynamoTable, client
+from tests.support.faultproxy import FaultProxy, Rule, aws_error
+from tests.support.ministack import Ministack, RepairFunction
 
 runner = CliRunner()
 FAST = {"retry_wait": 0.01, "retry_wait_max": 0.05}  # backoff is tested by tenacity; the counts are ours

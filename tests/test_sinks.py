@@ -25,7 +25,7 @@ from replayer.sinks import (
     sink_from_uri,
     sink_table_markdown,
 )
-from tests.conftest import client
+from tests.support.aws import client
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-02T03:04:05.678"
 

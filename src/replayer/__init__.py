@@ -1,9 +1,27 @@
 """replayer: re-read the stream records that AWS Lambda discarded, before they expire."""
 
+from functools import cache
+
 from replayer.errors import ConfigError, ParseError, ReplayerError
 from replayer.model import Failure, Gap, Origin, Outcome, OutcomeKind, StreamKind, StreamRecord
 
-__version__ = "0.1.0"
+
+@cache
+def _installed_version() -> str:
+    """The version pyproject.toml declares (its one place), as the installed metadata carries it."""
+    from importlib import metadata  # on first use only: the Lambda handler module stays light
+
+    try:
+        return metadata.version("replayer")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        return _installed_version()
+    raise AttributeError(f"module 'replayer' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

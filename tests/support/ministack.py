@@ -24,7 +24,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,18 +38,14 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.support import TESTS
+from tests.support.aws import REGION
+from tests.support.net import free_port
+
 __all__ = ["Ministack", "RepairFunction", "lambda_endpoint", "ministack", "repair"]
 
-REGION = "us-east-1"
-LAMBDAS = Path(__file__).parent / "lambdas"
+LAMBDAS = TESTS / "lambdas"
 _ROLE = "arn:aws:iam::000000000000:role/repair"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -110,7 +105,7 @@ def start_ministack(workdir: Path, *, python: str | None = None) -> Ministack:
     """
     last_error = ""
     for _ in range(3):  # another process may take the port between probing and binding
-        port = _free_port()
+        port = free_port()
         log = workdir / f"ministack-{port}.log"
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

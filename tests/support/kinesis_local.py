@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,11 +22,14 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support import ROOT
+from tests.support.net import free_port
+
 __all__ = ["PACKAGE", "VERSION", "KinesisLocal", "install", "missing_tools", "running"]
 
 PACKAGE = "kinesis-local"
 VERSION = "0.6.2"
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "kinesis-local"
+CACHE = ROOT / ".cache" / "kinesis-local"
 _STARTUP_SECONDS = 60.0
 
 
@@ -66,13 +68,6 @@ def install(root: Path = CACHE) -> Path:
         return package
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _answers(url: str) -> bool:
     """True once the server answers HTTP (any status: unsigned requests are refused with 400)."""
     request = urllib.request.Request(
@@ -91,7 +86,7 @@ class KinesisLocal:
     """One running kinesis-local process; `url` is its plain-HTTP endpoint."""
 
     def __init__(self, package: Path) -> None:
-        port, tls_port = _free_port(), _free_port()
+        port, tls_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; closed in stop()
         env = {

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from tests.support import ROOT
+
 __all__ = [
     "FAULT_KINDS",
     "Chaos",
@@ -141,6 +143,11 @@ def aws_error(
 
 def op(name: str) -> Callable[[Request], bool]:
     return lambda r: r.operation == name
+
+
+def slow_shard(stream_arn: str) -> Callable[[Request], bool]:
+    """Matches the DynamoDB Streams GetShardIterator calls for one stream."""
+    return lambda r: r.operation == "GetShardIterator" and r.json().get("StreamArn") == stream_arn
 
 
 # The fault kinds `Chaos` injects, in a stable order (the proof table lists them so).
@@ -430,7 +437,7 @@ class FaultProxy:
             conn.close()
 
 
-PROOF_DIR = Path(__file__).resolve().parent.parent / ".cache" / "reliability"
+PROOF_DIR = ROOT / ".cache" / "reliability"
 
 
 def record_proof(name: str, figures: dict[str, Any]) -> Path:

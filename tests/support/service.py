@@ -1,0 +1,45 @@
+"""The SQS service (`replayer run`/`drain`) in-process: its settings, metrics and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from replayer.config import Settings
+from replayer.service import PromMetrics
+
+
+def settings(queue: str, to: str, **kw: Any) -> Settings:
+    """Service settings for a test: one sink, short waits, long retry delays (override with kw)."""
+    base: dict[str, Any] = {
+        "to": (to,),
+        "queue": queue,
+        "wait_seconds": 1,
+        "visibility_timeout": 30,
+        "retry_base_seconds": 30,
+        "grace_seconds": 10,
+    }
+    return Settings(**(base | kw))
+
+
+async def wait_for(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Poll until `check()`; a bound on waiting, not an assertion about speed."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def sample(metrics: PromMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+    """One Prometheus sample of the service's registry (0 when never counted)."""
+    value = metrics.registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else value
+
+
+def arrival(hours_ago: float) -> str:
+    """An invocation record's arrival time, `hours_ago` hours before now."""
+    return (datetime.now(UTC) - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
