@@ -177,8 +177,28 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
             next(v for k, v in fields if k == "Version"),
             [v for k, v in fields if k == "Requires-Dist"],
         )
-    assert set(shipped) == runtime_closure("replayer", lambda name: shipped[name][1])
+    # The handler never imports the CLI: what the `cli` extra names stays out of the zip.
+    cli = {
+        canonicalize_name(Requirement(text).name)
+        for text in shipped["replayer"][1]
+        if "extra" in str(Requirement(text).marker) and Requirement(text).marker.evaluate({"extra": "cli"})
+    }
+    assert {"typer", "rich"} <= cli
+
+    def lambda_requires(name: str) -> list[str]:
+        requires = shipped[name][1]
+        return (
+            [t for t in requires if canonicalize_name(Requirement(t).name) not in cli]
+            if name == "replayer"
+            else requires
+        )
+
+    assert set(shipped) == runtime_closure("replayer", lambda_requires)
     assert not {"pytest", "moto", "ministack", "hypothesis", "cfn-lint", "mypy", "ruff"} & set(shipped)
+    assert not {"typer", "rich", "pygments", "click"} & set(shipped)
+    # botocore: the models of the services replayer calls, no others.
+    models = {n.split("/")[2] for n in names if n.startswith("botocore/data/") and n.count("/") > 3}
+    assert models == set(load_packager().SERVICES)
     pins: dict[str, str] = dict(
         (canonicalize_name(name), version)
         for name, _, version in (
@@ -193,8 +213,15 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
     tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}-"
     extensions = [n for n in names if n.endswith(".so")]
     assert extensions and all(tag in n or ".abi3." in n for n in extensions), extensions
+    # Byte-code for this runtime's Python only, hash-based (valid whatever the zip's timestamps).
+    pyc_tag = f".cpython-{sys.version_info.major}{sys.version_info.minor}.pyc"
+    compiled = [n for n in names if n.endswith(".pyc")]
+    assert "replayer/__pycache__/lambda_handler" + pyc_tag in compiled
+    assert all(n.endswith(pyc_tag) and "__pycache__/" in n for n in compiled)
+    with zipfile.ZipFile(artefact.zip) as z:
+        assert {int.from_bytes(z.read(n)[4:8], "little") for n in compiled} == {0b01}  # unchecked hash
     # Nothing that differs between build machines, nothing Lambda never runs.
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("bin/")]
+    assert not [n for n in names if n.startswith("bin/")]
     assert not [n for n in names if n.endswith("direct_url.json")]
     for record, text in records.items():
         listed = [line.rsplit(",", 2)[0] for line in text.splitlines() if line]
