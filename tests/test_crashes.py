@@ -32,6 +32,7 @@ from replayer.cli import app
 from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
 from tests.support.faultproxy import Chaos, FaultProxy, record_proof
+from tests.support.service import start_replayer
 from tests.support.workload import Workload, build_workload, check_archive, ddb_ranges, sequence_of
 
 SEED = int(os.environ.get("CRASH_SEED", "6"))
@@ -52,24 +53,8 @@ class Lives:
     def start(self) -> Path:
         self.count += 1
         log = self.logs / f"life-{self.count:03d}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
-        env["AWS_ENDPOINT_URL"] = self.endpoint
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "replayer",
-                "run",
-                "--http-port",
-                "off",
-                "--log-level",
-                "info",
-                *self.args,
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("wb"),
+        self.process = start_replayer(
+            self.endpoint, "run", "--http-port", "off", "--log-level", "info", *self.args, log=log
         )
         deadline = time.monotonic() + 30
         while b'"service_started"' not in log.read_bytes():

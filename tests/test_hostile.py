@@ -27,7 +27,7 @@ from replayer.cli import app
 from replayer.errors import ParseError
 from replayer.parse import parse_message
 from replayer.service._lambda import UnsettledError
-from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
+from tests.support.aws import DynamoTable, client, json_objects, keys, make_queue, queue_counts, send
 from tests.support.faultproxy import record_proof
 from tests.support.handler import LambdaContext
 from tests.support.hostile import CASES, MANIFEST, SQS_MAX_BODY
@@ -105,11 +105,9 @@ def test_drain_quarantines_every_hostile_message_with_its_reason(
     assert document["messages"]["quarantined"] == len(cases)
     assert document["messages"]["deleted"] == len(cases) + 1  # each after its quarantine; the good one
     assert queue_counts(moto_endpoint, queue) == (0, 0)
-    s3 = client("s3", moto_endpoint)
     held = {}
-    for key in keys(moto_endpoint, bucket, "quarantine/"):
+    for key, doc in json_objects(moto_endpoint, bucket, "quarantine/").items():
         assert_safe(key)
-        doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         held[doc["body"]] = doc
     assert len(held) == len(cases)
     for case in cases.values():
@@ -234,11 +232,9 @@ def test_lambda_handler_quarantines_or_reports_every_hostile_message(
     monkeypatch.setenv("REPLAYER_QUARANTINE", f"s3://{bucket}/quarantine")
     answer = lambda_handler.handler(event, LambdaContext())
     assert answer == {"batchItemFailures": []}
-    s3 = client("s3", moto_endpoint)
     held = {}
-    for key in keys(moto_endpoint, bucket, "quarantine/"):
+    for key, doc in json_objects(moto_endpoint, bucket, "quarantine/").items():
         assert_safe(key)
-        doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         held[doc["body"]] = doc["reason"]
     for case in cases.values():
         assert case["expect"] in held[case["body_text"]], case["name"]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -19,11 +17,10 @@ from replayer.aws import Clients
 from replayer.config import Settings
 from replayer.model import Outcome, OutcomeKind
 from replayer.service import Action, PromMetrics, Service, build_replayer, decide, retry_delay
-from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
 from tests.support.faultproxy import FaultProxy, Rule, slow_shard
 from tests.support.net import free_port, http_get
-from tests.support.service import arrival, sample, settings, wait_for
+from tests.support.service import arrival, sample, settings, start_replayer, wait_for
 
 
 @asynccontextmanager
@@ -307,29 +304,12 @@ async def test_stop_releases_unfinished_messages_at_once(
 
 
 def start_service(endpoint: str, *args: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """`python -m replayer run ...` as its own process; its JSON logs go to `log`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
-    env["AWS_ENDPOINT_URL"] = endpoint
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "replayer",
-            "run",
-            "--http-port",
-            str(port),
-            "--http-host",
-            "127.0.0.1",
-            "--wait-seconds",
-            "1",
-            "--log-level",
-            "info",
-            *args,
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
+    """`python -m replayer run ...` with its HTTP server on `port`; its JSON logs go to `log`."""
+    return start_replayer(
+        endpoint,
+        *("run", "--http-port", str(port), "--http-host", "127.0.0.1", "--wait-seconds", "1"),
+        *("--log-level", "info", *args),
+        log=log,
     )
 
 

@@ -24,6 +24,19 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def batch_info(shard_id: str, first: str, last: str, count: int, stream_arn: str, now: str) -> dict[str, Any]:
+    """The batch info of an invocation record: which sequence range of which shard failed."""
+    return {
+        "shardId": shard_id,
+        "startSequenceNumber": first,
+        "endSequenceNumber": last,
+        "approximateArrivalOfFirstRecord": now,
+        "approximateArrivalOfLastRecord": now,
+        "batchSize": count,
+        "streamArn": stream_arn,
+    }
+
+
 def esm_record(info_key: str, info: dict[str, Any], now: str) -> dict[str, Any]:
     """The invocation record a Lambda event source mapping sends when it gives up on a batch."""
     return {
@@ -91,15 +104,14 @@ class DynamoTable:
         """The record a Lambda ESM would send after failing on stream records first..last (0-based)."""
         records = records if records is not None else self.stream_records()
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        info = {
-            "shardId": self.shard_id,
-            "startSequenceNumber": records[first]["dynamodb"]["SequenceNumber"],
-            "endSequenceNumber": records[last]["dynamodb"]["SequenceNumber"],
-            "approximateArrivalOfFirstRecord": now,
-            "approximateArrivalOfLastRecord": now,
-            "batchSize": last - first + 1,
-            "streamArn": self.stream_arn,
-        }
+        info = batch_info(
+            self.shard_id,
+            records[first]["dynamodb"]["SequenceNumber"],
+            records[last]["dynamodb"]["SequenceNumber"],
+            last - first + 1,
+            self.stream_arn,
+            now,
+        )
         info.update(overrides)
         return esm_record("DDBStreamBatchInfo", info, now)
 
@@ -180,15 +192,14 @@ class KinesisStream:
         shard = shard_id or self.shard_id
         records = records if records is not None else self.stream_records(shard)
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        info = {
-            "shardId": shard,
-            "startSequenceNumber": records[first]["SequenceNumber"],
-            "endSequenceNumber": records[last]["SequenceNumber"],
-            "approximateArrivalOfFirstRecord": now,
-            "approximateArrivalOfLastRecord": now,
-            "batchSize": last - first + 1,
-            "streamArn": self.stream_arn,
-        }
+        info = batch_info(
+            shard,
+            records[first]["SequenceNumber"],
+            records[last]["SequenceNumber"],
+            last - first + 1,
+            self.stream_arn,
+            now,
+        )
         info.update(overrides)
         if pipes:
             return {
@@ -233,3 +244,12 @@ def keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
     s3 = client("s3", endpoint)
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def json_objects(endpoint: str, bucket: str, prefix: str = "") -> dict[str, Any]:
+    """Every object under the prefix, parsed as JSON, by key (in key order)."""
+    s3 = client("s3", endpoint)
+    return {
+        k: json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read())
+        for k in keys(endpoint, bucket, prefix)
+    }

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from replayer.config import Settings
 from replayer.service import PromMetrics
+from tests.support import ROOT
 
 
 def settings(queue: str, to: str, **kw: Any) -> Settings:
@@ -43,3 +48,17 @@ def sample(metrics: PromMetrics, name: str, labels: dict[str, str] | None = None
 def arrival(hours_ago: float) -> str:
     """An invocation record's arrival time, `hours_ago` hours before now."""
     return (datetime.now(UTC) - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def start_replayer(endpoint: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    """`python -m replayer ARGS` as its own process, configured only by ARGS (no REPLAYER_* from the
+    test's environment) and pointed at `endpoint`; its JSON logs go to `log`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
+    env["AWS_ENDPOINT_URL"] = endpoint
+    return subprocess.Popen(
+        [sys.executable, "-m", "replayer", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )

@@ -11,7 +11,7 @@ from typing import Any
 
 from replayer.archive.layout import MANIFEST, RECORDS, range_path
 from replayer.parse import parse_record
-from tests.support.aws import DynamoTable, KinesisStream, client, keys, queue_counts, send
+from tests.support.aws import DynamoTable, KinesisStream, client, json_objects, keys, queue_counts, send
 
 # ---- what was sent, and what the archive must hold
 
@@ -148,10 +148,7 @@ def check_archive(
 
 
 def quarantined(endpoint: str, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    s3 = client("s3", endpoint)
-    return [
-        json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys(endpoint, bucket, prefix)
-    ]
+    return list(json_objects(endpoint, bucket, prefix).values())
 
 
 def emptied(endpoint: str, queue: str) -> bool:
