@@ -51,3 +51,9 @@ PACKAGER = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
 package:
 	$(PACKAGER) deploy/package.py --platform $(PLATFORM) --python-version $(LAMBDA_PYTHON) --output $(LAMBDA_ZIP)
+
+# The container image: `make image [IMAGE=replayer:TAG] [PYTHON_IMAGE=BASE]` with docker where a daemon
+# runs, else buildah (root; the base made from Debian's packages when the official one is out of reach).
+.PHONY: image
+image:
+	IMAGE="$(IMAGE)" PYTHON_IMAGE="$(PYTHON_IMAGE)" bash deploy/image/build.sh

@@ -25,9 +25,11 @@ from replayer.cli import app
 from replayer.config import load_settings, parse_duration
 from replayer.core import Replayer
 from replayer.errors import ConfigError
+from replayer.observe import Recorder
 from replayer.parse import parse_record
-from replayer.service import PromMetrics, Service, build_replayer
 from replayer.sinks import S3Sink
+from replayer.sources import build_replayer
+from replayer.sources.sqs import Service
 from tests.support.aws import DynamoTable, KinesisStream, client, keys, make_queue, queue_counts, send
 from tests.support.faultproxy import FaultProxy, Request, Rule, record_proof
 from tests.support.handler import LambdaContext, emf_lines
@@ -203,7 +205,7 @@ async def test_a_range_near_its_deadline_warns_in_logs_and_metrics(
     slow = proxy.add(Rule(lambda r: r.operation == "GetShardIterator", delay=1.0, times=1))
     logs.configure("warning")
     config = settings(queue, f"s3://{bucket}", concurrency=1)
-    metrics = PromMetrics()
+    metrics = Recorder(prometheus=True)
     async with Clients() as clients:
         replayer, _ = build_replayer(config, clients, metrics)
         service = Service(config, replayer, recorder=metrics, burst=True)
@@ -326,7 +328,7 @@ async def test_ranges_past_their_deadline_are_reported_lost_before_deletion(
     send(moto_endpoint, queue, expired, partial, kinesis_gone)
     logs.configure("warning")
     config = settings(queue, f"s3://{bucket}/archive", concurrency=1)
-    metrics = PromMetrics()
+    metrics = Recorder(prometheus=True)
     async with Clients() as clients:
         replayer, _ = build_replayer(config, clients, metrics)
         summary = await Service(config, replayer, recorder=metrics, burst=True).run()
@@ -404,7 +406,7 @@ async def test_absurd_arrival_times_neither_crash_nor_stop_the_work(
     queue = make_queue(moto_endpoint)
     send(moto_endpoint, queue, future, ancient)
     config = settings(queue, f"s3://{bucket}", concurrency=1)
-    metrics = PromMetrics()
+    metrics = Recorder(prometheus=True)
     async with Clients() as clients:
         replayer, _ = build_replayer(config, clients, metrics)
         assert await replayer.deadline(parse_record(future)) == math.inf

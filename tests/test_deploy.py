@@ -140,6 +140,15 @@ def test_sam_function_and_queues() -> None:
     assert resources["FailureQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
 
 
+def test_sam_caps_the_sqs_trigger_concurrency() -> None:
+    template = load(SAM)
+    trigger = template["Resources"]["ReplayerFunction"]["Properties"]["Events"]["FailureRecords"]
+    assert trigger["Properties"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "MaximumConcurrency"}
+    parameter = template["Parameters"]["MaximumConcurrency"]
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (2, 1000)  # what Lambda's ScalingConfig accepts
+    assert "shard" in parameter["Description"]
+
+
 def test_ecs_task_runs_the_image_like_the_dockerfile() -> None:
     resources = load(ECS)["Resources"]
     task = resources["TaskDefinition"]["Properties"]
@@ -148,8 +157,61 @@ def test_ecs_task_runs_the_image_like_the_dockerfile() -> None:
     assert container["User"] != "0" and container["User"] != "root"
     assert "/healthz" in " ".join(container["HealthCheck"]["Command"])
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
-    assert int(env["REPLAYER_GRACE_SECONDS"]) < container["StopTimeout"]
     assert {"REPLAYER_QUEUE", "REPLAYER_TO", "REPLAYER_ALLOW_STREAMS", "REPLAYER_QUARANTINE"} <= set(env)
+
+
+def test_ecs_stop_timeout_outlasts_the_grace() -> None:
+    template = load(ECS)
+    container = template["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["REPLAYER_GRACE_SECONDS"] == {"Ref": "GraceSeconds"}
+    mapping, key, field = container["StopTimeout"]["Fn::FindInMap"]
+    assert key == {"Ref": "GraceSeconds"}
+    grace = template["Parameters"]["GraceSeconds"]
+    stop = template["Mappings"][mapping]
+    assert {str(g) for g in grace["AllowedValues"]} == set(stop) and str(grace["Default"]) in stop
+    for seconds, timeout in stop.items():
+        # time to make unfinished messages visible again and exit; Fargate's limit is 120
+        assert int(seconds) + 10 <= timeout[field] <= 120, seconds
+    check = container["HealthCheck"]
+    assert check["Timeout"] < check["Interval"]
+    service = template["Resources"]["Service"]["Properties"]
+    assert service["HealthCheckGracePeriodSeconds"] >= check["StartPeriod"]
+
+
+def test_ecs_scales_on_the_backlog_per_task_from_zero() -> None:
+    template = load(ECS)
+    resources, parameters = template["Resources"], template["Parameters"]
+    assert "DesiredCount" not in resources["Service"]["Properties"]  # Application Auto Scaling owns it
+    target = resources["ScalableTarget"]["Properties"]
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    assert refs(target["ResourceId"]) == {"ClusterName", "Service"}
+    assert target["MinCapacity"] == {"Ref": "MinTasks"} and target["MaxCapacity"] == {"Ref": "MaxTasks"}
+    assert parameters["MinTasks"]["MinValue"] == 0
+    tracking = resources["BacklogPerTaskScaling"]["Properties"]
+    assert tracking["PolicyType"] == "TargetTrackingScaling"
+    config = tracking["TargetTrackingScalingPolicyConfiguration"]
+    assert config["TargetValue"] == {"Ref": "BacklogPerTask"}
+    queries = {q["Id"]: q for q in config["CustomizedMetricSpecification"]["Metrics"]}
+    (returned,) = [q for q in queries.values() if q["ReturnData"]]
+    names = {q["MetricStat"]["Metric"]["MetricName"] for q in queries.values() if "MetricStat" in q}
+    assert names == {
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateNumberOfMessagesNotVisible",
+        "RunningTaskCount",
+    }
+    assert "/" in returned["Expression"] and "tasks" in returned["Expression"]
+    for query in queries.values():
+        if query.get("MetricStat", {}).get("Metric", {}).get("Namespace") == "AWS/SQS":
+            (dimension,) = query["MetricStat"]["Metric"]["Dimensions"]
+            assert refs(dimension["Value"]) == {"FailureQueueArn"}
+    # From zero tasks target tracking cannot start one: the wake-up alarm's step policy does.
+    wake = resources["WakeUpScaling"]["Properties"]
+    assert wake["PolicyType"] == "StepScaling" and refs(wake["ScalingTargetId"]) == {"ScalableTarget"}
+    (step,) = wake["StepScalingPolicyConfiguration"]["StepAdjustments"]
+    assert step["ScalingAdjustment"] >= 1
+    alarm = resources["WakeUpAlarm"]["Properties"]
+    assert refs(alarm["AlarmActions"]) == {"WakeUpScaling"}
 
 
 # ---- the Dockerfile
@@ -220,7 +282,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (wheel,) = wheels.glob("replayer-*.whl")
     with zipfile.ZipFile(wheel) as built:
         names = built.namelist()
-    assert "replayer/lambda_handler.py" in names and "replayer/service/_loop.py" in names
+    assert "replayer/lambda_handler.py" in names and "replayer/sources/sqs.py" in names
     assert not [n for n in names if n.startswith("tests/")]
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

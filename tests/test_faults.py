@@ -28,7 +28,9 @@ from replayer.archive.layout import RECORDS
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.config import Settings
-from replayer.service import PromMetrics, Service, build_replayer
+from replayer.observe import Recorder
+from replayer.sources import build_replayer
+from replayer.sources.sqs import Service
 from tests.support.aws import client, make_queue, queue_counts
 from tests.support.faultproxy import FAULT_KINDS, Chaos, FaultProxy, Rule, record_proof, service_error
 from tests.support.handler import LambdaContext
@@ -90,7 +92,7 @@ async def test_random_faults_on_every_call_lose_no_range(
         assert rounds <= MAX_ROUNDS and time.monotonic() - started < MAX_SECONDS, (
             f"queue not empty after {rounds - 1} rounds: {queue_counts(moto_endpoint, queue)}"
         )
-        metrics = PromMetrics()
+        metrics = Recorder(prometheus=True)
         # A short read timeout, so that the proxy's `timeout` faults are timeouts to the client.
         async with Clients(read_timeout=1.0, connect_timeout=1.0) as clients:
             replayer, quarantine = build_replayer(config, clients, metrics)

@@ -26,7 +26,7 @@ from replayer import lambda_handler
 from replayer.cli import app
 from replayer.errors import ParseError
 from replayer.parse import parse_message
-from replayer.service._lambda import UnsettledError
+from replayer.sources.lambda_ import UnsettledError
 from tests.support.aws import DynamoTable, client, json_objects, keys, make_queue, queue_counts, send
 from tests.support.faultproxy import record_proof
 from tests.support.handler import LambdaContext

@@ -167,7 +167,7 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
         names = [i.filename for i in infos]
         records = {n: z.read(n).decode() for n in names if n.endswith(".dist-info/RECORD")}
         metadata_files = [z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA")]
-    assert "replayer/lambda_handler.py" in names and "replayer/service/_lambda.py" in names
+    assert "replayer/lambda_handler.py" in names and "replayer/sources/lambda_.py" in names
     # Exactly replayer's runtime dependencies (by the zip's own metadata), at the constraints' versions.
     shipped: dict[str, tuple[str, list[str]]] = {}
     for text in metadata_files:
@@ -279,11 +279,14 @@ def test_make_package_defaults_match_the_template() -> None:
 
 
 def emf_metric_names() -> set[str]:
-    """Every metric name the handler can emit (service/_lambda.py `_flush_metrics` over `Tally` counts)."""
-    counts = [f"messages_{e}" for e in ("received", "deleted", "retried", "quarantined", "left")]
+    """Every metric name the handler can emit (`observe.emf.flush` over the recorder's tally)."""
+    from replayer.observe import MESSAGE_EVENTS
+    from replayer.observe.emf import metric_name
+
+    counts = [f"messages_{e}" for e in MESSAGE_EVENTS]
     counts += [f"ranges_{kind.value}" for kind in OutcomeKind]
-    counts += ["records_recovered", "records_lost", "deliveries_already_there"]
-    return {"".join(p.capitalize() for p in c.split("_")) for c in counts} | {"ReadSeconds", "SinkSeconds"}
+    counts += ["ranges_near_expiry", "records_recovered", "records_lost", "deliveries_already_there"]
+    return {metric_name(c) for c in counts} | {"ReadSeconds", "SinkSeconds"}
 
 
 def test_dashboard_and_alarms_use_the_emitted_metrics() -> None:

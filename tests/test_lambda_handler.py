@@ -15,7 +15,7 @@ import structlog
 
 from replayer import lambda_handler
 from replayer.errors import ConfigError
-from replayer.service._lambda import UnsettledError
+from replayer.sources.lambda_ import UnsettledError
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send, unique
 from tests.support.events import load_event
 from tests.support.faultproxy import FaultProxy, Rule, slow_shard

@@ -17,7 +17,7 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-__all__ = ["Clients", "RAW_BODY", "default_region", "error_code"]
+__all__ = ["Clients", "RAW_BODY", "SqsQueue", "default_region", "error_code"]
 
 # Key under which a raw JSON response body is handed back for the operations below.
 RAW_BODY = "ReplayerRawBody"
@@ -118,3 +118,57 @@ class Clients:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class SqsQueue:
+    """One SQS queue, typed: the calls replayer makes on it (receive, delete, visibility)."""
+
+    def __init__(self, url: str, client: Any) -> None:
+        self.url = url
+        self._client = client
+        # Held around every visibility change, so a heartbeat never lands after a retry's own.
+        self.visibility_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, clients: Clients, url: str) -> SqsQueue:
+        """The queue at `url`, through a client of the region its URL names (else the default)."""
+        from replayer.config import queue_region
+
+        return cls(url, await clients.get("sqs", queue_region(url)))
+
+    async def receive(
+        self, *, at_most: int, wait_seconds: int, visibility_timeout: int
+    ) -> list[dict[str, Any]]:
+        """Up to `at_most` (≤ 10) messages, each with its ApproximateReceiveCount."""
+        answer = await self._client.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max(1, min(10, at_most)),
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        messages: list[dict[str, Any]] = answer.get("Messages") or []
+        return messages
+
+    async def delete(self, receipt: str) -> None:
+        await self._client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
+
+    async def change_visibility(self, receipt: str, seconds: int) -> None:
+        await self._client.change_message_visibility(
+            QueueUrl=self.url, ReceiptHandle=receipt, VisibilityTimeout=seconds
+        )
+
+    async def change_visibility_batch(self, receipts: list[str], seconds: int) -> list[tuple[int, str]]:
+        """ChangeMessageVisibilityBatch for up to 10 receipts; the (index, error code) of each failure."""
+        entries = [
+            {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": seconds} for i, r in enumerate(receipts)
+        ]
+        answer = await self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+        return [(int(f.get("Id", 0)), str(f.get("Code"))) for f in answer.get("Failed") or []]
+
+    async def send(self, body: str, attributes: dict[str, Any]) -> str:
+        """SendMessage; the new message's id."""
+        answer = await self._client.send_message(
+            QueueUrl=self.url, MessageBody=body, MessageAttributes=attributes
+        )
+        return str(answer.get("MessageId", ""))

@@ -433,6 +433,11 @@ class Scheduler(Generic[T]):
         """Tickets queued or running."""
         return list(self._pending.values())
 
+    @property
+    def healthy(self) -> bool:
+        """False once a worker has stopped on an error (a bug: the crash guard catches the rest)."""
+        return not any(w.done() and not w.cancelled() and w.exception() for w in self._workers)
+
     # ---- batch mode and stopping
 
     async def run(self, items: Iterable[T], *, within: float | None = None) -> list[Ticket[T]]:

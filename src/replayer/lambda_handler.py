@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from replayer.service._lambda import LambdaRuntime
+    from replayer.sources.lambda_ import LambdaRuntime
 
 __all__ = ["handler", "reset"]
 
@@ -27,7 +27,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Replay what the event names; see the module docstring for what is answered when."""
     global _runtime
     if _runtime is None:
-        from replayer.service._lambda import LambdaRuntime
+        from replayer.sources.lambda_ import LambdaRuntime
 
         _runtime = LambdaRuntime.from_env()
     return _runtime.invoke(event, context)

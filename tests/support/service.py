@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from replayer.config import Settings
-from replayer.service import PromMetrics
+from replayer.observe import Recorder
 from tests.support import ROOT
 
 
@@ -39,7 +39,7 @@ async def wait_for(check: Callable[[], bool], what: str, limit: float = 30.0) ->
         await asyncio.sleep(0.05)
 
 
-def sample(metrics: PromMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+def sample(metrics: Recorder, name: str, labels: dict[str, str] | None = None) -> float:
     """One Prometheus sample of the service's registry (0 when never counted)."""
     value = metrics.registry.get_sample_value(name, labels or {})
     return 0.0 if value is None else value

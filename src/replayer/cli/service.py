@@ -180,10 +180,12 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show_prog
     import structlog
 
     from replayer.aws import Clients
-    from replayer.service import PromMetrics, Service, build_replayer
+    from replayer.observe import Recorder
+    from replayer.sources import build_replayer
+    from replayer.sources.sqs import Service
 
     log = structlog.get_logger("replayer.service")
-    metrics = PromMetrics()
+    metrics = Recorder(prometheus=True)
     pool = max(10, settings.concurrency * 2 + 4)
     async with Clients(max_pool_connections=pool) as clients:
         depth = await _check_queue(settings, clients)
@@ -208,7 +210,7 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show_prog
         )
         http = None
         if settings.http_port is not None:
-            from replayer.service._http import HttpServer
+            from replayer.observe.http import HttpServer
 
             http = HttpServer(
                 metrics.registry,

@@ -27,13 +27,26 @@ from replayer.parse._json import (
 )
 from replayer.parse._records import looks_like_record, parse_record
 
-__all__ = ["MAX_ENVELOPE_DEPTH", "parse_document", "parse_message", "s3_object_refs", "sqs_messages"]
+__all__ = [
+    "MAX_ENVELOPE_DEPTH",
+    "S3_EVENT",
+    "SNS_EVENT",
+    "SQS_EVENT",
+    "event_records",
+    "event_source",
+    "parse_document",
+    "parse_message",
+    "s3_object_refs",
+    "s3_objects",
+    "sqs_messages",
+    "sqs_record",
+]
 
 # SNS notification inside an SQS body inside an SQS Lambda event is 3; more is not AWS's doing.
 MAX_ENVELOPE_DEPTH = 4
-_SQS = "aws:sqs"
-_SNS = "aws:sns"
-_S3 = "aws:s3"
+SQS_EVENT = _SQS = "aws:sqs"
+SNS_EVENT = _SNS = "aws:sns"
+S3_EVENT = _S3 = "aws:s3"
 _MAX_MESSAGE_ID_CHARS = 256
 _MAX_S3_KEY_BYTES = 1024
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -144,6 +157,21 @@ def _records(event: Mapping[str, Any], path: str) -> list[tuple[str, Mapping[str
     ]
 
 
+def event_records(event: Mapping[str, Any], path: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """The (path, record) pairs of a Lambda event's non-empty ``Records`` array."""
+    return _records(event, path)
+
+
+def event_source(event: Mapping[str, Any]) -> str | None:
+    """`aws:sqs`, `aws:sns` or `aws:s3` from a Lambda event's first record (None when unknown)."""
+    if _is_s3_test_event(event):
+        return _S3
+    records = event.get("Records")
+    if not isinstance(records, list) or not records or not isinstance(records[0], Mapping):
+        return None
+    return _event_source(records[0])
+
+
 def _event_source(record: Mapping[str, Any]) -> str | None:
     # SQS and S3 records spell it eventSource, SNS records EventSource.
     for key in ("eventSource", "EventSource"):
@@ -196,11 +224,13 @@ def sqs_messages(event: Mapping[str, Any]) -> list[tuple[str, str]]:
     ``eventSource == "aws:sqs"``).
     """
     obj = require_object(event, "$", "an SQS event (a JSON object)")
-    messages: list[tuple[str, str]] = []
-    for path, record in _records(obj, "$"):
-        _require_source(record, _SQS, path)
-        messages.append((_sqs_message_id(record, path), _sqs_body(record, path)))
-    return messages
+    return [sqs_record(record, path) for path, record in _records(obj, "$")]
+
+
+def sqs_record(record: Mapping[str, Any], path: str) -> tuple[str, str]:
+    """One record of an SQS Lambda event -> ``(messageId, body)``; ParseError unless it is one."""
+    _require_source(record, _SQS, path)
+    return _sqs_message_id(record, path), _sqs_body(record, path)
 
 
 def _require_source(record: Mapping[str, Any], expected: str, path: str) -> None:
@@ -220,15 +250,28 @@ def s3_object_refs(event: Mapping[str, Any]) -> list[tuple[str, str]]:
     and S3's ``s3:TestEvent`` yields no objects. Raises ParseError when `event` is not an
     S3 event notification.
     """
+    return [(bucket, key) for bucket, key, _ in s3_objects(event)]
+
+
+def s3_objects(event: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
+    """`s3_object_refs` with each object's size as the event gives it (None when absent)."""
     obj = require_object(event, "$", "an S3 event notification (a JSON object)")
     if _is_s3_test_event(obj):
         return []
-    refs: list[tuple[str, str]] = []
+    objects: list[tuple[str, str, int | None]] = []
     for path, record in _records(obj, "$"):
         _require_source(record, _S3, path)
         if _is_object_created(record):
-            refs.append(_s3_object_ref(record, path))
-    return refs
+            bucket, key = _s3_object_ref(record, path)
+            objects.append((bucket, key, _s3_object_size(record)))
+    return objects
+
+
+def _s3_object_size(record: Mapping[str, Any]) -> int | None:
+    s3 = record.get("s3")
+    s3_object = s3.get("object") if isinstance(s3, Mapping) else None
+    size = s3_object.get("size") if isinstance(s3_object, Mapping) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
 
 
 def _is_s3_test_event(obj: Mapping[str, Any]) -> bool:

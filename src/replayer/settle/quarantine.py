@@ -15,8 +15,8 @@ from typing import Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.archive.store import S3Store, StoreError
-from replayer.aws import Clients, error_code
-from replayer.config import quarantine_problem, queue_region
+from replayer.aws import Clients, SqsQueue, error_code
+from replayer.config import quarantine_problem
 from replayer.errors import ConfigError
 
 __all__ = ["Quarantine", "QuarantineError", "S3Quarantine", "SqsQuarantine", "quarantine_from_uri"]
@@ -85,7 +85,7 @@ class SqsQuarantine:
         return self.queue_url
 
     async def put(self, body: str, reason: str, message_id: str, source: str) -> str:
-        sqs = await self._clients.get("sqs", queue_region(self.queue_url))
+        queue = await SqsQueue.open(self._clients, self.queue_url)
         attributes = {
             "replayer-reason": {"DataType": "String", "StringValue": reason[:_MAX_ATTRIBUTE_CHARS] or "-"},
             "replayer-source-message-id": {"DataType": "String", "StringValue": message_id or "-"},
@@ -97,22 +97,18 @@ class SqsQuarantine:
         if len(body.encode("utf-8", "surrogatepass")) > _SQS_MAX_BODY - 1024 or not body:
             raise QuarantineError(f"{self.queue_url}: body of {len(body)} characters cannot be sent to SQS")
         try:
-            answer = await sqs.send_message(
-                QueueUrl=self.queue_url, MessageBody=payload, MessageAttributes=attributes
-            )
+            message_id = await queue.send(payload, attributes)
         except ClientError as exc:
             if error_code(exc) not in ("InvalidMessageContents", "InvalidParameterValue"):
                 raise QuarantineError(f"{self.queue_url}: {error_code(exc) or exc}") from exc
             attributes["replayer-body-encoding"] = {"DataType": "String", "StringValue": "json-string"}
             try:
-                answer = await sqs.send_message(
-                    QueueUrl=self.queue_url, MessageBody=json.dumps(body), MessageAttributes=attributes
-                )
+                message_id = await queue.send(json.dumps(body), attributes)
             except (ClientError, BotoCoreError) as again:
                 raise QuarantineError(f"{self.queue_url}: {again}") from again
         except BotoCoreError as exc:
             raise QuarantineError(f"{self.queue_url}: {exc}") from exc
-        return f"{self.queue_url}#{answer.get('MessageId', '')}"
+        return f"{self.queue_url}#{message_id}"
 
 
 def quarantine_from_uri(uri: str, clients: Clients) -> Quarantine:

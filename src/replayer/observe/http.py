@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 __all__ = ["HttpServer"]
 
-log = structlog.get_logger("replayer.service")
+log = structlog.get_logger("replayer.observe")
 
 
 class HttpServer:

@@ -1,0 +1,122 @@
+"""Throughput of 1 and 2 `replayer drain` replicas sharing one queue (README, "Scaling out").
+
+Against the canned endpoint (bench/endpoint.py, behind bench/latency_proxy.py adding --delay-ms to
+every request): for each shape, a queue holding its invocation records is drained by N replicas
+started together; the figure is records recovered / wall time until the last replica exits (each
+replica's start-up included), with the replicas' CPU beside it. Medians of --repeat runs.
+
+    python -m bench.replicas [--delay-ms 20] [--repeat 3] [--concurrency 8] [--shapes a,b]
+
+Shapes as bench/run.py's: a = 50 ranges x 1,000 records on 10 shards, b = the same on one shard.
+Not part of `make test` (timings on a shared machine are only indications).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import endpoint as canned
+
+BIN = Path(sys.executable).parent
+SHAPES = {"a": (50, 1000, 10), "b": (50, 1000, 1)}
+
+
+def _control(base: str, path: str, body: dict[str, Any]) -> Any:
+    with urllib.request.urlopen(f"{base}/_bench/{path}", data=orjson.dumps(body), timeout=60) as r:
+        return orjson.loads(r.read())
+
+
+def drain(
+    server: canned.Running, bodies: list[str], replicas: int, concurrency: int, run_id: str
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all replicas) to drain one queue holding bodies with N replicas."""
+    queue = _control(server.endpoint, "fill", {"queue": f"q-{run_id}", "bodies": bodies})["queue_url"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REPLAYER_"))}
+    env |= {
+        "AWS_ENDPOINT_URL": server.proxied,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_REGION": "us-east-1",
+        "REPLAYER_ALLOW_STREAMS": "*",
+    }
+    command = [str(BIN / "replayer"), "drain", "--queue", queue, "--to", f"s3://bench/{run_id}"]
+    command += ["--concurrency", str(concurrency), "--wait-seconds", "1", "--json"]
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        for _ in range(replicas)
+    ]
+    cpu, recovered = 0.0, 0
+    for proc in procs:
+        _, status, usage = os.wait4(proc.pid, 0)
+        out = proc.stdout.read() if proc.stdout else b""
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"a replica exited {os.waitstatus_to_exitcode(status)}: {out[-2000:]!r}")
+        cpu += usage.ru_utime + usage.ru_stime
+        recovered += orjson.loads(out)["totals"]["records_recovered"]
+    wall = time.perf_counter() - started
+    expected = sum(orjson.loads(b)["DDBStreamBatchInfo"]["batchSize"] for b in bodies)
+    if recovered != expected:
+        raise SystemExit(f"{replicas} replicas recovered {recovered} records, expected {expected}")
+    return wall, cpu
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--shapes", default="a,b")
+    args = parser.parse_args()
+    server = canned.start(args.delay_ms)
+    try:
+        print(
+            f"replayer drain, --concurrency {args.concurrency}, {args.delay_ms:g} ms a request, {os.cpu_count()} cores"
+        )
+        print("| shape | replicas | records/s (median) | wall s | replicas' CPU s |")
+        print("| --- | --- | --- | --- | --- |")
+        for shape in args.shapes.split(","):
+            ranges, size, shards = SHAPES[shape]
+            made = _control(
+                server.endpoint,
+                "streams",
+                {
+                    "kind": "dynamodb",
+                    "name": f"replicas-{shape}",
+                    "ranges": ranges,
+                    "records": size,
+                    "shards": shards,
+                },
+            )
+            bodies = [orjson.dumps(r).decode() for r in made["ranges"]]
+            for replicas in (1, 2):
+                runs = [
+                    drain(server, bodies, replicas, args.concurrency, f"{shape}-{replicas}-{i}")
+                    for i in range(args.repeat)
+                ]
+                wall = statistics.median(w for w, _ in runs)
+                cpu = statistics.median(c for _, c in runs)
+                print(
+                    f"| {shape} ({ranges} x {size:,} on {shards} shard{'s' if shards > 1 else ''}) | {replicas} "
+                    f"| {ranges * size / wall:,.0f} | {wall:.2f} | {cpu:.2f} |",
+                    flush=True,
+                )
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

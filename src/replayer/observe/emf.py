@@ -1,0 +1,37 @@
+"""A Lambda invocation's tally as one CloudWatch embedded-metric-format line on stdout."""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from replayer.observe import Tally
+
+__all__ = ["flush", "metric_name"]
+
+log = structlog.get_logger("replayer.observe")
+
+
+def metric_name(tally_name: str) -> str:
+    """`messages_received` -> `MessagesReceived` (the names the template's alarms use)."""
+    return "".join(part.capitalize() for part in tally_name.split("_"))
+
+
+async def flush(tally: Tally, source: str) -> None:
+    """Write `tally` as EMF under the `replayer` namespace (env AWS_EMF_NAMESPACE), dimension EventSource."""
+    from aws_embedded_metrics.logger.metrics_logger_factory import create_metrics_logger
+
+    metrics = create_metrics_logger()
+    metrics.set_namespace(os.environ.get("AWS_EMF_NAMESPACE") or "replayer")
+    metrics.set_dimensions({"EventSource": source})
+    for name, value in sorted(tally.counts.items()):
+        metrics.put_metric(metric_name(name), value, "Count")
+    for seconds in tally.read_times:
+        metrics.put_metric("ReadSeconds", seconds, "Seconds")
+    for seconds in tally.sink_times:
+        metrics.put_metric("SinkSeconds", seconds, "Seconds")
+    try:
+        await metrics.flush()
+    except Exception as exc:  # metrics never decide whether a message is settled
+        log.warning("metrics_flush_failed", error=str(exc))

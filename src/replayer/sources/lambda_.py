@@ -1,0 +1,211 @@
+"""replayer as a Lambda function: SQS, SNS and S3 event notifications in, the shared core, settle.
+
+Imported lazily by `replayer.lambda_handler` on the first invocation. One `LambdaRuntime`
+lives as long as the execution environment: one event loop, one set of AWS clients
+(aioboto3 clients are bound to the loop that created them), reused by warm invocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replayer import logs
+from replayer.aws import Clients, SqsQueue
+from replayer.config import Settings, load_settings
+from replayer.core import OUT_OF_TIME, Ticket
+from replayer.errors import ConfigError, ParseError
+from replayer.model import Failure, Outcome, OutcomeKind
+from replayer.observe import Recorder, emf
+from replayer.parse import LambdaEvent, Message, S3Object, lambda_event, parse_message
+from replayer.settle import Action, Decision, Settler
+from replayer.sinks import sink_from_uri
+from replayer.sources import build_replayer
+
+__all__ = ["LambdaRuntime", "UnsettledError", "settings_from_env"]
+
+log = structlog.get_logger("replayer.lambda")
+
+_SETTLED = (Action.DELETE, Action.QUARANTINE)
+_HARD_FLOOR_SECONDS = 1.0  # in-flight work is cut this long before the function's own timeout
+
+
+class UnsettledError(Exception):
+    """Raised for SNS and S3 events when something is not settled: Lambda's own retries take over."""
+
+
+class _Context(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+class _Budget:
+    """The invocation's time: no range starts with less than `margin` seconds left."""
+
+    def __init__(self, context: _Context | None, margin: float) -> None:
+        self._context = context
+        self.margin = margin
+
+    def remaining(self) -> float:
+        if self._context is None:
+            return math.inf
+        return self._context.get_remaining_time_in_millis() / 1000
+
+    def may_start(self) -> bool:
+        return self.remaining() > self.margin
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """The handler's settings: `REPLAYER_*` variables only. Raises ConfigError listing every problem."""
+    probe = Clients()  # only to build sinks for checking: creates no AWS client
+
+    def sink_check(uri: str) -> str | None:
+        try:
+            sink_from_uri(uri, probe)
+        except ConfigError as exc:
+            return str(exc).removeprefix("--to ")
+        return None
+
+    def durable(uris: Sequence[str]) -> bool:
+        return any(sink_check(u) is None and sink_from_uri(u, probe).durable for u in uris)
+
+    return load_settings(None, env, need_queue=False, sink_check=sink_check, durable_check=durable)
+
+
+class LambdaRuntime:
+    """Everything that outlives one invocation: settings, loop, clients, core."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.clients = Clients(max_pool_connections=max(10, settings.concurrency * 2 + 4))
+        self.recorder = Recorder()  # its tally is taken (and flushed as EMF) by every invocation
+        self.replayer, quarantine = build_replayer(settings, self.clients, self.recorder)
+        self.settler = Settler(
+            recorder=self.recorder,
+            quarantine=quarantine,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+            deletes=False,  # Lambda deletes every message not reported in batchItemFailures
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LambdaRuntime:
+        settings = settings_from_env(env)
+        logs.configure(settings.log_level)
+        for warning in settings.warnings:
+            log.warning("configuration_warning", warning=warning)
+        return cls(settings)
+
+    def invoke(self, event: Mapping[str, Any], context: _Context | None) -> dict[str, Any]:
+        return self.loop.run_until_complete(self.handle(event, context))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.clients.close())
+        self.loop.close()
+
+    async def handle(self, event: Mapping[str, Any], context: _Context | None) -> dict[str, Any]:
+        self.recorder.take()  # counts of this invocation only
+        structlog.contextvars.clear_contextvars()
+        source = "unknown"
+        try:
+            try:
+                incoming = lambda_event(event)
+            except ParseError as exc:  # not an event this function takes: a deployment mistake
+                raise ValueError(str(exc)) from exc
+            source = incoming.source
+            budget = _Budget(context, self.settings.safety_margin_seconds)
+            if incoming.source == "aws:sqs":
+                return await self._sqs(incoming, budget)
+            messages = list(incoming.messages) or await self._s3_messages(incoming.objects)
+            return await self._unit_event(messages, budget, incoming.source)
+        finally:
+            await emf.flush(self.recorder.take(), source)
+
+    # ---- the three event kinds
+
+    async def _sqs(self, incoming: LambdaEvent, budget: _Budget) -> dict[str, Any]:
+        decisions = await self._work(list(incoming.messages), budget, incoming.source)
+        failures = [
+            {"itemIdentifier": m.id}
+            for m, decision in zip(incoming.messages, decisions, strict=True)
+            if decision.action not in _SETTLED
+        ]
+        return {"batchItemFailures": failures}
+
+    async def _s3_messages(self, objects: Sequence[S3Object]) -> list[Message]:
+        s3 = await self.clients.get("s3")
+        messages = []
+        for obj in objects:
+            try:
+                answer = await s3.get_object(Bucket=obj.bucket, Key=obj.key)
+                async with answer["Body"] as stream:
+                    raw = await stream.read()
+            except (ClientError, BotoCoreError) as exc:
+                raise UnsettledError(f"{obj.uri}: cannot read: {exc}") from exc
+            try:
+                messages.append(Message(obj.uri, raw.decode("utf-8")))
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", "replace")
+                messages.append(Message(obj.uri, text, parse_error="$: the object is not UTF-8 text"))
+        return messages
+
+    async def _unit_event(self, messages: list[Message], budget: _Budget, source: str) -> dict[str, Any]:
+        """SNS and S3 events: nothing to report per item, so anything unsettled raises for a retry."""
+        decisions = await self._work(messages, budget, source)
+        unsettled = [
+            f"{m.id}: {d.reason}"
+            for m, d in zip(messages, decisions, strict=True)
+            if d.action not in _SETTLED
+        ]
+        if unsettled:
+            raise UnsettledError(f"{len(unsettled)} of {len(messages)} not settled ({'; '.join(unsettled)})")
+        return {"settled": len(messages)}
+
+    # ---- the shared work: parse, schedule within the time left, settle
+
+    async def _work(self, messages: list[Message], budget: _Budget, source: str) -> list[Decision]:
+        self.recorder.message("received", len(messages))
+        parsed: list[tuple[Message, list[Failure]]] = []
+        for message in messages:
+            failures: list[Failure] = []
+            if message.parse_error is None:
+                try:
+                    failures = parse_message(message.body, path="$")
+                except ParseError as exc:
+                    message = dataclasses.replace(message, parse_error=str(exc))
+            parsed.append((message, failures))
+        scheduler = self.replayer.scheduler(
+            concurrency=self.settings.concurrency, may_start=budget.may_start, on_done=self.recorder.outcome
+        )
+        limit = budget.remaining() - _HARD_FLOOR_SECONDS
+        tickets = iter(
+            await scheduler.run(
+                (f for _, failures in parsed for f in failures),
+                within=None if math.isinf(limit) else max(0.0, limit),
+            )
+        )
+        decisions = []
+        for message, failures in parsed:
+            mine = [next(tickets) for _ in failures]
+            with structlog.contextvars.bound_contextvars(source=source):
+                decisions.append(await self._settle(message, mine))
+        return decisions
+
+    async def _settle(self, message: Message, tickets: list[Ticket[Failure]]) -> Decision:
+        outcomes: list[Outcome] = []
+        unique = list({t.key: t for t in tickets}.values())
+        for ticket in unique:
+            outcome = ticket.result()
+            if outcome is None:  # cut at the hard floor: it comes back when its visibility lapses
+                log.warning("out_of_time", range_id=ticket.key)
+                outcome = Outcome(OutcomeKind.RETRY, ticket.item, reason=OUT_OF_TIME)
+            outcomes.append(outcome)
+        queue = await SqsQueue.open(self.clients, message.queue_url) if message.queue_url else None
+        deadline = min((t.deadline for t in unique), default=math.inf)
+        return await self.settler.settle(message, outcomes, queue=queue, deadline=deadline, source="lambda")

@@ -1,0 +1,199 @@
+"""The container image: built by `make image` with buildah (no Docker daemon here), then run.
+
+buildah and mmdebstrap come from Debian's packages, installed by this module when missing (root
+only). The official Python image cannot be pulled without Docker Hub, so `make image` makes the
+base from Debian's packages once; buildah keeps it and the build's layers in its storage, which
+makes later runs take seconds. The image then runs with `buildah run --isolation chroot` on the
+host's network, against the suite's moto server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import ROOT
+from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
+
+# A clean machine installs the tools and makes the Debian base: minutes, not the suite's 300 s.
+pytestmark = pytest.mark.timeout(1200)
+
+TOOLS = {"buildah": "buildah", "mmdebstrap": "mmdebstrap"}
+TAG = "localhost/replayer:test"
+BIN = Path(sys.executable).parent
+LOCK = ROOT / ".cache" / "image.lock"
+
+
+def install_tools() -> str | None:
+    """None once buildah and mmdebstrap are on PATH (apt-get installing them if needed), else why not."""
+    missing = [package for tool, package in TOOLS.items() if shutil.which(tool) is None]
+    if not missing:
+        return None
+    if os.geteuid() != 0:
+        return f"{' and '.join(missing)} not installed, and installing them needs root (apt-get)"
+    if shutil.which("apt-get") is None:
+        return f"{' and '.join(missing)} not installed, and no apt-get here to install them"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+    ):
+        done = subprocess.run(
+            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{(done.stdout + done.stderr)[-4000:]}"
+    return None
+
+
+@dataclass(frozen=True)
+class Built:
+    """The image `make image` built: its name, what make printed last, and its configuration."""
+
+    name: str
+    report: str
+    config: dict[str, Any]
+
+
+def size_in_mb(report: str) -> float:
+    number, unit = re.search(r"size ([\d.]+) (kB|MB|GB)", report).groups()  # type: ignore[union-attr]
+    return float(number) * {"kB": 0.001, "MB": 1, "GB": 1000}[unit]
+
+
+@pytest.fixture(scope="module")
+def image(request: pytest.FixtureRequest) -> Built:
+    LOCK.parent.mkdir(exist_ok=True)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one install and one build at a time on this machine
+        why_not = install_tools()
+        if why_not is not None:
+            pytest.skip(why_not)
+        done = subprocess.run(
+            ["make", "--no-print-directory", "image", f"IMAGE={TAG}"],
+            cwd=ROOT,
+            env={**os.environ, "BUILDER": "buildah"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=1100,
+        )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    report = done.stdout.strip().splitlines()[-1]
+    assert report.startswith(f"image: {TAG} "), report
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(f"\n{report}")
+    inspected = subprocess.run(
+        ["buildah", "inspect", "--type", "image", TAG], capture_output=True, text=True, check=True
+    ).stdout
+    return Built(TAG, report, json.loads(inspected)["OCIv1"]["config"])
+
+
+@pytest.fixture(scope="module")
+def container(image: Built) -> Iterator[str]:
+    """A working container of the image; each test runs its own command in it."""
+    name = subprocess.run(
+        ["buildah", "from", "--quiet", "--pull-never", image.name], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    yield name
+    subprocess.run(["buildah", "rm", name], capture_output=True, check=False)
+
+
+def run(container: str, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command in the container, as the image's USER, on the host's network (the suite's moto)."""
+    options = [f"--env={key}={value}" for key, value in (env or {}).items()]
+    return subprocess.run(
+        ["buildah", "run", "--isolation", "chroot", "--network", "host", *options, container, "--", *command],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def program(image: Built) -> str:
+    """The program the image's entrypoint runs (`docker run --entrypoint` takes it, README)."""
+    entrypoint: list[str] = image.config["Entrypoint"]
+    return entrypoint[0]
+
+
+def test_the_image_runs_replayer_as_its_non_root_user(image: Built, container: str) -> None:
+    user = image.config["User"].split(":")[0]
+    assert user not in ("", "0", "root")
+    version = run(container, program(image), "--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.split() == ["replayer", metadata.version("replayer")]
+    whoami = run(container, "python", "-c", "import os; print(os.getuid(), os.getgid())")
+    assert whoami.stdout.split() == [user, user], whoami.stderr
+    assert image.config["Entrypoint"][1:] == ["run"]
+    assert size_in_mb(image.report) < 500  # a base plus the runtime dependencies, no toolchain
+
+
+def test_the_image_drains_a_queue_into_s3(
+    image: Built, container: str, table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    table.put(5)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 2, records), table.invocation_record(3, 4, records))
+    env = {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    done = run(
+        container,
+        program(image),
+        "drain",
+        "--queue",
+        queue,
+        "--to",
+        f"s3://{bucket}/image",
+        "--allow-stream",
+        table.stream_arn,
+        "--wait-seconds",
+        "1",
+        "--json",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(done.stdout)["totals"]["records_recovered"] == 5
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+    s3 = client("s3", moto_endpoint)
+    archived = []
+    for key in keys(moto_endpoint, bucket, "image/"):
+        if key.endswith("records.jsonl.gz"):
+            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            archived += [json.loads(line) for line in body.splitlines()]
+    assert sorted(r["dynamodb"]["SequenceNumber"] for r in archived) == sorted(
+        r["dynamodb"]["SequenceNumber"] for r in records
+    )
+    assert {r["eventSourceARN"] for r in archived} == {table.stream_arn}
+
+
+def test_hadolint_passes() -> None:
+    done = subprocess.run(
+        [str(BIN / "hadolint"), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_hadolint_is_not_a_rubber_stamp(tmp_path: Path) -> None:
+    broken = tmp_path / "Dockerfile"
+    text = (ROOT / "Dockerfile").read_text()
+    broken.write_text(re.sub(r"^ENTRYPOINT .*$", "ENTRYPOINT replayer run", text, flags=re.M))
+    done = subprocess.run([str(BIN / "hadolint"), "--no-color", str(broken)], capture_output=True, text=True)
+    assert done.returncode != 0 and "DL3025" in done.stdout
