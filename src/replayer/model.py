@@ -243,6 +243,8 @@ class OutcomeKind(StrEnum):
     REJECTED = "rejected"  # malformed or not allowed; never read
     RETRY = "retry"  # transient trouble; leave the message for another attempt
     CONFLICT = "conflict"  # the archive holds other content for the range; a person must look
+    PLANNED = "planned"  # a dry run: what would be read and written; nothing was (never settles)
+    SKIPPED = "skipped"  # not worked on, for the reason given (e.g. already re-driven; never settles)
 
 
 @dataclass(frozen=True, slots=True)
