@@ -13,7 +13,7 @@ from replayer.model import Failure, StreamKind
 from replayer.readers._base import RangeCollector, ReadResult, StreamReader, shard_lock
 from replayer.readers.dynamodb import DynamoDBReader
 from replayer.readers.kinesis import KinesisReader
-from replayer.readers.payload import PayloadReader
+from replayer.readers.payload import PayloadReader, StreamInstead, payload_problem
 
 __all__ = [
     "DynamoDBReader",
@@ -41,8 +41,8 @@ class Readers:
         self.kinesis = KinesisReader(clients, max_empty_pages=max_empty_pages, invoke_identity_arn=identity)
 
     def for_failure(self, failure: Failure) -> StreamReader:
-        if failure.payload is not None:
-            return self.payload
-        if failure.kind is StreamKind.DYNAMODB:
-            return self.dynamodb
-        return self.kinesis
+        stream: StreamReader = self.dynamodb if failure.kind is StreamKind.DYNAMODB else self.kinesis
+        if failure.payload is None:
+            return stream
+        problem = payload_problem(failure)
+        return self.payload if problem is None else StreamInstead(stream, problem)

@@ -176,7 +176,8 @@ class LambdaRuntime:
             failures: list[Failure] = []
             if message.parse_error is None:
                 try:
-                    failures = parse_message(message.body, path="$")
+                    # Only S3 on-failure destination objects may bring their records (#11).
+                    failures = parse_message(message.body, path="$", payloads=source == "aws:s3")
                 except ParseError as exc:
                     message = dataclasses.replace(message, parse_error=str(exc))
             parsed.append((message, failures))
