@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from typing import Any
 
@@ -65,7 +66,8 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
                     metrics.registry, alive=lambda: service.alive, ready=lambda: service.ready,
                     host=settings.http_host, port=settings.http_port,
                 )  # fmt: skip
-                await http.start()
+                port = await http.start()
+                settings = dataclasses.replace(settings, http_port=port)  # the port chosen for 0
             loop = asyncio.get_running_loop()
             caught: list[str] = []
 
