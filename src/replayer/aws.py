@@ -115,6 +115,10 @@ class Clients:
                 self._clients[key] = client
             return self._clients[key]
 
+    async def has_credentials(self) -> bool:
+        """True when the standard chain (environment, profile, role) yields credentials."""
+        return await self._session.get_credentials() is not None
+
     async def close(self) -> None:
         self._clients.clear()
         await self._stack.aclose()

@@ -184,6 +184,8 @@ class OutcomeKind(StrEnum):
     EXPIRED = "expired"  # every record lost to retention; loss reported
     REJECTED = "rejected"  # malformed or not allowed; never read
     RETRY = "retry"  # transient trouble; leave the message for another attempt
+    PLANNED = "planned"  # a dry run: what would be read and written; nothing was (never settles)
+    SKIPPED = "skipped"  # not worked on, for the reason given (e.g. already re-driven; never settles)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ __all__ = ["COMMANDS", "app", "load", "main"]
 COMMANDS = {
     "replay": "replay",
     "fetch": "replay",
-    "demo": "replay",
+    "demo": "demo",
     "redrive": "redrive",
     "run": "service",
     "drain": "service",
@@ -32,8 +32,9 @@ def load(command: str | None = None) -> Any:
     module = COMMANDS.get(command or "")
     for name in [module] if module else sorted(set(COMMANDS.values())):
         importlib.import_module(f"replayer.cli.{name}")
-    from replayer.cli._app import app
+    from replayer.cli._app import app, order_commands
 
+    order_commands()
     return app
 
 
@@ -52,9 +53,7 @@ def main() -> None:
     try:
         app()
     except ReplayerError as exc:  # a last guard: our own errors are messages, not tracebacks
-        from rich.console import Console
+        from replayer.cli._app import print_error, stderr_console
 
-        from replayer.cli._app import print_error
-
-        print_error(Console(stderr=True), exc)
+        print_error(stderr_console(), exc)
         sys.exit(2)
