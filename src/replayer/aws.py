@@ -95,20 +95,13 @@ class Clients:
             return self._clients[key]
         async with self._lock:
             if key not in self._clients:
-                if self._session is None:
-                    # aioboto3's engine, without boto3's resource layer and S3 transfer hooks (about
-                    # 0.1 s of start-up replayer never uses); imported here, not for commands or
-                    # checks that call nothing (about 0.2 s more).
-                    from aiobotocore.session import get_session
-
-                    self._session = get_session()
                 config = (
                     self._config.merge(_SERVICE_CONFIG[service])
                     if service in _SERVICE_CONFIG
                     else self._config
                 )
                 client = await self._stack.enter_async_context(
-                    self._session.create_client(service, region_name=key[1], config=config)
+                    self._sdk().create_client(service, region_name=key[1], config=config)
                 )
                 for event in _RAW_OPERATIONS:
                     client.meta.events.register(event, _keep_raw_body)
@@ -117,7 +110,17 @@ class Clients:
 
     async def has_credentials(self) -> bool:
         """True when the standard chain (environment, profile, role) yields credentials."""
-        return await self._session.get_credentials() is not None
+        return await self._sdk().get_credentials() is not None
+
+    def _sdk(self) -> Any:
+        """The SDK session, made on first use: commands and checks that call nothing never load it."""
+        if self._session is None:
+            # aioboto3's engine, without boto3's resource layer and S3 transfer hooks (about 0.1 s
+            # of start-up replayer never uses); imported here, not at import (about 0.2 s more).
+            from aiobotocore.session import get_session
+
+            self._session = get_session()
+        return self._session
 
     async def close(self) -> None:
         self._clients.clear()
