@@ -57,7 +57,9 @@ async def _replay(settings: Settings, failures: Sequence[Failure], allow: AllowL
     from replayer.sinks import SinkOptions, sink_from_uri
 
     options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke, invoke_retries=settings.invoke_retries
+        max_records_per_invoke=settings.max_records_per_invoke,
+        invoke_retries=settings.invoke_retries,
+        no_filter=settings.no_filter,
     )
     async with Clients(max_pool_connections=max(10, settings.concurrency * 2)) as clients:
         sinks = [sink_from_uri(uri, clients, options) for uri in settings.to]

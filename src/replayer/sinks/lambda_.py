@@ -27,6 +27,7 @@ from tenacity import (
 
 from replayer.aws import Clients, error_code
 from replayer.errors import ConfigError
+from replayer.filtering import PatternError, criteria_for
 from replayer.model import Failure, StreamRecord
 from replayer.readers import ReadResult
 from replayer.sinks._base import Delivery, SinkError
@@ -186,6 +187,7 @@ class LambdaSink:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         retry_wait: float = 1.0,
         retry_wait_max: float = 30.0,
+        apply_filter: bool = True,
     ) -> None:
         if max_records_per_invoke is not None and max_records_per_invoke < 1:
             raise ConfigError("--max-records-per-invoke must be at least 1")
@@ -200,6 +202,7 @@ class LambdaSink:
         self.max_payload_bytes = max_payload_bytes
         self.retry_wait = retry_wait
         self.retry_wait_max = retry_wait_max
+        self.apply_filter = apply_filter
 
     @property
     def uri(self) -> str:
@@ -213,8 +216,24 @@ class LambdaSink:
             return failure.batch_size
         return DEFAULT_MAX_RECORDS
 
+    def admitted(self, failure: Failure, records: Sequence[StreamRecord]) -> list[StreamRecord]:
+        """The records the failure's mapping would have delivered (all of them without a filter,
+        with `apply_filter` off, or when the mapping is unknown)."""
+        mapping = failure.mapping
+        if not self.apply_filter or mapping is None or not mapping.filters:
+            return list(records)
+        try:
+            criteria = criteria_for(mapping.filters)
+        except PatternError as exc:
+            raise SinkError(
+                f"{self.uri}: the mapping's filter cannot be applied ({exc}); re-drive with --no-filter to send every record"
+            ) from exc
+        kept = criteria.select(failure.kind, records)
+        log.info("records_filtered", function=self.uri, admitted=len(kept), read=len(records))
+        return kept
+
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
-        records = sorted(result.records, key=lambda r: r.sequence)
+        records = self.admitted(failure, sorted(result.records, key=lambda r: r.sequence))
         try:
             batches = list(
                 chunks(
