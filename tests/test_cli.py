@@ -189,3 +189,23 @@ def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
     ):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
         assert out.stdout.startswith("replayer ")
+
+
+def test_each_command_loads_only_its_own_module() -> None:
+    """`replayer CMD` imports CMD's module alone (start-up is paid on every run); every command is mapped."""
+    import typer.main
+
+    from replayer import cli
+
+    registered = set(typer.main.get_command(cli.load()).commands)  # type: ignore[attr-defined]
+    assert registered == set(cli.COMMANDS)
+    code = (
+        "import sys; from replayer import cli; cli.load('replay'); "
+        "print(sorted(m for m in sys.modules if m.startswith('replayer.cli.') or m.split('.')[0] in "
+        "('aioboto3', 'aiobotocore', 'boto3')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(eval(out))
+    assert "replayer.cli.replay" in loaded
+    others = {f"replayer.cli.{m}" for m in cli.COMMANDS.values()} - {"replayer.cli.replay"}
+    assert not loaded & (others | {"aioboto3", "aiobotocore", "boto3"}), loaded

@@ -167,6 +167,9 @@ class Replayer:
         except _TRANSIENT as exc:
             log.warning("read_failed", error=str(exc))
             return Outcome(OutcomeKind.RETRY, failure, reason=f"reading the stream failed: {exc}")
+        if result.refused is not None:
+            log.warning("range_refused", reason=result.refused, read=len(result.records))
+            return rejected(failure, result.refused)
         if not result.complete:
             log.warning("read_incomplete", notes=list(result.notes), recovered=len(result.records))
             return Outcome(
