@@ -30,10 +30,10 @@ def test_drain_empties_the_queue_and_summarises(table: DynamoTable, bucket: str,
     records = table.stream_records()
     queue = make_queue(moto_endpoint)
     send(moto_endpoint, queue, table.invocation_record(0, 1, records), table.invocation_record(2, 3, records))
-    code, _, err = drain("--queue", queue, "--to", f"s3://{bucket}", "--allow-stream", table.stream_arn)
+    code, out, err = drain("--queue", queue, "--to", f"s3://{bucket}", "--allow-stream", table.stream_arn)
     assert code == 0, err
-    assert "messages: 2 received, 2 deleted, 0 retried, 0 quarantined, 0 left" in err
-    assert "replayed" in err
+    assert "messages: 2 received, 2 deleted, 0 retried, 0 quarantined, 0 left, 0 released" in out
+    assert "2 replayed" in out
     assert queue_counts(moto_endpoint, queue) == (0, 0)
     assert len([k for k in keys(moto_endpoint, bucket) if k.endswith("records.jsonl.gz")]) == 2
 

@@ -1,4 +1,10 @@
-"""Settings of the service, the burst drain and the Lambda handler: flags first, then `REPLAYER_*`.
+"""Every option of every command and of the Lambda's environment: ONE table, `OPTIONS`.
+
+Each option is declared once: its setting name (a `Settings` field, which holds the default),
+its flags, its `REPLAYER_*` variable, its parser, its help text and metavar, the commands that
+take it (`lambda` is the Lambda handler's environment). The CLI's options, the environment
+reading of every command, the Lambda's settings and the README's option table all come from it,
+so a flag and its variable can never mean two things.
 
 Everything is parsed here, from strings, so that every problem is found at start-up and
 reported together, one clear line each, whether it came from a flag or the environment.
@@ -10,54 +16,46 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from replayer.errors import ConfigError
 
 __all__ = [
+    "COMMANDS",
     "ENV",
+    "OPTIONS",
+    "Option",
     "Settings",
+    "help_text",
     "is_queue_url",
+    "load",
     "load_settings",
+    "markdown_table",
+    "options_for",
     "parse_duration",
     "queue_region",
     "quarantine_problem",
     "split_list",
 ]
 
-T = TypeVar("T")
-
-# Setting name -> environment variable. Flags are the same names, dashed: --grace-seconds.
-ENV = {
-    "queue": "REPLAYER_QUEUE",
-    "to": "REPLAYER_TO",
-    "allow_streams": "REPLAYER_ALLOW_STREAMS",
-    "quarantine": "REPLAYER_QUARANTINE",
-    "concurrency": "REPLAYER_CONCURRENCY",
-    "prefetch": "REPLAYER_PREFETCH",
-    "grace_seconds": "REPLAYER_GRACE_SECONDS",
-    "http_port": "REPLAYER_HTTP_PORT",
-    "http_host": "REPLAYER_HTTP_HOST",
-    "visibility_timeout": "REPLAYER_VISIBILITY_TIMEOUT",
-    "wait_seconds": "REPLAYER_WAIT_SECONDS",
-    "retry_base_seconds": "REPLAYER_RETRY_BASE_SECONDS",
-    "retry_max_seconds": "REPLAYER_RETRY_MAX_SECONDS",
-    "safety_margin_seconds": "REPLAYER_SAFETY_MARGIN_SECONDS",
-    "max_records_per_invoke": "REPLAYER_MAX_RECORDS_PER_INVOKE",
-    "invoke_retries": "REPLAYER_INVOKE_RETRIES",
-    "log_level": "REPLAYER_LOG_LEVEL",
-    "expiry_warning": "REPLAYER_EXPIRY_WARNING",
-}
+# The commands that take options, in the order `--help` lists them; `lambda` is the handler.
+COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "lambda")
+_WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI commands that do work
+_CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
+_READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_OUTPUTS = ("table", "json", "jsonl")
 # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or an emulator's http://host:port/ACCOUNT/NAME.
 _QUEUE_URL = re.compile(r"^https?://[^/\s]+/(?P<account>[^/\s]+)/(?P<name>[A-Za-z0-9_-]{1,80}(\.fifo)?)$")
 _SQS_MAX_VISIBILITY = 43_200  # 12 hours, SQS's own limit
 _DURATION = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_EXPIRY_WARNING = 366 * 86400  # Kinesis keeps records at most 365 days
+# The sink forms, until the sink registry lands: `{sinks}` in a help text is replaced by them.
+SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION[:QUALIFIER] or - (stdout)"
 
 
 def parse_duration(text: str) -> float:
@@ -69,7 +67,7 @@ def parse_duration(text: str) -> float:
 
 
 def split_list(value: str) -> list[str]:
-    """`a,b c` -> ['a', 'b', 'c']: lists in one environment variable, split on commas and spaces."""
+    """`a,b c` -> ['a', 'b', 'c']: lists in one value, split on commas and spaces."""
     return [part for part in re.split(r"[\s,]+", value) if part]
 
 
@@ -87,16 +85,298 @@ def queue_region(queue_url: str) -> str | None:
     return None
 
 
+def quarantine_problem(uri: str) -> str | None:
+    """What is wrong with a `--quarantine` value, or None: s3://BUCKET[/PREFIX] or an SQS queue URL."""
+    if uri.startswith("s3://"):
+        bucket = uri[len("s3://") :].partition("/")[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            return f"{uri!r}: not a bucket name; expected s3://BUCKET[/PREFIX]"
+        return None
+    if is_queue_url(uri):
+        return None
+    return f"{uri!r}: expected s3://BUCKET[/PREFIX] or an SQS queue URL"
+
+
+# ---- parsers: text -> value, or ValueError saying what is wrong (the source is added by the caller)
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise ValueError(f"{value} is out of range ({low} to {high})")
+        return number
+
+    return parse
+
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+        if not (math.isfinite(number) and low <= number <= high):
+            raise ValueError(f"{value} is out of range ({low:g} to {high:g})")
+        return number
+
+    return parse
+
+
+def _duration(high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        seconds = parse_duration(value)
+        if seconds > high:
+            raise ValueError(f"{value} is out of range (at most {high:g} seconds)")
+        return seconds
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.strip().lower() not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value.strip().lower()
+
+    return parse
+
+
+def _port(value: str) -> int | None:
+    if value.strip().lower() in ("off", "none", "no", "false"):
+        return None
+    return _whole(0, 65535)(value)
+
+
+def _queue(value: str) -> str:
+    if not is_queue_url(value.strip()):
+        raise ValueError(f"{value!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+    return value.strip()
+
+
+def _quarantine(value: str) -> str:
+    problem = quarantine_problem(value.strip())
+    if problem:
+        raise ValueError(problem)
+    return value.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option: a `Settings` field, its flags and variable, how it is parsed and explained."""
+
+    name: str  # the `Settings` field; its default is the option's default
+    flags: tuple[str, ...]  # the long flag first: it names the option in messages
+    help: str  # one sentence or two; `{sinks}` stands for the sink URI forms
+    commands: frozenset[str]
+    metavar: str | None = None  # None: a switch (or a counter) that takes no value
+    parse: Callable[[str], Any] = _text
+    env: str | None = None  # REPLAYER_*: read the same way by every command that takes the option
+    repeat: bool = False  # repeatable flag; its variable is split on commas and spaces
+    count: bool = False  # -v -v: a counter
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # per command, over the Settings default
+    required: frozenset[str] = frozenset()  # commands that cannot run without it
+
+    @property
+    def flag(self) -> str:
+        return self.flags[0]
+
+    def default(self, command: str) -> Any:
+        if command in self.defaults:
+            return self.defaults[command]
+        return _FIELD_DEFAULTS[self.name]
+
+
+def _cmds(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "queue", ("--queue",), "The SQS queue URL to consume (the on-failure destination).",
+        _CONSUMERS - {"lambda"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
+    ),
+    Option(
+        "to", ("--to",), "Where recovered records go: {sinks}. Repeatable: delivered in the order given.",
+        _WORK | {"lambda"}, "URI", _text, "REPLAYER_TO", repeat=True,
+        required=_cmds("replay", "fetch", "redrive", "drain", "run", "lambda"),
+    ),
+    Option(
+        "redrive_from", ("--from",), "The archive written by --to: s3://BUCKET[/PREFIX] or file:DIR.",
+        _cmds("redrive"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
+    ),
+    Option(
+        "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
+        _cmds("fetch"), "ARN", required=_cmds("fetch"),
+    ),
+    Option("shard_id", ("--shard-id",), "The shard to read.", _cmds("fetch"), "SHARD", required=_cmds("fetch")),
+    Option(
+        "start", ("--start",), "The first sequence number (inclusive).", _cmds("fetch"), "SEQUENCE",
+        required=_cmds("fetch"),
+    ),
+    Option(
+        "end", ("--end",), "The last sequence number (inclusive).", _cmds("fetch"), "SEQUENCE",
+        required=_cmds("fetch"),
+    ),
+    Option(
+        "range_ids", ("--range-id",), "Only this range (the range id a run prints). Repeatable.",
+        _cmds("redrive"), "RANGE_ID", repeat=True,
+    ),
+    Option(
+        "stream_filter", ("--stream-arn",), "Only ranges of this stream (ARN or glob). Repeatable.",
+        _cmds("redrive"), "ARN", repeat=True,
+    ),
+    Option(
+        "since", ("--since",), "Only ranges whose first record arrived at or after this time.",
+        _cmds("redrive"), "ISO_TIME",
+    ),
+    Option(
+        "until", ("--until",), "Only ranges whose first record arrived before this time.",
+        _cmds("redrive"), "ISO_TIME",
+    ),
+    Option(
+        "force", ("--force",), "Re-drive ranges even if already re-driven to that function.", _cmds("redrive"),
+    ),
+    Option(
+        "allow_streams", ("--allow-stream",),
+        "Glob on the stream ARN a record may name; any other stream is rejected, never read. "
+        "Repeatable. Unset: every stream.",
+        _READERS, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+    ),
+    Option(
+        "quarantine", ("--quarantine",),
+        "Where malformed and not-allowed messages go before being deleted: s3://BUCKET[/PREFIX] or an "
+        "SQS queue URL. Unset: they stay on the queue for its redrive policy.",
+        _CONSUMERS, "URI", _quarantine, "REPLAYER_QUARANTINE",
+    ),
+    Option(
+        "concurrency", ("--concurrency",), "Ranges worked on at once, earliest expiry deadline first.",
+        _WORK | {"lambda"}, "N", _whole(1, 256), "REPLAYER_CONCURRENCY", defaults={"redrive": 4, "fetch": 1},
+    ),
+    Option(
+        "prefetch", ("--prefetch",), "Messages held (invisible, heartbeated) beyond those in flight.",
+        _cmds("run"), "N", _whole(0, 1000), "REPLAYER_PREFETCH",
+    ),
+    Option(
+        "grace_seconds", ("--grace-seconds",),
+        "On SIGTERM/SIGINT, seconds in-flight ranges get to finish; no new range starts.",
+        _WORK, "SECONDS", _number(0, 3600), "REPLAYER_GRACE_SECONDS", defaults={"replay": 10.0, "fetch": 10.0,
+                                                                               "redrive": 10.0},
+    ),
+    Option(
+        "http_port", ("--http-port",), "Port of /healthz, /readyz and /metrics; off: no HTTP server.",
+        _cmds("drain", "run"), "PORT", _port, "REPLAYER_HTTP_PORT", defaults={"run": 8080},
+    ),
+    Option(
+        "http_host", ("--http-host",), "Address the HTTP server listens on.", _cmds("drain", "run"), "ADDRESS",
+        _text, "REPLAYER_HTTP_HOST",
+    ),
+    Option(
+        "visibility_timeout", ("--visibility-timeout",),
+        "Seconds a held message stays invisible; renewed every third of it.",
+        _cmds("drain", "run"), "SECONDS", _whole(1, _SQS_MAX_VISIBILITY), "REPLAYER_VISIBILITY_TIMEOUT",
+    ),
+    Option(
+        "wait_seconds", ("--wait-seconds",),
+        "Long-poll wait, 0 to 20 seconds (drain: the queue counts as empty after one such wait).",
+        _cmds("drain", "run"), "SECONDS", _whole(0, 20), "REPLAYER_WAIT_SECONDS", defaults={"drain": 2},
+    ),
+    Option(
+        "retry_base_seconds", ("--retry-base-seconds",), "First retry delay of a message, doubling per receive.",
+        _CONSUMERS, "SECONDS", _whole(0, _SQS_MAX_VISIBILITY), "REPLAYER_RETRY_BASE_SECONDS",
+    ),
+    Option(
+        "retry_max_seconds", ("--retry-max-seconds",), "Longest retry delay of a message.",
+        _CONSUMERS, "SECONDS", _whole(0, _SQS_MAX_VISIBILITY), "REPLAYER_RETRY_MAX_SECONDS",
+    ),
+    Option(
+        "safety_margin_seconds", ("--safety-margin-seconds",),
+        "Lambda: no new range starts with less time than this left.",
+        _cmds("lambda"), "SECONDS", _number(0, 900), "REPLAYER_SAFETY_MARGIN_SECONDS",
+    ),
+    Option(
+        "max_records_per_invoke", ("--max-records-per-invoke",),
+        "lambda: sinks: records per invocation (unset: the range's batchSize, else 100); "
+        "invocations also stay under the 6 MB payload limit.",
+        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_MAX_RECORDS_PER_INVOKE",
+    ),
+    Option(
+        "invoke_retries", ("--invoke-retries",),
+        "lambda: sinks: retries of an invocation that failed or left records unconfirmed, with backoff.",
+        _WORK | {"lambda"}, "N", _whole(0, 100), "REPLAYER_INVOKE_RETRIES",
+    ),
+    Option(
+        "no_filter", ("--no-filter",),
+        "lambda: sinks: send every record of the range, not only those its event source mapping's "
+        "FilterCriteria admits (the function never saw the others). Archives keep every record anyway.",
+        _WORK,
+    ),
+    Option(
+        "invoke_identity_arn", ("--invoke-identity-arn",),
+        "Kinesis: the role ARN put in re-driven records' invokeIdentityArn.",
+        _READERS, "ARN", _text, "REPLAYER_INVOKE_IDENTITY_ARN",
+    ),
+    Option(
+        "expiry_warning", ("--expiry-warning",),
+        "Warn about ranges this close to their expiry deadline (first arrival + the stream's retention).",
+        _READERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_EXPIRY_WARNING",
+    ),
+    Option(
+        "dry_run", ("--dry-run",), "Parse and plan: report each range as planned, read and write nothing.",
+        _cmds("replay", "fetch", "redrive"),
+    ),
+    Option(
+        "no_preflight", ("--no-preflight",),
+        "Skip the checks made before any work (credentials, endpoint, sinks, queue, streams).", _WORK,
+    ),
+    Option(
+        "output", ("--output", "-o"), "How the result is printed: table, json or jsonl (one line per range).",
+        _WORK - {"run"}, "FORMAT", _choice(*_OUTPUTS),
+    ),
+    Option("as_json", ("--json",), "Same as --output json.", _WORK - {"run"}),
+    Option("quiet", ("--quiet", "-q"), "Print errors and the summary line only: no table, no progress bar.",
+           _WORK),
+    Option("verbose", ("--verbose", "-v"), "More log lines on stderr: -v info, -vv debug.", _WORK, count=True),
+    Option(
+        "log_level", ("--log-level",), "Log level of the JSON log lines on stderr: debug, info, warning, error.",
+        _WORK | {"lambda"}, "LEVEL", _choice(*_LOG_LEVELS), "REPLAYER_LOG_LEVEL",
+    ),
+)  # fmt: skip
+
+ENV = {o.name: o.env for o in OPTIONS if o.env}
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Validated settings. Build with `load_settings`, which reports every problem at once."""
+    """Validated settings of one command. Build with `load`, which reports every problem at once.
 
-    to: tuple[str, ...]
+    The defaults here are the options' defaults (see `OPTIONS` for per-command ones).
+    """
+
+    to: tuple[str, ...] = ()
     queue: str | None = None
+    redrive_from: str | None = None
+    stream_arn: str | None = None
+    shard_id: str | None = None
+    start: str | None = None
+    end: str | None = None
+    range_ids: tuple[str, ...] = ()
+    stream_filter: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    force: bool = False
     allow_streams: tuple[str, ...] = ()
     quarantine: str | None = None
     concurrency: int = 8
-    prefetch: int = 10  # messages held (invisible, heartbeated) beyond those in flight
+    prefetch: int = 10
     grace_seconds: float = 30.0
     http_port: int | None = None
     http_host: str = "0.0.0.0"  # a container's health checks come from outside its namespace
@@ -104,11 +384,19 @@ class Settings:
     wait_seconds: int = 20
     retry_base_seconds: int = 30
     retry_max_seconds: int = 900
-    safety_margin_seconds: float = 10.0  # Lambda: no new range starts with less time than this left
-    max_records_per_invoke: int | None = None  # lambda: sinks; None: the range's batchSize, else 100
-    invoke_retries: int = 3  # lambda: sinks
+    safety_margin_seconds: float = 10.0
+    max_records_per_invoke: int | None = None
+    invoke_retries: int = 3
+    no_filter: bool = False
+    invoke_identity_arn: str | None = None
     log_level: str = "warning"
-    expiry_warning: float = 7200.0  # seconds: ranges this close to their expiry deadline are warned about
+    expiry_warning: float = 7200.0  # seconds
+    dry_run: bool = False
+    no_preflight: bool = False
+    output: str = "table"
+    as_json: bool = False
+    quiet: bool = False
+    verbose: int = 0
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -116,67 +404,124 @@ class Settings:
         """How often held messages get their visibility extended: well before it lapses."""
         return max(0.2, self.visibility_timeout / 3)
 
+    @property
+    def output_format(self) -> str:
+        """table, json or jsonl: `--json` is `--output json`."""
+        return "json" if self.as_json else self.output
+
+
+_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
+
+
+def options_for(command: str) -> tuple[Option, ...]:
+    """The options `command` takes, in table order."""
+    return tuple(o for o in OPTIONS if command in o.commands)
+
 
 class _Reader:
-    """Reads each setting from its flag or its environment variable, collecting problems."""
+    """Reads each option from its flag or else its variable, collecting one problem per mistake."""
 
-    def __init__(self, flags: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    def __init__(self, command: str, flags: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self.command = command
         self.flags = flags
         self.env = env
         self.problems: list[str] = []
+        self.sources: dict[str, str] = {}
+
+    def texts(self, option: Option) -> list[str] | None:
+        """The option's raw texts (one for a single value), or None when unset."""
+        value = self.flags.get(option.name)
+        if value is not None and value not in ([], ()):
+            self.sources[option.name] = option.flag
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            if option.repeat:  # `--to a,b` means what REPLAYER_TO=a,b means
+                return [item for v in values for item in split_list(str(v))]
+            return [str(values[-1])]
+        text = self.env.get(option.env, "").strip() if option.env else ""
+        if not text:
+            return None
+        self.sources[option.name] = option.env or option.flag
+        return split_list(text) if option.repeat else [text]
+
+    def value(self, option: Option) -> Any:
+        if option.metavar is None:  # switches and counters: flags only
+            raw = self.flags.get(option.name)
+            return option.default(self.command) if raw is None else raw
+        texts = self.texts(option)
+        if texts is None:
+            return option.default(self.command)
+        try:
+            parsed = [option.parse(t) for t in texts]
+        except ValueError as exc:
+            self.problems.append(f"{self.sources[option.name]}: {exc}")
+            return option.default(self.command)
+        return tuple(parsed) if option.repeat else parsed[0]
 
     def source(self, name: str) -> str:
-        if self.flags.get(name) not in (None, [], ()):
-            return "--" + name.replace("_", "-")
-        return ENV[name]
+        return self.sources.get(name) or _BY_NAME[name].flag
 
-    def raw(self, name: str) -> Any:
-        value = self.flags.get(name)
-        if value not in (None, [], ()):
-            return value
-        text = self.env.get(ENV[name], "").strip()
-        return text or None
 
-    def text(self, name: str, default: str | None = None) -> str | None:
-        value = self.raw(name)
-        return default if value is None else str(value).strip()
+def load(
+    command: str,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    sink_check: Callable[[str], str | None] | None = None,
+    durable_check: Callable[[Sequence[str]], bool] | None = None,
+) -> Settings:
+    """The settings of `command` from `flags` (None or empty: unset) over `env` (default: os.environ).
 
-    def items(self, name: str) -> tuple[str, ...]:
-        value = self.raw(name)
-        if value is None:
-            return ()
-        parts = [value] if isinstance(value, str) else list(value)
-        return tuple(item for part in parts for item in split_list(str(part)))
+    Raises ConfigError listing every problem, one a line. `sink_check(uri)` returns a problem
+    with a `--to` URI or None; `durable_check(uris)` says whether any sink keeps loss reports
+    (without one, a consumer records a warning in `Settings.warnings`).
+    """
+    r = _Reader(command, flags or {}, os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    for option in options_for(command):
+        values[option.name] = r.value(option)
+    for option in options_for(command):
+        missing = values[option.name] is None or values[option.name] == ()
+        if missing and command in option.required and not (option.name == "to" and values.get("dry_run")):
+            r.problems.append(_required(option))
+    settings = replace(Settings(), **values)
+    if sink_check is not None:
+        for uri in settings.to:
+            problem = sink_check(uri)
+            if problem:
+                r.problems.append(f"{r.source('to')}: {problem}")
+    if settings.retry_base_seconds > settings.retry_max_seconds:
+        r.problems.append(
+            f"retry delays: base {settings.retry_base_seconds}s is more than max {settings.retry_max_seconds}s"
+        )
+    if r.problems:
+        raise ConfigError(_problems(r.problems))
+    return replace(settings, warnings=tuple(_warnings(command, settings, durable_check)))
 
-    def duration(self, name: str, default: float, high: float) -> float:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            seconds = parse_duration(str(value))
-        except ValueError as exc:
-            self.problems.append(f"{self.source(name)}: {exc}")
-            return default
-        if seconds > high:
-            self.problems.append(f"{self.source(name)}: {value} is out of range (at most {high:g} seconds)")
-            return default
-        return seconds
 
-    def number(self, name: str, default: T, cast: Callable[[str], T], low: float, high: float) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = cast(str(value).strip())
-        except ValueError:
-            kind = "a whole number" if cast is int else "a number"
-            self.problems.append(f"{self.source(name)}: {str(value)!r} is not {kind}")
-            return default
-        as_float = float(number)  # type: ignore[arg-type]
-        if not (math.isfinite(as_float) and low <= as_float <= high):
-            self.problems.append(f"{self.source(name)}: {value} is out of range ({low:g} to {high:g})")
-            return default
-        return number
+def _required(option: Option) -> str:
+    where = f" (or {option.env})" if option.env else ""
+    what = option.help.format(sinks=SINK_FORMS).split(". ")[0].rstrip(".")
+    return f"{option.flag}{where} is required: {what[0].lower()}{what[1:]}"
+
+
+def _problems(problems: Sequence[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} configuration problems:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def _warnings(
+    command: str, settings: Settings, durable_check: Callable[[Sequence[str]], bool] | None
+) -> Iterable[str]:
+    if command not in _CONSUMERS:
+        return
+    if durable_check is not None and not durable_check(settings.to):
+        yield (
+            "no --to sink keeps loss reports (only - or lambda:): ranges with lost records "
+            "will never be deleted from the queue; add s3://BUCKET[/PREFIX] or file:DIR"
+        )
+    if not settings.allow_streams:
+        yield "no --allow-stream given: any stream named by a message will be read (IAM should still limit it)"
 
 
 def load_settings(
@@ -189,98 +534,76 @@ def load_settings(
     sink_check: Callable[[str], str | None] | None = None,
     durable_check: Callable[[Sequence[str]], bool] | None = None,
 ) -> Settings:
-    """Settings from `flags` (None or empty: unset) over `env` (default: os.environ).
-
-    Raises ConfigError listing every problem, one a line. `sink_check(uri)` returns a
-    problem with a `--to` URI or None; `durable_check(uris)` says whether any sink keeps
-    loss reports (without one, a warning is recorded in `Settings.warnings`).
-    """
-    r = _Reader(flags or {}, os.environ if env is None else env)
-    queue = r.text("queue")
-    if need_queue and queue is None:
-        r.problems.append(f"--queue (or {ENV['queue']}) is required: the SQS queue URL to consume")
-    elif queue is not None and not is_queue_url(queue):
-        r.problems.append(
-            f"{r.source('queue')}: {queue!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"
-        )
-    to = r.items("to")
-    if not to:
-        r.problems.append(
-            f"--to (or {ENV['to']}) is required: s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION or -"
-        )
-    for uri in to:
-        problem = sink_check(uri) if sink_check else None
-        if problem:
-            r.problems.append(f"{r.source('to')}: {problem}")
-    quarantine = r.text("quarantine")
-    if quarantine is not None:
-        problem = quarantine_problem(quarantine)
-        if problem:
-            r.problems.append(f"{r.source('quarantine')}: {problem}")
-    port_text = r.text("http_port")
-    http_port = http_port_default
-    if port_text is not None and port_text.lower() in ("off", "none", "no", "false"):
-        http_port = None
-    elif port_text is not None:
-        http_port = r.number("http_port", http_port_default, int, 0, 65535)
-    settings = Settings(
-        to=to,
-        queue=queue,
-        allow_streams=r.items("allow_streams"),
-        quarantine=quarantine,
-        concurrency=r.number("concurrency", 8, int, 1, 256),
-        prefetch=r.number("prefetch", 10, int, 0, 1000),
-        grace_seconds=r.number("grace_seconds", 30.0, float, 0, 3600),
-        http_port=http_port,
-        http_host=r.text("http_host", "0.0.0.0") or "0.0.0.0",
-        visibility_timeout=r.number("visibility_timeout", 60, int, 1, _SQS_MAX_VISIBILITY),
-        wait_seconds=r.number("wait_seconds", wait_seconds_default, int, 0, 20),
-        retry_base_seconds=r.number("retry_base_seconds", 30, int, 0, _SQS_MAX_VISIBILITY),
-        retry_max_seconds=r.number("retry_max_seconds", 900, int, 0, _SQS_MAX_VISIBILITY),
-        safety_margin_seconds=r.number("safety_margin_seconds", 10.0, float, 0, 900),
-        max_records_per_invoke=r.number("max_records_per_invoke", None, int, 1, 10_000),
-        invoke_retries=r.number("invoke_retries", 3, int, 0, 100),
-        log_level=(r.text("log_level", "warning") or "warning").lower(),
-        expiry_warning=r.duration("expiry_warning", 7200.0, _MAX_EXPIRY_WARNING),
+    """`load` as `run` (need_queue) or the Lambda reads it; kept for callers not yet moved to `load`."""
+    command = "run" if need_queue else "lambda"
+    settings = load(command, flags, env, sink_check=sink_check, durable_check=durable_check)
+    given = (flags or {}).get("http_port") is not None or ENV["http_port"] in (
+        os.environ if env is None else env
     )
-    if settings.log_level not in _LOG_LEVELS:
-        r.problems.append(
-            f"{r.source('log_level')}: {settings.log_level!r} is not one of {', '.join(_LOG_LEVELS)}"
-        )
-    if settings.retry_base_seconds > settings.retry_max_seconds:
-        r.problems.append(
-            f"retry delays: base {settings.retry_base_seconds}s is more than max {settings.retry_max_seconds}s"
-        )
-    if r.problems:
-        count = len(r.problems)
-        raise ConfigError(
-            f"{count} configuration problem{'s' if count > 1 else ''}:\n"
-            + "\n".join(f"  - {p}" for p in r.problems)
-        )
-    warnings: list[str] = []
-    if durable_check is not None and not durable_check(to):
-        warnings.append(
-            "no --to sink keeps loss reports (only - or lambda:): ranges with lost records "
-            "will never be deleted from the queue; add s3://BUCKET[/PREFIX] or file:DIR"
-        )
-    if not settings.allow_streams:
-        warnings.append(
-            "no --allow-stream given: any stream named by a message will be read (IAM should still limit it)"
-        )
-    return Settings(**{**_fields(settings), "warnings": tuple(warnings)})
+    if not given:
+        settings = replace(settings, http_port=http_port_default)
+    if (flags or {}).get("wait_seconds") is None and ENV["wait_seconds"] not in (
+        os.environ if env is None else env
+    ):
+        settings = replace(settings, wait_seconds=wait_seconds_default)
+    return settings
 
 
-def _fields(settings: Settings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
+# ---- the README's option table
 
 
-def quarantine_problem(uri: str) -> str | None:
-    """What is wrong with a `--quarantine` value, or None: s3://BUCKET[/PREFIX] or an SQS queue URL."""
-    if uri.startswith("s3://"):
-        bucket = uri[len("s3://") :].partition("/")[0]
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-            return f"{uri!r}: not a bucket name; expected s3://BUCKET[/PREFIX]"
-        return None
-    if is_queue_url(uri):
-        return None
-    return f"{uri!r}: expected s3://BUCKET[/PREFIX] or an SQS queue URL"
+def _default_text(option: Option, command: str) -> str:
+    if option.metavar is None:
+        return ""
+    value = option.default(command)
+    if option.name == "http_port" and value is None:
+        return "off"
+    if value is None or value == ():
+        return ""
+    if option.name == "expiry_warning":
+        return f"{value / 3600:g}h" if value % 3600 == 0 else f"{value:g}s"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def help_text(option: Option, command: str, sinks: str = SINK_FORMS) -> str:
+    """The option's help for `command`, in the one style: text, then [default: X; env: VAR]."""
+    extras = []
+    default = _default_text(option, command)
+    if default:
+        extras.append(f"default: {default}")
+    if option.env:
+        extras.append(f"env: {option.env}" + (", comma-separated" if option.repeat else ""))
+    tail = f" [{'; '.join(extras)}]" if extras else ""
+    return option.help.format(sinks=sinks) + tail
+
+
+def markdown_table(sinks: str = SINK_FORMS) -> str:
+    """The README's option table: every option, its variable, defaults and commands."""
+    lines = [
+        "| option | environment variable | default | commands | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for o in OPTIONS:
+        commands = [c for c in COMMANDS if c in o.commands]
+        flags = ", ".join(f"`{f} {o.metavar}`" if o.metavar else f"`{f}`" for f in o.flags)
+        if commands == ["lambda"]:
+            flags = "(Lambda only)"
+        texts = [_default_text(o, c) for c in commands]
+        default = "; ".join(f"{c}: {t or 'unset'}" for c, t in zip(commands, texts, strict=True))
+        if len(set(texts)) == 1:
+            default = texts[0]
+        meaning = o.help.format(sinks=sinks).replace("|", "\\|")
+        if o.repeat and o.env:
+            meaning += " The variable takes a comma- or space-separated list."
+        env = f"`{o.env}`" if o.env else ""
+        names = ", ".join("Lambda" if c == "lambda" else c for c in commands)
+        lines.append(f"| {flags} | {env} | {default} | {names} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m replayer.config --markdown: the README's option table
+    import sys
+
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m replayer.config --markdown")
+    sys.stdout.write(markdown_table())

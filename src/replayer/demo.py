@@ -26,7 +26,7 @@ from replayer.aws import Clients
 from replayer.core import Replayer
 from replayer.model import Outcome
 from replayer.parse import parse_message
-from replayer.report import render_table
+from replayer.report import Report, render
 from replayer.sinks import S3Sink
 
 __all__ = ["emulator", "run_demo"]
@@ -156,7 +156,7 @@ def run_demo(*, keep: bool = False) -> int:
         console.print("the invocation record Lambda sent to its on-failure destination:")
         console.print(Syntax(json.dumps(record, indent=2), "json", word_wrap=True))
         outcome, archived = asyncio.run(_replay(record))
-        render_table([outcome], console)
+        render(Report([outcome]), output="table", out=console.file, console=console, notes=console)
         console.print(f"recovered {len(archived)} records into {outcome.delivered_to[0]}:")
         for rec in archived:
             image = rec["dynamodb"].get("NewImage") or rec["dynamodb"].get("OldImage")

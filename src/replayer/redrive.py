@@ -28,7 +28,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from replayer import __version__
 from replayer.aws import Clients
 from replayer.errors import ConfigError
-from replayer.model import Failure, Gap, Origin, Outcome, OutcomeKind, StreamRecord, parse_stream_arn
+from replayer.model import (
+    Failure,
+    Gap,
+    Origin,
+    Outcome,
+    OutcomeKind,
+    SourceMapping,
+    StreamRecord,
+    parse_stream_arn,
+)
 from replayer.readers import ReadResult
 from replayer.sinks import LambdaSink, SinkError
 from replayer.sinks._layout import (
@@ -189,6 +198,9 @@ def _failure(described: Mapping[str, Any], raw: Any) -> Failure:
         source_arn=source_arn if isinstance(source_arn, str) else None,
         timestamp=_optional_time(described.get("timestamp"), "range.timestamp"),
         raw=dict(raw) if isinstance(raw, Mapping) else {},
+        mapping=SourceMapping.read_back(
+            described.get("mapping")
+        ),  # its filter decides what lambda: sinks get
     )
     if described.get("kind") not in (None, failure.kind.value):
         raise ValueError("range.kind does not match its stream ARN")

@@ -1,94 +1,136 @@
-"""The Typer app and the options every command shares."""
+"""The Typer app, and `command`: every command's options generated from `config.OPTIONS`.
+
+A command function takes `settings` first, then its own arguments (positional inputs). The
+options of the table that the command takes are added to its signature as plain text flags;
+`config.load` parses flags and `REPLAYER_*` variables the same way for every command.
+Heavy modules (aioboto3, botocore) are imported inside the functions that need them.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from replayer import __version__
+from replayer import __version__, config
+from replayer.config import Option, Settings
+from replayer.errors import ConfigError
 
-__all__ = [
-    "AllowOption",
-    "ConcurrencyOption",
-    "DryRunOption",
-    "ExpiryWarningOption",
-    "InvokeRetriesOption",
-    "JsonOption",
-    "LogLevelOption",
-    "MaxRecordsPerInvokeOption",
-    "ToOption",
-    "app",
-    "print_error",
-]
+__all__ = ["app", "command", "load_or_exit", "order_commands", "print_error", "sink_forms", "stderr_console"]
+
+# How `replayer --help` lists the commands: the manual ones, the queue's, then the rest.
+_ORDER = ("replay", "fetch", "redrive", "drain", "run", "status", "demo")
 
 app = typer.Typer(
     name="replayer",
     help="Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded, before they expire.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts hold brackets (s3://BUCKET[/PREFIX]), not rich markup
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-ToOption = Annotated[
-    list[str],
-    typer.Option(
-        "--to",
-        help="Where recovered records go: s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION[:QUALIFIER] "
-        "(a repair function, invoked with the event Lambda would have sent), or - (stdout). "
-        "Repeatable: delivered in the order given.",
-        envvar="REPLAYER_TO",
-    ),
-]
-AllowOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allow-stream",
-        help="Glob on the stream ARN a record may name (repeatable; env REPLAYER_ALLOW_STREAMS, "
-        "comma-separated). Unset: every stream.",
-    ),
-]
-DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Parse and plan; read and write nothing.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")]
-ConcurrencyOption = Annotated[
-    int, typer.Option("--concurrency", min=1, max=256, envvar="REPLAYER_CONCURRENCY", help="Ranges at once.")
-]
-MaxRecordsPerInvokeOption = Annotated[
-    int | None,
-    typer.Option(
-        "--max-records-per-invoke",
-        min=1,
-        envvar="REPLAYER_MAX_RECORDS_PER_INVOKE",
-        help="lambda: sinks: records per invocation (default: the range's batchSize, else 100). "
-        "Invocations also stay under the 6 MB payload limit.",
-    ),
-]
-InvokeRetriesOption = Annotated[
-    int,
-    typer.Option(
-        "--invoke-retries",
-        min=0,
-        max=100,
-        envvar="REPLAYER_INVOKE_RETRIES",
-        help="lambda: sinks: retries of an invocation that failed or left records unconfirmed "
-        "(batchItemFailures), with backoff and jitter; then the range is left for a later retry.",
-    ),
-]
-ExpiryWarningOption = Annotated[
-    str,
-    typer.Option(
-        "--expiry-warning",
-        envvar="REPLAYER_EXPIRY_WARNING",
-        help="Warn about ranges this close to their expiry deadline (first arrival + the stream's "
-        "retention): 7200, 90m, 2h.",
-    ),
-]
-LogLevelOption = Annotated[
-    str, typer.Option("--log-level", envvar="REPLAYER_LOG_LEVEL", help="debug, info, warning or error.")
-]
+
+def stderr_console() -> Console:
+    """Messages for people: stderr, never hard-wrapped when not a terminal (CI logs wrap themselves)."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=100_000, soft_wrap=True)
+    return console
+
+
+def print_error(console: Console, error: object) -> None:
+    """One clear line on stderr (a line per problem); the message is text, never rich markup."""
+    console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
+
+
+def sink_forms() -> str:
+    """The `--to` URI forms, as the help and the README name them."""
+    return config.SINK_FORMS
+
+
+def _parameter(option: Option, command: str) -> inspect.Parameter:
+    """The Typer parameter of one table option: text in, parsed by `config.load`."""
+    help_text = config.help_text(option, command, sink_forms())
+    annotation: Any
+    default: Any = None
+    if option.count:
+        annotation = Annotated[
+            int, typer.Option(*option.flags, count=True, help=help_text, show_default=False)
+        ]
+        default = 0
+    elif option.metavar is None:
+        annotation = Annotated[bool, typer.Option(*option.flags, help=help_text, show_default=False)]
+        default = False
+    else:
+        kind: Any = list[str] | None if option.repeat else str | None
+        annotation = Annotated[
+            kind, typer.Option(*option.flags, metavar=option.metavar, help=help_text, show_default=False)
+        ]
+    return inspect.Parameter(
+        option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def _sink_check(uri: str) -> str | None:
+    from replayer.aws import Clients
+    from replayer.sinks import sink_from_uri
+
+    try:
+        sink_from_uri(uri, Clients())  # builds the sink to check its URI; creates no client
+    except ConfigError as exc:
+        return str(exc).removeprefix("--to ")
+    return None
+
+
+def _durable(uris: Sequence[str]) -> bool:
+    from replayer.aws import Clients
+    from replayer.sinks import sink_from_uri
+
+    return any(_sink_check(uri) is None and sink_from_uri(uri, Clients()).durable for uri in uris)
+
+
+def load_or_exit(name: str, flags: dict[str, Any]) -> Settings:
+    """The command's settings, or one line per problem on stderr and exit 2."""
+    try:
+        return config.load(name, flags, os.environ, sink_check=_sink_check, durable_check=_durable)
+    except ConfigError as exc:
+        print_error(stderr_console(), exc)
+        raise typer.Exit(2) from None
+
+
+def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register `func(settings, **own)` as command `name`, with the table's options for it."""
+
+    def register(func: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(func, eval_str=True).parameters.values())[1:]
+        options = config.options_for(name)
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        params += [_parameter(o, name) for o in options]
+
+        def callback(**kwargs: Any) -> None:
+            flags = {o.name: kwargs.pop(o.name) for o in options}
+            func(load_or_exit(name, flags), **kwargs)
+
+        callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        callback.__annotations__ = {p.name: p.annotation for p in params}
+        callback.__doc__ = func.__doc__
+        callback.__name__ = name
+        app.command(name)(callback)
+        return func
+
+    return register
+
+
+def order_commands() -> None:
+    """List the registered commands in `_ORDER` (others after them, as registered)."""
+    rank = {name: i for i, name in enumerate(_ORDER)}
+    app.registered_commands.sort(key=lambda info: rank.get(info.name or "", len(rank)))
 
 
 def _version(value: bool) -> None:
@@ -100,12 +142,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded."""
-
-
-def print_error(console: Console, error: object) -> None:
-    """One clear line on stderr; the message is text, never rich markup."""
-    console.print(f"[red]error:[/] {escape(str(error))}")

@@ -3,131 +3,97 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
-from replayer import logs
-from replayer.aws import Clients
-from replayer.cli._app import (
-    ConcurrencyOption,
-    DryRunOption,
-    InvokeRetriesOption,
-    JsonOption,
-    LogLevelOption,
-    MaxRecordsPerInvokeOption,
-    app,
-    print_error,
-)
+from replayer.cli._app import command, print_error, stderr_console
+from replayer.cli._work import finish, preflight_or_exit, setup, show_progress
+from replayer.config import Settings
 from replayer.errors import ConfigError
 from replayer.model import Outcome
-from replayer.redrive import ArchiveError, Redriver, Selection, archive_from_uri, parse_time
-from replayer.report import exit_code, progress, render_table, write_json
-from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
+from replayer.report import Report
+
+if TYPE_CHECKING:
+    from replayer.redrive import Selection
+    from replayer.sinks import LambdaSink
 
 __all__ = ["redrive"]
 
 
-def _targets(to: list[str], clients: Clients, options: SinkOptions) -> list[LambdaSink]:
-    if not to:
-        raise ConfigError("--to is required: lambda:FUNCTION[:QUALIFIER] (repeatable)")
+def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
+    from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
+
+    options = SinkOptions(
+        max_records_per_invoke=settings.max_records_per_invoke,
+        invoke_retries=settings.invoke_retries,
+        no_filter=settings.no_filter,
+    )
     targets = []
-    for uri in to:
-        sink = sink_from_uri(uri, clients, options) if uri.startswith("lambda:") else None
+    for uri in settings.to:
+        sink = sink_from_uri(uri, clients, options) if uri.startswith("lambda:") else None  # type: ignore[arg-type]
         if not isinstance(sink, LambdaSink):
             raise ConfigError(f"--to {uri!r}: redrive re-drives to functions only; expected lambda:FUNCTION")
         targets.append(sink)
     return targets
 
 
-async def _redrive(source: str, to: list[str], selection: Selection, *, force: bool, dry_run: bool,
-                   concurrency: int, options: SinkOptions, console: Console,
-                   show_progress: bool) -> list[Outcome]:  # fmt: skip
+def _selection(settings: Settings) -> Selection:
+    from replayer.redrive import Selection, parse_time
+
+    selection = Selection(
+        range_ids=frozenset(settings.range_ids),
+        stream_arns=settings.stream_filter,
+        since=parse_time(settings.since, "--since") if settings.since else None,
+        until=parse_time(settings.until, "--until") if settings.until else None,
+    )
+    selection.folders()  # validates --stream-arn
+    return selection
+
+
+async def _redrive(settings: Settings, selection: Selection, show: bool) -> list[Outcome]:
+    from replayer.aws import Clients
+    from replayer.redrive import Redriver, archive_from_uri
+    from replayer.report import progress
+
+    concurrency = settings.concurrency
     async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
-        redriver = Redriver(archive_from_uri(source, clients), _targets(to, clients, options), force=force)
+        archive = archive_from_uri(settings.redrive_from or "", clients)
+        redriver = Redriver(archive, _targets(settings, clients), force=settings.force)
         ranges, bad = await redriver.find(selection, concurrency=max(8, concurrency))
-        if dry_run:
+        if settings.dry_run:
             return bad + redriver.plan(ranges)
-        with progress(console, len(ranges), show_progress) as advance:
-            return bad + await redriver.redrive_many(ranges, concurrency=concurrency, on_done=advance)
+        with progress(stderr_console(), len(ranges), show) as advance:
+            done = await redriver.redrive_many(ranges, concurrency=concurrency, on_done=advance)
+        return bad + done
 
 
-@app.command()
-def redrive(
-    source: Annotated[
-        str,
-        typer.Option(
-            "--from",
-            help="The archive written by --to: s3://BUCKET[/PREFIX] or file:DIR.",
-            envvar="REPLAYER_REDRIVE_FROM",
-        ),
-    ],
-    to: Annotated[
-        list[str],
-        typer.Option(
-            "--to", help="The repair function: lambda:FUNCTION[:QUALIFIER] or a function ARN. Repeatable."
-        ),
-    ] = [],  # noqa: B006 - typer reads the default, never mutates it
-    range_id: Annotated[
-        list[str] | None, typer.Option("--range-id", help="Only this range (its range_id). Repeatable.")
-    ] = None,
-    stream_arn: Annotated[
-        list[str] | None,
-        typer.Option("--stream-arn", help="Only ranges of this stream (ARN or glob). Repeatable."),
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="Only ranges whose first record arrived at or after this ISO time."),
-    ] = None,
-    until: Annotated[
-        str | None,
-        typer.Option("--until", help="Only ranges whose first record arrived before this ISO time."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Re-drive ranges even if already re-driven to that function.")
-    ] = False,
-    dry_run: DryRunOption = False,
-    as_json: JsonOption = False,
-    concurrency: ConcurrencyOption = 4,
-    log_level: LogLevelOption = "warning",
-    max_records_per_invoke: MaxRecordsPerInvokeOption = None,
-    invoke_retries: InvokeRetriesOption = 3,
-) -> None:
+@command("redrive")
+def redrive(settings: Settings) -> None:
     """Re-drive archived ranges to a repair function; a rerun skips what already succeeded."""
-    console = Console(stderr=True)
-    options = SinkOptions(max_records_per_invoke=max_records_per_invoke, invoke_retries=invoke_retries)
+    from replayer.aws import Clients
+    from replayer.cli.preflight import Checks
+    from replayer.redrive import ArchiveError, archive_from_uri
+
+    console = setup(settings)
     try:
-        logs.configure(log_level)
-        selection = Selection(
-            range_ids=frozenset(range_id or ()),
-            stream_arns=tuple(stream_arn or ()),
-            since=parse_time(since, "--since") if since else None,
-            until=parse_time(until, "--until") if until else None,
-        )
-        selection.folders()  # validates --stream-arn
-        archive_from_uri(source, Clients())
-        _targets(to, Clients(), options)
+        selection = _selection(settings)
+        archive_from_uri(settings.redrive_from or "", Clients())
+        _targets(settings, Clients())
     except (ConfigError, ValueError) as exc:
         print_error(console, exc)
         raise typer.Exit(2) from None
-    show = console.is_terminal and not as_json
+    if not settings.dry_run:
+        preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))
     try:
-        outcomes = asyncio.run(
-            _redrive(source, to, selection, force=force, dry_run=dry_run, concurrency=concurrency,
-                     options=options, console=console, show_progress=show)
-        )  # fmt: skip
-    except ConfigError as exc:
-        print_error(console, exc)
-        raise typer.Exit(2) from None
+        outcomes = asyncio.run(_redrive(settings, selection, show_progress(settings, console)))
     except ArchiveError as exc:
         # an archive that is not there is a usage error; one that failed to answer is not
         missing = exc.code in ("NoSuchBucket", "NoSuchDirectory")
         print_error(console, f"--from {exc}" if missing else exc)
         raise typer.Exit(2 if missing else 1) from None
-    if as_json:
-        write_json(outcomes, sys.stdout)
-    else:
-        render_table(outcomes, console)
-    raise typer.Exit(exit_code(outcomes))
+    if not outcomes:
+        what = "matching ranges" if selection != type(selection)() else "archived ranges"
+        console.print(f"no {what} found in {settings.redrive_from}", soft_wrap=True, markup=False)
+        raise typer.Exit(0)
+    finish(settings, Report(outcomes))

@@ -41,6 +41,7 @@ class SinkOptions:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     retry_wait: float = 1.0  # first backoff (seconds); doubles, with as much jitter
     retry_wait_max: float = 30.0
+    no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
 
 
 def sink_from_uri(uri: str, clients: Clients, options: SinkOptions | None = None) -> Sink:
@@ -67,5 +68,6 @@ def sink_from_uri(uri: str, clients: Clients, options: SinkOptions | None = None
             max_payload_bytes=options.max_payload_bytes,
             retry_wait=options.retry_wait,
             retry_wait_max=options.retry_wait_max,
+            apply_filter=not options.no_filter,
         )
     raise ConfigError(f"--to {uri!r}: unknown sink; expected {_ACCEPTED}")

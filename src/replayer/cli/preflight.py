@@ -1,0 +1,167 @@
+"""Checks made before any work: one line per problem, saying what to do; the command then exits 2.
+
+Credentials, the endpoint, every sink, the queue and every named stream (once each) are
+asked with one attempt and short timeouts, so a set-up mistake costs seconds, not a retry
+per range. Nothing here writes, receives a message or reads a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from replayer.aws import Clients, default_region, error_code
+from replayer.config import queue_region
+from replayer.model import StreamKind, parse_stream_arn
+from replayer.sinks.lambda_ import parse_target
+from replayer.store import parse_location
+
+__all__ = ["Checks", "NO_SUCH_STREAM", "preflight"]
+
+NO_SUCH_STREAM = "no such stream"
+_CONNECT_SECONDS = 3.0
+_MISSING = ("ResourceNotFoundException", "NoSuchBucket", "404", "NotFound", "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist")  # fmt: skip
+_DENIED = ("AccessDenied", "AccessDeniedException", "403", "UnauthorizedOperation", "Forbidden")
+
+
+@dataclass(frozen=True, slots=True)
+class Checks:
+    """What a command is about to use."""
+
+    sinks: Sequence[str] = ()  # --to URIs
+    queue: str | None = None
+    streams: Sequence[str] = ()  # stream ARNs named by the input (each checked once)
+    archive: str | None = None  # redrive --from
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+async def _reachable(url: str) -> str | None:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), _CONNECT_SECONDS)
+    except (OSError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return (
+            f"cannot reach the AWS endpoint {url} (AWS_ENDPOINT_URL): {reason}; "
+            "start the emulator, fix AWS_ENDPOINT_URL, or unset it to use AWS"
+        )
+    writer.close()
+    return None
+
+
+def _failed(what: str, exc: Exception, missing: str, fix: str) -> str:
+    if isinstance(exc, EndpointConnectionError):
+        hint = "set AWS_ENDPOINT_URL for an emulator" if _endpoint() is None else "check AWS_ENDPOINT_URL"
+        return f"{what}: cannot reach AWS ({exc}); check the network and AWS_REGION, or {hint}"
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
+    if code in _MISSING:
+        return f"{what}: {missing}; {fix}"
+    if code in _DENIED:
+        return f"{what}: access denied ({code}); grant the permission in the IAM policy (see the README's IAM section)"
+    return f"{what}: {exc}"
+
+
+async def _call(coro: Any) -> Exception | None:
+    try:
+        await coro
+    except (ClientError, BotoCoreError, OSError) as exc:
+        return exc
+    return None
+
+
+async def _sink(uri: str, clients: Clients, *, role: str = "--to") -> str | None:
+    if uri == "-":
+        return None
+    if uri.startswith("lambda:"):
+        target = parse_target(uri[len("lambda:") :])
+        client = await clients.get("lambda", target.region)
+        extra = {"Qualifier": target.qualifier} if target.qualifier else {}
+        exc = await _call(client.get_function(FunctionName=target.function, **extra))
+        region = target.region or default_region()
+        return _failed(
+            f"{role} {uri}", exc, f"no such function in {region}", "deploy it or fix the name, qualifier or AWS_REGION"
+        ) if exc else None  # fmt: skip
+    location = parse_location(uri)
+    if location is None:
+        return None  # the URI itself was checked with the settings
+    kind, where, _ = location
+    if kind == "file":
+        return _directory(uri, Path(where), role=role, must_exist=role == "--from")
+    s3 = await clients.get("s3")
+    exc = await _call(s3.head_bucket(Bucket=where))
+    return (
+        _failed(f"{role} {uri}", exc, "no such bucket", "create it or fix the bucket name") if exc else None
+    )
+
+
+def _directory(uri: str, path: Path, *, role: str, must_exist: bool) -> str | None:
+    if path.exists() and not path.is_dir():
+        return f"{role} {uri}: {path} is a regular file; file: needs a directory"
+    if must_exist and not path.exists():
+        return f"{role} {uri}: no such directory; give the folder the archive was written to"
+    probe = path
+    while not probe.exists():  # created on first write: its nearest existing parent must be writable
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK) and role == "--to":
+        return f"{role} {uri}: {probe} is not writable; choose another directory or fix its permissions"
+    return None
+
+
+async def _queue(url: str, clients: Clients) -> str | None:
+    sqs = await clients.get("sqs", queue_region(url))
+    exc = await _call(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))
+    return _failed(f"--queue {url}", exc, "no such queue", "create it or fix the URL") if exc else None
+
+
+async def _stream(arn: str, clients: Clients) -> str | None:
+    parsed = parse_stream_arn(arn)
+    if parsed is None:
+        return None  # parsing refused it already: the range is rejected, not read
+    if parsed.kind is StreamKind.DYNAMODB:
+        client = await clients.get("dynamodbstreams", parsed.region)
+        call = client.describe_stream(StreamArn=arn, Limit=1)
+    else:
+        client = await clients.get("kinesis", parsed.region)
+        call = client.describe_stream_summary(StreamARN=arn)
+    exc = await _call(call)
+    return (
+        _failed(arn, exc, NO_SUCH_STREAM, "check the stream ARN (and AWS_REGION or the account)")
+        if exc
+        else None
+    )
+
+
+async def preflight(checks: Checks) -> list[str]:
+    """Every problem found, one line each; an empty list when the command may start."""
+    endpoint = _endpoint()
+    if endpoint is not None and (problem := await _reachable(endpoint)):
+        return [problem]
+    async with Clients(max_attempts=1, connect_timeout=_CONNECT_SECONDS, read_timeout=10.0) as clients:
+        if not await clients.has_credentials():
+            return [
+                "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "or run with a role"
+            ]
+        calls = [_sink(uri, clients) for uri in dict.fromkeys(checks.sinks)]
+        if checks.archive:
+            calls.append(_sink(checks.archive, clients, role="--from"))
+        if checks.queue:
+            calls.append(_queue(checks.queue, clients))
+        calls += [_stream(arn, clients) for arn in dict.fromkeys(checks.streams)]
+        answers = await asyncio.gather(*calls)
+    problems = [a for a in answers if a]
+    unreachable = [p for p in problems if "cannot reach AWS" in p]
+    return unreachable[:1] or problems  # one line for the network, not one per check
