@@ -308,3 +308,29 @@ def test_each_command_loads_only_its_own_module() -> None:
     assert "replayer.cli.replay" in loaded
     others = {f"replayer.cli.{m}" for m in cli.COMMANDS.values()} - {"replayer.cli.replay"}
     assert not loaded & (others | {"aioboto3", "aiobotocore", "boto3"}), loaded
+
+
+def test_redrive_of_an_empty_archive_says_so_and_exits_0(tmp_path: Path) -> None:
+    result = run("redrive", "--from", f"file:{tmp_path}", "--to", "lambda:repair", "--no-preflight")
+    assert result.exit_code == 0, result.output
+    assert f"no archived ranges found in file:{tmp_path}" in result.stderr and result.stdout == ""
+
+
+def test_redrive_with_a_range_id_that_matches_nothing(table: DynamoTable, tmp_path: Path) -> None:
+    table.put(2)
+    assert (
+        run("replay", "--to", f"file:{tmp_path}", input=json.dumps(table.invocation_record(0, 1))).exit_code
+        == 0
+    )
+    result = run(
+        "redrive",
+        "--from",
+        f"file:{tmp_path}",
+        "--to",
+        "lambda:repair",
+        "--range-id",
+        "0" * 32,
+        "--no-preflight",
+    )
+    assert result.exit_code == 0, result.output
+    assert f"no matching ranges found in file:{tmp_path}" in result.stderr

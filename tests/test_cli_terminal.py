@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.aws import DynamoTable
+from tests.support.aws import DynamoTable, make_queue, queue_counts, send
 from tests.support.faultproxy import FaultProxy, Rule, op
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,3 +196,31 @@ def test_piped_output_is_one_unwrapped_line_per_range(
     assert "{" not in result.stdout  # the JSON log lines (-v) went to stderr only
     assert '"range_done"' in result.stderr
     assert "\x1b[" not in result.stdout
+
+
+def test_drain_interrupted_by_sigterm_exits_143_and_names_what_it_released(
+    table: DynamoTable, proxy: FaultProxy, moto_endpoint: str, tmp_path: Path
+) -> None:
+    table.put(12)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, *[table.invocation_record(2 * i, 2 * i + 1, records) for i in range(6)])
+    proxy.add(Rule(op("GetShardIterator"), delay=1.0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "replayer", "drain", "--queue", queue, "--to", f"file:{tmp_path}",
+         "--allow-stream", table.stream_arn, "--concurrency", "1", "--wait-seconds", "1", "-v"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(proxy.url), cwd=ROOT, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if '"range_done"' in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 143, err
+    (summary,) = [line for line in out.splitlines() if "; messages: " in line]
+    counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (\w+)", summary.split("messages:")[1]))
+    assert counts["deleted"] >= 1 and counts["received"] == counts["deleted"] + counts["released"]
+    assert "interrupted (SIGTERM): no new message was taken" in out
+    visible, _ = queue_counts(moto_endpoint, queue)
+    assert visible + counts["deleted"] == 6  # what was not done is back on the queue, nothing lost

@@ -26,7 +26,6 @@ from replayer.config import Settings
 from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Origin, Outcome, OutcomeKind
 from replayer.report import Report
-from replayer.sources.files import STDIN, read_inputs
 
 __all__ = ["fetch", "replay"]
 
@@ -112,6 +111,8 @@ def replay(
     Each FILE holds one invocation record, a JSON array of them, or JSON Lines; - or no FILE
     reads stdin. A range named twice is replayed and reported once.
     """
+    from replayer.sources.files import STDIN, read_inputs  # sources/ wires the AWS clients: loaded when used
+
     console = stderr_console()
     names = list(paths or [])
     if (not names or STDIN in names) and sys.stdin.isatty():
