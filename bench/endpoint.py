@@ -49,7 +49,8 @@ import orjson
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-EPOCH = 1_764_115_200  # 2025-11-26T00:00:00Z: the records' creation time
+# The records' creation time: this process's start, so no range is near its 24 h retention.
+EPOCH = int(time.time())
 
 # name -> (ranges, records per range, shards): the benchmark's shapes
 SHAPES = {"a": (50, 1000, 10), "b": (50, 1000, 1), "c": (10, 10_000, 10)}
@@ -139,6 +140,10 @@ def make_stream(kind: str, name: str, shards: int, records_per_shard: int) -> St
     return Stream(kind, name, arn, made)
 
 
+def _iso(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def invocation_records(stream: Stream, ranges: int, size: int) -> list[dict[str, Any]]:
     """`ranges` invocation records of `size` records each, spread round-robin over the shards."""
     out = []
@@ -155,8 +160,8 @@ def invocation_records(stream: Stream, ranges: int, size: int) -> list[dict[str,
             "shardId": shard.shard_id,
             "startSequenceNumber": str(seqs[0]),
             "endSequenceNumber": str(seqs[-1]),
-            "approximateArrivalOfFirstRecord": "2025-11-26T00:00:00Z",
-            "approximateArrivalOfLastRecord": "2025-11-26T00:00:01Z",
+            "approximateArrivalOfFirstRecord": _iso(EPOCH),
+            "approximateArrivalOfLastRecord": _iso(EPOCH + 1),
             "batchSize": size,
             "streamArn": stream.arn,
         }
@@ -174,7 +179,7 @@ def invocation_records(stream: Stream, ranges: int, size: int) -> list[dict[str,
                     "functionError": "Unhandled",
                 },
                 "version": "1.0",
-                "timestamp": "2025-11-26T00:00:02.000Z",
+                "timestamp": _iso(EPOCH + 2),
                 ("DDBStreamBatchInfo" if stream.kind == "dynamodb" else "KinesisBatchInfo"): info,
             }
         )

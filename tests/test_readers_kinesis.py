@@ -255,18 +255,31 @@ async def test_bounded_empty_pages_are_retried_not_lost(
     assert not any(tmp_path.iterdir())
 
 
-async def test_an_empty_page_at_the_tip_ends_the_range_with_an_exact_gap(
-    kinesis_stream: KinesisStream,
-) -> None:
-    put = kinesis_stream.put(5)
-    # a range given by hand that runs past the newest record of an open shard
+async def test_reaching_the_tip_before_the_end_refuses_the_range(kinesis_stream: KinesisStream) -> None:
+    """#12.3: a genuine failure record names only records that existed; one running past the
+    newest record of an open shard spans more than its batch: refused, never retried."""
+    kinesis_stream.put(5)
     (failure,) = parse_message(kinesis_stream.invocation_record(2, 4, endSequenceNumber="99", batchSize=None))
     result = await read(failure)
-    assert seqs(decoded(result)) == [p["SequenceNumber"] for p in put[2:]]
-    (gap,) = result.gaps
-    assert (gap.first, gap.last) == ("6", "99")
-    assert "newest record" in gap.reason
-    assert result.complete
+    assert result.refused is not None and "range spans more than its batch" in result.refused
+    assert "newest record" in result.refused and not result.gaps
+
+
+async def test_a_range_past_its_ceiling_is_rejected_not_retried(
+    kinesis_stream: KinesisStream, tmp_path: Path
+) -> None:
+    """#12.3: a range is read to its end or its ceiling (batchSize where the mapping is known
+    unfiltered, else the configured maximum); past the ceiling it is rejected, nothing delivered."""
+    kinesis_stream.put(8)
+    (failure,) = parse_message(kinesis_stream.invocation_record(0, 7, batchSize=2))
+    async with Clients() as clients:
+        capped = Readers(clients, max_records_per_range=5)
+        outcome = await Replayer(clients, [FileSink(tmp_path)], readers=capped).replay(failure)
+        assert outcome.kind is OutcomeKind.REJECTED and "more than 5 records" in outcome.reason
+        unfiltered = Readers(clients, unfiltered=lambda f: True)
+        outcome = await Replayer(clients, [FileSink(tmp_path)], readers=unfiltered).replay(failure)
+        assert outcome.kind is OutcomeKind.REJECTED and "more than 2 records" in outcome.reason
+    assert not any(tmp_path.iterdir())
 
 
 async def test_expired_iterator_is_reacquired_after_the_last_record(

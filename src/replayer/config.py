@@ -313,6 +313,12 @@ OPTIONS: tuple[Option, ...] = (
         _WORK | {"lambda"}, "N", _whole(0, 100), "REPLAYER_INVOKE_RETRIES",
     ),
     Option(
+        "no_filter", ("--no-filter",),
+        "lambda: sinks: send every record of the range, not only those its event source mapping's "
+        "FilterCriteria admits (the function never saw the others). Archives keep every record anyway.",
+        _WORK,
+    ),
+    Option(
         "invoke_identity_arn", ("--invoke-identity-arn",),
         "Kinesis: the role ARN put in re-driven records' invokeIdentityArn.",
         _READERS, "ARN", _text, "REPLAYER_INVOKE_IDENTITY_ARN",
@@ -381,6 +387,7 @@ class Settings:
     safety_margin_seconds: float = 10.0
     max_records_per_invoke: int | None = None
     invoke_retries: int = 3
+    no_filter: bool = False
     invoke_identity_arn: str | None = None
     log_level: str = "warning"
     expiry_warning: float = 7200.0  # seconds

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.allow import AllowList
 from replayer.aws import Clients
+from replayer.mappings import MappingFinder
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.readers import Readers, ReadResult
 from replayer.sinks import ArchiveConflict, Delivery, Sink, SinkError
@@ -62,6 +63,7 @@ class Replayer:
         allow: AllowList | None = None,
         readers: Readers | None = None,
         expiry_warning: timedelta = DEFAULT_EXPIRY_WARNING,
+        find_mappings: bool = True,
     ) -> None:
         if not sinks:
             raise ValueError("at least one sink is needed")
@@ -70,6 +72,7 @@ class Replayer:
         self.allow = allow or AllowList()
         self.readers = readers or Readers(clients)
         self.expiry_warning = expiry_warning
+        self.mappings = MappingFinder(clients) if find_mappings else None
 
     async def deadline(self, failure: Failure) -> float:
         """When the range's first record leaves the stream: first arrival + the stream's retention.
@@ -151,11 +154,22 @@ class Replayer:
 
     async def _read_and_deliver(self, failure: Failure) -> Outcome:
         """The range's records read and handed to every sink: replayed, partial, expired or retry."""
+        if self.mappings is not None and failure.mapping is None:
+            try:  # the mapping's filter decides what a repair function receives; the archive notes it
+                failure = dataclasses.replace(failure, mapping=await self.mappings.find(failure))
+            except _TRANSIENT as exc:
+                log.warning("mapping_lookup_failed", error=str(exc))
+                return Outcome(
+                    OutcomeKind.RETRY, failure, reason=f"finding the event source mapping failed: {exc}"
+                )
         try:
             result = await self.readers.for_failure(failure).read(failure)
         except _TRANSIENT as exc:
             log.warning("read_failed", error=str(exc))
             return Outcome(OutcomeKind.RETRY, failure, reason=f"reading the stream failed: {exc}")
+        if result.refused is not None:
+            log.warning("range_refused", reason=result.refused, read=len(result.records))
+            return rejected(failure, result.refused)
         if not result.complete:
             log.warning("read_incomplete", notes=list(result.notes), recovered=len(result.records))
             return Outcome(

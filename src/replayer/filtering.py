@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import json
 import re
@@ -49,6 +50,7 @@ __all__ = [
     "Number",
     "Pattern",
     "PatternError",
+    "criteria_for",
     "filter_document",
     "loads",
 ]
@@ -475,3 +477,9 @@ class FilterCriteria:
     def describe(self) -> list[str]:
         """The patterns as given (for manifests and dry runs)."""
         return [p.text for p in self.patterns]
+
+
+@functools.lru_cache(maxsize=128)
+def criteria_for(patterns: tuple[str, ...]) -> FilterCriteria:
+    """The compiled criteria of a mapping's pattern texts (compiled once per process)."""
+    return FilterCriteria.of(*patterns)

@@ -21,6 +21,7 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "StreamKind",
+    "SourceMapping",
     "StreamRecord",
     "parse_stream_arn",
     "StreamArn",
@@ -82,6 +83,55 @@ def parse_stream_arn(arn: str) -> StreamArn | None:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceMapping:
+    """The event source mapping (or pipe) that gave up on a batch, as found, or why it was not."""
+
+    found: bool
+    kind: str  # "lambda-esm" or "pipe"
+    arn: str | None = None  # the pipe's ARN, or the mapping's function ARN
+    uuid: str | None = None  # a Lambda event source mapping's UUID
+    filters: tuple[str, ...] = ()  # its FilterCriteria patterns, as the mapping holds them
+    batch_size: int | None = None
+    state: str | None = None
+    note: str = ""  # why it was not found, or anything odd about it
+
+    @classmethod
+    def read_back(cls, described: Any) -> SourceMapping | None:
+        """The mapping a manifest noted (its `describe()`); None when absent or not in that shape."""
+        if not isinstance(described, Mapping) or not isinstance(described.get("found"), bool):
+            return None
+        filters = described.get("filters")
+        batch = described.get("batch_size")
+
+        def text(key: str) -> str | None:
+            value = described.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            found=described["found"],
+            kind=text("kind") or "lambda-esm",
+            arn=text("arn"),
+            uuid=text("uuid"),
+            filters=tuple(f for f in filters if isinstance(f, str)) if isinstance(filters, list) else (),
+            batch_size=batch if isinstance(batch, int) and not isinstance(batch, bool) else None,
+            state=text("state"),
+            note=text("note") or "",
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "found": self.found,
+            "kind": self.kind,
+            "arn": self.arn,
+            "uuid": self.uuid,
+            "filters": list(self.filters),
+            "batch_size": self.batch_size,
+            "state": self.state,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """One discarded batch: records `start_sequence`..`end_sequence` of one shard.
 
@@ -104,6 +154,8 @@ class Failure:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
     # Records carried inline by an S3 on-failure destination: nothing needs re-reading.
     payload: Sequence[Mapping[str, Any]] | None = field(default=None, compare=False)
+    mapping_uuid: str | None = None  # the ESM UUID of an S3 on-failure destination's object key
+    mapping: SourceMapping | None = field(default=None, compare=False)  # found by replayer.mappings
 
     @property
     def start(self) -> int:
@@ -132,7 +184,7 @@ class Failure:
 
     def describe(self) -> dict[str, Any]:
         """The failure as JSON-able metadata (no record contents); `from_description` reads it back."""
-        return {
+        described: dict[str, Any] = {
             "range_id": self.range_id,
             "kind": self.kind.value,
             "stream_arn": self.stream_arn,
@@ -148,6 +200,9 @@ class Failure:
             "timestamp": self.timestamp.isoformat() if self.timestamp else None,
             "inline_payload": self.payload is not None,
         }
+        if self.mapping is not None:
+            described["mapping"] = self.mapping.describe()
+        return described
 
     @classmethod
     def from_description(cls, described: Mapping[str, Any], raw: Any = None) -> Failure:
@@ -188,6 +243,9 @@ class Failure:
             source_arn=source_arn if isinstance(source_arn, str) else None,
             timestamp=_optional_time(described.get("timestamp"), "range.timestamp"),
             raw=dict(raw) if isinstance(raw, Mapping) else {},
+            mapping=SourceMapping.read_back(
+                described.get("mapping")
+            ),  # its filter decides what lambda: sinks get
         )
         if described.get("kind") not in (None, failure.kind.value):
             raise ValueError("range.kind does not match its stream ARN")

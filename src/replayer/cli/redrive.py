@@ -25,7 +25,9 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
     from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
 
     options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke, invoke_retries=settings.invoke_retries
+        max_records_per_invoke=settings.max_records_per_invoke,
+        invoke_retries=settings.invoke_retries,
+        no_filter=settings.no_filter,
     )
     targets = []
     for uri in settings.to:

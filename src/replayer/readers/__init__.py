@@ -7,15 +7,25 @@ trimmed data) and say exactly what they could not recover.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from replayer.aws import Clients
 from replayer.model import Failure, StreamKind
-from replayer.readers._base import RangeCollector, ReadResult, StreamReader, shard_lock
+from replayer.readers._base import (
+    DEFAULT_MAX_RECORDS_PER_RANGE,
+    OVER_BATCH,
+    RangeCollector,
+    ReadResult,
+    StreamReader,
+    shard_lock,
+)
 from replayer.readers.dynamodb import DynamoDBReader
 from replayer.readers.kinesis import KinesisReader
 from replayer.readers.payload import PayloadReader, StreamInstead, payload_problem
 
 __all__ = [
+    "DEFAULT_MAX_RECORDS_PER_RANGE",
+    "OVER_BATCH",
     "DynamoDBReader",
     "KinesisReader",
     "PayloadReader",
@@ -31,14 +41,33 @@ class Readers:
     """Picks the reader for a failure: inline payload, DynamoDB Streams or Kinesis."""
 
     def __init__(
-        self, clients: Clients, *, max_empty_pages: int = 50, invoke_identity_arn: str | None = None
+        self,
+        clients: Clients,
+        *,
+        max_empty_pages: int = 50,
+        invoke_identity_arn: str | None = None,
+        max_records_per_range: int = DEFAULT_MAX_RECORDS_PER_RANGE,
+        unfiltered: Callable[[Failure], bool] | None = None,
     ) -> None:
         """`invoke_identity_arn` (default: env REPLAYER_INVOKE_IDENTITY_ARN) fills Kinesis
-        events' `invokeIdentityArn`, the role Lambda invoked with; unknown, it is left out."""
+        events' `invokeIdentityArn`, the role Lambda invoked with; unknown, it is left out.
+
+        A range is read to its end or to its ceiling: its `batchSize` when `unfiltered(failure)`
+        says its mapping is known to have no filter (a filtered batch spans records its filter
+        dropped), else `max_records_per_range`. Past the ceiling the range is refused.
+        """
         identity = invoke_identity_arn or os.environ.get("REPLAYER_INVOKE_IDENTITY_ARN") or None
+
+        def ceiling(failure: Failure) -> int:
+            if failure.batch_size is not None and unfiltered is not None and unfiltered(failure):
+                return min(failure.batch_size, max_records_per_range)
+            return max_records_per_range
+
         self.payload = PayloadReader()
-        self.dynamodb = DynamoDBReader(clients, max_empty_pages=max_empty_pages)
-        self.kinesis = KinesisReader(clients, max_empty_pages=max_empty_pages, invoke_identity_arn=identity)
+        self.dynamodb = DynamoDBReader(clients, max_empty_pages=max_empty_pages, ceiling=ceiling)
+        self.kinesis = KinesisReader(
+            clients, max_empty_pages=max_empty_pages, invoke_identity_arn=identity, ceiling=ceiling
+        )
 
     def for_failure(self, failure: Failure) -> StreamReader:
         stream: StreamReader = self.dynamodb if failure.kind is StreamKind.DYNAMODB else self.kinesis

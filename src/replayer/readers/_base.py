@@ -1,4 +1,5 @@
-"""What every stream reader shares: the result type, the range bookkeeping, shard locks."""
+"""What every stream reader shares: the result type, the range bookkeeping, the one
+range-read loop (`read_range`, over a stream's `ShardCalls`), shard locks."""
 
 from __future__ import annotations
 
@@ -8,11 +9,32 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
+import structlog
+
+from replayer.aws import RAW_BODY
 from replayer.model import Failure, Gap, StreamRecord
+from replayer.wire import jsonable, loads
 
-__all__ = ["RangeCollector", "ReadResult", "StreamReader", "shard_lock"]
+__all__ = [
+    "DEFAULT_MAX_RECORDS_PER_RANGE",
+    "OVER_BATCH",
+    "Page",
+    "RangeCollector",
+    "ReadResult",
+    "ShardCalls",
+    "decoded_page",
+    "StreamReader",
+    "read_range",
+    "shard_lock",
+]
+
+log = structlog.get_logger("replayer.readers")
+
+# A range is read to its end or to this many records, whichever comes first (#12: bounded by its batch).
+DEFAULT_MAX_RECORDS_PER_RANGE = 10_000
+OVER_BATCH = "range spans more than its batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +50,9 @@ class ReadResult:
     gaps: tuple[Gap, ...] = ()
     notes: tuple[str, ...] = ()
     complete: bool = True
+    # Set when the range cannot be a genuine failure record's (it spans more than its batch):
+    # the range is rejected, never retried, and nothing is delivered.
+    refused: str | None = None
 
 
 class StreamReader(Protocol):
@@ -48,8 +73,10 @@ class RangeCollector:
     exact `Gap`s between what was and was not recovered.
     """
 
-    def __init__(self, failure: Failure) -> None:
+    def __init__(self, failure: Failure, *, ceiling: int = DEFAULT_MAX_RECORDS_PER_RANGE) -> None:
         self.failure = failure
+        self.ceiling = ceiling  # records of the range at most: more means it spans more than its batch
+        self.refused: str | None = None
         self.records: list[StreamRecord] = []
         self.gaps: list[Gap] = []
         self.notes: list[str] = []
@@ -86,6 +113,9 @@ class RangeCollector:
             self._close_gap(self.failure.end)
             self.done = True
             return True
+        if len(self.records) >= self.ceiling:
+            self.refuse(f"more than {self.ceiling} records before sequence {self.failure.end_sequence}")
+            return True
         expected_first = self.failure.start if self.last is None else None
         if self._lost_since is not None:
             self._close_gap(seq - 1)
@@ -104,6 +134,24 @@ class RangeCollector:
             first = self.failure.start if self.last is None else self.last + 1
             self._lost_since = (first, reason)
 
+    def refuse(self, why: str) -> None:
+        """The range cannot be a genuine one: stop reading; it is rejected, not retried."""
+        self.refused = f"{OVER_BATCH}: {why}"
+        self.done = True
+
+    def at_tip(self) -> None:
+        """The newest record of an open shard was read and the range's end was not met.
+
+        Nothing of the range left (all trimmed) is a loss; records of the range read and then
+        the tip means the range names records that never existed: no genuine failure does.
+        """
+        if self.last is None:
+            self.lost_from_here(
+                "no record of the range left in the shard (trimmed past the stream's retention)"
+            )
+        else:
+            self.refuse(f"the shard's newest record ({self.last}) comes before the end of the range")
+
     def shard_ended(self) -> None:
         """The shard is closed and was read to its end before `end` was reached."""
         if self.done:
@@ -121,6 +169,8 @@ class RangeCollector:
             self.gaps.append(Gap(str(first), str(last), reason))
 
     def result(self, *, complete: bool = True) -> ReadResult:
+        if self.refused is not None:
+            return ReadResult(tuple(self.records), (), tuple(self.notes), True, self.refused)
         if complete and not self.done:
             self._close_gap(self.failure.end)
         notes = list(self.notes)
@@ -131,6 +181,92 @@ class RangeCollector:
                 "(ESM filter criteria or bisected batches can cause this)"
             )
         return ReadResult(tuple(self.records), tuple(self.gaps), tuple(notes), complete)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One GetRecords answer, decoded: its records, the next iterator, where it stands."""
+
+    records: list[Any]
+    next_iterator: str | None
+    at_tip: bool = False  # the shard's newest record has been read (Kinesis: MillisBehindLatest 0)
+    child_shards: tuple[str, ...] = ()  # a closed shard's successors
+
+
+class ShardCalls(Protocol):
+    """What differs between streams in reading one shard: the calls and their edge cases."""
+
+    books: RangeCollector
+
+    async def iterator(self) -> str | None:
+        """An iterator at the first record not yet taken (None when none can be had: the books
+        say why)."""
+        ...
+
+    async def page(self, iterator: str) -> Page | None:
+        """The next page; None when the iterator must be re-acquired (it expired, or data
+        was trimmed under it)."""
+        ...
+
+    def feed(self, page: Page) -> int:
+        """Give the page's records, event-shaped, to the books; how many the page held."""
+        ...
+
+
+def decoded_page(response: dict[str, Any]) -> dict[str, Any]:
+    """A GetRecords answer as the wire carried it (botocore's parse undone if it ran)."""
+    raw = response.get(RAW_BODY)
+    if raw is not None:
+        page: dict[str, Any] = loads(raw)
+        return page
+    return {**response, "Records": [jsonable(r) for r in response.get("Records", [])]}
+
+
+async def read_range(
+    calls: ShardCalls, *, max_empty_pages: int, max_reacquires: int, shard_id: str, end_sequence: str
+) -> ReadResult:
+    """The one range-read loop: pages are fed to the books until the range's end, a gap,
+    the shard's end, the open shard's tip, or a bound (empty pages, re-acquisitions: the
+    range is then incomplete and retried; its ceiling: it is refused)."""
+    books = calls.books
+    iterator = await calls.iterator()
+    empty_pages = reacquires = 0
+    while iterator is not None and not books.done:
+        page = await calls.page(iterator)
+        if page is None:
+            reacquires += 1
+            if reacquires > max_reacquires:
+                books.notes.append(f"gave up after {reacquires - 1} iterator re-acquisitions")
+                return books.result(complete=False)
+            log.info("reacquire_iterator", after=books.resume_after)
+            iterator = await calls.iterator()
+            continue
+        count = calls.feed(page)
+        iterator = page.next_iterator
+        if books.done:
+            break
+        if iterator is None:
+            if page.child_shards:
+                books.notes.append(
+                    f"shard {shard_id} is closed; later records are in {', '.join(page.child_shards)}"
+                )
+            books.shard_ended()
+            break
+        if count:
+            empty_pages = 0
+            continue
+        if page.at_tip:  # records older than the tip cannot arrive later
+            books.at_tip()
+            break
+        empty_pages += 1
+        if empty_pages >= max_empty_pages:
+            books.notes.append(
+                f"gave up after {empty_pages} consecutive empty pages before sequence {end_sequence}; will retry"
+            )
+            return books.result(complete=False)
+    if iterator is None and not books.done:
+        books.shard_ended()
+    return books.result()
 
 
 _locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()

@@ -17,10 +17,18 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from replayer.aws import RAW_BODY, Clients, error_code
+from replayer.aws import Clients, error_code
 from replayer.model import Failure
-from replayer.readers._base import RangeCollector, ReadResult, shard_lock
-from replayer.wire import dumps, gc_paused, jsonable, loads
+from replayer.readers._base import (
+    DEFAULT_MAX_RECORDS_PER_RANGE,
+    Page,
+    RangeCollector,
+    ReadResult,
+    decoded_page,
+    read_range,
+    shard_lock,
+)
+from replayer.wire import dumps, gc_paused
 
 __all__ = ["DEFAULT_RETENTION", "GET_RECORDS_BUDGET", "KinesisReader", "ShardBudget"]
 
@@ -85,7 +93,8 @@ class KinesisReader:
     `max_empty_pages` consecutive empty pages behind the tip before giving up (the range
     is then retried, not reported lost), `max_reacquires` iterator re-acquisitions per
     range, `invoke_identity_arn` for the events' `invokeIdentityArn` (left out when
-    None), `budget` the GetRecords rate limit (default: the process-wide one).
+    None), `budget` the GetRecords rate limit (default: the process-wide one), `ceiling(failure)`
+    the most records a range may hold (more: it is refused).
     """
 
     def __init__(
@@ -97,6 +106,7 @@ class KinesisReader:
         max_reacquires: int = 20,
         invoke_identity_arn: str | None = None,
         budget: ShardBudget | None = None,
+        ceiling: Callable[[Failure], int] = lambda failure: DEFAULT_MAX_RECORDS_PER_RANGE,
     ) -> None:
         if not 1 <= page_limit <= MAX_PAGE:
             raise ValueError(f"page_limit must be 1..{MAX_PAGE}")
@@ -106,6 +116,7 @@ class KinesisReader:
         self.max_reacquires = max_reacquires
         self.invoke_identity_arn = invoke_identity_arn
         self.budget = budget or GET_RECORDS_BUDGET
+        self.ceiling = ceiling
 
     async def retention(self, failure: Failure) -> timedelta:
         """The stream's RetentionPeriodHours (DescribeStreamSummary), asked once per stream."""
@@ -125,22 +136,26 @@ class KinesisReader:
     async def read(self, failure: Failure) -> ReadResult:
         async with shard_lock(failure):
             client = await self._clients.get("kinesis", failure.region)
-            return await _RangeRead(self, client, failure).run()
+            return await read_range(
+                _ShardCalls(self, client, failure),
+                max_empty_pages=self.max_empty_pages,
+                max_reacquires=self.max_reacquires,
+                shard_id=failure.shard_id,
+                end_sequence=failure.end_sequence,
+            )
 
 
-class _RangeRead:
-    """The state of reading one range; lives for one `read` call."""
+class _ShardCalls:
+    """Kinesis' quirks of reading one range (`ShardCalls`); lives for one `read` call."""
 
     def __init__(self, reader: KinesisReader, client: Any, failure: Failure) -> None:
         self.reader = reader
         self.client = client
         self.failure = failure
         self.region = failure.region
-        self.books = RangeCollector(failure)
-        self.reacquires = 0
+        self.books = RangeCollector(failure, ceiling=reader.ceiling(failure))
 
-    async def _iterator(self) -> str | None:
-        """An iterator at the first record not yet read; None when the stream or shard is gone."""
+    async def iterator(self) -> str | None:
         after = self.books.resume_after
         kwargs: dict[str, Any] = {"StreamARN": self.failure.stream_arn, "ShardId": self.failure.shard_id}
         if after is None:
@@ -165,96 +180,38 @@ class _RangeRead:
         iterator: str | None = response.get("ShardIterator")
         return iterator
 
-    async def _page(self, iterator: str) -> dict[str, Any] | None:
-        """One GetRecords page, within the shard's budget; None when the iterator expired."""
+    async def page(self, iterator: str) -> Page | None:
+        """One GetRecords page, within the shard's budget."""
         await self.reader.budget.acquire((self.failure.stream_arn, self.failure.shard_id))
         try:
             response = await self.client.get_records(
                 ShardIterator=iterator, Limit=self.reader.page_limit, StreamARN=self.failure.stream_arn
             )
         except ClientError as exc:
-            if error_code(exc) != "ExpiredIteratorException":
+            code = error_code(exc)
+            if code == "ExpiredIteratorException":
+                return None
+            if code != "ResourceNotFoundException":
                 raise
-            return None
+            self.books.lost_from_here(f"stream or shard not found: {exc}")
+            return Page([], None)
         with gc_paused():
-            return _page(response)
+            page = decoded_page(response)
+        children = page.get("ChildShards") or ()
+        return Page(
+            page.get("Records") or [],
+            page.get("NextShardIterator"),
+            at_tip=page.get("MillisBehindLatest") == 0,
+            child_shards=tuple(str(c.get("ShardId")) for c in children if isinstance(c, dict)),
+        )
 
-    async def run(self) -> ReadResult:
-        books = self.books
-        iterator = await self._iterator()
-        empty_pages = 0
-        while iterator is not None and not books.done:
-            try:
-                page = await self._page(iterator)
-            except ClientError as exc:
-                if error_code(exc) != "ResourceNotFoundException":
-                    raise
-                books.lost_from_here(f"stream or shard not found: {exc}")
-                break
-            if page is None:
-                self.reacquires += 1
-                if self.reacquires > self.reader.max_reacquires:
-                    books.notes.append(f"gave up after {self.reacquires - 1} iterator re-acquisitions")
-                    return books.result(complete=False)
-                log.info("reacquire_iterator", reason="ExpiredIteratorException", after=books.resume_after)
-                iterator = await self._iterator()
-                continue
-            count = self._feed(page)
-            iterator = page.get("NextShardIterator")
-            children, behind = page.get("ChildShards"), page.get("MillisBehindLatest")
-            del page  # the decoded records die before the next await
-            if books.done:
-                break
-            if iterator is None:
-                self._shard_ended(children)
-                break
-            if count:
-                empty_pages = 0
-                continue
-            if behind == 0:
-                # At the tip of an open shard: the rest of the range is not there, and
-                # records older than the tip cannot arrive later.
-                books.lost_from_here(
-                    "no record of the range left in the shard (trimmed past the stream's retention)"
-                    if books.last is None
-                    else "the shard's newest record comes before the end of the range"
-                )
-                break
-            empty_pages += 1
-            if empty_pages >= self.reader.max_empty_pages:
-                books.notes.append(
-                    f"gave up after {empty_pages} consecutive empty pages before sequence "
-                    f"{self.failure.end_sequence}; will retry"
-                )
-                return books.result(complete=False)
-        return books.result()
-
-    def _feed(self, page: dict[str, Any]) -> int:
-        """Give one GetRecords page to the books; the page's size."""
-        records = page.get("Records") or []
+    def feed(self, page: Page) -> int:
         with gc_paused():
-            for record in records:
+            for record in page.records:
                 event = _event_record(record, self.failure, self.region, self.reader.invoke_identity_arn)
                 if self.books.add(record["SequenceNumber"], event):
                     break
-        return len(records)
-
-    def _shard_ended(self, child_shards: Any) -> None:
-        """The shard is closed and read to its end (resharded: ChildShards name its successors)."""
-        children = [c.get("ShardId") for c in child_shards or () if isinstance(c, dict)]
-        if not self.books.done and children:
-            self.books.notes.append(
-                f"shard {self.failure.shard_id} is closed; later records are in {', '.join(map(str, children))}"
-            )
-        self.books.shard_ended()
-
-
-def _page(response: dict[str, Any]) -> dict[str, Any]:
-    raw = response.get(RAW_BODY)
-    if raw is not None:
-        page: dict[str, Any] = loads(raw)
-        return page
-    return {**response, "Records": [jsonable(r) for r in response.get("Records", [])]}
+        return len(page.records)
 
 
 def _event_record(record: dict[str, Any], failure: Failure, region: str, identity_arn: str | None) -> bytes:

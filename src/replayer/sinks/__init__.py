@@ -50,6 +50,7 @@ class SinkOptions:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     retry_wait: float = 1.0  # first backoff (seconds); doubles, with as much jitter
     retry_wait_max: float = 30.0
+    no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
         max_payload_bytes=options.max_payload_bytes,
         retry_wait=options.retry_wait,
         retry_wait_max=options.retry_wait_max,
+        apply_filter=not options.no_filter,
     )
 
 

@@ -21,6 +21,7 @@ from replayer.aws import Clients, SqsQueue
 from replayer.config import Settings, load_settings
 from replayer.core import OUT_OF_TIME, Ticket
 from replayer.errors import ConfigError, ParseError
+from replayer.mappings import esm_uuid_from_key
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.observe import Recorder, emf
 from replayer.parse import LambdaEvent, Message, S3Object, lambda_event, parse_message
@@ -178,6 +179,8 @@ class LambdaRuntime:
                 try:
                     # Only S3 on-failure destination objects may bring their records (#11).
                     failures = parse_message(message.body, path="$", payloads=source == "aws:s3")
+                    if uuid := esm_uuid_from_key(message.id):  # an S3 destination key names its mapping
+                        failures = [dataclasses.replace(f, mapping_uuid=uuid) for f in failures]
                 except ParseError as exc:
                     message = dataclasses.replace(message, parse_error=str(exc))
             parsed.append((message, failures))
