@@ -49,7 +49,8 @@ import orjson
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-EPOCH = 1_764_115_200  # 2025-11-26T00:00:00Z: the records' creation time
+# The records' creation time: this process's start, so no range is near its 24 h retention.
+EPOCH = int(time.time())
 
 # name -> (ranges, records per range, shards): the benchmark's shapes
 SHAPES = {"a": (50, 1000, 10), "b": (50, 1000, 1), "c": (10, 10_000, 10)}
@@ -76,6 +77,7 @@ class Stream:
     name: str
     arn: str
     shards: list[Shard]
+    batch: int = 100  # the BatchSize of the mapping reading it (a range's size)
     pages: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
 
 
@@ -139,6 +141,10 @@ def make_stream(kind: str, name: str, shards: int, records_per_shard: int) -> St
     return Stream(kind, name, arn, made)
 
 
+def _iso(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def invocation_records(stream: Stream, ranges: int, size: int) -> list[dict[str, Any]]:
     """`ranges` invocation records of `size` records each, spread round-robin over the shards."""
     out = []
@@ -155,8 +161,8 @@ def invocation_records(stream: Stream, ranges: int, size: int) -> list[dict[str,
             "shardId": shard.shard_id,
             "startSequenceNumber": str(seqs[0]),
             "endSequenceNumber": str(seqs[-1]),
-            "approximateArrivalOfFirstRecord": "2025-11-26T00:00:00Z",
-            "approximateArrivalOfLastRecord": "2025-11-26T00:00:01Z",
+            "approximateArrivalOfFirstRecord": _iso(EPOCH),
+            "approximateArrivalOfLastRecord": _iso(EPOCH + 1),
             "batchSize": size,
             "streamArn": stream.arn,
         }
@@ -174,7 +180,7 @@ def invocation_records(stream: Stream, ranges: int, size: int) -> list[dict[str,
                     "functionError": "Unhandled",
                 },
                 "version": "1.0",
-                "timestamp": "2025-11-26T00:00:02.000Z",
+                "timestamp": _iso(EPOCH + 2),
                 ("DDBStreamBatchInfo" if stream.kind == "dynamodb" else "KinesisBatchInfo"): info,
             }
         )
@@ -233,6 +239,7 @@ class Endpoint:
         ranges, size, shards = int(spec["ranges"]), int(spec["records"]), int(spec["shards"])
         per_shard = -(-ranges // shards) * size
         stream = make_stream(kind, spec["name"], shards, per_shard)
+        stream.batch = size
         self.streams[stream.arn] = stream
         self.streams[stream.name] = stream
         return invocation_records(stream, ranges, size)
@@ -332,6 +339,8 @@ class Endpoint:
             path, _, query = target.partition("?")
             if path.startswith("/_bench/"):
                 return self.control(method, path, body)
+            if path.startswith("/2015-03-31/event-source-mappings"):
+                return self.mappings(path, urllib.parse.parse_qs(query))
             return self.s3_op(
                 method, urllib.parse.unquote(path), urllib.parse.parse_qs(query, True), headers, body
             )
@@ -359,6 +368,29 @@ class Endpoint:
             self.counts.clear()
             return 200, {}, b"{}"
         raise AwsError(404, "NotFound", path)
+
+    # -- Lambda: the event source mappings replayer looks up (one per stream, unfiltered)
+
+    def mappings(self, path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        self.counts["lambda.ListEventSourceMappings"] += 1
+        arn = query.get("EventSourceArn", [""])[0]
+        function = query.get("FunctionName", [f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"])[0]
+        stream = self.streams.get(arn)
+        found = (
+            [
+                {
+                    "UUID": hashlib.md5(arn.encode()).hexdigest(),
+                    "EventSourceArn": arn,
+                    "FunctionArn": function,
+                    "BatchSize": stream.batch,
+                    "State": "Enabled",
+                    "StartingPosition": "TRIM_HORIZON",
+                }
+            ]
+            if stream is not None
+            else []
+        )
+        return 200, {"Content-Type": "application/json"}, orjson.dumps({"EventSourceMappings": found})
 
     # -- streams
 

@@ -6,6 +6,7 @@ Streams and archives live in moto; the function and what it wrote live in minist
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from replayer.allow import AllowList
+from replayer.archive.layout import range_path
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.core import Replayer
@@ -25,12 +27,13 @@ from replayer.model import Failure, Outcome, OutcomeKind, StreamKind, StreamReco
 from replayer.parse import parse_message
 from replayer.readers import Readers
 from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
-from replayer.sinks._layout import range_path
 from replayer.sinks.lambda_ import (
+    CLIENT_CONTEXT_LIMIT,
     DEFAULT_MAX_PAYLOAD,
     PAYLOAD_LIMIT,
     FunctionFailed,
     chunks,
+    client_context,
     event_payload,
     parse_target,
     unconfirmed,
@@ -476,3 +479,47 @@ def test_archive_then_redrive_a_retry_never_rewrites_the_archive(
     assert archived_state() == before  # one version of each object: nothing was written again
     stream = seqs(table.stream_records())
     assert seq_calls(repair) == [stream, stream]
+
+
+async def test_reinvocations_are_marked_in_the_client_context(
+    table: DynamoTable, repair: RepairFunction, ministack: Ministack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ClientContext.custom.replayer names the range, the attempt, the original function and the re-drive.
+
+    ministack (1.4.21 and 1.5.33) hands its Python workers ``context.client_context = None``,
+    so the header is checked where Lambda receives it: on the wire, decoded as Lambda does.
+    """
+    proxy = FaultProxy(ministack.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", proxy.url)
+    invoke = f"POST /2015-03-31/functions/{repair.name}/invocations"
+    contexts: list[dict[str, Any]] = []
+
+    def keep(request: Any) -> Any:
+        encoded = request.headers["x-amz-client-context"]
+        assert len(encoded) <= CLIENT_CONTEXT_LIMIT
+        contexts.append(json.loads(base64.b64decode(encoded)))
+        return request
+
+    try:
+        proxy.add(Rule(lambda r: r.operation == invoke, modify_request=keep))
+        repair.configure(FAIL_FIRST="1")
+        table.put(3)
+        (failure,) = parse_message(table.invocation_record(0, 2))
+        first = await replay(failure, f"lambda:{repair.name}", invoke_retries=2)
+        second = await replay(failure, f"lambda:{repair.name}")
+    finally:
+        proxy.close()
+    assert first.kind is OutcomeKind.REPLAYED and second.kind is OutcomeKind.REPLAYED
+    marks = [c["custom"]["replayer"] for c in contexts]
+    assert [m["attempt"] for m in marks] == [1, 2, 1]
+    assert {m["range_id"] for m in marks} == {failure.range_id}
+    assert {m["original_function"] for m in marks} == {failure.source_arn} != {None}
+    assert marks[0]["redrive_id"] == marks[1]["redrive_id"] != marks[2]["redrive_id"]
+    assert len(repair.calls()) == 3  # the event itself is unchanged: the same records each time
+
+
+def test_the_client_context_stays_within_lambdas_limit() -> None:
+    long = Failure(StreamKind.DYNAMODB, "arn", "s", "1", "2", source_arn="arn:" + "x" * 5000)
+    encoded = client_context(long, 1, "r")
+    assert len(encoded) <= CLIENT_CONTEXT_LIMIT
+    assert json.loads(base64.b64decode(encoded))["custom"]["replayer"]["original_function"] is None

@@ -10,8 +10,10 @@ retry of the whole range, hands the function records it may already have process
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +35,7 @@ from replayer.readers import ReadResult
 from replayer.sinks._base import Delivery, SinkError
 
 __all__ = [
+    "CLIENT_CONTEXT_LIMIT",
     "DEFAULT_MAX_PAYLOAD",
     "DEFAULT_MAX_RECORDS",
     "FunctionFailed",
@@ -40,6 +43,7 @@ __all__ = [
     "LambdaTarget",
     "PAYLOAD_LIMIT",
     "chunks",
+    "client_context",
     "event_payload",
     "parse_target",
     "unconfirmed",
@@ -51,6 +55,8 @@ log = structlog.get_logger(__name__)
 PAYLOAD_LIMIT = 6_291_456
 # What the sink puts in one invocation: the limit, less a margin for how AWS counts.
 DEFAULT_MAX_PAYLOAD = 6_000_000
+# Lambda's limit on an Invoke's ClientContext (base64 text).
+CLIENT_CONTEXT_LIMIT = 3583
 # Records per invocation when neither the option nor the range's batchSize says.
 DEFAULT_MAX_RECORDS = 100
 
@@ -92,6 +98,32 @@ def parse_target(spec: str) -> LambdaTarget:
         f"{spec!r} is not a function name or ARN; "
         "expected lambda:NAME, lambda:NAME:QUALIFIER or lambda:FUNCTION_ARN[:QUALIFIER]"
     )
+
+
+def client_context(failure: Failure, attempt: int, redrive_id: str) -> str:
+    """The Invoke `ClientContext` marking a re-driven invocation (base64 JSON, at most 3,583 bytes).
+
+    The function reads it as ``context.client_context.custom["replayer"]``: the range's
+    `range_id`, this invocation's `attempt` (1 for the first of a batch, counting retries),
+    the function that gave up on the batch (`original_function`: the invocation record's
+    functionArn or pipe ARN) and `redrive_id`, one per delivery of a range.
+    """
+    marker: dict[str, object] = {
+        "range_id": failure.range_id,
+        "attempt": attempt,
+        "original_function": failure.source_arn,
+        "redrive_id": redrive_id,
+    }
+    encoded = _encode_context(marker)
+    if len(encoded) > CLIENT_CONTEXT_LIMIT:  # an ARN cannot be this long; never let it stop a delivery
+        marker["original_function"] = None
+        encoded = _encode_context(marker)
+    return encoded
+
+
+def _encode_context(marker: dict[str, object]) -> str:
+    document = json.dumps({"custom": {"replayer": marker}}, separators=(",", ":"))
+    return base64.b64encode(document.encode()).decode("ascii")
 
 
 class FunctionFailed(Exception):
@@ -233,6 +265,7 @@ class LambdaSink:
         return kept
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
+        redrive_id = uuid.uuid4().hex  # this delivery of this range, across its invocations and retries
         records = self.admitted(failure, sorted(result.records, key=lambda r: r.sequence))
         try:
             batches = list(
@@ -244,12 +277,12 @@ class LambdaSink:
             raise SinkError(f"{self.uri}: {exc}") from exc
         invocations = 0
         for batch in batches:
-            invocations += await self._deliver_batch(batch)
+            invocations += await self._deliver_batch(batch, failure, redrive_id)
         if records:
             log.info("range_redriven", function=self.uri, records=len(records), invocations=invocations)
         return Delivery(self.uri)
 
-    async def _deliver_batch(self, batch: tuple[StreamRecord, ...]) -> int:
+    async def _deliver_batch(self, batch: tuple[StreamRecord, ...], failure: Failure, redrive_id: str) -> int:
         """Invoke until every record of `batch` is confirmed; the number of invocations it took."""
         pending = batch
         invocations = 0
@@ -266,7 +299,8 @@ class LambdaSink:
             async for attempt in retrying:
                 with attempt:
                     invocations += 1
-                    remaining = await self._invoke(pending)
+                    context = client_context(failure, invocations, redrive_id)
+                    remaining = await self._invoke(pending, context)
                     if remaining:
                         first = remaining[0].sequence_number
                         pending = remaining
@@ -279,7 +313,7 @@ class LambdaSink:
             ) from exc
         return invocations
 
-    async def _invoke(self, records: tuple[StreamRecord, ...]) -> tuple[StreamRecord, ...]:
+    async def _invoke(self, records: tuple[StreamRecord, ...], context: str) -> tuple[StreamRecord, ...]:
         """One synchronous invocation; the records it left unconfirmed. Throttling and 5xx are botocore's."""
         client = await self._clients.get("lambda", self.target.region)
         extra = {"Qualifier": self.target.qualifier} if self.target.qualifier else {}
@@ -288,6 +322,7 @@ class LambdaSink:
                 FunctionName=self.target.function,
                 InvocationType="RequestResponse",
                 Payload=event_payload(records),
+                ClientContext=context,
                 **extra,
             )
             answer: bytes = await response["Payload"].read()
