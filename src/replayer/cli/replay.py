@@ -60,11 +60,24 @@ async def _replay(settings: Settings, failures: Sequence[Failure], allow: AllowL
         invoke_retries=settings.invoke_retries,
         no_filter=settings.no_filter,
     )
-    async with Clients(max_pool_connections=max(10, settings.concurrency * 2)) as clients:
+    async with Clients(
+        max_pool_connections=max(10, settings.concurrency * 2), call_deadline=settings.call_deadline_seconds
+    ) as clients:
         sinks = [sink_from_uri(uri, clients, options) for uri in settings.to]
-        readers = Readers(clients, invoke_identity_arn=settings.invoke_identity_arn)
+        readers = Readers(
+            clients,
+            invoke_identity_arn=settings.invoke_identity_arn,
+            max_records_per_range=settings.max_records_per_range,
+        )
         warning = timedelta(seconds=settings.expiry_warning)
-        replayer = Replayer(clients, sinks, allow=allow, readers=readers, expiry_warning=warning)
+        replayer = Replayer(
+            clients,
+            sinks,
+            allow=allow,
+            readers=readers,
+            expiry_warning=warning,
+            range_budget=settings.range_budget_seconds,
+        )
         async with stop_on_signals() as stop:
             with progress(stderr_console(), len(failures), show) as advance:
                 scheduler = replayer.scheduler(concurrency=settings.concurrency, on_done=advance)

@@ -84,7 +84,10 @@ class LambdaRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
-        self.clients = Clients(max_pool_connections=max(10, settings.concurrency * 2 + 4))
+        self.clients = Clients(
+            max_pool_connections=max(10, settings.concurrency * 2 + 4),
+            call_deadline=settings.call_deadline_seconds,
+        )
         self.recorder = Recorder()  # its tally is taken (and flushed as EMF) by every invocation
         self.replayer, quarantine = build_replayer(settings, self.clients, self.recorder)
         self.settler = Settler(
