@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +18,12 @@ from typer.testing import CliRunner
 from replayer.cli import app
 from replayer.parse import parse_message
 from replayer.sinks._layout import range_path
-from tests.support.aws import DynamoTable, client
+from tests.support.aws import DynamoTable, client, make_queue
 from tests.support.events import load_event
 from tests.support.faultproxy import FaultProxy
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str, input: str | None = None) -> Any:
@@ -194,6 +198,101 @@ def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
         assert out.stdout.startswith("replayer ")
 
 
+@pytest.mark.parametrize("content", ["", "[]", "\n\n"])
+def test_empty_input_says_so_and_exits_0(content: str, tmp_path: Path) -> None:
+    path = tmp_path / "empty.json"
+    path.write_text(content)
+    result = run("replay", str(path), "--to", "-")
+    assert result.exit_code == 0
+    assert f"no invocation records found in {path}" in result.stderr
+    assert result.stdout == ""  # no empty table, no stray summary
+
+
+def test_empty_stdin_says_so_and_exits_0() -> None:
+    result = run("replay", "--to", "-", input="")
+    assert result.exit_code == 0 and "no invocation records found in <stdin>" in result.stderr
+
+
+def test_a_missing_input_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("replay", str(tmp_path / "missing.json"), "--to", "-")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.json'}: no such file"
+
+
+def test_jsonl_output_is_a_line_per_range_then_totals(table: DynamoTable, tmp_path: Path) -> None:
+    table.put(4)
+    records = table.stream_records()
+    ranges = [table.invocation_record(0, 1, records), table.invocation_record(2, 3, records)]
+    result = run("replay", "--to", f"file:{tmp_path}", "-o", "jsonl", input=json.dumps(ranges))
+    assert result.exit_code == 0, result.output
+    *lines, totals = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["outcome"] for line in lines] == ["replayed", "replayed"]
+    assert {line["range"]["range_id"] for line in lines} == {parse_message(r)[0].range_id for r in ranges}
+    assert totals["totals"]["records_recovered"] == 4 and totals["exit_code"] == 0
+
+
+def test_quiet_prints_only_the_summary_line(table: DynamoTable, tmp_path: Path) -> None:
+    table.put(2)
+    result = run("replay", "-q", "--to", f"file:{tmp_path}", input=json.dumps(table.invocation_record(0, 1)))
+    assert result.exit_code == 0
+    assert result.stdout == "1 replayed; 2 records recovered\n"
+    assert result.stderr == ""
+
+
+def test_verbose_logs_info_lines_on_stderr(table: DynamoTable, tmp_path: Path) -> None:
+    table.put(2)
+    quiet = run("replay", "--to", f"file:{tmp_path / 'a'}", input=json.dumps(table.invocation_record(0, 1)))
+    chatty = run(
+        "replay", "-v", "--to", f"file:{tmp_path / 'b'}", input=json.dumps(table.invocation_record(0, 1))
+    )
+    assert '"range_done"' not in quiet.stderr
+    assert '"range_done"' in chatty.stderr and '"range_done"' not in chatty.stdout
+
+
+def test_h_help_order_and_completion() -> None:
+    result = run("-h")
+    assert result.exit_code == 0
+    commands = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
+    assert commands[:6] == ["replay", "fetch", "redrive", "drain", "run", "demo"]
+    assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
+    assert run("replay", "-h").exit_code == 0
+
+
+def test_the_readme_walk_through_record_replays(table: DynamoTable, tmp_path: Path) -> None:
+    """The README's example invocation record is one replayer reads (a dry run plans it)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- example-record:start -->", 1)[1].split("<!-- example-record:end -->", 1)[0]
+    record = json.loads(block.split("```json", 1)[1].split("```", 1)[0])
+    result = run("replay", "--dry-run", "--json", input=json.dumps(record))
+    assert result.exit_code == 0, result.output
+    (planned,) = json.loads(result.stdout)["ranges"]
+    assert (
+        planned["outcome"] == "planned"
+        and planned["range"]["shard_id"] == "shardId-00000001714521600000-1a2b3c4d"
+    )
+
+
+def test_run_says_where_it_listens_and_what_it_consumes(moto_endpoint: str, tmp_path: Path) -> None:
+    queue = make_queue(moto_endpoint)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "replayer", "run", "--queue", queue, "--to", f"file:{tmp_path}",
+         "--http-port", "0", "--http-host", "127.0.0.1", "--wait-seconds", "1"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=ROOT, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    first = ""
+    for line in process.stderr:  # after any configuration warning (JSON log lines)
+        if not line.startswith("{"):
+            first = line
+            break
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert first.startswith(f"replayer run: consuming {queue} into file:{tmp_path}; 8 ranges at once; ")
+    assert re.search(r"http://127\.0\.0\.1:[1-9][0-9]* \(/healthz /readyz /metrics\)", first)
+    assert process.returncode == 0
+
+
 def test_each_command_loads_only_its_own_module() -> None:
     """`replayer CMD` imports CMD's module alone (start-up is paid on every run); every command is mapped."""
     import typer.main
@@ -212,3 +311,29 @@ def test_each_command_loads_only_its_own_module() -> None:
     assert "replayer.cli.replay" in loaded
     others = {f"replayer.cli.{m}" for m in cli.COMMANDS.values()} - {"replayer.cli.replay"}
     assert not loaded & (others | {"aioboto3", "aiobotocore", "boto3"}), loaded
+
+
+def test_redrive_of_an_empty_archive_says_so_and_exits_0(tmp_path: Path) -> None:
+    result = run("redrive", "--from", f"file:{tmp_path}", "--to", "lambda:repair", "--no-preflight")
+    assert result.exit_code == 0, result.output
+    assert f"no archived ranges found in file:{tmp_path}" in result.stderr and result.stdout == ""
+
+
+def test_redrive_with_a_range_id_that_matches_nothing(table: DynamoTable, tmp_path: Path) -> None:
+    table.put(2)
+    assert (
+        run("replay", "--to", f"file:{tmp_path}", input=json.dumps(table.invocation_record(0, 1))).exit_code
+        == 0
+    )
+    result = run(
+        "redrive",
+        "--from",
+        f"file:{tmp_path}",
+        "--to",
+        "lambda:repair",
+        "--range-id",
+        "0" * 32,
+        "--no-preflight",
+    )
+    assert result.exit_code == 0, result.output
+    assert f"no matching ranges found in file:{tmp_path}" in result.stderr

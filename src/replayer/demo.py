@@ -156,7 +156,7 @@ def run_demo(*, keep: bool = False) -> int:
         console.print("the invocation record Lambda sent to its on-failure destination:")
         console.print(Syntax(json.dumps(record, indent=2), "json", word_wrap=True))
         outcome, archived = asyncio.run(_replay(record))
-        render(Report([outcome]), output="table", out=console.file, console=console)
+        render(Report([outcome]), output="table", out=console.file, console=console, notes=console)
         console.print(f"recovered {len(archived)} records into {outcome.delivered_to[0]}:")
         for rec in archived:
             image = rec["dynamodb"].get("NewImage") or rec["dynamodb"].get("OldImage")

@@ -136,9 +136,12 @@ def _count_line(report: Report) -> str:
     return line
 
 
-def render(report: Report, *, output: str, out: IO[str], console: Console, quiet: bool = False) -> None:
+def render(
+    report: Report, *, output: str, out: IO[str], console: Console, notes: Console, quiet: bool = False
+) -> None:
     """Print the report: `table` (one line per range, then a summary line) to `console`'s file,
-    `json` (one document) or `jsonl` (a line per range, then a line of totals) to `out`."""
+    `json` (one document) or `jsonl` (a line per range, then a line of totals) to `out`; the
+    report's notes go after the table, or to `notes` (stderr) beside a document."""
     if output == "json":
         write_json(report, out)
     elif output == "jsonl":
@@ -152,9 +155,9 @@ def render(report: Report, *, output: str, out: IO[str], console: Console, quiet
             for line in _lines(report.outcomes):
                 console.print(line, soft_wrap=True, highlight=False)
         console.print(escape(_count_line(report)), soft_wrap=True, highlight=False)
-    for note in report.notes:
-        console.print(escape(note), soft_wrap=True, highlight=False, style="yellow")
     out.flush()
+    for note in report.notes:  # for people: after the table, or on stderr beside a document
+        (console if output == "table" else notes).print(escape(note), soft_wrap=True, style="yellow")
 
 
 @contextmanager

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -12,12 +15,29 @@ from rich.console import Console
 from replayer import logs
 from replayer.cli._app import print_error, stderr_console
 from replayer.config import Settings
+from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.report import Report, render
 
 if TYPE_CHECKING:
     from replayer.cli.preflight import Checks
+    from replayer.core import Scheduler
 
-__all__ = ["finish", "log_level", "preflight_or_exit", "results_stream", "setup", "show_progress"]
+T = TypeVar("T")
+NOT_STARTED = "not started: interrupted; run the command again to work on it"
+CUT_SHORT = "interrupted while running, after the grace period; run the command again to finish it"
+
+__all__ = [
+    "Stop",
+    "finish",
+    "interrupted_note",
+    "log_level",
+    "preflight_or_exit",
+    "results_stream",
+    "run_batch",
+    "setup",
+    "show_progress",
+    "stop_on_signals",
+]
 
 
 def log_level(settings: Settings) -> str:
@@ -71,5 +91,81 @@ def _table_console(out: TextIO) -> Console:
 def finish(settings: Settings, report: Report) -> None:
     """Print the report as --output says, then exit with its code."""
     out = results_stream(settings)
-    render(report, output=settings.output_format, out=out, console=_table_console(out), quiet=settings.quiet)
+    render(
+        report, output=settings.output_format, out=out, console=_table_console(out), notes=stderr_console(),
+        quiet=settings.quiet,
+    )  # fmt: skip
     raise typer.Exit(report.exit_code)
+
+
+class Stop:
+    """The signal (SIGINT, SIGTERM) that asked a batch to stop, once one did."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.event = asyncio.Event()
+
+    def __call__(self, sig: signal.Signals) -> None:
+        if self.signal is None:
+            self.signal = sig.name
+        self.event.set()
+
+
+@asynccontextmanager
+async def stop_on_signals() -> AsyncIterator[Stop]:
+    """SIGINT and SIGTERM set the returned `Stop` instead of killing the process, while inside."""
+    stop = Stop()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def run_batch(
+    scheduler: Scheduler[T],
+    items: Iterable[T],
+    failure_of: Callable[[T], Failure],
+    *,
+    stop: Stop,
+    grace: float,
+) -> list[Outcome]:
+    """Work every item through `scheduler`; one outcome per range, earliest deadline first.
+
+    When `stop` is set no new range starts; running ones get `grace` seconds, then are cut
+    short. Ranges not done are reported as `retry`, saying so: nothing is counted as done
+    that was not, and what was done (create-only writes) is not redone by a rerun.
+    """
+    scheduler.start()
+    tickets = await scheduler.submit_many(items)
+    finished = asyncio.create_task(scheduler.close(finish_queued=True))
+    stopped = asyncio.create_task(stop.event.wait())
+    await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not finished.done():
+        await scheduler.close(finish_queued=False, within=grace)
+    await finished
+    stopped.cancel()
+    outcomes = []
+    for ticket in sorted(dict.fromkeys(tickets), key=lambda t: (t.deadline, t.order)):
+        outcome = ticket.result()
+        if outcome is None:
+            reason = CUT_SHORT if ticket.started is not None else NOT_STARTED
+            outcome = Outcome(OutcomeKind.RETRY, failure_of(ticket.item), reason=reason)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def interrupted_note(stop: Stop, outcomes: Iterable[Outcome]) -> list[str]:
+    """The line saying what an interrupted run did and did not do."""
+    if stop.signal is None:
+        return []
+    outcomes = list(outcomes)
+    not_done = sum(1 for o in outcomes if o.reason in (NOT_STARTED, CUT_SHORT))
+    return [
+        f"interrupted ({stop.signal}): {len(outcomes) - not_done} of {len(outcomes)} ranges done, "
+        f"{not_done} not done (listed as retry); run the same command again to finish: what was "
+        "done is kept"
+    ]

@@ -13,12 +13,19 @@ import typer
 
 from replayer.allow import AllowList
 from replayer.cli._app import command, print_error, stderr_console
-from replayer.cli._work import finish, preflight_or_exit, setup, show_progress
+from replayer.cli._work import (
+    finish,
+    interrupted_note,
+    preflight_or_exit,
+    run_batch,
+    setup,
+    show_progress,
+    stop_on_signals,
+)
 from replayer.config import Settings
 from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Origin, Outcome
 from replayer.report import Report
-from replayer.sources.files import STDIN, read_inputs
 
 if TYPE_CHECKING:
     from replayer.plan import RangePlan
@@ -55,10 +62,8 @@ def _plan(
 
     ordered = by_deadline(failures)
     allowed = [f for f in ordered if allow.allows(f.stream_arn)]
-    plans = (
-        {id(p.failure.raw): p for p in asyncio.run(_plans(settings, allowed, selection))} if allowed else {}
-    )
-    by_range = {p.failure.range_id: p for p in plans.values()}
+    plans = asyncio.run(_plans(settings, allowed, selection)) if allowed else []
+    by_range = {p.failure.range_id: p for p in plans}
     planned = []
     for f in ordered:
         if not allow.allows(f.stream_arn):
@@ -87,7 +92,7 @@ async def _plans(settings: Settings, failures: Sequence[Failure], selection: Sel
 
 async def _replay(
     settings: Settings, failures: Sequence[Failure], allow: AllowList, show: bool, selection: Selection
-) -> list[Outcome]:
+) -> Report:
     from replayer.aws import Clients
     from replayer.core import Replayer
     from replayer.readers import Readers
@@ -105,8 +110,17 @@ async def _replay(
         readers = Readers(clients, invoke_identity_arn=settings.invoke_identity_arn)
         warning = timedelta(seconds=settings.expiry_warning)
         replayer = Replayer(clients, sinks, allow=allow, readers=readers, expiry_warning=warning)
-        with progress(stderr_console(), len(failures), show) as advance:
-            return await replayer.replay_many(failures, concurrency=settings.concurrency, on_done=advance)
+        async with stop_on_signals() as stop:
+            with progress(stderr_console(), len(failures), show) as advance:
+                scheduler = replayer.scheduler(concurrency=settings.concurrency, on_done=advance)
+                outcomes = await run_batch(
+                    scheduler, failures, _itself, stop=stop, grace=settings.grace_seconds
+                )
+    return Report(outcomes, interrupted=stop.signal, notes=interrupted_note(stop, outcomes))
+
+
+def _itself(failure: Failure) -> Failure:
+    return failure
 
 
 def _work(settings: Settings, failures: Sequence[Failure], bad: Sequence[Outcome]) -> None:
@@ -125,12 +139,10 @@ def _work(settings: Settings, failures: Sequence[Failure], bad: Sequence[Outcome
         finish(settings, Report([*bad, *_plan(settings, failures, allow, selection)]))
     streams = [f.stream_arn for f in failures if f.payload is None and allow.allows(f.stream_arn)]
     preflight_or_exit(settings, Checks(sinks=settings.to, streams=streams))
-    outcomes = (
-        asyncio.run(_replay(settings, failures, allow, show_progress(settings, console), selection))
-        if failures
-        else []
-    )
-    finish(settings, Report([*bad, *outcomes]))
+    report = Report([])
+    if failures:
+        report = asyncio.run(_replay(settings, failures, allow, show_progress(settings, console), selection))
+    finish(settings, dataclasses.replace(report, outcomes=[*bad, *report.outcomes]))
 
 
 @command("replay")
@@ -150,6 +162,8 @@ def replay(
     Each FILE holds one invocation record, a JSON array of them, or JSON Lines; - or no FILE
     reads stdin. A range named twice is replayed and reported once.
     """
+    from replayer.sources.files import STDIN, read_inputs  # sources/ wires the AWS clients: loaded when used
+
     console = stderr_console()
     names = list(paths or [])
     if (not names or STDIN in names) and sys.stdin.isatty():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from typing import Any
 
@@ -65,7 +66,8 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
                     metrics.registry, alive=lambda: service.alive, ready=lambda: service.ready,
                     host=settings.http_host, port=settings.http_port,
                 )  # fmt: skip
-                await http.start()
+                port = await http.start()
+                settings = dataclasses.replace(settings, http_port=port)  # the port chosen for 0
             loop = asyncio.get_running_loop()
             caught: list[str] = []
 
@@ -85,7 +87,11 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
                     await http.close()
         log.info("service_stopped", **summary.messages)
         interrupted = caught[0] if caught and burst else None  # `run` stops on a signal by design: exit 0
-        return Report(summary.outcomes, messages=summary.messages, interrupted=interrupted)
+        notes = [
+            f"interrupted ({interrupted}): no new message was taken; {summary.messages.get('released', 0)} "
+            "unfinished messages were released to the queue for the next run"
+        ] if interrupted else []  # fmt: skip
+        return Report(summary.outcomes, messages=summary.messages, interrupted=interrupted, notes=notes)
 
 
 def _started(settings: Settings, burst: bool, console: Console, log: Any) -> None:

@@ -1,0 +1,226 @@
+"""The CLI as people meet it: on a pseudo-terminal (progress bar, Ctrl-C summary, stdin hint),
+and piped (one line per range, nothing wrapped or cut, logs apart), as real processes."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.aws import DynamoTable, make_queue, queue_counts, send
+from tests.support.faultproxy import FaultProxy, Rule, op
+
+ROOT = Path(__file__).resolve().parent.parent
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _env(endpoint: str, **extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_") and k not in ("NO_COLOR", "TERM")
+    }
+    return env | {"AWS_ENDPOINT_URL": endpoint, "TERM": "xterm-256color", "COLUMNS": "120"} | extra
+
+
+class Terminal:
+    """`python -m replayer ARGS` with stdin, stdout and stderr on one pseudo-terminal."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "replayer", *args], stdin=slave, stdout=slave, stderr=slave,
+            env=env, cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        self.seen = ""
+
+    def read_until(self, done: Callable[[str], bool], limit: float = 60.0) -> str:
+        """Everything the terminal showed until `done(text)` (or the process ended, or `limit` passed)."""
+        end = time.monotonic() + limit
+        while not done(self.seen) and time.monotonic() < end:
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                self.seen += chunk.decode(errors="replace")
+        return self.seen
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def finish(self) -> int:
+        self.read_until(lambda _: self.process.poll() is not None, limit=90)
+        code = self.process.wait(timeout=30)
+        self.read_until(lambda _: False, limit=0.5)
+        os.close(self.master)
+        return code
+
+
+def _plain(text: str) -> str:
+    return _ANSI.sub("", text).replace("\r", "\n")
+
+
+@pytest.fixture
+def slow_ranges(table: DynamoTable, proxy: FaultProxy, tmp_path: Path) -> Path:
+    """Twelve ranges, each read slowly (the proxy delays every GetShardIterator)."""
+    table.put(24)
+    records = table.stream_records()
+    ranges = [table.invocation_record(2 * i, 2 * i + 1, records) for i in range(12)]
+    path = tmp_path / "failures.json"
+    path.write_text(json.dumps(ranges))
+    proxy.add(Rule(op("GetShardIterator"), delay=1.0))
+    return path
+
+
+def test_progress_bar_then_ctrl_c_prints_what_was_done_and_exits_130(
+    slow_ranges: Path, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    term = Terminal(
+        ["replay", str(slow_ranges), "--to", f"file:{archive}", "--concurrency", "2"], _env(proxy.url)
+    )
+    shown = term.read_until(lambda text: re.search(r"\b[1-9]\d*/12\b", _plain(text)) is not None)
+    plain = _plain(shown)
+    assert "ranges" in plain and "records" in plain and "ETA" in plain, plain  # the progress bar
+    os.killpg(term.process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    code = term.finish()
+    out = _plain(term.seen)
+    assert code == 130, out
+    (note,) = [line for line in out.splitlines() if line.startswith("interrupted (SIGINT)")]
+    done, total = map(int, re.search(r"(\d+) of (\d+) ranges done", note).groups())  # type: ignore[union-attr]
+    assert total == 12 and 1 <= done < 12
+    assert out.count("not started: interrupted") == 12 - done
+    archived = {p.parent.name for p in archive.rglob("records.jsonl.gz")}
+    assert len(archived) == done  # what is reported done was done, and nothing else
+
+
+def test_sigterm_when_piped_exits_143_with_the_summary(
+    slow_ranges: Path, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "replayer", "replay", str(slow_ranges), "--to", f"file:{tmp_path / 'a'}",
+         "--concurrency", "1", "--output", "jsonl", "-v"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(proxy.url), cwd=ROOT, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:  # -v: a log line per range done
+        if '"range_done"' in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 143, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    *ranges, totals = lines
+    assert totals["interrupted"] == "SIGTERM" and totals["exit_code"] == 143
+    assert len(ranges) == 12 and any(r["outcome"] == "replayed" for r in ranges)
+    assert any(r["reason"].startswith("not started: interrupted") for r in ranges)
+
+
+def test_a_terminal_stdin_gets_a_hint(proxy: FaultProxy) -> None:
+    term = Terminal(["replay", "--to", "-"], _env(proxy.url))
+    assert "reading invocation records from stdin" in term.read_until(lambda t: "Ctrl-D" in t)
+    term.write(b"\x04")  # end of input, as Ctrl-D types it
+    code = term.finish()
+    assert code == 0
+    assert "no invocation records found in <stdin>" in _plain(term.seen)
+
+
+def test_colour_on_a_terminal_and_none_with_no_color(
+    table: DynamoTable, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    table.put(2)
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(table.invocation_record(0, 1)))
+    args = ["replay", str(path), "--to", f"file:{tmp_path / 'a'}"]
+    coloured = Terminal(args, _env(proxy.url))
+    assert coloured.finish() == 0
+    plain = Terminal(args, _env(proxy.url, NO_COLOR="1"))
+    assert plain.finish() == 0
+    colour = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|9[0-7])[;m]")  # bold and the like are not colour
+    assert colour.search(coloured.seen)  # replayed, in green
+    assert not colour.search(plain.seen)
+    assert "replayed" in plain.seen
+
+
+def test_piped_output_is_one_unwrapped_line_per_range(
+    table: DynamoTable, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    table.put(6)
+    records = table.stream_records()
+    ranges = [table.invocation_record(0, 2, records), table.invocation_record(3, 5, records)]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(ranges))
+    deep = tmp_path / ("a-rather-long-folder-name-" * 6) / "archive"  # longer than any terminal
+    result = subprocess.run(
+        [sys.executable, "-m", "replayer", "replay", str(path), "--to", f"file:{deep}", "-v"],
+        capture_output=True, text=True, env=_env(proxy.url), cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "outcome",
+        "range_id",
+        "records",
+        "shard",
+        "sequence",
+        "numbers",
+        "where",
+        "/",
+        "why",
+    ]
+    rows = lines[1:-1]
+    assert len(rows) == 2 and lines[-1] == "2 replayed; 6 records recovered"
+    for row, r in zip(rows, ranges, strict=True):
+        info = r["DDBStreamBatchInfo"]
+        assert row.startswith("replayed")
+        assert f"{info['startSequenceNumber']}..{info['endSequenceNumber']}" in row  # never cut
+        assert str(deep) in row  # where it went, on the same line
+        assert re.search(r"\b[0-9a-f]{32}\b", row)  # the range id redrive --range-id takes
+    assert "{" not in result.stdout  # the JSON log lines (-v) went to stderr only
+    assert '"range_done"' in result.stderr
+    assert "\x1b[" not in result.stdout
+
+
+def test_drain_interrupted_by_sigterm_exits_143_and_names_what_it_released(
+    table: DynamoTable, proxy: FaultProxy, moto_endpoint: str, tmp_path: Path
+) -> None:
+    table.put(12)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, *[table.invocation_record(2 * i, 2 * i + 1, records) for i in range(6)])
+    proxy.add(Rule(op("GetShardIterator"), delay=1.0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "replayer", "drain", "--queue", queue, "--to", f"file:{tmp_path}",
+         "--allow-stream", table.stream_arn, "--concurrency", "1", "--wait-seconds", "1", "-v"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(proxy.url), cwd=ROOT, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if '"range_done"' in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 143, err
+    (summary,) = [line for line in out.splitlines() if "; messages: " in line]
+    counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (\w+)", summary.split("messages:")[1]))
+    assert counts["deleted"] >= 1 and counts["received"] == counts["deleted"] + counts["released"]
+    assert "interrupted (SIGTERM): no new message was taken" in out
+    visible, _ = queue_counts(moto_endpoint, queue)
+    assert visible + counts["deleted"] == 6  # what was not done is back on the queue, nothing lost
