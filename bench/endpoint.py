@@ -77,6 +77,7 @@ class Stream:
     name: str
     arn: str
     shards: list[Shard]
+    batch: int = 100  # the BatchSize of the mapping reading it (a range's size)
     pages: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
 
 
@@ -238,6 +239,7 @@ class Endpoint:
         ranges, size, shards = int(spec["ranges"]), int(spec["records"]), int(spec["shards"])
         per_shard = -(-ranges // shards) * size
         stream = make_stream(kind, spec["name"], shards, per_shard)
+        stream.batch = size
         self.streams[stream.arn] = stream
         self.streams[stream.name] = stream
         return invocation_records(stream, ranges, size)
@@ -337,6 +339,8 @@ class Endpoint:
             path, _, query = target.partition("?")
             if path.startswith("/_bench/"):
                 return self.control(method, path, body)
+            if path.startswith("/2015-03-31/event-source-mappings"):
+                return self.mappings(path, urllib.parse.parse_qs(query))
             return self.s3_op(
                 method, urllib.parse.unquote(path), urllib.parse.parse_qs(query, True), headers, body
             )
@@ -364,6 +368,29 @@ class Endpoint:
             self.counts.clear()
             return 200, {}, b"{}"
         raise AwsError(404, "NotFound", path)
+
+    # -- Lambda: the event source mappings replayer looks up (one per stream, unfiltered)
+
+    def mappings(self, path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        self.counts["lambda.ListEventSourceMappings"] += 1
+        arn = query.get("EventSourceArn", [""])[0]
+        function = query.get("FunctionName", [f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"])[0]
+        stream = self.streams.get(arn)
+        found = (
+            [
+                {
+                    "UUID": hashlib.md5(arn.encode()).hexdigest(),
+                    "EventSourceArn": arn,
+                    "FunctionArn": function,
+                    "BatchSize": stream.batch,
+                    "State": "Enabled",
+                    "StartingPosition": "TRIM_HORIZON",
+                }
+            ]
+            if stream is not None
+            else []
+        )
+        return 200, {"Content-Type": "application/json"}, orjson.dumps({"EventSourceMappings": found})
 
     # -- streams
 

@@ -5,19 +5,22 @@ every request): for each shape, a queue holding its invocation records is draine
 started together; the figure is records recovered / wall time until the last replica exits (each
 replica's start-up included), with the replicas' CPU beside it. Medians of --repeat runs.
 
-    python -m bench.replicas [--delay-ms 20] [--repeat 3] [--concurrency 8] [--shapes a,b]
+    python -m bench.replicas [--delay-ms 20] [--repeat 3] [--concurrency 8] [--ranges 200]
+                             [--records 1000] [--shards 10,1]
 
-Shapes as bench/run.py's: a = 50 ranges x 1,000 records on 10 shards, b = the same on one shard.
+Each shape: --ranges ranges of --records records, spread over --shards shards (one figure each).
 Not part of `make test` (timings on a shared machine are only indications).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -28,7 +31,6 @@ import orjson
 from bench import endpoint as canned
 
 BIN = Path(sys.executable).parent
-SHAPES = {"a": (50, 1000, 10), "b": (50, 1000, 1)}
 
 
 def _control(base: str, path: str, body: dict[str, Any]) -> Any:
@@ -51,19 +53,20 @@ def drain(
     }
     command = [str(BIN / "replayer"), "drain", "--queue", queue, "--to", f"s3://bench/{run_id}"]
     command += ["--concurrency", str(concurrency), "--wait-seconds", "1", "--json"]
-    started = time.perf_counter()
-    procs = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        for _ in range(replicas)
-    ]
-    cpu, recovered = 0.0, 0
-    for proc in procs:
-        _, status, usage = os.wait4(proc.pid, 0)
-        out = proc.stdout.read() if proc.stdout else b""
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"a replica exited {os.waitstatus_to_exitcode(status)}: {out[-2000:]!r}")
-        cpu += usage.ru_utime + usage.ru_stime
-        recovered += orjson.loads(out)["totals"]["records_recovered"]
+    # each summary to a file: a pipe left unread until exit would stall a replica with a long summary
+    with contextlib.ExitStack() as files:
+        outputs = [files.enter_context(tempfile.TemporaryFile()) for _ in range(replicas)]
+        started = time.perf_counter()
+        procs = [subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.DEVNULL) for out in outputs]
+        cpu, recovered = 0.0, 0
+        for proc, out in zip(procs, outputs, strict=True):
+            _, status, usage = os.wait4(proc.pid, 0)
+            out.seek(0)
+            summary = out.read()
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"a replica exited {os.waitstatus_to_exitcode(status)}: {summary[-2000:]!r}")
+            cpu += usage.ru_utime + usage.ru_stime
+            recovered += orjson.loads(summary)["totals"]["records_recovered"]
     wall = time.perf_counter() - started
     expected = sum(orjson.loads(b)["DDBStreamBatchInfo"]["batchSize"] for b in bodies)
     if recovered != expected:
@@ -78,17 +81,19 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--shapes", default="a,b")
+    parser.add_argument("--ranges", type=int, default=200)
+    parser.add_argument("--records", type=int, default=1000, help="records per range")
+    parser.add_argument("--shards", default="10,1", help="comma-separated shard counts, one shape each")
     args = parser.parse_args()
     server = canned.start(args.delay_ms)
     try:
         print(
             f"replayer drain, --concurrency {args.concurrency}, {args.delay_ms:g} ms a request, {os.cpu_count()} cores"
         )
-        print("| shape | replicas | records/s (median) | wall s | replicas' CPU s |")
+        print("| queue | replicas | records/s (median) | wall s | replicas' CPU s |")
         print("| --- | --- | --- | --- | --- |")
-        for shape in args.shapes.split(","):
-            ranges, size, shards = SHAPES[shape]
+        for shape, count in enumerate(args.shards.split(",")):
+            ranges, size, shards = args.ranges, args.records, int(count)
             made = _control(
                 server.endpoint,
                 "streams",
@@ -109,7 +114,7 @@ def main() -> int:
                 wall = statistics.median(w for w, _ in runs)
                 cpu = statistics.median(c for _, c in runs)
                 print(
-                    f"| {shape} ({ranges} x {size:,} on {shards} shard{'s' if shards > 1 else ''}) | {replicas} "
+                    f"| {ranges} ranges x {size:,} records on {shards} shard{'s' if shards > 1 else ''} | {replicas} "
                     f"| {ranges * size / wall:,.0f} | {wall:.2f} | {cpu:.2f} |",
                     flush=True,
                 )

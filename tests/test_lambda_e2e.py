@@ -230,6 +230,15 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
 
 
+def test_the_zip_keeps_the_model_of_every_service_the_code_calls() -> None:
+    """`make package` drops botocore's other models: a client for a dropped one fails only in Lambda."""
+    named = set()
+    for path in (ROOT / "src" / "replayer").rglob("*.py"):
+        named |= set(re.findall(r"""clients\.get\(\s*["']([a-z0-9-]+)["']""", path.read_text()))
+    assert {"dynamodbstreams", "kinesis", "s3", "sqs"} <= named
+    assert named <= set(load_packager().SERVICES)
+
+
 def test_the_zip_is_a_function_of_its_contents(artefact: Built, tmp_path: Path) -> None:
     """Re-zipping the same files (same modes), extracted at other times in another order, gives the same bytes."""
     packager = load_packager()

@@ -251,8 +251,61 @@ async def test_one_reader_per_shard_at_a_time(table: DynamoTable, proxy: FaultPr
         results = await asyncio.gather(reader.read(a), reader.read(b))
     assert [len(r.records) for r in results] == [4, 4]
     calls = [s for s in proxy.seen if s in ("GetShardIterator", "GetRecords")]
-    # one range's reads finish before the other's iterator is asked for
-    assert calls == ["GetShardIterator", "GetRecords", "GetRecords"] * 2
+    # one range's reads finish before the other's start; the second goes on from the first's iterator
+    assert calls == ["GetShardIterator"] + ["GetRecords"] * 4
+
+
+async def test_the_next_range_goes_on_from_where_the_previous_one_ended(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    table.put(9)
+    stream = table.stream_records()
+    proxy.clear()
+    async with Clients() as clients:
+        reader = DynamoDBReader(clients, page_limit=3)
+        first = await reader.read(failure_of(table, 0, 2))
+        second = await reader.read(failure_of(table, 3, 5))
+        third = await reader.read(failure_of(table, 6, 8))
+    assert [seqs(decoded(r)) for r in (first, second, third)] == [seqs(stream[i : i + 3]) for i in (0, 3, 6)]
+    assert not any(r.gaps or r.notes for r in (first, second, third))
+    assert [s for s in proxy.seen if s in ("GetShardIterator", "GetRecords")] == ["GetShardIterator"] + [
+        "GetRecords"
+    ] * 3
+
+
+async def test_a_range_far_after_the_previous_one_gets_its_own_iterator(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    table.put(12)
+    stream = table.stream_records()
+    proxy.clear()
+    async with Clients() as clients:
+        reader = DynamoDBReader(clients, page_limit=2)
+        await reader.read(failure_of(table, 0, 1))
+        far = await reader.read(failure_of(table, 8, 11))
+    assert seqs(decoded(far)) == seqs(stream[8:12]) and not far.gaps and not far.notes
+    # the page after the first range holds nothing of the far one: its own iterator, then its pages
+    calls = [s for s in proxy.seen if s in ("GetShardIterator", "GetRecords")]
+    assert calls == [
+        "GetShardIterator",
+        "GetRecords",
+        "GetRecords",
+        "GetShardIterator",
+        "GetRecords",
+        "GetRecords",
+    ]
+
+
+async def test_a_page_past_the_range_end_is_not_gone_on_from(table: DynamoTable, proxy: FaultProxy) -> None:
+    table.put(6)
+    stream = table.stream_records()
+    proxy.clear()
+    async with Clients() as clients:
+        reader = DynamoDBReader(clients, page_limit=4)
+        await reader.read(failure_of(table, 0, 2))  # its page also holds record 3
+        second = await reader.read(failure_of(table, 3, 5))
+    assert seqs(decoded(second)) == seqs(stream[3:6]) and not second.gaps
+    assert proxy.count("GetShardIterator") == 2
 
 
 @pytest.mark.parametrize("bad", ["ValidationException", "AccessDeniedException"])

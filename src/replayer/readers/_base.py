@@ -4,6 +4,7 @@ range-read loop (`read_range`, over a stream's `ShardCalls`), shard locks."""
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,6 +85,8 @@ class RangeCollector:
         self.done = False
         self._lost_since: tuple[int, str] | None = None  # first sequence of an open gap, why
         self._resync: int | None = None  # the record an iterator was re-acquired AT
+        self.offered = 0  # records offered to `add`, whether taken or not
+        self.before_start = 0  # of those, records before the range
 
     @property
     def resume_after(self) -> str | None:
@@ -101,11 +104,13 @@ class RangeCollector:
     def add(self, sequence_number: str, record_json: bytes) -> bool:
         """Take one record read from the shard; True once the range is fully read."""
         seq = int(sequence_number)
+        self.offered += 1
         if self._resync is not None:
             resync, self._resync = self._resync, None
             if seq > resync:
                 self.lost_from_here("trimmed while the iterator was re-acquired")
         if seq < self.failure.start or (self.last is not None and seq <= self.last):
+            self.before_start += seq < self.failure.start
             return self.done  # before the range, or read twice after an iterator re-acquire
         if seq > self.failure.end:
             if self.last is None:
@@ -229,7 +234,8 @@ async def read_range(
     the shard's end, the open shard's tip, or a bound (empty pages, re-acquisitions: the
     range is then incomplete and retried; its ceiling: it is refused)."""
     books = calls.books
-    iterator = await calls.iterator()
+    resumed = _resumed(books.failure)  # the previous range on this shard ended right before this one
+    iterator = resumed or await calls.iterator()
     empty_pages = reacquires = 0
     while iterator is not None and not books.done:
         page = await calls.page(iterator)
@@ -239,23 +245,32 @@ async def read_range(
                 books.notes.append(f"gave up after {reacquires - 1} iterator re-acquisitions")
                 return books.result(complete=False)
             log.info("reacquire_iterator", after=books.resume_after)
-            iterator = await calls.iterator()
+            iterator, resumed = await calls.iterator(), None
             continue
+        books.offered = books.before_start = 0
         count = calls.feed(page)
-        iterator = page.next_iterator
+        iterator, at_tip, children = page.next_iterator, page.at_tip, page.child_shards
+        del page  # the decoded records die here, not after the next request: a page per range in flight
+        if resumed is not None:
+            resumed = None
+            if books.last is None and books.before_start == count:
+                # Nothing of the range on the first page after the previous one (it starts far
+                # after it, or the page was empty): ask for an iterator at its start instead.
+                iterator = await calls.iterator()
+                continue
         if books.done:
+            if iterator is not None and books.offered == count and books.last == books.failure.end:
+                _remember(books.failure, iterator)  # the page ended with the range: the next may go on
             break
         if iterator is None:
-            if page.child_shards:
-                books.notes.append(
-                    f"shard {shard_id} is closed; later records are in {', '.join(page.child_shards)}"
-                )
+            if children:
+                books.notes.append(f"shard {shard_id} is closed; later records are in {', '.join(children)}")
             books.shard_ended()
             break
         if count:
             empty_pages = 0
             continue
-        if page.at_tip:  # records older than the tip cannot arrive later
+        if at_tip:  # records older than the tip cannot arrive later
             books.at_tip()
             break
         empty_pages += 1
@@ -267,6 +282,28 @@ async def read_range(
     if iterator is None and not books.done:
         books.shard_ended()
     return books.result()
+
+
+# Where the last range read on each shard ended, and the iterator right after it: the next range
+# on the shard, when it starts after that, goes on from there (no GetShardIterator). Iterators
+# live 5 minutes (Kinesis) or 15 (DynamoDB Streams); an expired one is re-acquired as usual.
+_RESUME_SECONDS = 240.0
+_RESUME_MAX = 4096
+_resume: dict[tuple[str, str], tuple[int, str, float]] = {}
+
+
+def _resumed(failure: Failure) -> str | None:
+    entry = _resume.pop((failure.stream_arn, failure.shard_id), None)
+    if entry is None:
+        return None
+    end, iterator, when = entry
+    return iterator if end < failure.start and time.monotonic() - when < _RESUME_SECONDS else None
+
+
+def _remember(failure: Failure, iterator: str) -> None:
+    if len(_resume) >= _RESUME_MAX:
+        del _resume[next(iter(_resume))]
+    _resume[(failure.stream_arn, failure.shard_id)] = (failure.end, iterator, time.monotonic())
 
 
 _locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
