@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from replayer.archive.layout import range_path
 from replayer.cli import app
 from replayer.parse import parse_message
-from replayer.sinks._layout import range_path
 from tests.support.aws import DynamoTable, client, make_queue
 from tests.support.events import load_event
 from tests.support.faultproxy import FaultProxy

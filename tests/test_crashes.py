@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from replayer.archive.layout import MANIFEST, RECORDS
 from replayer.cli import app
-from replayer.sinks._layout import INVOCATION, RECORDS
 from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
 from tests.support.faultproxy import Chaos, FaultProxy, record_proof
@@ -112,7 +112,7 @@ def complete_ranges_in_s3(endpoint: str, bucket: str, work: Workload) -> int:
     s3 = client("s3", endpoint)
     complete = 0
     for r in work.ranges:
-        records_key, manifest_key = (f"archive/{r.folder}/{name}" for name in (RECORDS, INVOCATION))
+        records_key, manifest_key = (f"archive/{r.folder}/{name}" for name in (RECORDS, MANIFEST))
         if records_key in present:  # atomic: all of it or nothing (gzip checks its own length and CRC)
             body = s3.get_object(Bucket=bucket, Key=records_key)["Body"].read()
             lines = gzip.decompress(body).decode().splitlines()
@@ -227,7 +227,7 @@ def test_sigkill_during_file_sink_writes_leaves_no_partial_file(
     assert result.exit_code == 0, result.stderr
     found = json.loads(result.stdout)["ranges"]
     assert sorted(r["range"]["range_id"] for r in found) == sorted(
-        json.loads((root / r.folder / INVOCATION).read_text())["range"]["range_id"] for r in work.ranges
+        json.loads((root / r.folder / MANIFEST).read_text())["range"]["range_id"] for r in work.ranges
     )
     record_proof(
         "crashes-file",
@@ -247,7 +247,7 @@ def check_files(root: Path, work: Workload, *, final: bool = False) -> int:
     """No partial archive file under `root`; temporary files only under their own names. How many."""
     if not root.exists():
         return 0
-    expected = {root / r.folder / name: r for r in work.ranges for name in (RECORDS, INVOCATION)}
+    expected = {root / r.folder / name: r for r in work.ranges for name in (RECORDS, MANIFEST)}
     temporary = 0
     for path in root.rglob("*"):
         if path.is_dir():
@@ -275,7 +275,7 @@ def test_a_write_killed_half_way_leaves_only_a_temporary_file(tmp_path: Path) ->
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from replayer.store import write_once; "
+            "import sys; from pathlib import Path; from replayer.archive.store import write_once; "
             "write_once(Path(sys.argv[1]), b'x' * (192 * 1024 * 1024))",
             str(target),
         ],

@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from replayer import lambda_handler, logs
+from replayer.archive.layout import LOSS_REPORT, RECORDS, range_path
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.config import load_settings, parse_duration
@@ -27,7 +28,6 @@ from replayer.errors import ConfigError
 from replayer.observe import Recorder
 from replayer.parse import parse_record
 from replayer.sinks import S3Sink
-from replayer.sinks._layout import LOSS_REPORT, RECORDS, range_path
 from replayer.sources import build_replayer
 from replayer.sources.sqs import Service
 from tests.support.aws import DynamoTable, KinesisStream, client, keys, make_queue, queue_counts, send

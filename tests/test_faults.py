@@ -24,11 +24,11 @@ import structlog
 from typer.testing import CliRunner
 
 from replayer import lambda_handler
+from replayer.archive.layout import RECORDS
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.config import Settings
 from replayer.observe import Recorder
-from replayer.sinks._layout import RECORDS
 from replayer.sources import build_replayer
 from replayer.sources.sqs import Service
 from tests.support.aws import client, make_queue, queue_counts

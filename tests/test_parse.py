@@ -197,7 +197,7 @@ def _all_fields(failure: Failure) -> dict[str, Any]:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_record_parses_to_expected_failure(name: str) -> None:
     record = load_event(name)
-    failure = parse_record(record)
+    failure = parse_record(record, payloads=True)
     assert failure == EXPECTED[name]
     assert failure.raw == record
     for stamp in (failure.timestamp, failure.first_arrival, failure.last_arrival):
@@ -207,10 +207,10 @@ def test_sample_record_parses_to_expected_failure(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_record_as_message_text_bytes_and_document(name: str) -> None:
     text = event_text(name)
-    assert parse_message(text) == [EXPECTED[name]]
-    assert parse_message(text.encode()) == [EXPECTED[name]]
-    assert parse_message(json.loads(text)) == [EXPECTED[name]]
-    assert parse_document(text) == [EXPECTED[name]]
+    assert parse_message(text, payloads=True) == [EXPECTED[name]]
+    assert parse_message(text.encode(), payloads=True) == [EXPECTED[name]]
+    assert parse_message(json.loads(text), payloads=True) == [EXPECTED[name]]
+    assert parse_document(text, payloads=True) == [EXPECTED[name]]
 
 
 def test_every_sample_file_is_covered() -> None:
@@ -239,7 +239,7 @@ def test_wire_variants() -> None:
 
 
 def test_s3_destination_payload_string_holds_ddb_records() -> None:
-    failure = parse_record(load_event("s3_destination_ddb.json"))
+    failure = parse_record(load_event("s3_destination_ddb.json"), payloads=True)
     assert failure.payload is not None
     assert isinstance(failure.payload, tuple)
     assert len(failure.payload) == 2
@@ -252,7 +252,7 @@ def test_s3_destination_payload_string_holds_ddb_records() -> None:
 
 
 def test_s3_destination_payload_object_holds_kinesis_records() -> None:
-    failure = parse_record(load_event("s3_destination_kinesis_payload_object.json"))
+    failure = parse_record(load_event("s3_destination_kinesis_payload_object.json"), payloads=True)
     assert failure.payload is not None
     assert len(failure.payload) == 2
     assert failure.payload[0]["kinesis"]["sequenceNumber"] == failure.start_sequence
@@ -266,10 +266,39 @@ def test_records_without_payload_have_none() -> None:
 
 def test_payload_record_count_need_not_equal_batch_size() -> None:
     record = load_event("s3_destination_ddb.json")
-    record["DDBStreamBatchInfo"]["batchSize"] = 7  # FilterCriteria / bisection make these differ
-    failure = parse_record(record)
+    record["DDBStreamBatchInfo"]["batchSize"] = (
+        7  # the reader, not the parser, checks them against each other
+    )
+    failure = parse_record(record, payloads=True)
     assert failure.batch_size == 7
     assert failure.payload is not None and len(failure.payload) == 2
+
+
+@pytest.mark.parametrize("name", ["s3_destination_ddb.json", "s3_destination_kinesis_payload_object.json"])
+def test_a_payload_is_refused_unless_the_source_vouches_for_it(name: str) -> None:
+    """Only S3 destination objects and operator-named files may bring records; a queue message never does."""
+    text = event_text(name)
+    for attempt in (
+        lambda: parse_message(text),
+        lambda: parse_document(text),
+        lambda: parse_record(json.loads(text)),
+    ):
+        with pytest.raises(ParseError) as caught:
+            attempt()
+        assert caught.value.path.endswith(".payload") and "forged" in caught.value.reason
+    # Inside an SQS or SNS envelope it is refused even from a trusted source: AWS never puts one there.
+    sqs_event = {"Records": [{"eventSource": "aws:sqs", "messageId": "m", "body": text}]}
+    with pytest.raises(ParseError, match="inline payload"):
+        parse_message(sqs_event, payloads=True)
+    notification = {"Type": "Notification", "MessageId": "n", "Message": text}
+    with pytest.raises(ParseError, match="inline payload"):
+        parse_message(notification, payloads=True)
+
+
+def test_an_empty_trusted_payload_parses_and_is_left_to_the_reader() -> None:
+    record = load_event("s3_destination_ddb.json")
+    record["payload"] = '{"Records": []}'
+    assert parse_record(record, payloads=True).payload == ()
 
 
 # ---- quirks accepted
@@ -662,7 +691,6 @@ BAD_RECORDS: list[tuple[str, Any, str, str]] = [
         "$.payload.Records",
         "must be an array",
     ),
-    ("payload records empty", _set(S3DEST, ("payload",), '{"Records": []}'), "$.payload.Records", "empty"),
     (
         "payload record not object",
         _set(S3DEST, ("payload",), '{"Records": [{}, 2]}'),
@@ -678,7 +706,7 @@ BAD_RECORDS: list[tuple[str, Any, str, str]] = [
 )
 def test_bad_records(value: Any, path: str, phrase: str) -> None:
     with pytest.raises(ParseError) as caught:
-        parse_record(value)
+        parse_record(value, payloads=True)
     assert caught.value.path == path
     assert phrase in caught.value.reason
     assert str(caught.value) == f"{caught.value.path}: {caught.value.reason}"

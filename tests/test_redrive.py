@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from replayer.archive.layout import range_path
+from replayer.archive.manifest import archived_range
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.model import Failure, Gap
 from replayer.parse import parse_message
 from replayer.readers import Readers, ReadResult
-from replayer.redrive import Selection, archived_range, parse_time
+from replayer.redrive import Selection, parse_time
 from replayer.sinks import FileSink
-from replayer.sinks._layout import range_path
 from tests.support.aws import DynamoTable, client
 from tests.support.ministack import Ministack, RepairFunction
 
@@ -248,7 +249,9 @@ def test_a_damaged_archive_is_rejected_and_nothing_is_invoked(
     assert code == 1
     reasons = sorted((r["outcome"], r["reason"]) for r in summary["ranges"])
     assert [outcome for outcome, _ in reasons] == ["rejected", "rejected", "rejected", "replayed"]
-    assert any("damaged: the records object is not gzip" in reason for _, reason in reasons)
+    assert any(
+        "damaged: the records object does not match its manifest's SHA-256" in reason for _, reason in reasons
+    )
     assert any("bad manifest: not JSON" in reason for _, reason in reasons)
     assert any("not of its own folder" in reason for _, reason in reasons)
     assert [seqs(c) for c in repair.calls()] == [seqs(table.stream_records()[0:2])]

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from replayer.archive.layout import range_path
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.core import Replayer
@@ -25,7 +26,6 @@ from replayer.model import Failure, Outcome, OutcomeKind, StreamKind, StreamReco
 from replayer.parse import parse_message
 from replayer.readers import Readers
 from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
-from replayer.sinks._layout import range_path
 from replayer.sinks.lambda_ import (
     CLIENT_CONTEXT_LIMIT,
     DEFAULT_MAX_PAYLOAD,

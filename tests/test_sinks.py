@@ -10,12 +10,21 @@ from typing import Any
 
 import pytest
 
+from replayer.archive.layout import range_path, safe_segment
 from replayer.aws import Clients
 from replayer.errors import ConfigError
 from replayer.model import Failure, Gap, StreamKind, StreamRecord
 from replayer.readers import ReadResult
-from replayer.sinks import FileSink, S3Sink, StdoutSink, sink_from_uri
-from replayer.sinks._layout import range_path, safe_segment
+from replayer.sinks import (
+    SINK_KINDS,
+    FileSink,
+    S3Sink,
+    StdoutSink,
+    describe_uri_forms,
+    durable_kinds,
+    sink_from_uri,
+    sink_table_markdown,
+)
 from tests.support.aws import client
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-02T03:04:05.678"
@@ -153,3 +162,17 @@ def test_sink_uris(uri: str, kind: type[Any]) -> None:
 def test_bad_sink_uris_say_what_is_accepted(uri: str) -> None:
     with pytest.raises(ConfigError, match="expected"):
         sink_from_uri(uri, Clients())
+
+
+def test_one_registry_names_every_sink_kind_for_help_errors_and_the_readme() -> None:
+    forms = describe_uri_forms()
+    assert forms == "s3://BUCKET[/PREFIX], file:DIR, lambda:NAME[:QUALIFIER] or -"
+    assert durable_kinds() == "s3://BUCKET[/PREFIX] or file:DIR"
+    for kind in SINK_KINDS:
+        assert kind.form in forms
+    with pytest.raises(ConfigError) as bad:
+        sink_from_uri("http://x", Clients())
+    assert forms in str(bad.value)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    between = readme.split("<!-- sinks:start -->\n", 1)[1].split("\n<!-- sinks:end -->", 1)[0]
+    assert between == sink_table_markdown(), "README's sink table: paste replayer.sinks.sink_table_markdown()"

@@ -26,7 +26,7 @@ from replayer.aws import Clients
 from replayer.mappings import MappingFinder
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.readers import Readers, ReadResult
-from replayer.sinks import Delivery, Sink, SinkError
+from replayer.sinks import ArchiveConflict, Delivery, Sink, SinkError
 
 __all__ = [
     "DEFAULT_EXPIRY_WARNING",
@@ -186,6 +186,17 @@ class Replayer:
         for sink in self.sinks:
             try:
                 deliveries.append(await sink.deliver(failure, result))
+            except ArchiveConflict as exc:
+                log.error("archive_conflict", sink=sink.uri, error=str(exc), archived_sha256=exc.archived,
+                          attempt_sha256=exc.attempted)  # fmt: skip
+                return Outcome(
+                    OutcomeKind.CONFLICT,
+                    failure,
+                    recovered=len(result.records),
+                    reason=str(exc),
+                    notes=result.notes,
+                    delivered_to=tuple(d.location for d in deliveries),
+                )
             except _TRANSIENT as exc:
                 log.warning("sink_failed", sink=sink.uri, error=str(exc))
                 return Outcome(
@@ -197,24 +208,25 @@ class Replayer:
                     delivered_to=tuple(d.location for d in deliveries),
                 )
         report = next((d.report for d in deliveries if d.report), None)
+        # An archive that kept more than this attempt read (an earlier attempt's records) decides what is lost.
+        kept = next((d for d in deliveries if d.gaps is not None), None)
+        gaps = kept.gaps if kept is not None and kept.gaps is not None else result.gaps
+        recovered = kept.recovered if kept is not None and kept.recovered is not None else len(result.records)
         kind = OutcomeKind.REPLAYED
-        if result.gaps:
-            kind = OutcomeKind.PARTIAL if result.records else OutcomeKind.EXPIRED
+        if gaps:
+            kind = OutcomeKind.PARTIAL if recovered else OutcomeKind.EXPIRED
             log.error(
-                "records_lost",
-                recovered=len(result.records),
-                missing=[g.describe() for g in result.gaps],
-                report=report,
+                "records_lost", recovered=recovered, missing=[g.describe() for g in gaps], report=report
             )
         for note in result.notes:
             log.info("range_note", note=note)
-        log.info("range_done", outcome=kind.value, recovered=len(result.records))
+        log.info("range_done", outcome=kind.value, recovered=recovered)
         return Outcome(
             kind,
             failure,
-            recovered=len(result.records),
-            gaps=result.gaps,
-            reason="; ".join(g.reason for g in result.gaps),
+            recovered=recovered,
+            gaps=gaps,
+            reason="; ".join(g.reason for g in gaps),
             notes=result.notes,
             report_uri=report,
             delivered_to=tuple(d.location for d in deliveries),

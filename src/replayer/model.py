@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -183,7 +183,7 @@ class Failure:
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def describe(self) -> dict[str, Any]:
-        """The failure as JSON-able metadata (no record contents)."""
+        """The failure as JSON-able metadata (no record contents); `from_description` reads it back."""
         described: dict[str, Any] = {
             "range_id": self.range_id,
             "kind": self.kind.value,
@@ -203,6 +203,67 @@ class Failure:
         if self.mapping is not None:
             described["mapping"] = self.mapping.describe()
         return described
+
+    @classmethod
+    def from_description(cls, described: Mapping[str, Any], raw: Any = None) -> Failure:
+        """The Failure a `describe()` document stands for (with `raw` as its invocation record).
+
+        ValueError says what is wrong: every field is checked as strictly as parsing would.
+        """
+        arn = described.get("stream_arn")
+        parsed = parse_stream_arn(arn) if isinstance(arn, str) else None
+        if parsed is None:
+            raise ValueError("range.stream_arn is not a stream ARN")
+        start, end, shard = (described.get(k) for k in ("start_sequence", "end_sequence", "shard_id"))
+        if not (isinstance(start, str) and start.isdigit() and isinstance(end, str) and end.isdigit()):
+            raise ValueError("range.start_sequence / range.end_sequence are not sequence numbers")
+        if int(start) > int(end):
+            raise ValueError("range starts after it ends")
+        if not isinstance(shard, str) or not shard:
+            raise ValueError("range.shard_id is missing")
+        batch_size = described.get("batch_size")
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)):
+            raise ValueError("range.batch_size is not a number")
+        condition, source_arn = described.get("condition"), described.get("source_arn")
+        try:
+            origin = Origin(described.get("origin") or Origin.LAMBDA_ESM.value)
+        except ValueError:
+            raise ValueError("range.origin is not one replayer knows") from None
+        failure = cls(
+            kind=parsed.kind,
+            stream_arn=parsed.arn,
+            shard_id=shard,
+            start_sequence=start,
+            end_sequence=end,
+            batch_size=batch_size,
+            first_arrival=_optional_time(described.get("first_arrival"), "range.first_arrival"),
+            last_arrival=_optional_time(described.get("last_arrival"), "range.last_arrival"),
+            condition=condition if isinstance(condition, str) else None,
+            origin=origin,
+            source_arn=source_arn if isinstance(source_arn, str) else None,
+            timestamp=_optional_time(described.get("timestamp"), "range.timestamp"),
+            raw=dict(raw) if isinstance(raw, Mapping) else {},
+            mapping=SourceMapping.read_back(
+                described.get("mapping")
+            ),  # its filter decides what lambda: sinks get
+        )
+        if described.get("kind") not in (None, failure.kind.value):
+            raise ValueError("range.kind does not match its stream ARN")
+        if described.get("range_id") not in (None, failure.range_id):
+            raise ValueError("range.range_id does not match the range")
+        return failure
+
+
+def _optional_time(value: Any, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not a time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +300,7 @@ class OutcomeKind(StrEnum):
     EXPIRED = "expired"  # every record lost to retention; loss reported
     REJECTED = "rejected"  # malformed or not allowed; never read
     RETRY = "retry"  # transient trouble; leave the message for another attempt
+    CONFLICT = "conflict"  # the archive holds other content for the range; a person must look
     PLANNED = "planned"  # a dry run: what would be read and written; nothing was (never settles)
     SKIPPED = "skipped"  # not worked on, for the reason given (e.g. already re-driven; never settles)
 

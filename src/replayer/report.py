@@ -26,6 +26,7 @@ _STYLE = {
     OutcomeKind.EXPIRED: "red",
     OutcomeKind.REJECTED: "red",
     OutcomeKind.RETRY: "magenta",
+    OutcomeKind.CONFLICT: "red",
     OutcomeKind.PLANNED: "cyan",
     OutcomeKind.SKIPPED: "cyan",
 }

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from replayer.archive.layout import MANIFEST, RECORDS, range_path
 from replayer.parse import parse_record
-from replayer.sinks._layout import INVOCATION, RECORDS, range_path
 from tests.support.aws import DynamoTable, KinesisStream, client, json_objects, keys, queue_counts, send
 
 # ---- what was sent, and what the archive must hold
@@ -125,7 +125,7 @@ def check_archive(
     endpoint: str, bucket: str, prefix: str, work: Workload, created: Callable[[str], int] | None
 ) -> int:
     """Every range archived, complete and equal to the stream; nothing else there. Records lost."""
-    expected = {f"{prefix}/{r.folder}/{name}" for r in work.ranges for name in (RECORDS, INVOCATION)}
+    expected = {f"{prefix}/{r.folder}/{name}" for r in work.ranges for name in (RECORDS, MANIFEST)}
     present = set(keys(endpoint, bucket, prefix + "/"))
     assert present == expected, (sorted(present - expected), sorted(expected - present))
     lost = 0
@@ -137,13 +137,13 @@ def check_archive(
         lost += len(set(r.sequences) - {sequence_of(g) for g in got})
         manifest = json.loads(
             client("s3", endpoint)
-            .get_object(Bucket=bucket, Key=f"{prefix}/{r.folder}/{INVOCATION}")["Body"]
+            .get_object(Bucket=bucket, Key=f"{prefix}/{r.folder}/{MANIFEST}")["Body"]
             .read()
         )
         assert manifest["archived"]["records"] == len(r.sequences)
         if created is not None:  # exactly once: one PUT created each object, any other found it there
             assert created(f"/{bucket}/{key}") == 1, key
-            assert created(f"/{bucket}/{prefix}/{r.folder}/{INVOCATION}") == 1
+            assert created(f"/{bucket}/{prefix}/{r.folder}/{MANIFEST}") == 1
     return lost
 
 

@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+from replayer.archive.store import parse_location
 from replayer.aws import Clients, default_region, error_code
 from replayer.config import queue_region
 from replayer.model import StreamKind, parse_stream_arn
 from replayer.sinks.lambda_ import parse_target
-from replayer.store import parse_location
 
 __all__ = ["Checks", "NO_SUCH_STREAM", "preflight"]
 

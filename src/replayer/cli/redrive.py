@@ -74,9 +74,10 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> list
 @command("redrive")
 def redrive(settings: Settings) -> None:
     """Re-drive archived ranges to a repair function; a rerun skips what already succeeded."""
+    from replayer.archive.store import StoreError
     from replayer.aws import Clients
     from replayer.cli.preflight import Checks
-    from replayer.redrive import ArchiveError, archive_from_uri
+    from replayer.redrive import archive_from_uri
 
     console = setup(settings)
     try:
@@ -90,7 +91,7 @@ def redrive(settings: Settings) -> None:
         preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))
     try:
         outcomes = asyncio.run(_redrive(settings, selection, show_progress(settings, console)))
-    except ArchiveError as exc:
+    except StoreError as exc:
         # an archive that is not there is a usage error; one that failed to answer is not
         missing = exc.code in ("NoSuchBucket", "NoSuchDirectory")
         print_error(console, f"--from {exc}" if missing else exc)

@@ -52,12 +52,13 @@ _MAX_S3_KEY_BYTES = 1024
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def parse_document(text: str | bytes, path: str = "<input>") -> list[Failure]:
+def parse_document(text: str | bytes, path: str = "<input>", *, payloads: bool = False) -> list[Failure]:
     """A file's content -> its failures, in order.
 
     The content is one JSON message, a JSON array of messages, or JSON Lines (one message
     a line, blank lines ignored); each message goes through `parse_message`. Error paths
-    name the element (``<input>[3]...``) or the line (``<input>:7.$...``).
+    name the element (``<input>[3]...``) or the line (``<input>:7.$...``). `payloads` as
+    for `parse_message` (a file the operator names is trusted with them).
     """
     body = decode_text(text, path)
     if not body.strip():
@@ -65,38 +66,49 @@ def parse_document(text: str | bytes, path: str = "<input>") -> list[Failure]:
     try:
         value = loads_str(body, path)
     except ExtraDataError:
-        return _json_lines(body, path)
+        return _json_lines(body, path, payloads)
     if isinstance(value, list):
-        return [failure for i, item in enumerate(value) for failure in parse_message(item, f"{path}[{i}]")]
-    return parse_message(value, path)
+        return [
+            failure
+            for i, item in enumerate(value)
+            for failure in parse_message(item, f"{path}[{i}]", payloads=payloads)
+        ]
+    return parse_message(value, path, payloads=payloads)
 
 
-def _json_lines(body: str, path: str) -> list[Failure]:
+def _json_lines(body: str, path: str, payloads: bool) -> list[Failure]:
     # Split on "\n" only: str.splitlines would also split on U+2028 and friends, legal inside JSON strings.
     failures: list[Failure] = []
     for number, line in enumerate(body.split("\n"), start=1):
         if line.strip():
-            failures += parse_message(line, f"{path}:{number}.$")
+            failures += parse_message(line, f"{path}:{number}.$", payloads=payloads)
     return failures
 
 
-def parse_message(message: str | bytes | Mapping[str, Any], path: str = "$") -> list[Failure]:
+def parse_message(
+    message: str | bytes | Mapping[str, Any], path: str = "$", *, payloads: bool = False
+) -> list[Failure]:
     """One message as it arrives anywhere -> the failures it holds.
 
     Detected forms: a bare invocation record; JSON text of any form (an SQS body); an SNS
     notification (``Type: Notification``, SNS -> SQS without raw delivery); an SNS Lambda
     event (``Records[].Sns.Message``); an SQS Lambda event (``Records[].body``). Envelopes
     may nest up to `MAX_ENVELOPE_DEPTH` deep.
+
+    `payloads`: the source vouches for inline ``payload``s (an S3 on-failure destination
+    object from a configured bucket, a file named by the operator). Otherwise, and always
+    inside an SQS or SNS envelope, a record carrying one is a ParseError: AWS never puts
+    one there, so it can only be forged.
     """
-    return _message(message, path, 0)
+    return _message(message, path, 0, payloads=payloads)
 
 
-def _message(message: object, path: str, depth: int) -> list[Failure]:
+def _message(message: object, path: str, depth: int, *, payloads: bool = False) -> list[Failure]:
     if depth > MAX_ENVELOPE_DEPTH:
         raise ParseError(f"envelopes nested more than {MAX_ENVELOPE_DEPTH} deep", path)
     obj = _as_object(message, path)
     if looks_like_record(obj):
-        return [parse_record(obj, path)]
+        return [parse_record(obj, path, payloads=payloads)]
     if _is_sns_notification(obj):
         return _message(_sns_notification_message(obj, path), f"{path}.Message", depth + 1)
     if "Records" in obj:

@@ -51,12 +51,14 @@ def looks_like_record(obj: Mapping[str, Any]) -> bool:
     return any(key in obj for key in (*BATCH_INFO_KINDS, "requestContext", "responseContext", "context"))
 
 
-def parse_record(obj: object, path: str = "$") -> Failure:
+def parse_record(obj: object, path: str = "$", *, payloads: bool = False) -> Failure:
     """One invocation record -> a `Failure`; any malformed part raises ParseError naming its path.
 
     Accepts the Lambda event source mapping form (requestContext, responseContext), the
     EventBridge Pipes dead-letter form (context.partnerResourceArn) and the S3 destination
     form (either of those plus "payload", the original event as a JSON string or object).
+    A "payload" is accepted only with `payloads=True` (the source vouches for it: see
+    `parse_message`); otherwise it is a ParseError.
     """
     record = require_object(obj, path, "an invocation record (a JSON object)")
     info_key, kind = _batch_info(record, path)
@@ -84,7 +86,7 @@ def parse_record(obj: object, path: str = "$") -> Failure:
         source_arn=_source_arn(context, source_key, context_path),
         timestamp=_optional_timestamp(record, "timestamp", path),
         raw=record,
-        payload=_payload(record, path),
+        payload=_payload(record, path, trusted=payloads),
     )
 
 
@@ -231,12 +233,22 @@ def _source_arn(context: Mapping[str, Any], key: str, path: str) -> str | None:
     return value
 
 
-def _payload(record: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], ...] | None:
-    """The S3 destination's copy of the original event: its records, or None when absent."""
+def _payload(record: Mapping[str, Any], path: str, *, trusted: bool) -> tuple[Mapping[str, Any], ...] | None:
+    """The S3 destination's copy of the original event: its records, or None when absent.
+
+    Empty is allowed here: the reader finds it disagrees with the range and reads the stream.
+    """
     value = _optional(record, "payload")
     if value is None:
         return None
     payload_path = f"{path}.payload"
+    if not trusted:
+        raise ParseError(
+            "carries an inline payload, which AWS only puts in S3 on-failure destination objects: "
+            "a queue or SNS message with one is forged (only objects from a configured failure bucket "
+            "and files named on the command line may bring their records)",
+            payload_path,
+        )
     if isinstance(value, str):  # the documented form: the event as an escaped JSON string
         value = loads(value, payload_path)
     event = require_object(value, payload_path, 'a {"Records": [...]} event (object or JSON string)')
@@ -244,6 +256,4 @@ def _payload(record: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], .
     records_path = f"{payload_path}.Records"
     if not isinstance(records, list):
         raise ParseError(f"Records must be an array, got {describe_type(records)}", records_path)
-    if not records:
-        raise ParseError("Records is empty: the payload holds none of the batch's records", records_path)
     return tuple(require_object(item, f"{records_path}[{i}]") for i, item in enumerate(records))

@@ -21,7 +21,7 @@ from replayer.readers._base import (
 )
 from replayer.readers.dynamodb import DynamoDBReader
 from replayer.readers.kinesis import KinesisReader
-from replayer.readers.payload import PayloadReader
+from replayer.readers.payload import PayloadReader, StreamInstead, payload_problem
 
 __all__ = [
     "DEFAULT_MAX_RECORDS_PER_RANGE",
@@ -70,8 +70,8 @@ class Readers:
         )
 
     def for_failure(self, failure: Failure) -> StreamReader:
-        if failure.payload is not None:
-            return self.payload
-        if failure.kind is StreamKind.DYNAMODB:
-            return self.dynamodb
-        return self.kinesis
+        stream: StreamReader = self.dynamodb if failure.kind is StreamKind.DYNAMODB else self.kinesis
+        if failure.payload is None:
+            return stream
+        problem = payload_problem(failure)
+        return self.payload if problem is None else StreamInstead(stream, problem)

@@ -58,14 +58,16 @@ def decide(outcomes: Sequence[Outcome], *, parse_error: str | None = None, can_q
         return Decision(Action.QUARANTINE if can_quarantine else Action.LEAVE, parse_error)
     if not outcomes:
         return Decision(Action.QUARANTINE if can_quarantine else Action.LEAVE, "the message names no range")
-    unsettled = [o for o in outcomes if o.kind is not OutcomeKind.REJECTED and not o.settled]
+    # A conflict is quarantined like a rejection (with both digests in its reason), never deleted silently.
+    held = (OutcomeKind.REJECTED, OutcomeKind.CONFLICT)
+    unsettled = [o for o in outcomes if o.kind not in held and not o.settled]
     if unsettled:
         first = unsettled[0]
         reason = first.reason or first.kind.value
         if first.kind in (OutcomeKind.PARTIAL, OutcomeKind.EXPIRED):
             reason = f"{first.kind.value} with no durable loss report ({reason})"
         return Decision(Action.RETRY, reason)
-    rejected = [o for o in outcomes if o.kind is OutcomeKind.REJECTED and not o.settled]
+    rejected = [o for o in outcomes if o.kind in held and not o.settled]
     if rejected:
         reason = "; ".join(o.reason for o in rejected)
         return Decision(Action.QUARANTINE if can_quarantine else Action.LEAVE, reason)

@@ -14,10 +14,10 @@ from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replayer.archive.store import S3Store, StoreError
 from replayer.aws import Clients, SqsQueue, error_code
 from replayer.config import quarantine_problem
 from replayer.errors import ConfigError
-from replayer.store import S3Store, StoreError
 
 __all__ = ["Quarantine", "QuarantineError", "S3Quarantine", "SqsQuarantine", "quarantine_from_uri"]
 

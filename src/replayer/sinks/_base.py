@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from replayer.model import Failure
+from replayer.model import Failure, Gap
 from replayer.readers import ReadResult
 
 __all__ = ["Delivery", "Sink", "SinkError"]
@@ -18,6 +18,10 @@ class Delivery:
     location: str
     report: str | None = None
     already_there: bool = False  # an earlier attempt or another replica delivered it
+    # A durable sink that kept more than this attempt read (an earlier attempt's records):
+    # what it holds and reports missing. None: exactly what was read.
+    recovered: int | None = None
+    gaps: tuple[Gap, ...] | None = None
 
 
 class SinkError(Exception):

@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
+from replayer.archive.layout import range_path
+from replayer.archive.store import FileStore, S3Store, Store, StoreError
+from replayer.archive.write import ArchiveConflict, write_range
 from replayer.aws import Clients
 from replayer.model import Failure
 from replayer.readers import ReadResult
 from replayer.sinks._base import Delivery, SinkError
-from replayer.sinks._layout import (
-    INVOCATION,
-    LOSS_REPORT,
-    RECORDS,
-    invocation_document,
-    loss_report_document,
-    range_path,
-    records_object,
-)
-from replayer.store import FileStore, S3Store, Store, StoreError
 
-__all__ = ["ArchiveSink", "FileSink", "S3Sink"]
+__all__ = ["ArchiveConflict", "ArchiveSink", "FileSink", "S3Sink"]
 
 
 class ArchiveSink:
     """One gzip JSON Lines object per range, the invocation record and any loss report beside it.
 
-    Every object is created only if absent: a second writer (a retry, another replica)
-    never overwrites what is there, and finding it there counts as delivered. The
-    manifest (``invocation.json``) is written last, so its presence means the range is
-    complete in the archive.
+    Every object is created only if absent and anything already there is read back and
+    checked (`replayer.archive.write`): a retry or another replica converges on one
+    consistent folder; a contradicting one raises ArchiveConflict. The manifest
+    (``invocation.json``) is written last, so its presence means the range is complete.
     """
 
     durable = True
@@ -43,27 +35,17 @@ class ArchiveSink:
         return self.store.uri
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
-        folder = range_path(failure)
-        records_key = f"{folder}/{RECORDS}" if result.records else None
-        manifest_key = f"{folder}/{INVOCATION}"
         try:
-            created = True
-            if records_key is not None:
-                # zlib lets go of the GIL: compressing in a thread uses the second core.
-                body = await asyncio.to_thread(records_object, result)
-                created = await self.store.create(
-                    records_key, body, content_type="application/x-ndjson", encoding="gzip"
-                )
-            report = None
-            if result.gaps:
-                report_key = f"{folder}/{LOSS_REPORT}"
-                await self.store.create(report_key, loss_report_document(failure, result))
-                report = self.store.location(report_key)
-            manifest = invocation_document(failure, result, records_key and self.store.location(records_key))
-            await self.store.create(manifest_key, manifest)
+            written = await write_range(self.store, failure, (result.records,), result.gaps, result.notes)
         except StoreError as exc:
             raise SinkError(str(exc)) from exc
-        return Delivery(self.store.location(records_key or manifest_key), report, already_there=not created)
+        return Delivery(
+            written.location,
+            written.report,
+            already_there=written.already_there,
+            recovered=written.recovered,
+            gaps=written.gaps,
+        )
 
 
 class S3Sink(ArchiveSink):

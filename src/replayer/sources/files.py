@@ -60,7 +60,7 @@ def read_inputs(paths: Sequence[str], stdin: BinaryIO) -> Inputs:
     duplicates = 0
     for label, text in documents:
         try:
-            parsed = parse_document(text, path=label)
+            parsed = parse_document(text, path=label, payloads=True)  # the operator named it
         except ParseError as exc:
             bad.append(Outcome(OutcomeKind.REJECTED, None, reason=str(exc)))
             continue

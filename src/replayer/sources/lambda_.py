@@ -177,7 +177,8 @@ class LambdaRuntime:
             failures: list[Failure] = []
             if message.parse_error is None:
                 try:
-                    failures = parse_message(message.body, path="$")
+                    # Only S3 on-failure destination objects may bring their records (#11).
+                    failures = parse_message(message.body, path="$", payloads=source == "aws:s3")
                     if uuid := esm_uuid_from_key(message.id):  # an S3 destination key names its mapping
                         failures = [dataclasses.replace(f, mapping_uuid=uuid) for f in failures]
                 except ParseError as exc:

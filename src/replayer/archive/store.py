@@ -1,4 +1,4 @@
-"""Where durable objects live: an S3 bucket and prefix, or a local directory.
+"""Where durable objects live: an S3 bucket and prefix, or a local directory. Create-only.
 
 The archive sinks, `redrive` and the S3 quarantine all need the same few things: create
 an object only if it is not there yet, read one back, list a folder. This module is the
@@ -150,9 +150,10 @@ def write_once(path: Path, body: bytes) -> bool:
     """Create `path` with `body` unless it exists; True when this call created it.
 
     The bytes go to a temporary name first and are linked into place, so a reader never
-    sees a partly written file and a second writer never replaces the first.
+    sees a partly written file and a second writer never replaces the first. The file and
+    then its directory are fsynced before True is returned.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -163,10 +164,32 @@ def write_once(path: Path, body: bytes) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        _sync_directory(path.parent)  # the new entry survives a power loss once we say "created"
         return True
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _make_folders(folder: Path) -> None:
+    """mkdir -p, syncing the parent of each folder created so the folders too survive a power loss."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+            created.mkdir()
+        _sync_directory(created.parent)
+
+
+def _sync_directory(folder: Path) -> None:
+    """fsync a directory, making the names created in it durable (not only their contents)."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FileStore:

@@ -1,0 +1,352 @@
+"""The documents of an archived range, written AND read back here (one place for their shape).
+
+A range folder holds ``records.jsonl.gz`` (the records, gzip JSON Lines), an optional
+``loss-report.json`` and the manifest ``invocation.json``, written last. The manifest
+names what the folder holds and how to check it: the records object's SHA-256, record
+count, first and last sequence number, and the loss report's SHA-256. Manifests written
+before those fields existed (format 1) are still read; their objects are checked by
+count and range only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from replayer import __version__
+from replayer.archive.layout import range_path
+from replayer.model import Failure, Gap, OutcomeKind, StreamRecord
+from replayer.wire import dumps
+
+__all__ = [
+    "FORMAT",
+    "ArchivedRange",
+    "LossReport",
+    "PackedRecords",
+    "RecordsPacker",
+    "archived_range",
+    "fingerprint",
+    "loss_report_document",
+    "manifest_document",
+    "marker_document",
+    "pack_records",
+    "read_loss_report",
+    "read_records_object",
+    "sha256",
+    "unpack_records",
+]
+
+FORMAT = 2  # 2: the manifest carries digests; 1 (no "format" key): counts only
+
+_LINES_PER_CHUNK = 1000
+
+
+def sha256(data: bytes) -> str:
+    """The hex SHA-256 of an object's bytes, as the manifest records it."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PackedRecords:
+    """A records object ready to store, and what the manifest says of it."""
+
+    body: bytes
+    sha256: str
+    count: int
+    first_sequence: str | None
+    last_sequence: str | None
+    fingerprints: Mapping[str, bytes]  # sequence number -> digest of the record's bytes
+
+    def holds(self, other: PackedRecords) -> list[str]:
+        """Sequence numbers of `other`'s records that this object lacks or holds different (empty: it covers them)."""
+        mine = self.fingerprints
+        return [seq for seq, digest in other.fingerprints.items() if mine.get(seq) != digest]
+
+
+class RecordsPacker:
+    """Builds ``records.jsonl.gz`` from records given in parts, in sequence order.
+
+    Deterministic bytes for the same records. Compressed a thousand lines at a time, so a
+    range never exists twice in memory as one uncompressed body; a reader streaming pages
+    can `add` each page as it comes.
+    """
+
+    def __init__(self) -> None:
+        self._packer = zlib.compressobj(3, zlib.DEFLATED, 31)  # level 3: ~2x faster than 6; 31: gzip
+        self._parts: list[bytes] = []
+        self._count = 0
+        self._first: str | None = None
+        self._last: str | None = None
+        self._fingerprints: dict[str, bytes] = {}
+
+    def add(self, records: Sequence[StreamRecord]) -> None:
+        for i in range(0, len(records), _LINES_PER_CHUNK):
+            chunk = records[i : i + _LINES_PER_CHUNK]
+            self._parts.append(self._packer.compress(b"".join([b"%b\n" % r.json for r in chunk])))
+        for r in records:
+            self._fingerprints[r.sequence_number] = fingerprint(r)
+        if records:
+            self._first = self._first or records[0].sequence_number
+            self._last = records[-1].sequence_number
+            self._count += len(records)
+
+    def finish(self) -> PackedRecords:
+        self._parts.append(self._packer.flush())
+        body = b"".join(self._parts)
+        self._parts = []
+        return PackedRecords(body, sha256(body), self._count, self._first, self._last, self._fingerprints)
+
+
+def fingerprint(record: StreamRecord) -> bytes:
+    """A short digest of one record's bytes: two attempts read the same record iff these agree."""
+    return hashlib.blake2b(record.json, digest_size=16).digest()
+
+
+def pack_records(parts: Iterable[Sequence[StreamRecord]]) -> PackedRecords:
+    """The records object of records given as consecutive parts (one part is fine)."""
+    packer = RecordsPacker()
+    for part in parts:
+        packer.add(part)
+    return packer.finish()
+
+
+def _sequence_number(record: Any) -> str | None:
+    if isinstance(record, Mapping):
+        for outer, inner in (("dynamodb", "SequenceNumber"), ("kinesis", "sequenceNumber")):
+            part = record.get(outer)
+            if isinstance(part, Mapping) and isinstance(part.get(inner), str) and part[inner].isdigit():
+                return str(part[inner])
+    return None
+
+
+def unpack_records(data: bytes, failure: Failure) -> tuple[StreamRecord, ...]:
+    """The records of a records object, bytes as archived; ValueError unless they fit the range, in order."""
+    try:
+        body = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error):
+        raise ValueError("the records object is not gzip") from None
+    records: list[StreamRecord] = []
+    for n, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            sequence_number = _sequence_number(json.loads(line))
+        except json.JSONDecodeError:
+            sequence_number = None
+        if sequence_number is None:
+            raise ValueError(f"line {n} of the records object is not a stream record")
+        sequence = int(sequence_number)
+        if not failure.start <= sequence <= failure.end or (records and sequence <= records[-1].sequence):
+            raise ValueError(f"line {n} of the records object is out of the range or out of order")
+        records.append(StreamRecord(sequence_number, line))
+    return tuple(records)
+
+
+def read_records_object(data: bytes, failure: Failure) -> PackedRecords:
+    """A stored records object read back and checked against the range (ValueError when it does not fit)."""
+    records = unpack_records(data, failure)
+    return PackedRecords(
+        data,
+        sha256(data),
+        len(records),
+        records[0].sequence_number if records else None,
+        records[-1].sequence_number if records else None,
+        {r.sequence_number: fingerprint(r) for r in records},
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _span(packed: PackedRecords | None, gaps: Sequence[Gap], notes: Sequence[str]) -> dict[str, Any]:
+    return {
+        "records": packed.count if packed else 0,
+        "first_sequence": packed.first_sequence if packed else None,
+        "last_sequence": packed.last_sequence if packed else None,
+        "missing": [g.describe() for g in gaps],
+        "notes": list(notes),
+    }
+
+
+def manifest_document(
+    failure: Failure,
+    packed: PackedRecords | None,
+    gaps: Sequence[Gap],
+    notes: Sequence[str],
+    *,
+    records_location: str | None,
+    loss_report_location: str | None = None,
+    loss_report_sha256: str | None = None,
+) -> bytes:
+    """The manifest kept beside the records: the invocation record, what was archived, its digests."""
+    return dumps(
+        {
+            "format": FORMAT,
+            "range": failure.describe(),
+            "archived": _span(packed, gaps, notes),
+            "records_object": records_location if packed and packed.count else None,
+            "records_sha256": packed.sha256 if packed and packed.count else None,
+            "loss_report": loss_report_location,
+            "loss_report_sha256": loss_report_sha256,
+            "invocation_record": dict(failure.raw),
+            "written_at": _now(),
+            "replayer_version": __version__,
+        }
+    )
+
+
+def loss_report_document(
+    failure: Failure, packed: PackedRecords | None, gaps: Sequence[Gap], notes: Sequence[str]
+) -> bytes:
+    """Why records of this range are gone, exactly which spans, and what was kept."""
+    kind = OutcomeKind.PARTIAL if packed and packed.count else OutcomeKind.EXPIRED
+    return dumps(
+        {
+            "outcome": kind.value,
+            "range": failure.describe(),
+            "recovered": _span(packed, gaps, notes),
+            "missing": [g.describe() for g in gaps],
+            "invocation_record": dict(failure.raw),
+            "written_at": _now(),
+            "replayer_version": __version__,
+        }
+    )
+
+
+def marker_document(target: str, failure: Failure, records: Sequence[StreamRecord], *, forced: bool) -> bytes:
+    """``redriven/<target>.json``: which records a re-drive handed to `target`."""
+    return dumps(
+        {
+            "target": target,
+            "range": failure.describe(),
+            "records": len(records),
+            "first_sequence": records[0].sequence_number if records else None,
+            "last_sequence": records[-1].sequence_number if records else None,
+            "forced": forced,
+            "redriven_at": _now(),
+            "replayer_version": __version__,
+        }
+    )
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} is not an object")
+    return value
+
+
+def _document(body: bytes, what: str) -> Mapping[str, Any]:
+    try:
+        return _mapping(json.loads(body), what)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON ({getattr(exc, 'msg', exc)})") from None
+
+
+def _gaps(value: Any, what: str) -> tuple[Gap, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is not a list")
+    gaps = []
+    for n, gap in enumerate(value):
+        g = _mapping(gap, f"{what}[{n}]")
+        first, last = g.get("first_sequence"), g.get("last_sequence")
+        if not (isinstance(first, str) and first.isdigit() and isinstance(last, str) and last.isdigit()):
+            raise ValueError(f"{what}[{n}] does not name sequence numbers")
+        gaps.append(Gap(first, last, str(g.get("reason", ""))))
+    return tuple(gaps)
+
+
+def _digest(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError(f"{what} is not a SHA-256")
+    return value
+
+
+def _count(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{what} is not a count")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedRange:
+    """One complete range of an archive, as its manifest describes it."""
+
+    failure: Failure
+    folder: str  # relative to the archive root: range_path(failure)
+    count: int  # records archived
+    gaps: tuple[Gap, ...] = ()
+    notes: tuple[str, ...] = ()
+    markers: frozenset[str] = frozenset()  # ``redriven/<function>.json`` names present
+    first_sequence: str | None = None
+    last_sequence: str | None = None
+    records_sha256: str | None = None  # None: no records, or a format 1 manifest
+    loss_report_sha256: str | None = None
+    format: int = FORMAT
+
+
+def archived_range(folder: str, manifest: bytes, markers: Iterable[str] = ()) -> ArchivedRange:
+    """Read a manifest found in `folder`; ValueError says what is wrong with it."""
+    document = _document(manifest, "the manifest")
+    failure = Failure.from_description(
+        _mapping(document.get("range"), "range"), document.get("invocation_record")
+    )
+    if range_path(failure) != folder:
+        raise ValueError(f"it describes the range of folder {range_path(failure)}, not of its own folder")
+    archived = _mapping(document.get("archived"), "archived")
+    count = _count(archived.get("records"), "archived.records")
+    if (document.get("records_object") is not None) != (count > 0):
+        raise ValueError("records_object and archived.records disagree")
+    version = document.get("format", 1)
+    records_sha256 = _digest(document.get("records_sha256"), "records_sha256")
+    gaps = _gaps(archived.get("missing"), "archived.missing")
+    loss_report_sha256 = _digest(document.get("loss_report_sha256"), "loss_report_sha256")
+    if version != 1:
+        if version != FORMAT:
+            raise ValueError(f"format {version!r} is not one this replayer reads (it reads 1 and {FORMAT})")
+        if (records_sha256 is not None) != (count > 0):
+            raise ValueError("records_sha256 and archived.records disagree")
+        if (loss_report_sha256 is not None) != bool(gaps):
+            raise ValueError("loss_report_sha256 and archived.missing disagree")
+    first, last = archived.get("first_sequence"), archived.get("last_sequence")
+    return ArchivedRange(
+        failure,
+        folder,
+        count,
+        gaps,
+        tuple(str(note) for note in archived.get("notes") or ()),
+        frozenset(markers),
+        first if isinstance(first, str) else None,
+        last if isinstance(last, str) else None,
+        records_sha256,
+        loss_report_sha256,
+        version if isinstance(version, int) else 1,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LossReport:
+    """What a loss report says: the spans lost and how many records were kept."""
+
+    gaps: tuple[Gap, ...]
+    recovered: int
+
+
+def read_loss_report(body: bytes, failure: Failure) -> LossReport:
+    """Read a loss report back; ValueError unless it is one, of this range."""
+    document = _document(body, "the loss report")
+    described = _mapping(document.get("range"), "range")
+    if described.get("range_id") != failure.range_id:
+        raise ValueError("the loss report is of another range")
+    recovered = _count(_mapping(document.get("recovered"), "recovered").get("records"), "recovered.records")
+    return LossReport(_gaps(document.get("missing"), "missing"), recovered)

@@ -1,0 +1,107 @@
+"""Read an archive back: find its complete ranges, hand their records back verified.
+
+Only ranges with a manifest are complete; a manifest that cannot be read, or objects that
+do not match their manifest (SHA-256, count, range, order), make the range damaged: its
+records are never handed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, REDRIVEN
+from replayer.archive.manifest import ArchivedRange, archived_range, sha256, unpack_records
+from replayer.archive.store import Store, StoreError
+from replayer.model import StreamRecord
+
+__all__ = ["Damaged", "Unreadable", "find_ranges", "read_records"]
+
+
+class Damaged(ValueError):
+    """An archived range whose objects contradict its manifest (or each other)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A manifest found but not usable: `transient` when the store failed, else the manifest is bad."""
+
+    location: str
+    reason: str
+    transient: bool
+
+
+async def find_ranges(
+    store: Store, folders: Iterable[str] = ("",), *, concurrency: int = 8
+) -> tuple[list[ArchivedRange], list[Unreadable]]:
+    """Every complete range below `folders` (with the re-drive markers beside it), and each bad manifest.
+
+    StoreError when a folder cannot be listed.
+    """
+    manifests: set[str] = set()
+    markers: dict[str, set[str]] = {}
+    for under in folders:
+        for key in await store.keys(under):
+            folder, _, name = key.rpartition("/")
+            if name == MANIFEST and folder:
+                manifests.add(folder)
+            elif folder.endswith(f"/{REDRIVEN}"):
+                markers.setdefault(folder[: -len(REDRIVEN) - 1], set()).add(f"{REDRIVEN}/{name}")
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(folder: str) -> ArchivedRange | Unreadable:
+        key = f"{folder}/{MANIFEST}"
+        async with slots:
+            try:
+                body = await store.read(key)
+            except StoreError as exc:
+                return Unreadable(store.location(key), str(exc), transient=True)
+        try:
+            if body is None:
+                raise ValueError("it disappeared while listing")
+            return archived_range(folder, body, markers.get(folder, ()))
+        except ValueError as exc:
+            return Unreadable(store.location(key), f"bad manifest: {exc}", transient=False)
+
+    found = await asyncio.gather(*(one(folder) for folder in sorted(manifests)))
+    return (
+        [r for r in found if isinstance(r, ArchivedRange)],
+        [u for u in found if isinstance(u, Unreadable)],
+    )
+
+
+async def read_records(store: Store, archived: ArchivedRange) -> tuple[StreamRecord, ...]:
+    """The range's records, bytes as archived, once the folder checks out against its manifest.
+
+    Damaged when it does not (its message names the object), StoreError on store trouble.
+    """
+    if archived.loss_report_sha256 is not None:
+        key = f"{archived.folder}/{LOSS_REPORT}"
+        report = await store.read(key)
+        if report is None or sha256(report) != archived.loss_report_sha256:
+            raise Damaged(
+                f"{store.location(key)}: damaged: the loss report does not match its manifest's SHA-256"
+            )
+    if not archived.count:
+        return ()
+    key = f"{archived.folder}/{RECORDS}"
+    data = await store.read(key)
+    try:
+        if data is None:
+            raise ValueError("the records object is missing")
+        if archived.records_sha256 not in (None, sha256(data)):
+            raise ValueError("the records object does not match its manifest's SHA-256")
+        records = unpack_records(data, archived.failure)
+        if len(records) != archived.count:
+            raise ValueError(
+                f"the records object holds {len(records)} records where the manifest says {archived.count}"
+            )
+        if archived.records_sha256 is not None and (
+            records[0].sequence_number != archived.first_sequence
+            or records[-1].sequence_number != archived.last_sequence
+        ):
+            raise ValueError("the records object's first or last sequence number is not its manifest's")
+    except ValueError as exc:
+        raise Damaged(f"{store.location(key)}: damaged: {exc}") from None
+    return records

@@ -1,0 +1,251 @@
+"""Store one range so that the folder is consistent as a whole, whatever earlier attempts left.
+
+Objects are created only if absent, in the order records -> loss report -> manifest. An
+object already there is read back and compared, never assumed right: a retry after a
+partial write adopts an earlier records object that covers what it read (and reports as
+lost only what that object lacks), and different content for the same range is an
+`ArchiveConflict`, never a silent success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, range_path
+from replayer.archive.manifest import (
+    PackedRecords,
+    archived_range,
+    loss_report_document,
+    manifest_document,
+    pack_records,
+    read_loss_report,
+    read_records_object,
+    sha256,
+)
+from replayer.archive.store import Store
+from replayer.model import Failure, Gap, StreamRecord
+
+__all__ = ["ArchiveConflict", "Written", "write_range"]
+
+
+class ArchiveConflict(Exception):
+    """The archive holds other content for this range than this attempt read: a person must look.
+
+    `archived` and `attempted` are the SHA-256 of the records object there and of the one
+    this attempt would have written (None: no records object).
+    """
+
+    def __init__(self, message: str, *, location: str, archived: str | None, attempted: str | None) -> None:
+        super().__init__(message)
+        self.location = location
+        self.archived = archived
+        self.attempted = attempted
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What the archive holds for the range once `write_range` returns."""
+
+    location: str  # the records object, or the manifest when there are no records
+    report: str | None  # the loss report, when records are missing
+    already_there: bool  # an earlier attempt (or another writer) had stored the records
+    recovered: int  # records the archive holds
+    gaps: tuple[Gap, ...]  # what the archive reports missing
+
+
+async def write_range(
+    store: Store,
+    failure: Failure,
+    parts: Iterable[Sequence[StreamRecord]],
+    gaps: Sequence[Gap],
+    notes: Sequence[str] = (),
+) -> Written:
+    """Archive the range's records (given in parts, in sequence order), its loss report and manifest.
+
+    Raises ArchiveConflict when what is there contradicts what was read, StoreError on
+    trouble with the store (the caller retries). Idempotent: a retry converges on the one
+    consistent folder.
+    """
+    # zlib lets go of the GIL: compressing in a thread uses the second core.
+    packed = await asyncio.to_thread(pack_records, parts)
+    return await _Writer(store, failure, packed).write(tuple(gaps), tuple(notes))
+
+
+def _without(gaps: Sequence[Gap], held: Iterable[str]) -> tuple[Gap, ...]:
+    """The spans of `gaps` less the sequence numbers an archived records object holds."""
+    kept = sorted(int(s) for s in held)
+    out: list[Gap] = []
+    for gap in gaps:
+        first, last = int(gap.first), int(gap.last)
+        for seq in (s for s in kept if first <= s <= last):
+            if first < seq:
+                out.append(Gap(str(first), str(seq - 1), gap.reason))
+            first = seq + 1
+        if first <= last:
+            out.append(Gap(str(first), str(last), gap.reason))
+    return tuple(out)
+
+
+class _Writer:
+    def __init__(self, store: Store, failure: Failure, packed: PackedRecords) -> None:
+        self.store = store
+        self.failure = failure
+        self.read = packed  # what this attempt read
+        self.found = False  # the records object was already there
+        self.folder = range_path(failure)
+
+    def key(self, name: str) -> str:
+        return f"{self.folder}/{name}"
+
+    def conflict(self, why: str, archived: str | None, key: str) -> ArchiveConflict:
+        location = self.store.location(key)
+        attempted = self.read.sha256 if self.read.count else None
+        return ArchiveConflict(
+            f"{location}: {why} (archived sha256 {archived or 'none'}, this attempt's {attempted or 'none'})",
+            location=location,
+            archived=archived,
+            attempted=attempted,
+        )
+
+    async def write(self, gaps: tuple[Gap, ...], notes: tuple[str, ...]) -> Written:
+        there = await self.store.read(self.key(MANIFEST))
+        if there is not None:
+            return await self.verify(there)
+        held = await self.records()
+        if held is not self.read:
+            gaps = _without(gaps, held.fingerprints)
+        report, report_sha256 = None, None
+        if gaps:
+            gaps, report_sha256 = await self.loss_report(held, gaps, notes)
+            report = self.store.location(self.key(LOSS_REPORT))
+        records_location = self.store.location(self.key(RECORDS)) if held.count else None
+        manifest = manifest_document(
+            self.failure,
+            held,
+            gaps,
+            notes,
+            records_location=records_location,
+            loss_report_location=report,
+            loss_report_sha256=report_sha256,
+        )
+        if not await self.store.create(self.key(MANIFEST), manifest):
+            there = await self.store.read(self.key(MANIFEST))
+            if there is None:
+                raise self.conflict("the manifest was there, then gone", None, MANIFEST)
+            return await self.verify(there)  # another writer finished first: it must agree
+        return Written(
+            records_location or self.store.location(self.key(MANIFEST)),
+            report,
+            already_there=self.found,
+            recovered=held.count,
+            gaps=gaps,
+        )
+
+    async def records(self) -> PackedRecords:
+        """The records object the folder holds once this returns: this attempt's, or an earlier one covering it."""
+        key = self.key(RECORDS)
+        if self.read.count:
+            created = await self.store.create(
+                key, self.read.body, content_type="application/x-ndjson", encoding="gzip"
+            )
+            if created:
+                return self.read
+        data = await self.store.read(key)
+        self.found = data is not None
+        if data is None:
+            if self.read.count:
+                raise self.conflict("the records object was there, then gone", None, RECORDS)
+            return self.read
+        if data == self.read.body:
+            return self.read
+        try:
+            held = await asyncio.to_thread(read_records_object, data, self.failure)
+        except ValueError as exc:
+            raise self.conflict(
+                f"the records object there is unusable: {exc}", sha256(data), RECORDS
+            ) from None
+        if lacking := held.holds(self.read):
+            raise self.conflict(
+                f"the records object there lacks or differs in {len(lacking)} records this attempt read "
+                f"(first: {lacking[0]})",
+                held.sha256,
+                RECORDS,
+            )
+        return held
+
+    async def loss_report(
+        self, held: PackedRecords, gaps: tuple[Gap, ...], notes: tuple[str, ...]
+    ) -> tuple[tuple[Gap, ...], str]:
+        """The gaps the folder's loss report states, and its digest: this attempt's, or an earlier one that fits."""
+        key = self.key(LOSS_REPORT)
+        document = loss_report_document(self.failure, held, gaps, notes)
+        if await self.store.create(key, document):
+            return gaps, sha256(document)
+        there = await self.store.read(key)
+        if there is None:
+            raise self.conflict("the loss report was there, then gone", held.sha256, LOSS_REPORT)
+        try:
+            report = read_loss_report(there, self.failure)
+        except ValueError as exc:
+            raise self.conflict(
+                f"the loss report there is unusable: {exc}", held.sha256, LOSS_REPORT
+            ) from None
+        named_lost = _without(report.gaps, held.fingerprints) != report.gaps
+        if report.recovered != held.count or named_lost or not report.gaps:
+            raise self.conflict(
+                "the loss report there contradicts the records object "
+                f"(it counts {report.recovered} records kept where the object holds {held.count}"
+                + (", and names archived records as lost)" if named_lost else ")"),
+                held.sha256,
+                LOSS_REPORT,
+            )
+        return report.gaps, sha256(there)
+
+    async def verify(self, manifest: bytes) -> Written:
+        """A complete folder is there: check it as a whole and that it covers what this attempt read."""
+        try:
+            archived = archived_range(self.folder, manifest)
+        except ValueError as exc:
+            raise self.conflict(f"the manifest there is unusable: {exc}", None, MANIFEST) from None
+        held = pack_records(())
+        if archived.count:
+            data = await self.store.read(self.key(RECORDS))
+            if data is None:
+                raise self.conflict("the manifest names a records object that is missing", None, RECORDS)
+            if archived.records_sha256 not in (None, sha256(data)):
+                raise self.conflict(
+                    "the records object does not match its manifest's SHA-256", sha256(data), RECORDS
+                )
+            try:
+                held = read_records_object(data, self.failure)
+            except ValueError as exc:
+                raise self.conflict(f"the records object is unusable: {exc}", sha256(data), RECORDS) from None
+            if held.count != archived.count:
+                raise self.conflict(
+                    f"the records object holds {held.count} records where its manifest says {archived.count}",
+                    held.sha256,
+                    RECORDS,
+                )
+        if archived.loss_report_sha256 is not None:
+            report = await self.store.read(self.key(LOSS_REPORT))
+            if report is None or sha256(report) != archived.loss_report_sha256:
+                raise self.conflict(
+                    "the loss report does not match its manifest's SHA-256", held.sha256 or None, LOSS_REPORT
+                )
+        if lacking := held.holds(self.read):
+            raise self.conflict(
+                f"the archived range lacks or differs in {len(lacking)} records this attempt read (first: {lacking[0]})",
+                held.sha256 if held.count else None,
+                RECORDS,
+            )
+        records = self.key(RECORDS) if archived.count else self.key(MANIFEST)
+        report_location = self.store.location(self.key(LOSS_REPORT)) if archived.gaps else None
+        return Written(
+            self.store.location(records),
+            report_location,
+            already_there=True,
+            recovered=archived.count,
+            gaps=archived.gaps,
+        )
