@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 from replayer.archive.layout import range_path
 from replayer.cli import app
 from replayer.parse import parse_message
+from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, make_queue
 from tests.support.events import load_event
 from tests.support.faultproxy import FaultProxy
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str, input: str | None = None) -> Any:
