@@ -354,7 +354,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "wait_seconds", ("--wait-seconds",),
-        "Long-poll wait, 0 to 20 seconds (drain: the queue counts as empty after one such wait).",
+        "Long-poll wait, 0 to 20 seconds (drain: until messages come; then a short poll finding none, with SQS counting none waiting, ends it).",
         _cmds("drain", "run"), "SECONDS", _whole(0, 20), "REPLAYER_WAIT_SECONDS", defaults={"drain": 2},
     ),
     Option(
