@@ -249,8 +249,44 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "allow_streams", ("--allow-stream",),
         "Glob on the stream ARN a record may name; any other stream is rejected, never read. "
-        "Repeatable. Unset: every stream.",
+        "Repeatable. Unset: no stream (deny by default); '*' allows every stream.",
         _READERS, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+    ),
+    Option(
+        "failure_buckets", ("--failure-bucket",),
+        "S3 bucket or bucket/prefix whose objects are believed as failure records (S3 on-failure "
+        "destinations): the Lambda reads only these, and only their inline payloads are trusted. "
+        "Repeatable. Unset: none (deny by default); '*' allows every bucket.",
+        _READERS | {"redrive"}, "BUCKET[/PREFIX]", _text, "REPLAYER_FAILURE_BUCKETS", repeat=True,
+    ),
+    Option(
+        "range_budget_seconds", ("--range-budget",),
+        "Time one attempt at a range may take, reading and delivering (e.g. 300, 5m); past it the "
+        "range is retried later and its message's visibility is no longer extended.",
+        _READERS, "DURATION", _duration(12 * 3600), "REPLAYER_RANGE_BUDGET",
+    ),
+    Option(
+        "call_deadline_seconds", ("--call-deadline",),
+        "Total time one AWS call may take, retries, connection set-up and waits included (e.g. 120, 2m). "
+        "A Lambda invoke gets its function's 900 s more.",
+        _WORK | {"lambda"}, "DURATION", _duration(3600), "REPLAYER_CALL_DEADLINE",
+    ),
+    Option(
+        "max_records_per_range", ("--max-records-per-range",),
+        "Most records a range may hold when its mapping is not known to be unfiltered (else its "
+        "batchSize); a range that spans more is rejected as not genuine.",
+        _READERS, "N", _whole(1, 1_000_000), "REPLAYER_MAX_RECORDS_PER_RANGE",
+    ),
+    Option(
+        "max_ranges_per_message", ("--max-ranges-per-message",),
+        "Most ranges one message may name (AWS sends one); the ranges past it are not read and the "
+        "message is quarantined with the reason.",
+        _CONSUMERS, "N", _whole(1, 10_000), "REPLAYER_MAX_RANGES_PER_MESSAGE",
+    ),
+    Option(
+        "max_object_bytes", ("--max-object-bytes",),
+        "Lambda: the largest S3 object read as a failure record; a larger one is quarantined by reference.",
+        _cmds("lambda"), "BYTES", _whole(1, 1 << 30), "REPLAYER_MAX_OBJECT_BYTES",
     ),
     Option(
         "quarantine", ("--quarantine",),
@@ -376,6 +412,12 @@ class Settings:
     until: str | None = None
     force: bool = False
     allow_streams: tuple[str, ...] = ()
+    failure_buckets: tuple[str, ...] = ()
+    range_budget_seconds: float = 300.0
+    call_deadline_seconds: float = 120.0
+    max_records_per_range: int = 10_000
+    max_ranges_per_message: int = 10
+    max_object_bytes: int = 16 * 1024 * 1024  # an S3 destination object holds one batch: at most ~6 MB
     quarantine: str | None = None
     concurrency: int = 8
     prefetch: int = 10
@@ -523,7 +565,15 @@ def _warnings(
             "will never be deleted from the queue; add s3://BUCKET[/PREFIX] or file:DIR"
         )
     if not settings.allow_streams:
-        yield "no --allow-stream given: any stream named by a message will be read (IAM should still limit it)"
+        yield (
+            "no --allow-stream given: every range will be rejected, no stream is read "
+            "(deny by default; --allow-stream '*' allows every stream)"
+        )
+    if command == "lambda" and not settings.failure_buckets:
+        yield (
+            "no --failure-bucket given: every S3 object an event names will be quarantined by reference, "
+            "none is read (deny by default; '*' allows every bucket)"
+        )
 
 
 def load_settings(
