@@ -106,6 +106,17 @@ def _text(value: str) -> str:
     return value.strip()
 
 
+def _where(value: str) -> str:
+    """A `--where` pattern (JSON or @FILE), checked here, kept as given."""
+    from replayer.selection import read_pattern
+
+    try:
+        read_pattern(value.strip())
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("--where: ")) from None
+    return value.strip()
+
+
 def _whole(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
@@ -236,12 +247,34 @@ OPTIONS: tuple[Option, ...] = (
         _cmds("redrive"), "ARN", repeat=True,
     ),
     Option(
-        "since", ("--since",), "Only ranges whose first record arrived at or after this time.",
-        _cmds("redrive"), "ISO_TIME",
+        "since", ("--since",),
+        "Only records that arrived (approximately) at or after this time (ISO 8601, UTC when no zone); "
+        "redrive: also only ranges whose first record did.",
+        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
     ),
     Option(
-        "until", ("--until",), "Only ranges whose first record arrived before this time.",
-        _cmds("redrive"), "ISO_TIME",
+        "until", ("--until",),
+        "Only records that arrived (approximately) before this time; redrive: also only ranges whose "
+        "first record did.",
+        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
+    ),
+    Option(
+        "where", ("--where",),
+        "Only records matching this event-filtering pattern (JSON, or @FILE), matched as Lambda matches "
+        "a mapping's FilterCriteria; for lambda: sinks (archives keep whole ranges).",
+        _cmds("replay", "fetch", "redrive"), "PATTERN", _where,
+    ),
+    Option(
+        "shards", ("--shard",), "Only ranges of this shard. Repeatable.", _cmds("replay", "fetch", "redrive"),
+        "SHARD_ID", repeat=True,
+    ),
+    Option(
+        "limit", ("--limit",), "Send at most N records in all (earliest deadlines first); for lambda: sinks.",
+        _cmds("replay", "fetch", "redrive"), "N", _whole(0, 10_000_000),
+    ),
+    Option(
+        "show", ("--show",), "Print the records that would be sent (JSON Lines on stdout); with --dry-run.",
+        _cmds("replay", "fetch"),
     ),
     Option(
         "force", ("--force",), "Re-drive ranges even if already re-driven to that function.", _cmds("redrive"),
@@ -323,7 +356,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "wait_seconds", ("--wait-seconds",),
-        "Long-poll wait, 0 to 20 seconds (drain: the queue counts as empty after one such wait).",
+        "Long-poll wait, 0 to 20 seconds (drain: until messages come; then a short poll finding none, with SQS counting none waiting, ends it).",
         _cmds("drain", "run"), "SECONDS", _whole(0, 20), "REPLAYER_WAIT_SECONDS", defaults={"drain": 2},
     ),
     Option(
@@ -367,7 +400,9 @@ OPTIONS: tuple[Option, ...] = (
         _READERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_EXPIRY_WARNING",
     ),
     Option(
-        "dry_run", ("--dry-run",), "Parse and plan: report each range as planned, read and write nothing.",
+        "dry_run", ("--dry-run",),
+        "Plan: report each range and what it would send (replay, fetch: read from the stream, with the "
+        "mapping, records matched / total, first and last sequence); write and invoke nothing.",
         _cmds("replay", "fetch", "redrive"),
     ),
     Option(
@@ -411,6 +446,10 @@ class Settings:
     since: str | None = None
     until: str | None = None
     force: bool = False
+    where: str | None = None
+    shards: tuple[str, ...] = ()
+    limit: int | None = None
+    show: bool = False
     allow_streams: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0

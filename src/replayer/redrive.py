@@ -225,6 +225,10 @@ class Redriver:
                     delivered_to=tuple(delivered),
                 )
             delivered.append(target.uri)
+            if target.selection is not None and target.selection.narrows_records:
+                # part of the range went: a marker would make a later full re-drive skip the rest
+                notes.append(f"{target.uri}: selected records only, no marker written")
+                continue
             marker = f"{archived.folder}/{redrive_marker(target.target.spec)}"
             try:
                 created = await self.archive.create(

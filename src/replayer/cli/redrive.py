@@ -31,12 +31,14 @@ __all__ = ["redrive"]
 
 
 def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
+    from replayer.cli.replay import selection_of
     from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
 
     options = SinkOptions(
         max_records_per_invoke=settings.max_records_per_invoke,
         invoke_retries=settings.invoke_retries,
         no_filter=settings.no_filter,
+        selection=selection_of(settings),
     )
     targets = []
     for uri in settings.to:
@@ -70,6 +72,7 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
         archive = archive_from_uri(settings.redrive_from or "", clients)
         redriver = Redriver(archive, _targets(settings, clients), force=settings.force)
         ranges, bad = await redriver.find(selection, concurrency=max(8, concurrency))
+        ranges = [r for r in ranges if not settings.shards or r.failure.shard_id in settings.shards]
         if settings.dry_run:
             return Report(bad + redriver.plan(ranges))
         async with stop_on_signals() as stop:
