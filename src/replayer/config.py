@@ -54,8 +54,10 @@ _SQS_MAX_VISIBILITY = 43_200  # 12 hours, SQS's own limit
 _DURATION = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_EXPIRY_WARNING = 366 * 86400  # Kinesis keeps records at most 365 days
-# The sink forms, until the sink registry lands: `{sinks}` in a help text is replaced by them.
-SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION[:QUALIFIER] or - (stdout)"
+# `{sinks}` in a help text: the sink registry's URI forms (`sinks.describe_uri_forms()`), written
+# out because importing the sinks loads the AWS SDK, which start-up and `--help` avoid; a test
+# keeps the two equal.
+SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:NAME[:QUALIFIER] or -"
 
 
 def parse_duration(text: str) -> float:
