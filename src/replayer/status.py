@@ -85,7 +85,7 @@ async def _oldest_age(clients: Clients, url: str, region: str | None) -> float |
             MetricName="ApproximateAgeOfOldestMessage",
             Dimensions=[{"Name": "QueueName", "Value": name}],
             StartTime=now - timedelta(minutes=15),
-            EndTime=now,
+            EndTime=now + timedelta(minutes=1),  # the latest minute is still filling
             Period=60,
             Statistics=["Maximum"],
         )
