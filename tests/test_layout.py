@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("reads and archive", ("replayer.readers", "replayer.mappings", "replayer.archive")),
     ("sinks", ("replayer.sinks",)),
     ("core", ("replayer.core", "replayer.plan")),  # plan: the dry run's counterpart of core
-    ("observe", ("replayer.observe",)),
+    ("observe", ("replayer.observe", "replayer.status")),  # status: what is pending, for people and /status
     ("settle", ("replayer.settle",)),
     ("sources", ("replayer.sources", "replayer.redrive")),
     (
