@@ -197,6 +197,11 @@ async def test_the_repair_function_receives_exactly_what_the_filter_admits(
 
     # the range spans the noise between the orders; the function had seen only the orders
     assert keys(repair.received()) == ["item-0", "item-2", "item-4"]
+    # ministack's own ESM filter (an emulator's implementation of the rules) delivered the same
+    consumer = [
+        r for path in sorted(tmp_path.glob("*.json")) for r in json.loads(path.read_text())["records"]
+    ]
+    assert sorted(set(keys(consumer))) == ["item-0", "item-2", "item-4"]
     assert keys(unfiltered.received()) == ["item-0", "item-1", "item-2", "item-3", "item-4"]
     (manifest_path,) = archive.rglob("invocation.json")
     manifest = json.loads(manifest_path.read_text())
