@@ -15,6 +15,7 @@ from replayer.archive.store import parse_location
 from replayer.archive.write import ArchiveConflict
 from replayer.aws import Clients
 from replayer.errors import ConfigError
+from replayer.selection import Selection
 from replayer.sinks._base import Delivery, Sink, SinkError
 from replayer.sinks.archive import ArchiveSink, FileSink, S3Sink
 from replayer.sinks.lambda_ import DEFAULT_MAX_PAYLOAD, LambdaSink, parse_target
@@ -51,6 +52,7 @@ class SinkOptions:
     retry_wait: float = 1.0  # first backoff (seconds); doubles, with as much jitter
     retry_wait_max: float = 30.0
     no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
+    selection: Selection | None = None  # --where/--since/--until/--limit: narrows what lambda: sinks send
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
         retry_wait=options.retry_wait,
         retry_wait_max=options.retry_wait_max,
         apply_filter=not options.no_filter,
+        selection=options.selection,
     )
 
 

@@ -32,6 +32,7 @@ from replayer.errors import ConfigError
 from replayer.filtering import PatternError, criteria_for
 from replayer.model import Failure, StreamRecord
 from replayer.readers import ReadResult
+from replayer.selection import Selection
 from replayer.sinks._base import Delivery, SinkError
 
 __all__ = [
@@ -220,6 +221,7 @@ class LambdaSink:
         retry_wait: float = 1.0,
         retry_wait_max: float = 30.0,
         apply_filter: bool = True,
+        selection: Selection | None = None,
     ) -> None:
         if max_records_per_invoke is not None and max_records_per_invoke < 1:
             raise ConfigError("--max-records-per-invoke must be at least 1")
@@ -235,6 +237,7 @@ class LambdaSink:
         self.retry_wait = retry_wait
         self.retry_wait_max = retry_wait_max
         self.apply_filter = apply_filter
+        self.selection = selection
 
     @property
     def uri(self) -> str:
@@ -249,19 +252,23 @@ class LambdaSink:
         return DEFAULT_MAX_RECORDS
 
     def admitted(self, failure: Failure, records: Sequence[StreamRecord]) -> list[StreamRecord]:
-        """The records the failure's mapping would have delivered (all of them without a filter,
-        with `apply_filter` off, or when the mapping is unknown)."""
+        """The records to send: those the failure's mapping would have delivered (all of them without
+        a filter, with `apply_filter` off, or when the mapping is unknown), narrowed by `selection`."""
+        kept = list(records)
         mapping = failure.mapping
-        if not self.apply_filter or mapping is None or not mapping.filters:
-            return list(records)
-        try:
-            criteria = criteria_for(mapping.filters)
-        except PatternError as exc:
-            raise SinkError(
-                f"{self.uri}: the mapping's filter cannot be applied ({exc}); re-drive with --no-filter to send every record"
-            ) from exc
-        kept = criteria.select(failure.kind, records)
-        log.info("records_filtered", function=self.uri, admitted=len(kept), read=len(records))
+        if self.apply_filter and mapping is not None and mapping.filters:
+            try:
+                criteria = criteria_for(mapping.filters)
+            except PatternError as exc:
+                raise SinkError(
+                    f"{self.uri}: the mapping's filter cannot be applied ({exc}); "
+                    "re-drive with --no-filter to send every record"
+                ) from exc
+            kept = criteria.select(failure.kind, kept)
+            log.info("records_filtered", function=self.uri, admitted=len(kept), read=len(records))
+        if self.selection is not None and self.selection.narrows_records:
+            kept = self.selection.take(failure.kind, kept)
+            log.info("records_selected", function=self.uri, selected=len(kept), read=len(records))
         return kept
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
