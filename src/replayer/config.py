@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 # The commands that take options, in the order `--help` lists them; `lambda` is the handler.
-COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "lambda")
+COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "status", "lambda")
 _WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI commands that do work
 _CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
 _READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
@@ -54,8 +54,10 @@ _SQS_MAX_VISIBILITY = 43_200  # 12 hours, SQS's own limit
 _DURATION = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_EXPIRY_WARNING = 366 * 86400  # Kinesis keeps records at most 365 days
-# The sink forms, until the sink registry lands: `{sinks}` in a help text is replaced by them.
-SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION[:QUALIFIER] or - (stdout)"
+# `{sinks}` in a help text: the sink registry's URI forms (`sinks.describe_uri_forms()`), written
+# out because importing the sinks loads the AWS SDK, which start-up and `--help` avoid; a test
+# keeps the two equal.
+SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:NAME[:QUALIFIER] or -"
 
 
 def parse_duration(text: str) -> float:
@@ -212,7 +214,7 @@ def _cmds(*names: str) -> frozenset[str]:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "queue", ("--queue",), "The SQS queue URL to consume (the on-failure destination).",
-        _CONSUMERS - {"lambda"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
+        (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
     ),
     Option(
         "to", ("--to",), "Where recovered records go: {sinks}. Repeatable: delivered in the order given.",
@@ -221,7 +223,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "redrive_from", ("--from",), "The archive written by --to: s3://BUCKET[/PREFIX] or file:DIR.",
-        _cmds("redrive"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
+        _cmds("redrive", "status"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
@@ -323,7 +325,7 @@ OPTIONS: tuple[Option, ...] = (
         "quarantine", ("--quarantine",),
         "Where malformed and not-allowed messages go before being deleted: s3://BUCKET[/PREFIX] or an "
         "SQS queue URL. Unset: they stay on the queue for its redrive policy.",
-        _CONSUMERS, "URI", _quarantine, "REPLAYER_QUARANTINE",
+        _CONSUMERS | {"status"}, "URI", _quarantine, "REPLAYER_QUARANTINE",
     ),
     Option(
         "concurrency", ("--concurrency",), "Ranges worked on at once, earliest expiry deadline first.",
@@ -409,9 +411,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "output", ("--output", "-o"), "How the result is printed: table, json or jsonl (one line per range).",
-        _WORK - {"run"}, "FORMAT", _choice(*_OUTPUTS),
+        (_WORK - {"run"}) | {"status"}, "FORMAT", _choice(*_OUTPUTS),
     ),
-    Option("as_json", ("--json",), "Same as --output json.", _WORK - {"run"}),
+    Option("as_json", ("--json",), "Same as --output json.", (_WORK - {"run"}) | {"status"}),
+    Option(
+        "watch", ("--watch",), "status: print again every SECONDS until interrupted.", _cmds("status"),
+        "SECONDS", _number(1, 86_400),
+    ),
     Option("quiet", ("--quiet", "-q"), "Print errors and the summary line only: no table, no progress bar.",
            _WORK),
     Option("verbose", ("--verbose", "-v"), "More log lines on stderr: -v info, -vv debug.", _WORK, count=True),
@@ -448,6 +454,7 @@ class Settings:
     shards: tuple[str, ...] = ()
     limit: int | None = None
     show: bool = False
+    watch: float | None = None
     allow_streams: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0
