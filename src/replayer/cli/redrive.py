@@ -24,11 +24,7 @@ __all__ = ["redrive"]
 def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
     from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
 
-    options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke,
-        invoke_retries=settings.invoke_retries,
-        no_filter=settings.no_filter,
-    )
+    options = SinkOptions.of(settings)
     targets = []
     for uri in settings.to:
         sink = sink_from_uri(uri, clients, options) if uri.startswith("lambda:") else None  # type: ignore[arg-type]
