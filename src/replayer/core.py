@@ -35,6 +35,7 @@ __all__ = [
     "Scheduler",
     "Ticket",
     "by_deadline",
+    "deliver",
     "rejected",
 ]
 
@@ -182,55 +183,7 @@ class Replayer:
         return await self._deliver(failure, result)
 
     async def _deliver(self, failure: Failure, result: ReadResult) -> Outcome:
-        deliveries: list[Delivery] = []
-        for sink in self.sinks:
-            try:
-                deliveries.append(await sink.deliver(failure, result))
-            except ArchiveConflict as exc:
-                log.error("archive_conflict", sink=sink.uri, error=str(exc), archived_sha256=exc.archived,
-                          attempt_sha256=exc.attempted)  # fmt: skip
-                return Outcome(
-                    OutcomeKind.CONFLICT,
-                    failure,
-                    recovered=len(result.records),
-                    reason=str(exc),
-                    notes=result.notes,
-                    delivered_to=tuple(d.location for d in deliveries),
-                )
-            except _TRANSIENT as exc:
-                log.warning("sink_failed", sink=sink.uri, error=str(exc))
-                return Outcome(
-                    OutcomeKind.RETRY,
-                    failure,
-                    recovered=len(result.records),
-                    reason=f"{sink.uri}: {exc}",
-                    notes=result.notes,
-                    delivered_to=tuple(d.location for d in deliveries),
-                )
-        report = next((d.report for d in deliveries if d.report), None)
-        # An archive that kept more than this attempt read (an earlier attempt's records) decides what is lost.
-        kept = next((d for d in deliveries if d.gaps is not None), None)
-        gaps = kept.gaps if kept is not None and kept.gaps is not None else result.gaps
-        recovered = kept.recovered if kept is not None and kept.recovered is not None else len(result.records)
-        kind = OutcomeKind.REPLAYED
-        if gaps:
-            kind = OutcomeKind.PARTIAL if recovered else OutcomeKind.EXPIRED
-            log.error(
-                "records_lost", recovered=recovered, missing=[g.describe() for g in gaps], report=report
-            )
-        for note in result.notes:
-            log.info("range_note", note=note)
-        log.info("range_done", outcome=kind.value, recovered=recovered)
-        return Outcome(
-            kind,
-            failure,
-            recovered=recovered,
-            gaps=gaps,
-            reason="; ".join(g.reason for g in gaps),
-            notes=result.notes,
-            report_uri=report,
-            delivered_to=tuple(d.location for d in deliveries),
-        )
+        return await deliver(self.sinks, failure, result)
 
     def scheduler(
         self,
@@ -265,6 +218,60 @@ class Replayer:
         tickets = await self.scheduler(concurrency=concurrency, on_done=on_done).run(failures)
         ordered = sorted(tickets, key=lambda t: (t.deadline, t.order))
         return [o for t in ordered if (o := t.result()) is not None]
+
+
+async def deliver(sinks: Sequence[Sink], failure: Failure, result: ReadResult) -> Outcome:
+    """Hand `result` to every sink in order; the range's outcome (replayed, partial, expired, retry or conflict).
+
+    Shared by `Replayer` (records read from the stream) and re-driving (records read back from an archive).
+    """
+    deliveries: list[Delivery] = []
+    for sink in sinks:
+        try:
+            deliveries.append(await sink.deliver(failure, result))
+        except ArchiveConflict as exc:
+            log.error("archive_conflict", sink=sink.uri, error=str(exc), archived_sha256=exc.archived,
+                      attempt_sha256=exc.attempted)  # fmt: skip
+            return Outcome(
+                OutcomeKind.CONFLICT,
+                failure,
+                recovered=len(result.records),
+                reason=str(exc),
+                notes=result.notes,
+                delivered_to=tuple(d.location for d in deliveries),
+            )
+        except _TRANSIENT as exc:
+            log.warning("sink_failed", sink=sink.uri, error=str(exc))
+            return Outcome(
+                OutcomeKind.RETRY,
+                failure,
+                recovered=len(result.records),
+                reason=str(exc) if str(exc).startswith(sink.uri) else f"{sink.uri}: {exc}",
+                notes=result.notes,
+                delivered_to=tuple(d.location for d in deliveries),
+            )
+    report = next((d.report for d in deliveries if d.report), None)
+    # An archive that kept more than this attempt read (an earlier attempt's records) decides what is lost.
+    kept = next((d for d in deliveries if d.gaps is not None), None)
+    gaps = kept.gaps if kept is not None and kept.gaps is not None else result.gaps
+    recovered = kept.recovered if kept is not None and kept.recovered is not None else len(result.records)
+    kind = OutcomeKind.REPLAYED
+    if gaps:
+        kind = OutcomeKind.PARTIAL if recovered else OutcomeKind.EXPIRED
+        log.error("records_lost", recovered=recovered, missing=[g.describe() for g in gaps], report=report)
+    for note in result.notes:
+        log.info("range_note", note=note)
+    log.info("range_done", outcome=kind.value, recovered=recovered)
+    return Outcome(
+        kind,
+        failure,
+        recovered=recovered,
+        gaps=gaps,
+        reason="; ".join(g.reason for g in gaps),
+        notes=(*result.notes, *(note for d in deliveries for note in d.notes)),
+        report_uri=report,
+        delivered_to=tuple(d.location for d in deliveries),
+    )
 
 
 def _range_id(failure: Failure) -> str:

@@ -15,8 +15,8 @@ from replayer.model import Outcome
 from replayer.report import Report
 
 if TYPE_CHECKING:
-    from replayer.redrive import Selection
     from replayer.sinks import LambdaSink
+    from replayer.sources.archive import Selection
 
 __all__ = ["redrive"]
 
@@ -35,7 +35,7 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
 
 
 def _selection(settings: Settings) -> Selection:
-    from replayer.redrive import Selection, parse_time
+    from replayer.sources.archive import Selection, parse_time
 
     selection = Selection(
         range_ids=frozenset(settings.range_ids),
@@ -49,8 +49,8 @@ def _selection(settings: Settings) -> Selection:
 
 async def _redrive(settings: Settings, selection: Selection, show: bool) -> list[Outcome]:
     from replayer.aws import Clients
-    from replayer.redrive import Redriver, archive_from_uri
     from replayer.report import progress
+    from replayer.sources.archive import Redriver, archive_from_uri
 
     concurrency = settings.concurrency
     async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
@@ -70,7 +70,7 @@ def redrive(settings: Settings) -> None:
     from replayer.archive.store import StoreError
     from replayer.aws import Clients
     from replayer.cli.preflight import Checks
-    from replayer.redrive import archive_from_uri
+    from replayer.sources.archive import archive_from_uri
 
     console = setup(settings)
     try:

@@ -53,6 +53,9 @@ class ArchiveSink:
             already_there=written.already_there,
             recovered=written.recovered,
             gaps=written.gaps,
+            notes=(f"{self.uri}: already archived; read back, it holds every record read",)
+            if written.already_there
+            else (),
         )
 
 
