@@ -51,6 +51,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> str:
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    # Deny by default: tests allow every stream and failure bucket unless they say otherwise.
+    monkeypatch.setenv("REPLAYER_ALLOW_STREAMS", "*")
+    monkeypatch.setenv("REPLAYER_FAILURE_BUCKETS", "*")
     return moto_endpoint
 
 

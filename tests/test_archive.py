@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from replayer.allow import AllowList
 from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, range_path
 from replayer.archive.manifest import archived_range, sha256
 from replayer.archive.read import Damaged, read_records
@@ -34,7 +35,8 @@ from tests.support.faultproxy import FaultProxy, Request, Rule
 def replay(failure: Failure, to: str) -> Outcome:
     async def run() -> Outcome:
         async with Clients() as clients:
-            return await Replayer(clients, [sink_from_uri(to, clients)]).replay(failure)
+            allow = AllowList.of(["*"])  # deny by default: this test reads any stream
+            return await Replayer(clients, [sink_from_uri(to, clients)], allow=allow).replay(failure)
 
     return asyncio.run(run())
 

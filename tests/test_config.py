@@ -114,7 +114,11 @@ def test_a_bad_value_reads_the_same_from_a_flag_or_the_environment() -> None:
 
 
 def test_run_and_drain_help_name_every_sink_form() -> None:
+    from replayer.sinks import SINK_KINDS, describe_uri_forms
+
+    assert describe_uri_forms() == config.SINK_FORMS  # the registry's forms, written out for start-up
     for command in ("replay", "fetch", "drain", "run"):
         text = " ".join(_help(command).split())
-        for form in ("s3://BUCKET[/PREFIX]", "file:DIR", "lambda:FUNCTION[:QUALIFIER]", "- (stdout)"):
-            assert form in text, f"{command} --help lacks {form}"
+        for kind in SINK_KINDS:
+            assert kind.form in text, f"{command} --help lacks {kind.form}"
+    assert "lambda:NAME[:QUALIFIER]" in " ".join(_help("drain").split())

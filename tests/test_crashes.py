@@ -54,7 +54,16 @@ class Lives:
         self.count += 1
         log = self.logs / f"life-{self.count:03d}.log"
         self.process = start_replayer(
-            self.endpoint, "run", "--http-port", "off", "--log-level", "info", *self.args, log=log
+            self.endpoint,
+            "run",
+            "--http-port",
+            "off",
+            "--log-level",
+            "info",
+            "--allow-stream",
+            "*",
+            *self.args,
+            log=log,
         )
         deadline = time.monotonic() + 30
         while b'"service_started"' not in log.read_bytes():

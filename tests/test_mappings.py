@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.core import Replayer
 from replayer.mappings import MappingFinder, esm_uuid_from_key, from_pipe
@@ -25,6 +26,8 @@ from replayer.sinks import FileSink, SinkOptions, sink_from_uri
 from tests.support.aws import unique
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.ministack import LAMBDAS, Ministack, RepairFunction
+
+ANY_STREAM = AllowList.of(["*"])  # deny by default: these tests read any stream
 
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:consumer"
 STREAM = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
@@ -104,7 +107,7 @@ async def test_throttling_is_not_cached_and_the_range_is_retried(proxy: FaultPro
         )
     )
     async with Clients(max_attempts=1) as clients:
-        replayer = Replayer(clients, [sink_from_uri(f"s3://{bucket}", clients)])
+        replayer = Replayer(clients, [sink_from_uri(f"s3://{bucket}", clients)], allow=ANY_STREAM)
         outcome = await replayer.replay(failure())
     assert outcome.kind is OutcomeKind.RETRY and "event source mapping" in outcome.reason
 
@@ -187,7 +190,7 @@ async def test_the_repair_function_receives_exactly_what_the_filter_admits(
             sink_from_uri(f"lambda:{repair.name}", clients),
             sink_from_uri(f"lambda:{unfiltered.name}", clients, SinkOptions(no_filter=True)),
         ]
-        outcome = await Replayer(clients, sinks).replay(failed)
+        outcome = await Replayer(clients, sinks, allow=ANY_STREAM).replay(failed)
     on_ministack.client("lambda").delete_event_source_mapping(UUID=source.uuid)
     assert outcome.kind is OutcomeKind.REPLAYED, outcome.describe()
     mapping = outcome.failure.mapping if outcome.failure else None

@@ -21,6 +21,7 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
+from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.core import Replayer
@@ -33,6 +34,8 @@ from tests.support import kinesis_local
 from tests.support.aws import REGION, KinesisStream, client
 from tests.support.events import load_event
 from tests.support.faultproxy import FaultProxy, Request, Rule, aws_error, op
+
+ANY_STREAM = AllowList.of(["*"])  # deny by default: these tests read any stream
 
 GET_RECORDS = "GetRecords"
 GET_SHARD_ITERATOR = "GetShardIterator"
@@ -143,7 +146,7 @@ async def replay_to_dir(failure: Failure, root: Path, **reader_settings: Any) ->
         readers = Readers(clients)
         if reader_settings:
             readers.kinesis = KinesisReader(clients, **reader_settings)
-        return await Replayer(clients, [FileSink(root)], readers=readers).replay(failure)
+        return await Replayer(clients, [FileSink(root)], readers=readers, allow=ANY_STREAM).replay(failure)
 
 
 def archive_lines(path: Path) -> list[dict[str, Any]]:
@@ -250,7 +253,9 @@ async def test_bounded_empty_pages_are_retried_not_lost(
     assert proxy.count(GET_RECORDS) == 5
     async with Clients() as clients:
         readers = Readers(clients, max_empty_pages=3)
-        outcome = await Replayer(clients, [FileSink(tmp_path)], readers=readers).replay(failure)
+        outcome = await Replayer(clients, [FileSink(tmp_path)], readers=readers, allow=ANY_STREAM).replay(
+            failure
+        )
     assert outcome.kind is OutcomeKind.RETRY and not outcome.settled
     assert not any(tmp_path.iterdir())
 
@@ -274,10 +279,14 @@ async def test_a_range_past_its_ceiling_is_rejected_not_retried(
     (failure,) = parse_message(kinesis_stream.invocation_record(0, 7, batchSize=2))
     async with Clients() as clients:
         capped = Readers(clients, max_records_per_range=5)
-        outcome = await Replayer(clients, [FileSink(tmp_path)], readers=capped).replay(failure)
+        outcome = await Replayer(clients, [FileSink(tmp_path)], readers=capped, allow=ANY_STREAM).replay(
+            failure
+        )
         assert outcome.kind is OutcomeKind.REJECTED and "more than 5 records" in outcome.reason
         unfiltered = Readers(clients, unfiltered=lambda f: True)
-        outcome = await Replayer(clients, [FileSink(tmp_path)], readers=unfiltered).replay(failure)
+        outcome = await Replayer(clients, [FileSink(tmp_path)], readers=unfiltered, allow=ANY_STREAM).replay(
+            failure
+        )
         assert outcome.kind is OutcomeKind.REJECTED and "more than 2 records" in outcome.reason
     assert not any(tmp_path.iterdir())
 
@@ -369,7 +378,7 @@ async def test_throttling_that_outlasts_botocore_is_a_retry_outcome(
     proxy.add(Rule(op(GET_RECORDS), respond=aws_error("ProvisionedThroughputExceededException")))
     failure = failure_of(kinesis_stream, 0, 2)
     async with Clients(max_attempts=2) as clients:
-        outcome = await Replayer(clients, [FileSink(tmp_path)]).replay(failure)
+        outcome = await Replayer(clients, [FileSink(tmp_path)], allow=ANY_STREAM).replay(failure)
     assert outcome.kind is OutcomeKind.RETRY and not outcome.settled
     # botocore alone: max_attempts counts every attempt, the first included (as AWS_MAX_ATTEMPTS
     # does); no other layer retries the same call

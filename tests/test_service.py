@@ -311,7 +311,7 @@ def start_service(endpoint: str, *args: str, port: int, log: Path) -> subprocess
     return start_replayer(
         endpoint,
         *("run", "--http-port", str(port), "--http-host", "127.0.0.1", "--wait-seconds", "1"),
-        *("--log-level", "info", *args),
+        *("--log-level", "info", "--allow-stream", "*", *args),
         log=log,
     )
 

@@ -41,9 +41,12 @@ else
             PYTHON_IMAGE=$("$here/debian-base.sh")
         fi
     fi
-    # The host's CA bundle: pip inside the build reaches the package index through it.
-    buildah bud --isolation chroot --network host --layers --format docker \
-        --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    # The host's CA bundle: pip inside the build reaches the package index through it (a proxy's
+    # certificate, say). Mounted for the build only; the image keeps its own.
+    bundle=/etc/ssl/certs/ca-certificates.crt
+    volumes=()
+    [[ -f $bundle ]] && volumes=(--volume "$bundle:$bundle:ro")
+    buildah bud --isolation chroot --network host --layers --format docker "${volumes[@]}" \
         --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --tag "$IMAGE" .
     size=$(buildah images --noheading --format '{{.Size}}' "$IMAGE")
 fi

@@ -163,6 +163,13 @@ class SqsQueue:
         messages: list[dict[str, Any]] = answer.get("Messages") or []
         return messages
 
+    async def visible(self) -> int:
+        """ApproximateNumberOfMessages: messages waiting to be received (SQS's estimate)."""
+        answer = await self._client.get_queue_attributes(
+            QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return int(answer.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
+
     async def delete(self, receipt: str) -> None:
         await self._client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
 

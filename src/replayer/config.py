@@ -54,8 +54,10 @@ _SQS_MAX_VISIBILITY = 43_200  # 12 hours, SQS's own limit
 _DURATION = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_EXPIRY_WARNING = 366 * 86400  # Kinesis keeps records at most 365 days
-# The sink forms, until the sink registry lands: `{sinks}` in a help text is replaced by them.
-SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION[:QUALIFIER] or - (stdout)"
+# `{sinks}` in a help text: the sink registry's URI forms (`sinks.describe_uri_forms()`), written
+# out because importing the sinks loads the AWS SDK, which start-up and `--help` avoid; a test
+# keeps the two equal.
+SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:NAME[:QUALIFIER] or -"
 
 
 def parse_duration(text: str) -> float:
@@ -101,6 +103,17 @@ def quarantine_problem(uri: str) -> str | None:
 
 
 def _text(value: str) -> str:
+    return value.strip()
+
+
+def _where(value: str) -> str:
+    """A `--where` pattern (JSON or @FILE), checked here, kept as given."""
+    from replayer.selection import read_pattern
+
+    try:
+        read_pattern(value.strip())
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("--where: ")) from None
     return value.strip()
 
 
@@ -234,12 +247,34 @@ OPTIONS: tuple[Option, ...] = (
         _cmds("redrive"), "ARN", repeat=True,
     ),
     Option(
-        "since", ("--since",), "Only ranges whose first record arrived at or after this time.",
-        _cmds("redrive"), "ISO_TIME",
+        "since", ("--since",),
+        "Only records that arrived (approximately) at or after this time (ISO 8601, UTC when no zone); "
+        "redrive: also only ranges whose first record did.",
+        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
     ),
     Option(
-        "until", ("--until",), "Only ranges whose first record arrived before this time.",
-        _cmds("redrive"), "ISO_TIME",
+        "until", ("--until",),
+        "Only records that arrived (approximately) before this time; redrive: also only ranges whose "
+        "first record did.",
+        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
+    ),
+    Option(
+        "where", ("--where",),
+        "Only records matching this event-filtering pattern (JSON, or @FILE), matched as Lambda matches "
+        "a mapping's FilterCriteria; for lambda: sinks (archives keep whole ranges).",
+        _cmds("replay", "fetch", "redrive"), "PATTERN", _where,
+    ),
+    Option(
+        "shards", ("--shard",), "Only ranges of this shard. Repeatable.", _cmds("replay", "fetch", "redrive"),
+        "SHARD_ID", repeat=True,
+    ),
+    Option(
+        "limit", ("--limit",), "Send at most N records in all (earliest deadlines first); for lambda: sinks.",
+        _cmds("replay", "fetch", "redrive"), "N", _whole(0, 10_000_000),
+    ),
+    Option(
+        "show", ("--show",), "Print the records that would be sent (JSON Lines on stdout); with --dry-run.",
+        _cmds("replay", "fetch"),
     ),
     Option(
         "force", ("--force",), "Re-drive ranges even if already re-driven to that function.", _cmds("redrive"),
@@ -247,8 +282,44 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "allow_streams", ("--allow-stream",),
         "Glob on the stream ARN a record may name; any other stream is rejected, never read. "
-        "Repeatable. Unset: every stream.",
+        "Repeatable. Unset: no stream (deny by default); '*' allows every stream.",
         _READERS, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+    ),
+    Option(
+        "failure_buckets", ("--failure-bucket",),
+        "S3 bucket or bucket/prefix whose objects are believed as failure records (S3 on-failure "
+        "destinations): the Lambda reads only these, and only their inline payloads are trusted. "
+        "Repeatable. Unset: none (deny by default); '*' allows every bucket.",
+        _READERS | {"redrive"}, "BUCKET[/PREFIX]", _text, "REPLAYER_FAILURE_BUCKETS", repeat=True,
+    ),
+    Option(
+        "range_budget_seconds", ("--range-budget",),
+        "Time one attempt at a range may take, reading and delivering (e.g. 300, 5m); past it the "
+        "range is retried later and its message's visibility is no longer extended.",
+        _READERS, "DURATION", _duration(12 * 3600), "REPLAYER_RANGE_BUDGET",
+    ),
+    Option(
+        "call_deadline_seconds", ("--call-deadline",),
+        "Total time one AWS call may take, retries, connection set-up and waits included (e.g. 120, 2m). "
+        "A Lambda invoke gets its function's 900 s more.",
+        _WORK | {"lambda"}, "DURATION", _duration(3600), "REPLAYER_CALL_DEADLINE",
+    ),
+    Option(
+        "max_records_per_range", ("--max-records-per-range",),
+        "Most records a range may hold when its mapping is not known to be unfiltered (else its "
+        "batchSize); a range that spans more is rejected as not genuine.",
+        _READERS, "N", _whole(1, 1_000_000), "REPLAYER_MAX_RECORDS_PER_RANGE",
+    ),
+    Option(
+        "max_ranges_per_message", ("--max-ranges-per-message",),
+        "Most ranges one message may name (AWS sends one); the ranges past it are not read and the "
+        "message is quarantined with the reason.",
+        _CONSUMERS, "N", _whole(1, 10_000), "REPLAYER_MAX_RANGES_PER_MESSAGE",
+    ),
+    Option(
+        "max_object_bytes", ("--max-object-bytes",),
+        "Lambda: the largest S3 object read as a failure record; a larger one is quarantined by reference.",
+        _cmds("lambda"), "BYTES", _whole(1, 1 << 30), "REPLAYER_MAX_OBJECT_BYTES",
     ),
     Option(
         "quarantine", ("--quarantine",),
@@ -285,7 +356,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "wait_seconds", ("--wait-seconds",),
-        "Long-poll wait, 0 to 20 seconds (drain: the queue counts as empty after one such wait).",
+        "Long-poll wait, 0 to 20 seconds (drain: until messages come; then a short poll finding none, with SQS counting none waiting, ends it).",
         _cmds("drain", "run"), "SECONDS", _whole(0, 20), "REPLAYER_WAIT_SECONDS", defaults={"drain": 2},
     ),
     Option(
@@ -342,7 +413,9 @@ OPTIONS: tuple[Option, ...] = (
         _READERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_EXPIRY_WARNING",
     ),
     Option(
-        "dry_run", ("--dry-run",), "Parse and plan: report each range as planned, read and write nothing.",
+        "dry_run", ("--dry-run",),
+        "Plan: report each range and what it would send (replay, fetch: read from the stream, with the "
+        "mapping, records matched / total, first and last sequence); write and invoke nothing.",
         _cmds("replay", "fetch", "redrive"),
     ),
     Option(
@@ -386,7 +459,17 @@ class Settings:
     since: str | None = None
     until: str | None = None
     force: bool = False
+    where: str | None = None
+    shards: tuple[str, ...] = ()
+    limit: int | None = None
+    show: bool = False
     allow_streams: tuple[str, ...] = ()
+    failure_buckets: tuple[str, ...] = ()
+    range_budget_seconds: float = 300.0
+    call_deadline_seconds: float = 120.0
+    max_records_per_range: int = 10_000
+    max_ranges_per_message: int = 10
+    max_object_bytes: int = 16 * 1024 * 1024  # an S3 destination object holds one batch: at most ~6 MB
     quarantine: str | None = None
     concurrency: int = 8
     prefetch: int = 10
@@ -536,7 +619,15 @@ def _warnings(
             "will never be deleted from the queue; add s3://BUCKET[/PREFIX] or file:DIR"
         )
     if not settings.allow_streams:
-        yield "no --allow-stream given: any stream named by a message will be read (IAM should still limit it)"
+        yield (
+            "no --allow-stream given: every range will be rejected, no stream is read "
+            "(deny by default; --allow-stream '*' allows every stream)"
+        )
+    if command == "lambda" and not settings.failure_buckets:
+        yield (
+            "no --failure-bucket given: every S3 object an event names will be quarantined by reference, "
+            "none is read (deny by default; '*' allows every bucket)"
+        )
 
 
 def load_settings(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import heapq
 import itertools
 import math
@@ -30,11 +31,13 @@ from replayer.sinks import ArchiveConflict, Delivery, Sink, SinkError
 
 __all__ = [
     "DEFAULT_EXPIRY_WARNING",
+    "DEFAULT_RANGE_BUDGET",
     "OUT_OF_TIME",
     "Replayer",
     "Scheduler",
     "Ticket",
     "by_deadline",
+    "cap_ranges",
     "deliver",
     "rejected",
 ]
@@ -45,6 +48,9 @@ log = structlog.get_logger("replayer")
 _TRANSIENT = (ClientError, BotoCoreError, SinkError, OSError, asyncio.TimeoutError)
 
 DEFAULT_EXPIRY_WARNING = timedelta(hours=2)
+DEFAULT_RANGE_BUDGET = 300.0  # seconds per attempt at a range: well inside any stream's retention
+# Errors no retry can cure (a file name longer than the file system allows): the range is rejected.
+_PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG})
 _DEFAULT_RETENTION = timedelta(hours=24)  # when a reader cannot tell: the shortest AWS retention
 _NO_DEADLINE = timedelta(days=3650)  # retention this long (inline payloads) means never expires
 
@@ -65,15 +71,19 @@ class Replayer:
         readers: Readers | None = None,
         expiry_warning: timedelta = DEFAULT_EXPIRY_WARNING,
         find_mappings: bool = True,
+        range_budget: float | None = DEFAULT_RANGE_BUDGET,
     ) -> None:
+        """`range_budget`: seconds one attempt at a range (reading and delivering) may take; past
+        it the attempt ends as `retry`, with what was done so far (None: no bound)."""
         if not sinks:
             raise ValueError("at least one sink is needed")
         self.clients = clients
         self.sinks = tuple(sinks)
-        self.allow = allow or AllowList()
+        self.allow = allow or AllowList()  # deny by default: nothing is read unless allowed
         self.readers = readers or Readers(clients)
         self.expiry_warning = expiry_warning
         self.mappings = MappingFinder(clients) if find_mappings else None
+        self.range_budget = range_budget
 
     async def deadline(self, failure: Failure) -> float:
         """When the range's first record leaves the stream: first arrival + the stream's retention.
@@ -107,7 +117,8 @@ class Replayer:
     def check(self, failure: Failure) -> Outcome | None:
         """The rejection for a failure replayer must not read, or None when it may."""
         if not self.allow.allows(failure.stream_arn):
-            return rejected(failure, f"stream {failure.stream_arn} is not in --allow-stream")
+            why = "no --allow-stream is configured" if self.allow.empty else "it is not in --allow-stream"
+            return rejected(failure, f"stream {failure.stream_arn} is not allowed: {why}")
         return None
 
     def _refusal(self, failure: Failure) -> Outcome | None:
@@ -132,7 +143,7 @@ class Replayer:
                 return refusal
             deadline = await self.deadline(failure)
             near = self._warn_expiry(deadline)
-            outcome = await self._read_and_deliver(failure)
+            outcome = await self._attempt(failure)
             expires = datetime.fromtimestamp(deadline, UTC) if math.isfinite(deadline) else None
             return dataclasses.replace(outcome, deadline=expires, near_expiry=near)
 
@@ -153,8 +164,29 @@ class Replayer:
             )
         return True
 
-    async def _read_and_deliver(self, failure: Failure) -> Outcome:
+    async def _attempt(self, failure: Failure) -> Outcome:
+        """`_read_and_deliver` within the range budget: past it, `retry` saying how far it got."""
+        progress = _Progress()
+        try:
+            async with asyncio.timeout(self.range_budget):
+                return await self._read_and_deliver(failure, progress)
+        except TimeoutError:
+            reason = (
+                f"the attempt took longer than its {self.range_budget:g} s budget, {progress.stage}; "
+                "it is retried later"
+            )
+            log.warning("range_over_budget", reason=reason, budget_seconds=self.range_budget)
+            return Outcome(
+                OutcomeKind.RETRY,
+                failure,
+                recovered=progress.recovered,
+                reason=reason,
+                delivered_to=tuple(progress.delivered),
+            )
+
+    async def _read_and_deliver(self, failure: Failure, progress: _Progress | None = None) -> Outcome:
         """The range's records read and handed to every sink: replayed, partial, expired or retry."""
+        progress = progress or _Progress()
         if self.mappings is not None and failure.mapping is None:
             try:  # the mapping's filter decides what a repair function receives; the archive notes it
                 failure = dataclasses.replace(failure, mapping=await self.mappings.find(failure))
@@ -180,10 +212,11 @@ class Replayer:
                 reason="the stream read did not finish",
                 notes=result.notes,
             )
-        return await self._deliver(failure, result)
+        progress.recovered = len(result.records)
+        return await self._deliver(failure, result, progress)
 
-    async def _deliver(self, failure: Failure, result: ReadResult) -> Outcome:
-        return await deliver(self.sinks, failure, result)
+    async def _deliver(self, failure: Failure, result: ReadResult, progress: _Progress) -> Outcome:
+        return await deliver(self.sinks, failure, result, progress)
 
     def scheduler(
         self,
@@ -220,13 +253,18 @@ class Replayer:
         return [o for t in ordered if (o := t.result()) is not None]
 
 
-async def deliver(sinks: Sequence[Sink], failure: Failure, result: ReadResult) -> Outcome:
-    """Hand `result` to every sink in order; the range's outcome (replayed, partial, expired, retry or conflict).
+async def deliver(
+    sinks: Sequence[Sink], failure: Failure, result: ReadResult, progress: _Progress | None = None
+) -> Outcome:
+    """Hand `result` to every sink in order; the range's outcome (replayed, partial, expired, rejected,
+    retry or conflict).
 
     Shared by `Replayer` (records read from the stream) and re-driving (records read back from an archive).
     """
     deliveries: list[Delivery] = []
     for sink in sinks:
+        if progress is not None:
+            progress.stage = f"while delivering {len(result.records)} records to {sink.uri}"
         try:
             deliveries.append(await sink.deliver(failure, result))
         except ArchiveConflict as exc:
@@ -241,15 +279,11 @@ async def deliver(sinks: Sequence[Sink], failure: Failure, result: ReadResult) -
                 delivered_to=tuple(d.location for d in deliveries),
             )
         except _TRANSIENT as exc:
+            if _permanent(exc):  # e.g. a name longer than the file system allows: no retry can cure it
+                log.error("sink_refused", sink=sink.uri, error=str(exc))
+                return rejected(failure, f"{sink.uri} cannot hold this range: {exc}")
             log.warning("sink_failed", sink=sink.uri, error=str(exc))
-            return Outcome(
-                OutcomeKind.RETRY,
-                failure,
-                recovered=len(result.records),
-                reason=str(exc) if str(exc).startswith(sink.uri) else f"{sink.uri}: {exc}",
-                notes=result.notes,
-                delivered_to=tuple(d.location for d in deliveries),
-            )
+            return _sink_retry(failure, result, sink, exc, deliveries)
     report = next((d.report for d in deliveries if d.report), None)
     # An archive that kept more than this attempt read (an earlier attempt's records) decides what is lost.
     kept = next((d for d in deliveries if d.gaps is not None), None)
@@ -274,12 +308,57 @@ async def deliver(sinks: Sequence[Sink], failure: Failure, result: ReadResult) -
     )
 
 
+@dataclass
+class _Progress:
+    """How far one attempt got: said when it runs out of budget."""
+
+    stage: str = "while reading the stream"
+    recovered: int = 0
+    delivered: list[str] = dataclasses.field(default_factory=list)
+
+
+def _permanent(exc: BaseException) -> bool:
+    """True when `exc`, or what caused it, is an error no retry can cure."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # causes chain a few levels deep at most
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _PERMANENT_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _sink_retry(
+    failure: Failure, result: ReadResult, sink: Sink, exc: Exception, deliveries: Sequence[Delivery]
+) -> Outcome:
+    return Outcome(
+        OutcomeKind.RETRY,
+        failure,
+        recovered=len(result.records),
+        reason=str(exc) if str(exc).startswith(sink.uri) else f"{sink.uri}: {exc}",
+        notes=result.notes,
+        delivered_to=tuple(d.location for d in deliveries),
+    )
+
+
 def _range_id(failure: Failure) -> str:
     return failure.range_id
 
 
 def _itself(failure: Failure) -> Failure:
     return failure
+
+
+def cap_ranges(failures: Iterable[Failure], limit: int) -> tuple[list[Failure], list[Outcome]]:
+    """A message's distinct ranges to work on (the first `limit`), and a rejection for each one
+    past them: a failure record names one range; a message naming many is not AWS's doing."""
+    distinct = list({f.range_id: f for f in failures}.values())
+    if len(distinct) <= limit:
+        return distinct, []
+    reason = f"the message names {len(distinct)} ranges, more than the {limit} a message may name"
+    log.warning("too_many_ranges", ranges=len(distinct), limit=limit)
+    return distinct[:limit], [rejected(f, reason) for f in distinct[limit:]]
 
 
 def by_deadline(failures: Iterable[Failure]) -> list[Failure]:

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 
 from replayer import logs
+from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.core import Replayer
 from replayer.model import Outcome
@@ -139,7 +140,7 @@ async def _replay(record: dict[str, Any]) -> tuple[Outcome, list[dict[str, Any]]
         await s3.create_bucket(Bucket=BUCKET)
         sink = S3Sink(clients, BUCKET, "failed-batches")
         (failure,) = parse_message(json.dumps(record))
-        outcome = await Replayer(clients, [sink]).replay(failure)
+        outcome = await Replayer(clients, [sink], allow=AllowList.of([failure.stream_arn])).replay(failure)
         obj = await s3.get_object(Bucket=BUCKET, Key=sink.key(failure, "records.jsonl.gz"))
         body = gzip.decompress(await obj["Body"].read())
         return outcome, [json.loads(line) for line in body.splitlines()]

@@ -26,6 +26,7 @@ def settings(queue: str, to: str, **kw: Any) -> Settings:
         "visibility_timeout": 30,
         "retry_base_seconds": 30,
         "grace_seconds": 10,
+        "allow_streams": ("*",),  # deny by default: a test names what it refuses
     }
     return Settings(**(base | kw))
 

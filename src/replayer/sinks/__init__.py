@@ -16,6 +16,7 @@ from replayer.archive.write import ArchiveConflict
 from replayer.aws import Clients
 from replayer.config import Settings
 from replayer.errors import ConfigError
+from replayer.selection import Selection
 from replayer.sinks._base import Delivery, Sink, SinkError
 from replayer.sinks.archive import ArchiveSink, FileSink, S3Sink
 from replayer.sinks.lambda_ import (
@@ -60,9 +61,10 @@ class SinkOptions:
     retry_wait: float = 1.0  # first backoff (seconds); doubles, with as much jitter
     retry_wait_max: float = 30.0
     no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
+    selection: Selection | None = None  # --where/--since/--until/--limit: narrows what lambda: sinks send
 
     @classmethod
-    def of(cls, settings: Settings) -> SinkOptions:
+    def of(cls, settings: Settings, *, selection: Selection | None = None) -> SinkOptions:
         """The options a command's settings give (every command builds its sinks the same way)."""
         return cls(
             max_records_per_invoke=settings.max_records_per_invoke,
@@ -70,6 +72,7 @@ class SinkOptions:
             no_filter=settings.no_filter,
             max_invocations=settings.max_invocations,
             invoke_time_limit=settings.invoke_time_limit,
+            selection=selection,
         )
 
 
@@ -111,6 +114,7 @@ def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
         apply_filter=not options.no_filter,
         max_invocations=options.max_invocations,
         invoke_time_limit=options.invoke_time_limit,
+        selection=options.selection,
     )
 
 

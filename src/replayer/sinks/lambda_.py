@@ -31,6 +31,7 @@ from replayer.errors import ConfigError
 from replayer.filtering import PatternError, criteria_for
 from replayer.model import Failure, StreamKind, StreamRecord
 from replayer.readers import ReadResult
+from replayer.selection import Selection
 from replayer.sinks._base import Delivery, SinkError
 from replayer.sinks._identity import Roles, with_identity
 
@@ -227,6 +228,7 @@ class LambdaSink:
         apply_filter: bool = True,
         max_invocations: int = DEFAULT_MAX_INVOCATIONS,
         invoke_time_limit: float = DEFAULT_INVOKE_TIME_LIMIT,
+        selection: Selection | None = None,
     ) -> None:
         if max_records_per_invoke is not None and max_records_per_invoke < 1:
             raise ConfigError("--max-records-per-invoke must be at least 1")
@@ -247,6 +249,7 @@ class LambdaSink:
         self.max_invocations = max_invocations
         self.invoke_time_limit = invoke_time_limit
         self.roles = Roles(clients)
+        self.selection = selection
 
     @property
     def uri(self) -> str:
@@ -261,19 +264,23 @@ class LambdaSink:
         return DEFAULT_MAX_RECORDS
 
     def admitted(self, failure: Failure, records: Sequence[StreamRecord]) -> list[StreamRecord]:
-        """The records the failure's mapping would have delivered (all of them without a filter,
-        with `apply_filter` off, or when the mapping is unknown)."""
+        """The records to send: those the failure's mapping would have delivered (all of them without
+        a filter, with `apply_filter` off, or when the mapping is unknown), narrowed by `selection`."""
+        kept = list(records)
         mapping = failure.mapping
-        if not self.apply_filter or mapping is None or not mapping.filters:
-            return list(records)
-        try:
-            criteria = criteria_for(mapping.filters)
-        except PatternError as exc:
-            raise SinkError(
-                f"{self.uri}: the mapping's filter cannot be applied ({exc}); re-drive with --no-filter to send every record"
-            ) from exc
-        kept = criteria.select(failure.kind, records)
-        log.info("records_filtered", function=self.uri, admitted=len(kept), read=len(records))
+        if self.apply_filter and mapping is not None and mapping.filters:
+            try:
+                criteria = criteria_for(mapping.filters)
+            except PatternError as exc:
+                raise SinkError(
+                    f"{self.uri}: the mapping's filter cannot be applied ({exc}); "
+                    "re-drive with --no-filter to send every record"
+                ) from exc
+            kept = criteria.select(failure.kind, kept)
+            log.info("records_filtered", function=self.uri, admitted=len(kept), read=len(records))
+        if self.selection is not None and self.selection.narrows_records:
+            kept = self.selection.take(failure.kind, kept)
+            log.info("records_selected", function=self.uri, selected=len(kept), read=len(records))
         return kept
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:

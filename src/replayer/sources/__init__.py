@@ -30,8 +30,11 @@ def build_replayer(
         clients,
         sinks,
         allow=AllowList.of(settings.allow_streams),
-        readers=TimedReaders(clients, recorder=recorder),
+        readers=TimedReaders(
+            clients, recorder=recorder, max_records_per_range=settings.max_records_per_range
+        ),
         expiry_warning=timedelta(seconds=settings.expiry_warning),
+        range_budget=settings.range_budget_seconds,
     )
     quarantine = quarantine_from_uri(settings.quarantine, clients) if settings.quarantine else None
     return replayer, quarantine

@@ -35,6 +35,7 @@ __all__ = [
     "Redriver",
     "Selection",
     "archive_from_uri",
+    "in_shard_order",
     "parse_time",
 ]
 
@@ -142,11 +143,11 @@ class Redriver:
         return todo, [t for t in self.targets if t not in todo]
 
     def _settled(self, archived: ArchivedRange, *, delivered: Sequence[str] = (), reason: str = "",
-                 notes: Sequence[str] = ()) -> Outcome:  # fmt: skip
+                 notes: Sequence[str] = (), kind: OutcomeKind | None = None) -> Outcome:  # fmt: skip
         report = self.archive.location(f"{archived.folder}/{LOSS_REPORT}") if archived.gaps else None
         gap_reasons = "; ".join(g.reason for g in archived.gaps)
         return Outcome(
-            _kind(archived),
+            kind or _kind(archived),
             archived.failure,
             recovered=archived.count,
             gaps=archived.gaps,
@@ -162,14 +163,12 @@ class Redriver:
         for archived in ranges:
             todo, skipped = self._due(archived)
             if not archived.count:
-                reason = "dry run: no records archived, nothing to re-drive"
+                reason = "would skip it: no records archived, nothing to re-drive"
             elif not todo:
-                reason = "dry run: skipped, already re-driven to " + ", ".join(t.uri for t in skipped)
+                reason = "would skip it: already re-driven to " + ", ".join(t.uri for t in skipped)
             else:
-                reason = f"dry run: would re-drive {archived.count} records to " + ", ".join(
-                    t.uri for t in todo
-                )
-            planned.append(self._settled(archived, reason=reason))
+                reason = f"would re-drive {archived.count} records to " + ", ".join(t.uri for t in todo)
+            planned.append(self._settled(archived, reason=reason, kind=OutcomeKind.PLANNED))
         return planned
 
     async def redrive(self, archived: ArchivedRange) -> Outcome:
@@ -189,9 +188,10 @@ class Redriver:
                 log.info("redrive_skipped", targets=[t.uri for t in skipped])
                 return self._settled(
                     archived,
-                    reason="skipped: already re-driven to "
+                    reason="already re-driven to "
                     + ", ".join(t.uri for t in skipped)
                     + " (--force re-drives)",
+                    kind=OutcomeKind.SKIPPED,
                 )
             return await self._deliver(archived, todo)
 
@@ -221,10 +221,16 @@ class Redriver:
         Each shard is a lane: its ranges go one at a time, in sequence order (they are
         submitted sorted); up to `concurrency` shards at once.
         """
-        in_order = sorted(
-            ranges, key=lambda r: (r.failure.stream_arn, r.failure.shard_id, r.failure.start, r.failure.end)
-        )
-        scheduler = Scheduler(
+        scheduler = self.scheduler(concurrency=concurrency, on_done=on_done)
+        tickets = {t.key: t for t in await scheduler.run(in_shard_order(ranges))}
+        return [_outcome(tickets[r.folder], r) for r in ranges]
+
+    def scheduler(
+        self, *, concurrency: int = 4, on_done: Callable[[Outcome], None] | None = None
+    ) -> Scheduler[ArchivedRange]:
+        """The one scheduler working ranges through `redrive`: one lane per shard (submit them
+        `in_shard_order`), up to `concurrency` shards at once."""
+        return Scheduler(
             self.redrive,
             key=_folder,
             failure_of=_failure,
@@ -232,8 +238,13 @@ class Redriver:
             lane=_shard,
             on_done=on_done,
         )
-        tickets = {t.key: t for t in await scheduler.run(in_order)}
-        return [_outcome(tickets[r.folder], r) for r in ranges]
+
+
+def in_shard_order(ranges: Iterable[ArchivedRange]) -> list[ArchivedRange]:
+    """Ranges sorted by stream, shard and sequence: the order a shard's ranges must be re-driven in."""
+    return sorted(
+        ranges, key=lambda r: (r.failure.stream_arn, r.failure.shard_id, r.failure.start, r.failure.end)
+    )
 
 
 class _Marked:
@@ -256,6 +267,12 @@ class _Marked:
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
         await self.target.deliver(failure, result)
+        selection = self.target.selection
+        if selection is not None and selection.narrows_records:
+            # part of the range went: a marker would make a later full re-drive skip the rest
+            return Delivery(
+                self.uri, self.report, notes=(f"{self.uri}: selected records only, no marker written",)
+            )
         key = f"{self.folder}/{redrive_marker(self.target.target.spec)}"
         try:
             created = await self.archive.create(

@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from replayer import logs
 from replayer.aws import Clients, SqsQueue
 from replayer.config import Settings, load_settings
-from replayer.core import OUT_OF_TIME, Ticket
+from replayer.core import OUT_OF_TIME, Ticket, cap_ranges
 from replayer.errors import ConfigError, ParseError
 from replayer.mappings import esm_uuid_from_key
 from replayer.model import Failure, Outcome, OutcomeKind
@@ -172,36 +172,42 @@ class LambdaRuntime:
 
     async def _work(self, messages: list[Message], budget: _Budget, source: str) -> list[Decision]:
         self.recorder.message("received", len(messages))
-        parsed: list[tuple[Message, list[Failure]]] = []
+        parsed: list[tuple[Message, list[Failure], list[Outcome]]] = []
         for message in messages:
             failures: list[Failure] = []
+            refused: list[Outcome] = []
             if message.parse_error is None:
                 try:
                     # Only S3 on-failure destination objects may bring their records (#11).
                     failures = parse_message(message.body, path="$", payloads=source == "aws:s3")
                     if uuid := esm_uuid_from_key(message.id):  # an S3 destination key names its mapping
                         failures = [dataclasses.replace(f, mapping_uuid=uuid) for f in failures]
+                    failures, refused = cap_ranges(failures, self.settings.max_ranges_per_message)
                 except ParseError as exc:
                     message = dataclasses.replace(message, parse_error=str(exc))
-            parsed.append((message, failures))
+            for refusal in refused:
+                self.recorder.outcome(refusal)
+            parsed.append((message, failures, refused))
         scheduler = self.replayer.scheduler(
             concurrency=self.settings.concurrency, may_start=budget.may_start, on_done=self.recorder.outcome
         )
         limit = budget.remaining() - _HARD_FLOOR_SECONDS
         tickets = iter(
             await scheduler.run(
-                (f for _, failures in parsed for f in failures),
+                (f for _, failures, _ in parsed for f in failures),
                 within=None if math.isinf(limit) else max(0.0, limit),
             )
         )
         decisions = []
-        for message, failures in parsed:
+        for message, failures, refused in parsed:
             mine = [next(tickets) for _ in failures]
             with structlog.contextvars.bound_contextvars(source=source):
-                decisions.append(await self._settle(message, mine))
+                decisions.append(await self._settle(message, mine, refused))
         return decisions
 
-    async def _settle(self, message: Message, tickets: list[Ticket[Failure]]) -> Decision:
+    async def _settle(
+        self, message: Message, tickets: list[Ticket[Failure]], refused: list[Outcome]
+    ) -> Decision:
         outcomes: list[Outcome] = []
         unique = list({t.key: t for t in tickets}.values())
         for ticket in unique:
@@ -210,6 +216,7 @@ class LambdaRuntime:
                 log.warning("out_of_time", range_id=ticket.key)
                 outcome = Outcome(OutcomeKind.RETRY, ticket.item, reason=OUT_OF_TIME)
             outcomes.append(outcome)
+        outcomes += refused
         queue = await SqsQueue.open(self.clients, message.queue_url) if message.queue_url else None
         deadline = min((t.deadline for t in unique), default=math.inf)
         return await self.settler.settle(message, outcomes, queue=queue, deadline=deadline, source="lambda")

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.aws import SqsQueue
 from replayer.config import Settings
-from replayer.core import Replayer, Ticket, rejected
+from replayer.core import Replayer, Ticket, cap_ranges, rejected
 from replayer.errors import ParseError
 from replayer.model import Failure, Outcome
 from replayer.observe import MESSAGE_EVENTS, Recorder
@@ -46,7 +46,12 @@ class Job:
 
     message: Message
     tickets: list[Ticket[Failure]] = field(default_factory=list)
+    refused: list[Outcome] = field(default_factory=list)  # ranges past the cap: never read
     settling: bool = False
+
+    def overdue(self, budget: float) -> bool:
+        """True when one of its ranges has run past the range budget (and then some)."""
+        return any(t.running_for() > budget for t in self.tickets)
 
     @property
     def message_id(self) -> str:
@@ -174,6 +179,12 @@ class Service:
         capacity = self.settings.concurrency + self.settings.prefetch
         backoff = 1.0
         self.ready = True  # until a receive fails: the first long poll may wait 20 s for nothing
+        # Burst mode, once messages came: receives are short polls, and the first empty one ends
+        # the drain when SQS also counts none waiting. A long poll's last empty wait would cost
+        # its whole --wait-seconds after the work is done; a short poll's false empty (it asks
+        # only some of SQS's servers) is caught by the count, and at worst a message is left for
+        # the next drain, never lost.
+        traffic = False
         while not self._stop.is_set():
             room = capacity - len(self._held)
             if room <= 0:
@@ -183,9 +194,12 @@ class Service:
             try:
                 messages = await queue.receive(
                     at_most=room,
-                    wait_seconds=self.settings.wait_seconds,
+                    wait_seconds=0 if traffic else self.settings.wait_seconds,
                     visibility_timeout=self.settings.visibility_timeout,
                 )
+                if self.burst and not messages and traffic and await queue.visible() > 0:
+                    traffic = False  # a short poll's false empty: long-poll again
+                    continue
             except _AWS_TROUBLE as exc:
                 self.ready = False
                 log.warning("receive_failed", error=str(exc), retry_in=backoff)
@@ -200,6 +214,7 @@ class Service:
                 messages = await self._skip_seen(messages, queue)
                 if not messages:
                     return  # only messages this drain already settled came back: it is done
+                traffic = True
             if messages:
                 await self._accept(messages, queue)
 
@@ -223,10 +238,14 @@ class Service:
             self._held[next(self._job_ids)] = job
             failures: list[Failure] = []
             try:
-                failures = parse_message(job.message.body, path="$")
+                failures, job.refused = cap_ranges(
+                    parse_message(job.message.body, path="$"), self.settings.max_ranges_per_message
+                )
             except ParseError as exc:
                 job.message = dataclasses.replace(job.message, parse_error=str(exc))
                 self._record(rejected(None, f"message {job.message_id}: {exc}"))
+            for refusal in job.refused:
+                self._record(refusal)
             jobs.append((job, failures))
         # Every range of the batch at once: the earliest deadline of the batch goes first.
         tickets = iter(await self.scheduler.submit_many(f for _, failures in jobs for f in failures))
@@ -244,7 +263,7 @@ class Service:
 
     async def _hold(self, job: Job, queue: SqsQueue) -> None:
         """Wait for the job's ranges, then settle it (cancelled at shutdown: it is released)."""
-        outcomes = [await asyncio.shield(t.outcome) for t in job.tickets]
+        outcomes = [await asyncio.shield(t.outcome) for t in job.tickets] + job.refused
         job.settling = True
         decision = await self.settler.settle(job.message, outcomes, queue=queue, deadline=job.deadline)
         self._forget(job)
@@ -270,8 +289,15 @@ class Service:
     async def _heartbeat(self, queue: SqsQueue) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
+            # Past the range budget (the attempt should have ended) a message is no longer kept
+            # invisible: it comes back, its receive count grows, and a hopeless one reaches the DLQ.
+            overdue = self.settings.range_budget_seconds + self.settings.visibility_timeout
             async with queue.visibility_lock:  # a message settling meanwhile is left to its settle
-                receipts = [j.message.receipt for j in self._held.values() if not j.settling]
+                receipts = [
+                    j.message.receipt
+                    for j in self._held.values()
+                    if not j.settling and not j.overdue(overdue)
+                ]
                 await self._change_visibility(
                     queue,
                     [r for r in receipts if r is not None],
