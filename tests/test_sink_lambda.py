@@ -583,7 +583,8 @@ async def test_an_override_wins_over_the_looked_up_role(
     override = "arn:aws:iam::123456789012:role/chosen"
     async with Clients() as clients:
         sink = sink_from_uri(f"lambda:{repair.name}", clients, SinkOptions(**FAST))
-        replayer = Replayer(clients, [sink], readers=Readers(clients, invoke_identity_arn=override))
+        readers = Readers(clients, invoke_identity_arn=override)
+        replayer = Replayer(clients, [sink], allow=ANY_STREAM, readers=readers)
         outcome = await replayer.replay(failure)
     assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason
     assert [r["invokeIdentityArn"] for r in repair.received()] == [override]
