@@ -27,6 +27,7 @@ from replayer.sinks import (
     sink_from_uri,
     sink_table_markdown,
 )
+from tests.support import ROOT
 from tests.support.aws import REGION, KinesisStream, client, unique
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-02T03:04:05.678"
@@ -175,7 +176,7 @@ def test_one_registry_names_every_sink_kind_for_help_errors_and_the_readme() -> 
     with pytest.raises(ConfigError) as bad:
         sink_from_uri("http://x", Clients())
     assert forms in str(bad.value)
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     between = readme.split("<!-- sinks:start -->\n", 1)[1].split("\n<!-- sinks:end -->", 1)[0]
     assert between == sink_table_markdown(), "README's sink table: paste replayer.sinks.sink_table_markdown()"
 

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 # The commands that take options, in the order `--help` lists them; `lambda` is the handler.
-COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "lambda")
+COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "status", "lambda")
 _WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI commands that do work
 _CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
 _READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
@@ -214,7 +214,7 @@ def _cmds(*names: str) -> frozenset[str]:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "queue", ("--queue",), "The SQS queue URL to consume (the on-failure destination).",
-        _CONSUMERS - {"lambda"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
+        (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
     ),
     Option(
         "to", ("--to",), "Where recovered records go: {sinks}. Repeatable: delivered in the order given.",
@@ -223,7 +223,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "redrive_from", ("--from",), "The archive written by --to: s3://BUCKET[/PREFIX] or file:DIR.",
-        _cmds("redrive"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
+        _cmds("redrive", "status"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
@@ -325,7 +325,7 @@ OPTIONS: tuple[Option, ...] = (
         "quarantine", ("--quarantine",),
         "Where malformed and not-allowed messages go before being deleted: s3://BUCKET[/PREFIX] or an "
         "SQS queue URL. Unset: they stay on the queue for its redrive policy.",
-        _CONSUMERS, "URI", _quarantine, "REPLAYER_QUARANTINE",
+        _CONSUMERS | {"status"}, "URI", _quarantine, "REPLAYER_QUARANTINE",
     ),
     Option(
         "concurrency", ("--concurrency",), "Ranges worked on at once, earliest expiry deadline first.",
@@ -424,9 +424,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "output", ("--output", "-o"), "How the result is printed: table, json or jsonl (one line per range).",
-        _WORK - {"run"}, "FORMAT", _choice(*_OUTPUTS),
+        (_WORK - {"run"}) | {"status"}, "FORMAT", _choice(*_OUTPUTS),
     ),
-    Option("as_json", ("--json",), "Same as --output json.", _WORK - {"run"}),
+    Option("as_json", ("--json",), "Same as --output json.", (_WORK - {"run"}) | {"status"}),
+    Option(
+        "watch", ("--watch",), "status: print again every SECONDS until interrupted.", _cmds("status"),
+        "SECONDS", _number(1, 86_400),
+    ),
     Option("quiet", ("--quiet", "-q"), "Print errors and the summary line only: no table, no progress bar.",
            _WORK),
     Option("verbose", ("--verbose", "-v"), "More log lines on stderr: -v info, -vv debug.", _WORK, count=True),
@@ -463,6 +467,7 @@ class Settings:
     shards: tuple[str, ...] = ()
     limit: int | None = None
     show: bool = False
+    watch: float | None = None
     allow_streams: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0

@@ -19,7 +19,7 @@ from replayer.cli._work import (
 )
 from replayer.config import Settings
 from replayer.errors import ConfigError
-from replayer.model import Failure
+from replayer.model import Failure, Outcome
 from replayer.report import Report
 
 if TYPE_CHECKING:
@@ -69,7 +69,13 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
         ranges, bad = await redriver.find(selection, concurrency=max(8, concurrency))
         ranges = [r for r in ranges if not settings.shards or r.failure.shard_id in settings.shards]
         if settings.dry_run:
-            return Report(bad + redriver.plan(ranges))
+            from replayer.cli.replay import selection_of
+            from replayer.plan import archived_sends
+
+            sends = await archived_sends(
+                archive, ranges, selection=selection_of(settings), no_filter=settings.no_filter
+            )
+            return Report(bad + [_with(o, sends) for o in redriver.plan(ranges)])
         async with stop_on_signals() as stop:
             with progress(stderr_console(), len(ranges), show) as advance:
                 scheduler = redriver.scheduler(concurrency=concurrency, on_done=advance)
@@ -81,6 +87,16 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
 
 def _failure(archived: ArchivedRange) -> Failure:
     return archived.failure
+
+
+def _with(outcome: Outcome, sends: dict[str, str]) -> Outcome:
+    """A planned range's reason, with what lambda: sinks would be sent of it."""
+    import dataclasses
+
+    phrase = sends.get(outcome.failure.range_id) if outcome.failure else None
+    if not phrase or not outcome.reason.startswith("would re-drive"):
+        return outcome
+    return dataclasses.replace(outcome, reason=f"{outcome.reason}: {phrase}")
 
 
 @command("redrive")
