@@ -24,8 +24,8 @@ from replayer.report import Report
 
 if TYPE_CHECKING:
     from replayer.archive.manifest import ArchivedRange
-    from replayer.redrive import Selection
     from replayer.sinks import LambdaSink
+    from replayer.sources.archive import Selection
 
 __all__ = ["redrive"]
 
@@ -34,12 +34,7 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
     from replayer.cli.replay import selection_of
     from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
 
-    options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke,
-        invoke_retries=settings.invoke_retries,
-        no_filter=settings.no_filter,
-        selection=selection_of(settings),
-    )
+    options = SinkOptions.of(settings, selection=selection_of(settings))
     targets = []
     for uri in settings.to:
         sink = sink_from_uri(uri, clients, options) if uri.startswith("lambda:") else None  # type: ignore[arg-type]
@@ -50,7 +45,7 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
 
 
 def _selection(settings: Settings) -> Selection:
-    from replayer.redrive import Selection, parse_time
+    from replayer.sources.archive import Selection, parse_time
 
     selection = Selection(
         range_ids=frozenset(settings.range_ids),
@@ -64,8 +59,8 @@ def _selection(settings: Settings) -> Selection:
 
 async def _redrive(settings: Settings, selection: Selection, show: bool) -> Report:
     from replayer.aws import Clients
-    from replayer.redrive import Redriver, archive_from_uri, in_shard_order
     from replayer.report import progress
+    from replayer.sources.archive import Redriver, archive_from_uri, in_shard_order
 
     concurrency = settings.concurrency
     async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
@@ -110,7 +105,7 @@ def redrive(settings: Settings) -> None:
     from replayer.archive.store import StoreError
     from replayer.aws import Clients
     from replayer.cli.preflight import Checks
-    from replayer.redrive import archive_from_uri
+    from replayer.sources.archive import archive_from_uri
 
     console = setup(settings)
     try:
