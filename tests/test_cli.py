@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 from replayer.archive.layout import range_path
 from replayer.cli import app
 from replayer.parse import parse_message
+from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, make_queue
 from tests.support.events import load_event
 from tests.support.faultproxy import FaultProxy
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str, input: str | None = None) -> Any:
@@ -149,7 +149,10 @@ def test_dry_run_reads_and_writes_nothing(table: DynamoTable, proxy: FaultProxy,
     assert result.exit_code == 0, result.output
     (planned,) = json.loads(result.stdout)["ranges"]
     assert planned["outcome"] == "planned" and planned["reason"].startswith(f"would read {table.stream_arn}")
-    assert proxy.seen == [] and not list(tmp_path.iterdir())
+    assert "2 records" in planned["reason"] and "mapping unknown" in planned["reason"]
+    # it reads the range and asks which mapping it came from; it writes and invokes nothing
+    writes = [s for s in proxy.seen if s.startswith(("PUT", "POST /2015-03-31/functions"))]
+    assert "GetRecords" in proxy.seen and writes == [] and not list(tmp_path.iterdir())
 
 
 def test_fetch_a_manual_range(table: DynamoTable, tmp_path: Path) -> None:
@@ -250,7 +253,7 @@ def test_h_help_order_and_completion() -> None:
     result = run("-h")
     assert result.exit_code == 0
     commands = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
-    assert commands[:6] == ["replay", "fetch", "redrive", "drain", "run", "demo"]
+    assert commands[:7] == ["replay", "fetch", "redrive", "drain", "run", "status", "demo"]
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
     assert run("replay", "-h").exit_code == 0
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
 from tests.support.aws import DynamoTable, make_queue, queue_counts, send
 from tests.support.faultproxy import FaultProxy, Rule, op
 
-ROOT = Path(__file__).resolve().parent.parent
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -31,7 +31,8 @@ def _env(endpoint: str, **extra: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_") and k not in ("NO_COLOR", "TERM")
     }
-    return env | {"AWS_ENDPOINT_URL": endpoint, "TERM": "xterm-256color", "COLUMNS": "120"} | extra
+    defaults = {"AWS_ENDPOINT_URL": endpoint, "TERM": "xterm-256color", "COLUMNS": "120"}
+    return env | defaults | {"REPLAYER_ALLOW_STREAMS": "*"} | extra  # deny by default: these tests allow all
 
 
 class Terminal:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 from cfnlint.decode import cfn_yaml
@@ -14,8 +13,8 @@ from replayer import config
 from replayer.cli import app
 from replayer.config import COMMANDS, OPTIONS, Settings, load, options_for
 from replayer.errors import ConfigError
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 _BUILTIN = {"--help", "-h", "--version", "--install-completion", "--show-completion", "--keep"}
 
@@ -114,7 +113,11 @@ def test_a_bad_value_reads_the_same_from_a_flag_or_the_environment() -> None:
 
 
 def test_run_and_drain_help_name_every_sink_form() -> None:
+    from replayer.sinks import SINK_KINDS, describe_uri_forms
+
+    assert describe_uri_forms() == config.SINK_FORMS  # the registry's forms, written out for start-up
     for command in ("replay", "fetch", "drain", "run"):
         text = " ".join(_help(command).split())
-        for form in ("s3://BUCKET[/PREFIX]", "file:DIR", "lambda:FUNCTION[:QUALIFIER]", "- (stdout)"):
-            assert form in text, f"{command} --help lacks {form}"
+        for kind in SINK_KINDS:
+            assert kind.form in text, f"{command} --help lacks {kind.form}"
+    assert "lambda:NAME[:QUALIFIER]" in " ".join(_help("drain").split())

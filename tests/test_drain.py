@@ -14,6 +14,7 @@ from replayer.cli import app
 from replayer.config import load_settings, queue_region
 from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
+from tests.support.faultproxy import FaultProxy, Request, Rule
 
 runner = CliRunner()
 
@@ -36,6 +37,32 @@ def test_drain_empties_the_queue_and_summarises(table: DynamoTable, bucket: str,
     assert "2 replayed" in out
     assert queue_counts(moto_endpoint, queue) == (0, 0)
     assert len([k for k in keys(moto_endpoint, bucket) if k.endswith("records.jsonl.gz")]) == 2
+
+
+def test_after_traffic_an_empty_short_poll_and_an_empty_count_end_the_drain(
+    table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
+) -> None:
+    """No long poll after the work: its whole wait would be paid once everything is done."""
+    table.put(2)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 1, records))
+    proxy.clear()
+    waits: list[int] = []
+
+    def note_wait(request: Request) -> bool:  # watches, never takes the request
+        if request.operation == "ReceiveMessage":
+            waits.append(int(request.json().get("WaitTimeSeconds", 0)))
+        return False
+
+    proxy.add(Rule(note_wait))
+    code, _, err = drain(
+        "--queue", queue, "--to", f"s3://{bucket}", "--allow-stream", table.stream_arn, "--wait-seconds", "5"
+    )
+    assert code == 0, err
+    assert waits == [5, 0]  # a long poll finds the message; a short poll finds the queue empty
+    assert proxy.count("GetQueueAttributes") >= 1  # SQS's count confirmed it
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
 
 
 def test_drain_json_and_exit_code_when_something_was_rejected(

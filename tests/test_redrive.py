@@ -19,8 +19,8 @@ from replayer.cli import app
 from replayer.model import Failure, Gap
 from replayer.parse import parse_message
 from replayer.readers import Readers, ReadResult
-from replayer.redrive import Selection, parse_time
 from replayer.sinks import FileSink
+from replayer.sources.archive import Selection, parse_time
 from tests.support.aws import DynamoTable, client
 from tests.support.ministack import Ministack, RepairFunction
 
@@ -96,7 +96,8 @@ def test_redrive_from_s3_delivers_each_range_exactly_marks_it_and_skips_it_next_
     code, summary = redrive(source, "--to", to)  # a rerun: nothing left to do
     assert code == 0 and len(repair.calls()) == 3
     assert all(
-        "skipped: already re-driven" in r["reason"] and not r["delivered_to"] for r in summary["ranges"]
+        r["outcome"] == "skipped" and r["reason"].startswith("already re-driven") and not r["delivered_to"]
+        for r in summary["ranges"]
     )
 
     code, summary = redrive(source, "--to", to, "--force")
@@ -177,7 +178,9 @@ def test_range_id_stream_and_arrival_filters(
     def selected(*args: str) -> list[str]:
         code, summary = redrive(source, *to, "--dry-run", *args)
         assert code == 0
-        assert all(r["reason"].startswith("dry run: would re-drive") for r in summary["ranges"])
+        assert all(
+            r["outcome"] == "planned" and r["reason"].startswith("would re-drive") for r in summary["ranges"]
+        )
         return sorted(r["range"]["range_id"] for r in summary["ranges"])
 
     def ids(*failures: Failure) -> list[str]:

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 # The commands that take options, in the order `--help` lists them; `lambda` is the handler.
-COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "lambda")
+COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "status", "lambda")
 _WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI commands that do work
 _CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
 _READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
@@ -54,8 +54,10 @@ _SQS_MAX_VISIBILITY = 43_200  # 12 hours, SQS's own limit
 _DURATION = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_EXPIRY_WARNING = 366 * 86400  # Kinesis keeps records at most 365 days
-# The sink forms, until the sink registry lands: `{sinks}` in a help text is replaced by them.
-SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:FUNCTION[:QUALIFIER] or - (stdout)"
+# `{sinks}` in a help text: the sink registry's URI forms (`sinks.describe_uri_forms()`), written
+# out because importing the sinks loads the AWS SDK, which start-up and `--help` avoid; a test
+# keeps the two equal.
+SINK_FORMS = "s3://BUCKET[/PREFIX], file:DIR, lambda:NAME[:QUALIFIER] or -"
 
 
 def parse_duration(text: str) -> float:
@@ -101,6 +103,17 @@ def quarantine_problem(uri: str) -> str | None:
 
 
 def _text(value: str) -> str:
+    return value.strip()
+
+
+def _where(value: str) -> str:
+    """A `--where` pattern (JSON or @FILE), checked here, kept as given."""
+    from replayer.selection import read_pattern
+
+    try:
+        read_pattern(value.strip())
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("--where: ")) from None
     return value.strip()
 
 
@@ -201,7 +214,7 @@ def _cmds(*names: str) -> frozenset[str]:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "queue", ("--queue",), "The SQS queue URL to consume (the on-failure destination).",
-        _CONSUMERS - {"lambda"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
+        (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
     ),
     Option(
         "to", ("--to",), "Where recovered records go: {sinks}. Repeatable: delivered in the order given.",
@@ -210,7 +223,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "redrive_from", ("--from",), "The archive written by --to: s3://BUCKET[/PREFIX] or file:DIR.",
-        _cmds("redrive"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
+        _cmds("redrive", "status"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
@@ -234,12 +247,34 @@ OPTIONS: tuple[Option, ...] = (
         _cmds("redrive"), "ARN", repeat=True,
     ),
     Option(
-        "since", ("--since",), "Only ranges whose first record arrived at or after this time.",
-        _cmds("redrive"), "ISO_TIME",
+        "since", ("--since",),
+        "Only records that arrived (approximately) at or after this time (ISO 8601, UTC when no zone); "
+        "redrive: also only ranges whose first record did.",
+        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
     ),
     Option(
-        "until", ("--until",), "Only ranges whose first record arrived before this time.",
-        _cmds("redrive"), "ISO_TIME",
+        "until", ("--until",),
+        "Only records that arrived (approximately) before this time; redrive: also only ranges whose "
+        "first record did.",
+        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
+    ),
+    Option(
+        "where", ("--where",),
+        "Only records matching this event-filtering pattern (JSON, or @FILE), matched as Lambda matches "
+        "a mapping's FilterCriteria; for lambda: sinks (archives keep whole ranges).",
+        _cmds("replay", "fetch", "redrive"), "PATTERN", _where,
+    ),
+    Option(
+        "shards", ("--shard",), "Only ranges of this shard. Repeatable.", _cmds("replay", "fetch", "redrive"),
+        "SHARD_ID", repeat=True,
+    ),
+    Option(
+        "limit", ("--limit",), "Send at most N records in all (earliest deadlines first); for lambda: sinks.",
+        _cmds("replay", "fetch", "redrive"), "N", _whole(0, 10_000_000),
+    ),
+    Option(
+        "show", ("--show",), "Print the records that would be sent (JSON Lines on stdout); with --dry-run.",
+        _cmds("replay", "fetch"),
     ),
     Option(
         "force", ("--force",), "Re-drive ranges even if already re-driven to that function.", _cmds("redrive"),
@@ -290,7 +325,7 @@ OPTIONS: tuple[Option, ...] = (
         "quarantine", ("--quarantine",),
         "Where malformed and not-allowed messages go before being deleted: s3://BUCKET[/PREFIX] or an "
         "SQS queue URL. Unset: they stay on the queue for its redrive policy.",
-        _CONSUMERS, "URI", _quarantine, "REPLAYER_QUARANTINE",
+        _CONSUMERS | {"status"}, "URI", _quarantine, "REPLAYER_QUARANTINE",
     ),
     Option(
         "concurrency", ("--concurrency",), "Ranges worked on at once, earliest expiry deadline first.",
@@ -321,7 +356,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "wait_seconds", ("--wait-seconds",),
-        "Long-poll wait, 0 to 20 seconds (drain: the queue counts as empty after one such wait).",
+        "Long-poll wait, 0 to 20 seconds (drain: until messages come; then a short poll finding none, with SQS counting none waiting, ends it).",
         _cmds("drain", "run"), "SECONDS", _whole(0, 20), "REPLAYER_WAIT_SECONDS", defaults={"drain": 2},
     ),
     Option(
@@ -345,8 +380,20 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "invoke_retries", ("--invoke-retries",),
-        "lambda: sinks: retries of an invocation that failed or left records unconfirmed, with backoff.",
+        "lambda: sinks: retries of invocations in a row that confirmed no record (failed, or left the first "
+        "unconfirmed), with backoff; one that confirms records is followed at once.",
         _WORK | {"lambda"}, "N", _whole(0, 100), "REPLAYER_INVOKE_RETRIES",
+    ),
+    Option(
+        "max_invocations", ("--max-invocations",),
+        "lambda: sinks: invocations of one batch at most, however many confirm records (those that "
+        "confirm none are limited by --invoke-retries).",
+        _WORK | {"lambda"}, "N", _whole(1, 100_000), "REPLAYER_MAX_INVOCATIONS",
+    ),
+    Option(
+        "invoke_time_limit", ("--invoke-time-limit",),
+        "lambda: sinks: seconds one batch may be re-driven for, however it progresses.",
+        _WORK | {"lambda"}, "SECONDS", _number(1, 86_400), "REPLAYER_INVOKE_TIME_LIMIT",
     ),
     Option(
         "no_filter", ("--no-filter",),
@@ -356,7 +403,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "invoke_identity_arn", ("--invoke-identity-arn",),
-        "Kinesis: the role ARN put in re-driven records' invokeIdentityArn.",
+        "Kinesis: the role ARN put in records' invokeIdentityArn (unset: the execution role of the function "
+        "they go to, or that failed for archives, as Lambda does).",
         _READERS, "ARN", _text, "REPLAYER_INVOKE_IDENTITY_ARN",
     ),
     Option(
@@ -365,7 +413,9 @@ OPTIONS: tuple[Option, ...] = (
         _READERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_EXPIRY_WARNING",
     ),
     Option(
-        "dry_run", ("--dry-run",), "Parse and plan: report each range as planned, read and write nothing.",
+        "dry_run", ("--dry-run",),
+        "Plan: report each range and what it would send (replay, fetch: read from the stream, with the "
+        "mapping, records matched / total, first and last sequence); write and invoke nothing.",
         _cmds("replay", "fetch", "redrive"),
     ),
     Option(
@@ -374,9 +424,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "output", ("--output", "-o"), "How the result is printed: table, json or jsonl (one line per range).",
-        _WORK - {"run"}, "FORMAT", _choice(*_OUTPUTS),
+        (_WORK - {"run"}) | {"status"}, "FORMAT", _choice(*_OUTPUTS),
     ),
-    Option("as_json", ("--json",), "Same as --output json.", _WORK - {"run"}),
+    Option("as_json", ("--json",), "Same as --output json.", (_WORK - {"run"}) | {"status"}),
+    Option(
+        "watch", ("--watch",), "status: print again every SECONDS until interrupted.", _cmds("status"),
+        "SECONDS", _number(1, 86_400),
+    ),
     Option("quiet", ("--quiet", "-q"), "Print errors and the summary line only: no table, no progress bar.",
            _WORK),
     Option("verbose", ("--verbose", "-v"), "More log lines on stderr: -v info, -vv debug.", _WORK, count=True),
@@ -409,6 +463,11 @@ class Settings:
     since: str | None = None
     until: str | None = None
     force: bool = False
+    where: str | None = None
+    shards: tuple[str, ...] = ()
+    limit: int | None = None
+    show: bool = False
+    watch: float | None = None
     allow_streams: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0
@@ -429,6 +488,8 @@ class Settings:
     safety_margin_seconds: float = 10.0
     max_records_per_invoke: int | None = None
     invoke_retries: int = 3
+    max_invocations: int = 100  # lambda: sinks, per batch
+    invoke_time_limit: float = 900.0  # lambda: sinks, seconds per batch
     no_filter: bool = False
     invoke_identity_arn: str | None = None
     log_level: str = "warning"

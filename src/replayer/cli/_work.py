@@ -58,8 +58,8 @@ def setup(settings: Settings) -> Console:
 
 
 def results_stream(settings: Settings) -> TextIO:
-    """Where the result goes: stdout, or stderr when `--to -` writes records to stdout."""
-    return sys.stderr if "-" in settings.to else sys.stdout
+    """Where the result goes: stdout, or stderr when `--to -` or `--show` writes records to stdout."""
+    return sys.stderr if "-" in settings.to or settings.show else sys.stdout
 
 
 def show_progress(settings: Settings, console: Console) -> bool:

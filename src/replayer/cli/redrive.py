@@ -8,27 +8,33 @@ from typing import TYPE_CHECKING
 import typer
 
 from replayer.cli._app import command, print_error, stderr_console
-from replayer.cli._work import finish, preflight_or_exit, setup, show_progress
+from replayer.cli._work import (
+    finish,
+    interrupted_note,
+    preflight_or_exit,
+    run_batch,
+    setup,
+    show_progress,
+    stop_on_signals,
+)
 from replayer.config import Settings
 from replayer.errors import ConfigError
-from replayer.model import Outcome
+from replayer.model import Failure, Outcome
 from replayer.report import Report
 
 if TYPE_CHECKING:
-    from replayer.redrive import Selection
+    from replayer.archive.manifest import ArchivedRange
     from replayer.sinks import LambdaSink
+    from replayer.sources.archive import Selection
 
 __all__ = ["redrive"]
 
 
 def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
+    from replayer.cli.replay import selection_of
     from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
 
-    options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke,
-        invoke_retries=settings.invoke_retries,
-        no_filter=settings.no_filter,
-    )
+    options = SinkOptions.of(settings, selection=selection_of(settings))
     targets = []
     for uri in settings.to:
         sink = sink_from_uri(uri, clients, options) if uri.startswith("lambda:") else None  # type: ignore[arg-type]
@@ -39,7 +45,7 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
 
 
 def _selection(settings: Settings) -> Selection:
-    from replayer.redrive import Selection, parse_time
+    from replayer.sources.archive import Selection, parse_time
 
     selection = Selection(
         range_ids=frozenset(settings.range_ids),
@@ -51,21 +57,46 @@ def _selection(settings: Settings) -> Selection:
     return selection
 
 
-async def _redrive(settings: Settings, selection: Selection, show: bool) -> list[Outcome]:
+async def _redrive(settings: Settings, selection: Selection, show: bool) -> Report:
     from replayer.aws import Clients
-    from replayer.redrive import Redriver, archive_from_uri
     from replayer.report import progress
+    from replayer.sources.archive import Redriver, archive_from_uri, in_shard_order
 
     concurrency = settings.concurrency
     async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
         archive = archive_from_uri(settings.redrive_from or "", clients)
         redriver = Redriver(archive, _targets(settings, clients), force=settings.force)
         ranges, bad = await redriver.find(selection, concurrency=max(8, concurrency))
+        ranges = [r for r in ranges if not settings.shards or r.failure.shard_id in settings.shards]
         if settings.dry_run:
-            return bad + redriver.plan(ranges)
-        with progress(stderr_console(), len(ranges), show) as advance:
-            done = await redriver.redrive_many(ranges, concurrency=concurrency, on_done=advance)
-        return bad + done
+            from replayer.cli.replay import selection_of
+            from replayer.plan import archived_sends
+
+            sends = await archived_sends(
+                archive, ranges, selection=selection_of(settings), no_filter=settings.no_filter
+            )
+            return Report(bad + [_with(o, sends) for o in redriver.plan(ranges)])
+        async with stop_on_signals() as stop:
+            with progress(stderr_console(), len(ranges), show) as advance:
+                scheduler = redriver.scheduler(concurrency=concurrency, on_done=advance)
+                done = await run_batch(
+                    scheduler, in_shard_order(ranges), _failure, stop=stop, grace=settings.grace_seconds
+                )
+        return Report(bad + done, interrupted=stop.signal, notes=interrupted_note(stop, done))
+
+
+def _failure(archived: ArchivedRange) -> Failure:
+    return archived.failure
+
+
+def _with(outcome: Outcome, sends: dict[str, str]) -> Outcome:
+    """A planned range's reason, with what lambda: sinks would be sent of it."""
+    import dataclasses
+
+    phrase = sends.get(outcome.failure.range_id) if outcome.failure else None
+    if not phrase or not outcome.reason.startswith("would re-drive"):
+        return outcome
+    return dataclasses.replace(outcome, reason=f"{outcome.reason}: {phrase}")
 
 
 @command("redrive")
@@ -74,7 +105,7 @@ def redrive(settings: Settings) -> None:
     from replayer.archive.store import StoreError
     from replayer.aws import Clients
     from replayer.cli.preflight import Checks
-    from replayer.redrive import archive_from_uri
+    from replayer.sources.archive import archive_from_uri
 
     console = setup(settings)
     try:
@@ -87,14 +118,14 @@ def redrive(settings: Settings) -> None:
     if not settings.dry_run:
         preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))
     try:
-        outcomes = asyncio.run(_redrive(settings, selection, show_progress(settings, console)))
+        report = asyncio.run(_redrive(settings, selection, show_progress(settings, console)))
     except StoreError as exc:
         # an archive that is not there is a usage error; one that failed to answer is not
         missing = exc.code in ("NoSuchBucket", "NoSuchDirectory")
         print_error(console, f"--from {exc}" if missing else exc)
         raise typer.Exit(2 if missing else 1) from None
-    if not outcomes:
+    if not report.outcomes:
         what = "matching ranges" if selection != type(selection)() else "archived ranges"
         console.print(f"no {what} found in {settings.redrive_from}", soft_wrap=True, markup=False)
         raise typer.Exit(0)
-    finish(settings, Report(outcomes))
+    finish(settings, report)

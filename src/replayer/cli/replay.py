@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,42 +24,82 @@ from replayer.cli._work import (
 )
 from replayer.config import Settings
 from replayer.errors import ConfigError, ParseError
-from replayer.model import Failure, Origin, Outcome, OutcomeKind
+from replayer.model import Failure, Origin, Outcome
 from replayer.report import Report
 
-__all__ = ["fetch", "replay"]
+if TYPE_CHECKING:
+    from replayer.plan import RangePlan
+    from replayer.selection import Selection
+
+__all__ = ["fetch", "replay", "selection_of"]
 
 
-def _plan(failures: Sequence[Failure], allow: AllowList, to: Sequence[str]) -> list[Outcome]:
-    """What a dry run reports: each range as it would be tried; nothing read or written."""
+def selection_of(settings: Settings) -> Selection:
+    """--where/--since/--until/--shard/--limit; ConfigError when records would be left out of an archive."""
+    from replayer.selection import Selection
+
+    selection = Selection.of(
+        where=settings.where,
+        since=settings.since,
+        until=settings.until,
+        shards=settings.shards,
+        limit=settings.limit,
+    )
+    whole = [uri for uri in settings.to if not uri.startswith("lambda:")]
+    if selection.narrows_records and whole:
+        raise ConfigError(
+            f"--where, --since, --until and --limit choose what lambda: sinks receive; {', '.join(whole)} "
+            "keeps whole ranges: archive without them, or see the records with --dry-run --show"
+        )
+    return selection
+
+
+def _plan(
+    settings: Settings, failures: Sequence[Failure], allow: AllowList, selection: Selection
+) -> list[Outcome]:
+    """What a dry run reports: each range read and worked out (what it would send); nothing written."""
     from replayer.core import by_deadline, rejected
 
-    where = ", ".join(to) or "(no --to given)"
+    ordered = by_deadline(failures)
+    allowed = [f for f in ordered if allow.allows(f.stream_arn)]
+    plans = asyncio.run(_plans(settings, allowed, selection)) if allowed else []
+    by_range = {p.failure.range_id: p for p in plans}
     planned = []
-    for f in by_deadline(failures):
+    for f in ordered:
         if not allow.allows(f.stream_arn):
             planned.append(rejected(f, f"stream {f.stream_arn} is not in --allow-stream"))
-        elif f.payload is not None:
-            reason = f"would write its {len(f.payload)} inline records to {where}"
-            planned.append(Outcome(OutcomeKind.PLANNED, f, reason=reason))
-        else:
-            reason = f"would read {f.stream_arn} and write to {where}"
-            planned.append(Outcome(OutcomeKind.PLANNED, f, reason=reason))
+            continue
+        plan = by_range[f.range_id]
+        planned.append(plan.outcome(settings.to))
+        if settings.show:
+            for record in plan.sent:
+                sys.stdout.write(record.json.decode() + "\n")
+    sys.stdout.flush()
     return planned
 
 
-async def _replay(settings: Settings, failures: Sequence[Failure], allow: AllowList, show: bool) -> Report:
+async def _plans(settings: Settings, failures: Sequence[Failure], selection: Selection) -> list[RangePlan]:
+    from replayer.aws import Clients
+    from replayer.plan import plan_ranges
+    from replayer.readers import Readers
+
+    async with Clients() as clients:
+        readers = Readers(clients, invoke_identity_arn=settings.invoke_identity_arn)
+        return await plan_ranges(
+            clients, failures, readers=readers, selection=selection, no_filter=settings.no_filter
+        )
+
+
+async def _replay(
+    settings: Settings, failures: Sequence[Failure], allow: AllowList, show: bool, selection: Selection
+) -> Report:
     from replayer.aws import Clients
     from replayer.core import Replayer
     from replayer.readers import Readers
     from replayer.report import progress
     from replayer.sinks import SinkOptions, sink_from_uri
 
-    options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke,
-        invoke_retries=settings.invoke_retries,
-        no_filter=settings.no_filter,
-    )
+    options = SinkOptions.of(settings, selection=selection)
     async with Clients(
         max_pool_connections=max(10, settings.concurrency * 2), call_deadline=settings.call_deadline_seconds
     ) as clients:
@@ -97,13 +137,19 @@ def _work(settings: Settings, failures: Sequence[Failure], bad: Sequence[Outcome
 
     console = setup(settings)
     allow = AllowList.of(settings.allow_streams)
+    try:
+        selection = selection_of(settings)
+    except ConfigError as exc:
+        print_error(console, exc)
+        raise typer.Exit(2) from None
+    failures = [f for f in failures if selection.takes(f)]
     if settings.dry_run:
-        finish(settings, Report([*bad, *_plan(failures, allow, settings.to)]))
+        finish(settings, Report([*bad, *_plan(settings, failures, allow, selection)]))
     streams = [f.stream_arn for f in failures if f.payload is None and allow.allows(f.stream_arn)]
     preflight_or_exit(settings, Checks(sinks=settings.to, streams=streams))
     report = Report([])
     if failures:
-        report = asyncio.run(_replay(settings, failures, allow, show_progress(settings, console)))
+        report = asyncio.run(_replay(settings, failures, allow, show_progress(settings, console), selection))
     finish(settings, dataclasses.replace(report, outcomes=[*bad, *report.outcomes]))
 
 

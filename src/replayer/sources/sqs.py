@@ -119,6 +119,7 @@ class Service:
         )
         self.scheduler = replayer.scheduler(concurrency=settings.concurrency, on_done=self._record)
         self.summary = ServiceSummary(recorder)
+        self.seconds_to_nearest_expiry = math.inf  # among the ranges held, not yet saved
         self.ready = False  # the queue answered a receive, and the service is not stopping
         self.stopping = False
         self._stop = asyncio.Event()
@@ -179,6 +180,12 @@ class Service:
         capacity = self.settings.concurrency + self.settings.prefetch
         backoff = 1.0
         self.ready = True  # until a receive fails: the first long poll may wait 20 s for nothing
+        # Burst mode, once messages came: receives are short polls, and the first empty one ends
+        # the drain when SQS also counts none waiting. A long poll's last empty wait would cost
+        # its whole --wait-seconds after the work is done; a short poll's false empty (it asks
+        # only some of SQS's servers) is caught by the count, and at worst a message is left for
+        # the next drain, never lost.
+        traffic = False
         while not self._stop.is_set():
             room = capacity - len(self._held)
             if room <= 0:
@@ -188,9 +195,12 @@ class Service:
             try:
                 messages = await queue.receive(
                     at_most=room,
-                    wait_seconds=self.settings.wait_seconds,
+                    wait_seconds=0 if traffic else self.settings.wait_seconds,
                     visibility_timeout=self.settings.visibility_timeout,
                 )
+                if self.burst and not messages and traffic and await queue.visible() > 0:
+                    traffic = False  # a short poll's false empty: long-poll again
+                    continue
             except _AWS_TROUBLE as exc:
                 self.ready = False
                 log.warning("receive_failed", error=str(exc), retry_in=backoff)
@@ -205,6 +215,7 @@ class Service:
                 messages = await self._skip_seen(messages, queue)
                 if not messages:
                     return  # only messages this drain already settled came back: it is done
+                traffic = True
             if messages:
                 await self._accept(messages, queue)
 
@@ -319,12 +330,22 @@ class Service:
         deadlines = [t.deadline for t in self.scheduler.pending()]
         nearest = min(deadlines, default=math.inf)
         self.summary.peak_in_flight = self.scheduler.peak_in_flight
+        self.seconds_to_nearest_expiry = nearest - now if math.isfinite(nearest) else math.inf
         self.recorder.gauges(
             in_flight=self.scheduler.in_flight,
             held=len(self._held),
             nearest_expiry=nearest - now if math.isfinite(nearest) else math.inf,
             near_expiry=sum(1 for d in deadlines if self.replayer.near_expiry(d, now)),
         )
+
+    def status(self) -> dict[str, Any]:
+        """This process's part of /status: messages held, ranges in flight, time to the nearest expiry."""
+        seconds = self.seconds_to_nearest_expiry
+        return {
+            "held": len(self._held),
+            "in_flight": self.scheduler.in_flight,
+            "seconds_to_nearest_expiry": seconds if math.isfinite(seconds) else None,
+        }
 
     # ---- stopping
 

@@ -1,0 +1,120 @@
+"""Dry runs: what each range would send, read from the stream but written nowhere.
+
+For every range: its event source mapping, the records the stream still holds (total,
+first and last sequence), and what `lambda:` sinks would receive after the mapping's
+filter and the selection (matched, first and last). Nothing is written, nothing invoked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from replayer import mappings
+from replayer.archive.manifest import ArchivedRange
+from replayer.archive.read import read_records
+from replayer.archive.store import Store, StoreError
+from replayer.aws import Clients
+from replayer.filtering import PatternError, criteria_for
+from replayer.model import Failure, Outcome, OutcomeKind, StreamRecord
+from replayer.readers import Readers
+from replayer.selection import Selection
+
+__all__ = ["RangePlan", "archived_sends", "plan_ranges", "sends"]
+
+
+@dataclass(frozen=True, slots=True)
+class RangePlan:
+    """One range as a dry run sees it."""
+
+    failure: Failure
+    read: tuple[StreamRecord, ...]
+    sent: tuple[StreamRecord, ...]  # what lambda: sinks would receive
+    missing: int = 0  # spans the stream no longer holds
+    problem: str = ""
+
+    def outcome(self, to: Sequence[str]) -> Outcome:
+        where = ", ".join(to) or "(no --to given)"
+        if self.problem:
+            return Outcome(
+                OutcomeKind.PLANNED,
+                self.failure,
+                reason=f"would read {self.failure.stream_arn}: {self.problem}",
+            )
+        reason = (
+            f"would read {self.failure.stream_arn}: {len(self.read)} records {_span(self.read)}"
+            + (f", {self.missing} spans gone" if self.missing else "")
+            + f"; would send {len(self.sent)} of {len(self.read)} {_span(self.sent)} to {where}"
+            + f"; {mappings.summary(self.failure.mapping)}"
+        )
+        return Outcome(OutcomeKind.PLANNED, self.failure, recovered=len(self.sent), reason=reason)
+
+
+def _span(records: Sequence[StreamRecord]) -> str:
+    return f"({records[0].sequence_number}..{records[-1].sequence_number})" if records else "(none)"
+
+
+def sends(
+    failure: Failure, records: Sequence[StreamRecord], *, selection: Selection | None, no_filter: bool
+) -> list[StreamRecord]:
+    """What `lambda:` sinks would receive of `records`: the mapping's filter, then the selection."""
+    sent = list(records)
+    mapping = failure.mapping
+    if not no_filter and mapping is not None and mapping.filters:
+        sent = criteria_for(mapping.filters).select(failure.kind, sent)
+    if selection is not None and selection.narrows_records:
+        sent = selection.take(failure.kind, sent)
+    return sent
+
+
+async def archived_sends(
+    store: Store, ranges: Sequence[ArchivedRange], *, selection: Selection | None, no_filter: bool
+) -> dict[str, str]:
+    """For a redrive's dry run: per range_id, what would be sent of the archived records (a phrase)."""
+    phrases = {}
+    for archived in ranges:
+        try:
+            records = await read_records(store, archived)
+            sent = sends(archived.failure, records, selection=selection, no_filter=no_filter)
+        except (StoreError, ValueError) as exc:  # damaged, unreadable or a filter we cannot apply
+            phrases[archived.failure.range_id] = f"cannot tell what would be sent: {exc}"
+            continue
+        phrases[archived.failure.range_id] = (
+            f"would send {len(sent)} of {len(records)} {_span(sent)}; {mappings.summary(archived.failure.mapping)}"
+        )
+    return phrases
+
+
+async def plan_ranges(
+    clients: Clients,
+    failures: Sequence[Failure],
+    *,
+    readers: Readers | None = None,
+    selection: Selection | None = None,
+    no_filter: bool = False,
+) -> list[RangePlan]:
+    """Read each range and work out what would be sent; one plan per failure, in order."""
+    readers = readers or Readers(clients)
+    found = await mappings.with_mappings(mappings.MappingFinder(clients), failures)
+    plans = []
+    for failure in found:
+        try:
+            result = await readers.for_failure(failure).read(failure)
+        except Exception as exc:  # a plan reports the trouble and goes on
+            plans.append(RangePlan(failure, (), (), problem=f"reading failed: {exc}"))
+            continue
+        records = tuple(sorted(result.records, key=lambda r: r.sequence))
+        sent = list(records)
+        mapping = failure.mapping
+        if not no_filter and mapping is not None and mapping.filters:
+            try:
+                sent = criteria_for(mapping.filters).select(failure.kind, sent)
+            except PatternError as exc:
+                plans.append(
+                    RangePlan(failure, records, (), problem=f"the mapping's filter cannot be applied: {exc}")
+                )
+                continue
+        if selection is not None and selection.narrows_records:
+            sent = selection.take(failure.kind, sent)
+        plans.append(RangePlan(failure, records, tuple(sent), missing=len(result.gaps)))
+    return plans
