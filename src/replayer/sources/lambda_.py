@@ -186,10 +186,11 @@ class LambdaRuntime:
                 size = answer.get("ContentLength")
                 chunks: list[bytes] = []
                 read = 0
-                async with answer["Body"] as stream:  # closed unread when too large
+                body = answer["Body"]
+                async with body:  # closed unread when too large
                     if isinstance(size, int) and size > limit:
                         return _by_reference(obj, size, self._too_large(size))
-                    while chunk := await stream.read(_CHUNK):
+                    while chunk := await body.read(_CHUNK):
                         read += len(chunk)
                         if read > limit:
                             return _by_reference(
