@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 from replayer.archive.layout import range_path
 from replayer.cli import app
 from replayer.parse import parse_message
+from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, make_queue
 from tests.support.events import load_event
 from tests.support.faultproxy import FaultProxy
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str, input: str | None = None) -> Any:
@@ -253,7 +253,7 @@ def test_h_help_order_and_completion() -> None:
     result = run("-h")
     assert result.exit_code == 0
     commands = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
-    assert commands[:6] == ["replay", "fetch", "redrive", "drain", "run", "demo"]
+    assert commands[:7] == ["replay", "fetch", "redrive", "drain", "run", "status", "demo"]
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
     assert run("replay", "-h").exit_code == 0
 

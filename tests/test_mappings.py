@@ -23,7 +23,7 @@ from replayer.mappings import MappingFinder, esm_uuid_from_key, from_pipe
 from replayer.model import Failure, Origin, OutcomeKind, SourceMapping, StreamKind
 from replayer.parse import parse_message
 from replayer.sinks import FileSink, SinkOptions, sink_from_uri
-from tests.support.aws import unique
+from tests.support.aws import create_stream_table, unique
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.ministack import LAMBDAS, Ministack, RepairFunction
 
@@ -129,13 +129,7 @@ class FilteredConsumer:
         tag = unique("f")
         self.ddb, self.sqs, self.lam = ms.client("dynamodb"), ms.client("sqs"), ms.client("lambda")
         self.table = f"orders-{tag}"
-        self.stream_arn: str = self.ddb.create_table(
-            TableName=self.table,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )["TableDescription"]["LatestStreamArn"]
+        self.stream_arn: str = create_stream_table(self.ddb, self.table)["LatestStreamArn"]
         self.queue = self.sqs.create_queue(QueueName=f"failures-{tag}")["QueueUrl"]
         queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -203,6 +197,11 @@ async def test_the_repair_function_receives_exactly_what_the_filter_admits(
 
     # the range spans the noise between the orders; the function had seen only the orders
     assert keys(repair.received()) == ["item-0", "item-2", "item-4"]
+    # ministack's own ESM filter (an emulator's implementation of the rules) delivered the same
+    consumer = [
+        r for path in sorted(tmp_path.glob("*.json")) for r in json.loads(path.read_text())["records"]
+    ]
+    assert sorted(set(keys(consumer))) == ["item-0", "item-2", "item-4"]
     assert keys(unfiltered.received()) == ["item-0", "item-1", "item-2", "item-3", "item-4"]
     (manifest_path,) = archive.rglob("invocation.json")
     manifest = json.loads(manifest_path.read_text())

@@ -5,6 +5,7 @@ Streams live in moto; the repair function runs in ministack and keeps what it re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,10 +15,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from replayer.allow import AllowList
+from replayer.aws import Clients
 from replayer.cli import app
+from replayer.core import Replayer
 from replayer.errors import ConfigError
 from replayer.model import StreamKind, StreamRecord
+from replayer.parse import parse_message
 from replayer.selection import Selection, parse_moment, read_pattern
+from replayer.sinks import FileSink
 from tests.support.aws import DynamoTable
 from tests.support.ministack import RepairFunction
 
@@ -148,3 +154,29 @@ def test_a_selection_is_refused_with_archive_sinks(table: DynamoTable, tmp_path:
     result = run(*fetch_args(table, stream), "--where", HOT, "--to", f"file:{tmp_path}")
     assert result.exit_code == 2 and "keeps whole ranges" in result.output
     assert not list(tmp_path.iterdir())
+
+
+def test_redrive_where_sends_part_and_leaves_no_marker(
+    table: DynamoTable, repair: RepairFunction, tmp_path: Path
+) -> None:
+    stream = put(table, ["hot", "cold", "hot", "cold"])
+    root = tmp_path / "archive"
+    (failure,) = parse_message(table.invocation_record(0, 3, stream))
+
+    async def archive() -> None:
+        async with Clients() as clients:
+            outcome = await Replayer(clients, [FileSink(root)], allow=AllowList.of(["*"])).replay(failure)
+        assert outcome.kind.value == "replayed"
+
+    asyncio.run(archive())
+    base = ("redrive", "--from", f"file:{root}", "--to", f"lambda:{repair.name}", "--json", "--no-preflight")
+    planned = run(*base, "--dry-run", "--where", HOT)
+    assert planned.exit_code == 0, planned.output
+    (plan,) = json.loads(planned.stdout)["ranges"]
+    assert "would send 2 of 4" in plan["reason"]
+    assert run(*base, "--where", HOT).exit_code == 0
+    assert payloads(repair.received()) == ["item-0", "item-2"]
+    assert not list(root.rglob("redriven"))  # part of the range: a later full re-drive still sends it
+    assert run(*base).exit_code == 0
+    assert payloads(repair.received()) == ["item-0", "item-2", "item-0", "item-1", "item-2", "item-3"]
+    assert len(list(root.rglob("redriven/*.json"))) == 1

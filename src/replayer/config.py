@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 # The commands that take options, in the order `--help` lists them; `lambda` is the handler.
-COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "lambda")
+COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "status", "lambda")
 _WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI commands that do work
 _CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
 _READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
@@ -214,7 +214,7 @@ def _cmds(*names: str) -> frozenset[str]:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "queue", ("--queue",), "The SQS queue URL to consume (the on-failure destination).",
-        _CONSUMERS - {"lambda"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
+        (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
     ),
     Option(
         "to", ("--to",),
@@ -225,7 +225,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "redrive_from", ("--from",), "The archive written by --to: s3://BUCKET[/PREFIX] or file:DIR.",
-        _cmds("redrive"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
+        _cmds("redrive", "status"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
@@ -327,7 +327,7 @@ OPTIONS: tuple[Option, ...] = (
         "quarantine", ("--quarantine",),
         "Where malformed and not-allowed messages go before being deleted: s3://BUCKET[/PREFIX] or an "
         "SQS queue URL. Unset: they stay on the queue for its redrive policy.",
-        _CONSUMERS, "URI", _quarantine, "REPLAYER_QUARANTINE",
+        _CONSUMERS | {"status"}, "URI", _quarantine, "REPLAYER_QUARANTINE",
     ),
     Option(
         "concurrency", ("--concurrency",), "Ranges worked on at once, earliest expiry deadline first.",
@@ -382,8 +382,20 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "invoke_retries", ("--invoke-retries",),
-        "lambda: sinks: retries of an invocation that failed or left records unconfirmed, with backoff.",
+        "lambda: sinks: retries of invocations in a row that confirmed no record (failed, or left the first "
+        "unconfirmed), with backoff; one that confirms records is followed at once.",
         _WORK | {"lambda"}, "N", _whole(0, 100), "REPLAYER_INVOKE_RETRIES",
+    ),
+    Option(
+        "max_invocations", ("--max-invocations",),
+        "lambda: sinks: invocations of one batch at most, however many confirm records (those that "
+        "confirm none are limited by --invoke-retries).",
+        _WORK | {"lambda"}, "N", _whole(1, 100_000), "REPLAYER_MAX_INVOCATIONS",
+    ),
+    Option(
+        "invoke_time_limit", ("--invoke-time-limit",),
+        "lambda: sinks: seconds one batch may be re-driven for, however it progresses.",
+        _WORK | {"lambda"}, "SECONDS", _number(1, 86_400), "REPLAYER_INVOKE_TIME_LIMIT",
     ),
     Option(
         "no_filter", ("--no-filter",),
@@ -393,7 +405,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "invoke_identity_arn", ("--invoke-identity-arn",),
-        "Kinesis: the role ARN put in re-driven records' invokeIdentityArn.",
+        "Kinesis: the role ARN put in records' invokeIdentityArn (unset: the execution role of the function "
+        "they go to, or that failed for archives, as Lambda does).",
         _READERS, "ARN", _text, "REPLAYER_INVOKE_IDENTITY_ARN",
     ),
     Option(
@@ -413,9 +426,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "output", ("--output", "-o"), "How the result is printed: table, json or jsonl (one line per range).",
-        _WORK - {"run"}, "FORMAT", _choice(*_OUTPUTS),
+        (_WORK - {"run"}) | {"status"}, "FORMAT", _choice(*_OUTPUTS),
     ),
-    Option("as_json", ("--json",), "Same as --output json.", _WORK - {"run"}),
+    Option("as_json", ("--json",), "Same as --output json.", (_WORK - {"run"}) | {"status"}),
+    Option(
+        "watch", ("--watch",), "status: print again every SECONDS until interrupted.", _cmds("status"),
+        "SECONDS", _number(1, 86_400),
+    ),
     Option("quiet", ("--quiet", "-q"), "Print errors and the summary line only: no table, no progress bar.",
            _WORK),
     Option("verbose", ("--verbose", "-v"), "More log lines on stderr: -v info, -vv debug.", _WORK, count=True),
@@ -452,6 +469,7 @@ class Settings:
     shards: tuple[str, ...] = ()
     limit: int | None = None
     show: bool = False
+    watch: float | None = None
     allow_streams: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0
@@ -472,6 +490,8 @@ class Settings:
     safety_margin_seconds: float = 10.0
     max_records_per_invoke: int | None = None
     invoke_retries: int = 3
+    max_invocations: int = 100  # lambda: sinks, per batch
+    invoke_time_limit: float = 900.0  # lambda: sinks, seconds per batch
     no_filter: bool = False
     invoke_identity_arn: str | None = None
     log_level: str = "warning"

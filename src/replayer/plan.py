@@ -11,13 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from replayer import mappings
+from replayer.archive.manifest import ArchivedRange
+from replayer.archive.read import read_records
+from replayer.archive.store import Store, StoreError
 from replayer.aws import Clients
 from replayer.filtering import PatternError, criteria_for
 from replayer.model import Failure, Outcome, OutcomeKind, StreamRecord
 from replayer.readers import Readers
 from replayer.selection import Selection
 
-__all__ = ["RangePlan", "plan_ranges"]
+__all__ = ["RangePlan", "archived_sends", "plan_ranges", "sends"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,37 @@ class RangePlan:
 
 def _span(records: Sequence[StreamRecord]) -> str:
     return f"({records[0].sequence_number}..{records[-1].sequence_number})" if records else "(none)"
+
+
+def sends(
+    failure: Failure, records: Sequence[StreamRecord], *, selection: Selection | None, no_filter: bool
+) -> list[StreamRecord]:
+    """What `lambda:` sinks would receive of `records`: the mapping's filter, then the selection."""
+    sent = list(records)
+    mapping = failure.mapping
+    if not no_filter and mapping is not None and mapping.filters:
+        sent = criteria_for(mapping.filters).select(failure.kind, sent)
+    if selection is not None and selection.narrows_records:
+        sent = selection.take(failure.kind, sent)
+    return sent
+
+
+async def archived_sends(
+    store: Store, ranges: Sequence[ArchivedRange], *, selection: Selection | None, no_filter: bool
+) -> dict[str, str]:
+    """For a redrive's dry run: per range_id, what would be sent of the archived records (a phrase)."""
+    phrases = {}
+    for archived in ranges:
+        try:
+            records = await read_records(store, archived)
+            sent = sends(archived.failure, records, selection=selection, no_filter=no_filter)
+        except (StoreError, ValueError) as exc:  # damaged, unreadable or a filter we cannot apply
+            phrases[archived.failure.range_id] = f"cannot tell what would be sent: {exc}"
+            continue
+        phrases[archived.failure.range_id] = (
+            f"would send {len(sent)} of {len(records)} {_span(sent)}; {mappings.summary(archived.failure.mapping)}"
+        )
+    return phrases
 
 
 async def plan_ranges(

@@ -21,7 +21,7 @@ from typing import Any
 
 from replayer import __version__
 from replayer.archive.layout import range_path
-from replayer.model import Failure, Gap, OutcomeKind, StreamRecord
+from replayer.model import Failure, Gap, OutcomeKind, StreamRecord, records_lost
 from replayer.wire import dumps
 
 __all__ = [
@@ -104,8 +104,21 @@ class RecordsPacker:
 
 
 def fingerprint(record: StreamRecord) -> bytes:
-    """A short digest of one record's bytes: two attempts read the same record iff these agree."""
-    return hashlib.blake2b(record.json, digest_size=16).digest()
+    """A short digest of what the stream held for one record: two attempts read the same record iff these agree.
+
+    A leading ``invokeIdentityArn`` (put first by the sinks, see `replayer.sinks`) is left
+    out: it says who would be invoked, not what the stream held, and its lookup may fail
+    on one attempt and not on another.
+    """
+    data = record.json
+    if data.startswith(_IDENTITY_FIRST):
+        end = data.find(b'",', len(_IDENTITY_FIRST))
+        if end > 0:
+            data = b"{" + data[end + 2 :]
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+_IDENTITY_FIRST = b'{"invokeIdentityArn":"'
 
 
 def pack_records(parts: Iterable[Sequence[StreamRecord]]) -> PackedRecords:
@@ -207,12 +220,14 @@ def loss_report_document(
 ) -> bytes:
     """Why records of this range are gone, exactly which spans, and what was kept."""
     kind = OutcomeKind.PARTIAL if packed and packed.count else OutcomeKind.EXPIRED
+    lost, at_least = records_lost(failure, packed.count if packed else 0, gaps)
     return dumps(
         {
             "outcome": kind.value,
             "range": failure.describe(),
             "recovered": _span(packed, gaps, notes),
             "missing": [g.describe() for g in gaps],
+            "records_lost": {"count": lost, "at_least": at_least},
             "invocation_record": dict(failure.raw),
             "written_at": _now(),
             "replayer_version": __version__,

@@ -24,6 +24,7 @@ COMMANDS = {
     "redrive": "redrive",
     "run": "service",
     "drain": "service",
+    "status": "status",
 }
 
 

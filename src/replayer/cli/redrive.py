@@ -12,13 +12,13 @@ from replayer.cli._app import command, print_error
 from replayer.cli._work import finish, preflight_or_exit, setup, show_progress, work_through
 from replayer.config import Settings
 from replayer.errors import ConfigError
-from replayer.model import Failure
+from replayer.model import Failure, Outcome
 from replayer.report import Report
 
 if TYPE_CHECKING:
     from replayer.archive.manifest import ArchivedRange
-    from replayer.redrive import Selection
     from replayer.sinks import LambdaSink
+    from replayer.sources.archive import Selection
 
 __all__ = ["redrive"]
 
@@ -27,12 +27,7 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
     from replayer.cli.replay import selection_of
     from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
 
-    options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke,
-        invoke_retries=settings.invoke_retries,
-        no_filter=settings.no_filter,
-        selection=selection_of(settings),
-    )
+    options = SinkOptions.of(settings, selection=selection_of(settings))
     targets = []
     for uri in settings.to:
         sink = sink_from_uri(uri, clients, options) if uri.startswith("lambda:") else None  # type: ignore[arg-type]
@@ -43,7 +38,7 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
 
 
 def _selection(settings: Settings) -> Selection:
-    from replayer.redrive import Selection, parse_time
+    from replayer.sources.archive import Selection, parse_time
 
     selection = Selection(
         range_ids=frozenset(settings.range_ids),
@@ -57,7 +52,7 @@ def _selection(settings: Settings) -> Selection:
 
 async def _redrive(settings: Settings, selection: Selection, show: bool) -> Report:
     from replayer.aws import Clients
-    from replayer.redrive import Redriver, archive_from_uri, in_shard_order
+    from replayer.sources.archive import Redriver, archive_from_uri, in_shard_order
 
     concurrency = settings.concurrency
     async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
@@ -66,7 +61,13 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
         ranges, bad = await redriver.find(selection, concurrency=max(8, concurrency))
         ranges = [r for r in ranges if not settings.shards or r.failure.shard_id in settings.shards]
         if settings.dry_run:
-            return Report(bad + redriver.plan(ranges))
+            from replayer.cli.replay import selection_of
+            from replayer.plan import archived_sends
+
+            sends = await archived_sends(
+                archive, ranges, selection=selection_of(settings), no_filter=settings.no_filter
+            )
+            return Report(bad + [_with(o, sends) for o in redriver.plan(ranges)])
         done = await work_through(
             settings,
             lambda advance: redriver.scheduler(concurrency=concurrency, on_done=advance),
@@ -81,13 +82,23 @@ def _failure(archived: ArchivedRange) -> Failure:
     return archived.failure
 
 
+def _with(outcome: Outcome, sends: dict[str, str]) -> Outcome:
+    """A planned range's reason, with what lambda: sinks would be sent of it."""
+    import dataclasses
+
+    phrase = sends.get(outcome.failure.range_id) if outcome.failure else None
+    if not phrase or not outcome.reason.startswith("would re-drive"):
+        return outcome
+    return dataclasses.replace(outcome, reason=f"{outcome.reason}: {phrase}")
+
+
 @command("redrive")
 def redrive(settings: Settings) -> None:
     """Re-drive archived ranges to a repair function; a rerun skips what already succeeded."""
     from replayer.archive.store import StoreError
     from replayer.aws import Clients
     from replayer.cli.preflight import Checks
-    from replayer.redrive import archive_from_uri
+    from replayer.sources.archive import archive_from_uri
 
     console = setup(settings)
     try:

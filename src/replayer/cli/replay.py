@@ -90,12 +90,7 @@ async def _replay(
     from replayer.readers import Readers
     from replayer.sinks import SinkOptions, sink_from_uri
 
-    options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke,
-        invoke_retries=settings.invoke_retries,
-        no_filter=settings.no_filter,
-        selection=selection,
-    )
+    options = SinkOptions.of(settings, selection=selection)
     async with Clients(max_pool_connections=max(10, settings.concurrency * 2)) as clients:
         sinks = [sink_from_uri(uri, clients, options) for uri in settings.to]
         readers = Readers(clients, invoke_identity_arn=settings.invoke_identity_arn)

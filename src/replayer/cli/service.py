@@ -62,9 +62,18 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
             if settings.http_port is not None:
                 from replayer.observe.http import HttpServer
 
+                async def status() -> dict[str, Any]:
+                    from replayer.status import gather_status
+
+                    held = service.seconds_to_nearest_expiry
+                    document = await gather_status(
+                        clients, queue=settings.queue, quarantine=settings.quarantine, held_expiry=held
+                    )
+                    return {**document, "service": service.status()}
+
                 http = HttpServer(
                     metrics.registry, alive=lambda: service.alive, ready=lambda: service.ready,
-                    host=settings.http_host, port=settings.http_port,
+                    host=settings.http_host, port=settings.http_port, status=status,
                 )  # fmt: skip
                 port = await http.start()
                 settings = dataclasses.replace(settings, http_port=port)  # the port chosen for 0

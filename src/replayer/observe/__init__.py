@@ -39,13 +39,8 @@ MESSAGE_EVENTS: Mapping[str, str] = {
 
 
 def records_lost(outcome: Outcome) -> int:
-    """How many records an outcome lost: exact when the batch size is known, else one per gap."""
-    if not outcome.gaps:
-        return 0
-    batch = outcome.failure.batch_size if outcome.failure else None
-    if batch is not None and batch > outcome.recovered:
-        return batch - outcome.recovered
-    return len(outcome.gaps)
+    """How many records an outcome lost (`Outcome.lost`: bounded by what the read found, never a message alone)."""
+    return outcome.lost[0]
 
 
 def outcome_counts(outcome: Outcome) -> Counter[str]:
@@ -98,6 +93,13 @@ class _Prometheus:
             registry=r,
         )
         self.deadline.set(math.inf)
+        self.to_expiry = Gauge(
+            "replayer_seconds_to_nearest_expiry",
+            "Seconds until the first records of the ranges this process holds, not yet saved, leave "
+            "their stream (+Inf when none); `replayer status` and /status say the same",
+            registry=r,
+        )
+        self.to_expiry.set(math.inf)
         self.near_expiry = Gauge(
             "replayer_held_ranges_near_expiry",
             "Held ranges within --expiry-warning of their expiry deadline, or past it",
@@ -180,6 +182,7 @@ class Recorder:
             self._prometheus.in_flight.set(in_flight)
             self._prometheus.held.set(held)
             self._prometheus.deadline.set(nearest_expiry)
+            self._prometheus.to_expiry.set(nearest_expiry)
             self._prometheus.near_expiry.set(near_expiry)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -19,6 +21,7 @@ class HttpServer:
     /healthz: 200 while the service's tasks are alive (503 once one has crashed).
     /readyz: 200 while the queue answers and the service is not stopping (503 otherwise).
     /metrics: the registry in Prometheus text format.
+    /status: what is pending (`replayer.status`), as JSON, when a `status` callable is given.
     """
 
     def __init__(
@@ -29,12 +32,14 @@ class HttpServer:
         ready: Callable[[], bool],
         host: str = "0.0.0.0",
         port: int = 8080,
+        status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.registry = registry
         self._alive = alive
         self._ready = ready
         self.host = host
         self.port = port
+        self._status = status
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
@@ -43,6 +48,8 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        if self._status is not None:
+            app.router.add_get("/status", self._status_json)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -71,3 +78,8 @@ class HttpServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status_json(self, request: web.Request) -> web.Response:
+        assert self._status is not None
+        document = await self._status()
+        return web.Response(text=json.dumps(document, indent=2) + "\n", content_type="application/json")

@@ -119,6 +119,7 @@ class Service:
         )
         self.scheduler = replayer.scheduler(concurrency=settings.concurrency, on_done=self._record)
         self.summary = ServiceSummary(recorder)
+        self.seconds_to_nearest_expiry = math.inf  # among the ranges held, not yet saved
         self.ready = False  # the queue answered a receive, and the service is not stopping
         self.stopping = False
         self._stop = asyncio.Event()
@@ -329,12 +330,22 @@ class Service:
         deadlines = [t.deadline for t in self.scheduler.pending()]
         nearest = min(deadlines, default=math.inf)
         self.summary.peak_in_flight = self.scheduler.peak_in_flight
+        self.seconds_to_nearest_expiry = nearest - now if math.isfinite(nearest) else math.inf
         self.recorder.gauges(
             in_flight=self.scheduler.in_flight,
             held=len(self._held),
             nearest_expiry=nearest - now if math.isfinite(nearest) else math.inf,
             near_expiry=sum(1 for d in deadlines if self.replayer.near_expiry(d, now)),
         )
+
+    def status(self) -> dict[str, Any]:
+        """This process's part of /status: messages held, ranges in flight, time to the nearest expiry."""
+        seconds = self.seconds_to_nearest_expiry
+        return {
+            "held": len(self._held),
+            "in_flight": self.scheduler.in_flight,
+            "seconds_to_nearest_expiry": seconds if math.isfinite(seconds) else None,
+        }
 
     # ---- stopping
 
