@@ -83,6 +83,13 @@ class Clients:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             tcp_keepalive=True,
+            # Per request, botocore otherwise re-sanitizes its whole User-Agent string character by
+            # character and computes a CRC32 of every body: together about a fifth of the client
+            # CPU of a call (bench/requests.py). Integrity: TLS on the wire, and the archive's own
+            # SHA-256 digests, read back and compared.
+            user_agent="replayer",  # not its version: importlib.metadata costs ~50 ms at start-up
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str], Any] = {}

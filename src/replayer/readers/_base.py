@@ -133,6 +133,15 @@ class RangeCollector:
             self.done = True
         return self.done
 
+    def page_limit(self, most: int) -> int:
+        """Records to ask for next: no more than the range may still hold (its ceiling), at most `most`.
+
+        Where the ceiling is the range's batch size, the page then ends with the range, so the
+        next range on the shard can go on from its NextShardIterator; one more record is asked
+        for at the ceiling, to tell the range's end from a range longer than its batch.
+        """
+        return max(1, min(most, self.ceiling - len(self.records)))
+
     def lost_from_here(self, reason: str) -> None:
         """Records after the last one accepted (up to the next one seen) are gone."""
         if self._lost_since is None:

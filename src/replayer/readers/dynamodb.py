@@ -107,7 +107,9 @@ class _ShardCalls:
 
     async def page(self, iterator: str) -> Page | None:
         try:
-            response = await self.client.get_records(ShardIterator=iterator, Limit=self.reader.page_limit)
+            response = await self.client.get_records(
+                ShardIterator=iterator, Limit=self.books.page_limit(self.reader.page_limit)
+            )
         except ClientError as exc:
             code = error_code(exc)
             if code not in ("ExpiredIteratorException", "TrimmedDataAccessException"):

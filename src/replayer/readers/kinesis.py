@@ -185,7 +185,9 @@ class _ShardCalls:
         await self.reader.budget.acquire((self.failure.stream_arn, self.failure.shard_id))
         try:
             response = await self.client.get_records(
-                ShardIterator=iterator, Limit=self.reader.page_limit, StreamARN=self.failure.stream_arn
+                ShardIterator=iterator,
+                Limit=self.books.page_limit(self.reader.page_limit),
+                StreamARN=self.failure.stream_arn,
             )
         except ClientError as exc:
             code = error_code(exc)
