@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("replayer.core", "replayer.plan")),  # plan: the dry run's counterpart of core
     ("observe", ("replayer.observe", "replayer.status")),  # status: what is pending, for people and /status
     ("settle", ("replayer.settle",)),
-    ("sources", ("replayer.sources", "replayer.redrive")),
+    ("sources", ("replayer.sources",)),
     (
         "entry points",
         ("replayer.cli", "replayer.report", "replayer.lambda_handler", "replayer.demo", "replayer.__main__"),
