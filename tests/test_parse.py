@@ -530,7 +530,7 @@ DDB = load_event("ddb_esm_sqs_record.json")
 KIN = load_event("kinesis_esm_record.json")
 PIPES = load_event("pipes_ddb_dlq.json")
 S3DEST = load_event("s3_destination_ddb.json")
-I = "DDBStreamBatchInfo"  # noqa: E741
+I = "DDBStreamBatchInfo"  # noqa: E741  (short: the table below reads like the JSON paths)
 IP = f"$.{I}"
 
 BAD_RECORDS: list[tuple[str, Any, str, str]] = [
