@@ -20,8 +20,13 @@ def metric_name(tally_name: str) -> str:
 
 async def flush(tally: Tally, source: str) -> None:
     """Write `tally` as EMF under the `replayer` namespace (env AWS_EMF_NAMESPACE), dimension EventSource."""
+    from aws_embedded_metrics.config import get_config
     from aws_embedded_metrics.logger.metrics_logger_factory import create_metrics_logger
 
+    config = get_config()
+    # The Lambda runtime writes EMF to stdout, whatever the library would guess from the
+    # environment (its guess is cached for the process; AWS_EMF_ENVIRONMENT still wins).
+    config.environment = config.environment or "lambda"
     metrics = create_metrics_logger()
     metrics.set_namespace(os.environ.get("AWS_EMF_NAMESPACE") or "replayer")
     metrics.set_dimensions({"EventSource": source})
