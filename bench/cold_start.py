@@ -116,16 +116,19 @@ def measure(endpoint: str, invocation_record: str, workdir: Path) -> dict[str, A
         "REPLAYER_ALLOW_STREAMS": "*",
         "REPLAYER_LOG_LEVEL": "warning",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-S", "-E", __file__, str(site), str(event_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
+    out_path, err_path = workdir / "cold-out.txt", workdir / "cold-err.txt"
+    with (
+        out_path.open("wb") as out_file,
+        err_path.open("wb") as err_file,
+    ):  # files: wait4 cannot block on a pipe
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-E", __file__, str(site), str(event_path)],
+            env=env,
+            stdout=out_file,
+            stderr=err_file,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    out, err = out_path.read_text(), err_path.read_text()
     if os.waitstatus_to_exitcode(status) != 0 or not out.strip():
         raise SystemExit(f"cold start failed:\n{out[-2000:]}\n{err[-3000:]}")
     figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])

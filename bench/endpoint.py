@@ -740,11 +740,12 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(delay_ms: float = 20.0, *args: str) -> Running:
-    """Start `python -m bench.endpoint --delay-ms DELAY ARGS...` and wait for its address line."""
+def start(delay_ms: float | None = 20.0, *args: str) -> Running:
+    """Start `python -m bench.endpoint [--delay-ms DELAY] ARGS...` and wait for its address line."""
     root = Path(__file__).resolve().parent.parent
+    delay = ["--delay-ms", str(delay_ms)] if delay_ms is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.endpoint", "--delay-ms", str(delay_ms), *args],
+        [sys.executable, "-m", "bench.endpoint", *delay, *args],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,

@@ -170,13 +170,16 @@ class Bench:
         cmd = self.command(who, shape, run_id)
         before = self.control("stats")["requests"]
         server0 = self.server.cpu()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # wait4: this child's own rusage (user+sys, peak RSS), nothing of the endpoint or proxy
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        out = proc.stdout.read().decode() if proc.stdout else ""
-        err = proc.stderr.read().decode() if proc.stderr else ""
+        # Files, not pipes: a client that logs more than a pipe holds would block while we wait4.
+        with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, env=self.env, stdout=out_file, stderr=err_file)
+            # wait4: this child's own rusage (user+sys, peak RSS), nothing of the endpoint or proxy
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            out_file.seek(0)
+            err_file.seek(0)
+            out, err = out_file.read().decode(), err_file.read().decode()
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             raise SystemExit(f"{' '.join(cmd[:3])} exited {code}:\n{out[-2000:]}\n{err[-2000:]}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from replayer.allow import AllowList
 from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, range_path
@@ -23,12 +24,13 @@ from replayer.archive.manifest import archived_range, sha256
 from replayer.archive.read import Damaged, read_records
 from replayer.archive.store import FileStore, S3Store, write_once
 from replayer.aws import Clients
+from replayer.cli import app
 from replayer.core import Replayer
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.parse import parse_record
 from replayer.settle import Action, decide
 from replayer.sinks import sink_from_uri
-from tests.support.aws import DynamoTable, client
+from tests.support.aws import DynamoTable, client, json_objects, make_queue, queue_counts, send
 from tests.support.faultproxy import FaultProxy, Request, Rule
 
 
@@ -188,7 +190,7 @@ def test_already_there_is_read_back_and_verified_never_assumed(
     tampered = gzip.compress(gzip.decompress(stored[RECORDS]).replace(b'"Keys"', b'"keys"'))
     client("s3", moto_endpoint).put_object(Bucket=bucket, Key=key, Body=tampered)
     third = replay(failure, s3_sink(bucket))
-    assert third.kind is OutcomeKind.CONFLICT and "SHA-256" in third.reason
+    assert third.kind is OutcomeKind.CONFLICT and sha256(tampered) in third.reason
     with pytest.raises(Damaged, match="SHA-256"):
         asyncio.run(read_back(bucket, failure))
 
@@ -239,3 +241,34 @@ def test_the_file_store_is_the_same_archive(tmp_path: Path, table: DynamoTable) 
     archived = archived_range(range_path(failure), manifest)
     assert archived.records_sha256 == sha256(store.path(f"{range_path(failure)}/{RECORDS}").read_bytes())
     assert archived.count == 1 and archived.first_sequence == archived.last_sequence == failure.start_sequence
+
+
+def test_drain_quarantines_a_conflicting_range_with_both_digests_and_keeps_the_archive(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    table.put(2)
+    record = table.invocation_record(0, 1)
+    failure = parse_record(record)
+    forged = gzip.compress(
+        json.dumps({"dynamodb": {"SequenceNumber": failure.start_sequence}, "forged": True}).encode() + b"\n"
+    )
+    s3 = client("s3", moto_endpoint)
+    s3.put_object(Bucket=bucket, Key=f"archive/{range_path(failure)}/{RECORDS}", Body=forged)
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, record)
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "drain", "--queue", queue, "--to", f"s3://{bucket}/archive", "--quarantine", f"s3://{bucket}/q",
+            "--allow-stream", table.stream_arn, "--wait-seconds", "1", "--json",
+        ],
+    )  # fmt: skip
+    document = json.loads(result.stdout)
+    assert document["messages"]["quarantined"] == 1 and document["totals"]["conflict"] == 1
+    assert result.exit_code == 1
+    (quarantined,) = json_objects(moto_endpoint, bucket, "q/").values()
+    assert sha256(forged) in quarantined["reason"] and "this attempt's" in quarantined["reason"]
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+    stored = objects(moto_endpoint, bucket, failure)
+    assert stored == {RECORDS: forged}  # never overwritten, never declared complete

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
 from tests.support.aws import DynamoTable, make_queue, queue_counts, send
 from tests.support.faultproxy import FaultProxy, Rule, op
 
-ROOT = Path(__file__).resolve().parent.parent
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 

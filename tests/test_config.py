@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 from cfnlint.decode import cfn_yaml
@@ -14,8 +13,8 @@ from replayer import config
 from replayer.cli import app
 from replayer.config import COMMANDS, OPTIONS, Settings, load, options_for
 from replayer.errors import ConfigError
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 _BUILTIN = {"--help", "-h", "--version", "--install-completion", "--show-completion", "--keep"}
 

@@ -154,6 +154,19 @@ def test_sam_caps_the_sqs_trigger_concurrency() -> None:
     assert "shard" in parameter["Description"]
 
 
+def test_sam_alarms_on_conflicts_from_both_event_sources() -> None:
+    """A conflicting archive (#11) is never silent: its EMF count is alarmed on, from the queue and from S3."""
+    from replayer.model import OutcomeKind
+    from replayer.observe.emf import metric_name
+
+    name = metric_name(f"ranges_{OutcomeKind.CONFLICT.value}")
+    alarms = [
+        r["Properties"] for r in load(SAM)["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"
+    ]
+    sources = {a["Dimensions"][0]["Value"] for a in alarms if a.get("MetricName") == name}
+    assert sources == {"aws:sqs", "aws:s3"}
+
+
 def test_ecs_task_runs_the_image_like_the_dockerfile() -> None:
     resources = load(ECS)["Resources"]
     task = resources["TaskDefinition"]["Properties"]

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -27,6 +28,7 @@ import pytest
 
 from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
+from tests.support.net import free_port, http_get
 
 # A clean machine installs the tools and makes the Debian base: minutes, not the suite's 300 s.
 pytestmark = pytest.mark.timeout(1200)
@@ -92,35 +94,61 @@ def image(request: pytest.FixtureRequest) -> Built:
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     report = done.stdout.strip().splitlines()[-1]
     assert report.startswith(f"image: {TAG} "), report
+    # the size and build time in the run's output, past the output capturing
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None:
-        terminal.write_line(f"\n{report}")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if terminal is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(f"\n{report}")
     inspected = subprocess.run(
         ["buildah", "inspect", "--type", "image", TAG], capture_output=True, text=True, check=True
     ).stdout
     return Built(TAG, report, json.loads(inspected)["OCIv1"]["config"])
 
 
+def working_container(image: Built) -> str:
+    return subprocess.run(
+        ["buildah", "from", "--quiet", "--pull-never", image.name], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def container(image: Built) -> Iterator[str]:
     """A working container of the image; each test runs its own command in it."""
-    name = subprocess.run(
-        ["buildah", "from", "--quiet", "--pull-never", image.name], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    name = working_container(image)
     yield name
     subprocess.run(["buildah", "rm", name], capture_output=True, check=False)
 
 
-def run(container: str, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The command in the container, as the image's USER, on the host's network (the suite's moto)."""
+def in_container(container: str, command: list[str], env: dict[str, str] | None) -> list[str]:
+    """The command line running command in the container, as the image's USER, on the host's network."""
     options = [f"--env={key}={value}" for key, value in (env or {}).items()]
+    return [
+        "buildah",
+        "run",
+        "--isolation",
+        "chroot",
+        "--network",
+        "host",
+        *options,
+        container,
+        "--",
+        *command,
+    ]
+
+
+def run(container: str, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command in the container, to its end (the suite's moto is on the host's loopback)."""
     return subprocess.run(
-        ["buildah", "run", "--isolation", "chroot", "--network", "host", *options, container, "--", *command],
+        in_container(container, list(command), env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 
 def program(image: Built) -> str:
@@ -148,12 +176,7 @@ def test_the_image_drains_a_queue_into_s3(
     records = table.stream_records()
     queue = make_queue(moto_endpoint)
     send(moto_endpoint, queue, table.invocation_record(0, 2, records), table.invocation_record(3, 4, records))
-    env = {
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, **AWS_ENV}
     done = run(
         container,
         program(image),
@@ -182,6 +205,53 @@ def test_the_image_drains_a_queue_into_s3(
         r["dynamodb"]["SequenceNumber"] for r in records
     )
     assert {r["eventSourceARN"] for r in archived} == {table.stream_arn}
+
+
+def test_the_entrypoint_serves_healthz_and_the_healthcheck_passes(
+    image: Built, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """`docker run IMAGE --queue URL --to ...` (README): the entrypoint with the service's flags."""
+    port = free_port()
+    queue = make_queue(moto_endpoint)
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, **AWS_ENV, "REPLAYER_HTTP_HOST": "127.0.0.1"}
+    service, probe = working_container(image), working_container(image)
+    command = [
+        *image.config["Entrypoint"],
+        "--queue",
+        queue,
+        "--to",
+        f"s3://{bucket}",
+        "--http-port",
+        str(port),
+    ]
+    log = tmp_path / "service.log"
+    with open(log, "wb") as stderr:  # a file, not a pipe: nothing reads it while the service runs
+        process = subprocess.Popen(
+            in_container(service, command, env), stdin=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        status, body = 0, ""
+        deadline = time.monotonic() + 120  # a bound on waiting, not a speed assertion
+        while status != 200 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, body = http_get(port, "/healthz")
+        assert status == 200, log.read_text()[-4000:]
+        assert body == "ok\n"
+        # the image's own HEALTHCHECK command, run in the image as Docker would
+        inspected = subprocess.run(
+            ["buildah", "inspect", "--type", "image", image.name], capture_output=True, text=True, check=True
+        ).stdout
+        test = json.loads(inspected)["Docker"]["config"]["Healthcheck"]["Test"]
+        assert test[0] == "CMD"
+        check = run(probe, *test[1:], env={"REPLAYER_HTTP_PORT": str(port)})
+        assert check.returncode == 0, check.stderr
+        assert run(probe, *test[1:], env={"REPLAYER_HTTP_PORT": str(free_port())}).returncode != 0
+    finally:
+        # buildah run does not pass SIGTERM on (it kills its command): graceful stops are tested
+        # on the installed wheel in test_deploy.py
+        process.terminate()
+        process.wait(timeout=60)
+        subprocess.run(["buildah", "rm", service, probe], capture_output=True, check=False)
 
 
 def test_hadolint_passes() -> None:

@@ -54,6 +54,7 @@ from packaging.utils import canonicalize_name
 
 from replayer.model import OutcomeKind
 from tests.support import ROOT
+from tests.support.aws import create_stream_table
 from tests.support.ministack import LAMBDAS, Ministack, start_ministack, stop_ministack
 
 TEMPLATE = ROOT / "deploy" / "template.yaml"
@@ -303,7 +304,8 @@ def test_dashboard_and_alarms_use_the_emitted_metrics() -> None:
     namespace = resources["ReplayerFunction"]["Properties"]["Environment"]["Variables"]["AWS_EMF_NAMESPACE"]
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     ours = {n: a for n, a in alarms.items() if a["Namespace"] == namespace}
-    assert {a["MetricName"] for a in ours.values()} == {"RecordsLost"}
+    assert {a["MetricName"] for a in ours.values()} == {"RecordsLost", "RangesConflict"}
+    assert {a["MetricName"] for a in ours.values()} <= emf_metric_names()
     assert all(
         a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold" for a in ours.values()
     )
@@ -397,13 +399,7 @@ class Deployment:
         self.quarantine_url, _ = self._queue(f"quarantine-{self.tag}", {})
 
         self.table = f"orders-{self.tag}"
-        self.stream_arn: str = self.ddb.create_table(
-            TableName=self.table,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )["TableDescription"]["LatestStreamArn"]
+        self.stream_arn: str = create_stream_table(self.ddb, self.table)["LatestStreamArn"]
 
         # The code goes through S3, as `sam deploy` sends it.
         code_bucket = f"code-{self.tag}"

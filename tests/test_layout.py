@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("replayer.core", "replayer.plan")),  # plan: the dry run's counterpart of core
     ("observe", ("replayer.observe", "replayer.status")),  # status: what is pending, for people and /status
     ("settle", ("replayer.settle",)),
-    ("sources", ("replayer.sources", "replayer.redrive")),
+    ("sources", ("replayer.sources",)),
     (
         "entry points",
         ("replayer.cli", "replayer.report", "replayer.lambda_handler", "replayer.demo", "replayer.__main__"),
@@ -152,3 +152,23 @@ def test_no_private_module_is_used_across_packages() -> None:
 def test_no_module_imports_a_higher_layer() -> None:
     broken = [str(i) for i in ALL_IMPORTS if upward(i)]
     assert broken == [], "imports of a higher layer (see LAYERS):\n" + "\n".join(broken)
+
+
+def test_test_modules_import_no_other_test_module() -> None:
+    """Shared test helpers live in tests/support/ (fixtures in conftest.py, which is never imported)."""
+    tests = ROOT / "tests"
+    broken = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                parts = name.split(".")
+                if (
+                    parts[0] == "tests"
+                    and len(parts) > 1
+                    and (parts[1] == "conftest" or parts[1].startswith("test_"))
+                ):
+                    broken.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert broken == []

@@ -23,7 +23,7 @@ from replayer.mappings import MappingFinder, esm_uuid_from_key, from_pipe
 from replayer.model import Failure, Origin, OutcomeKind, SourceMapping, StreamKind
 from replayer.parse import parse_message
 from replayer.sinks import FileSink, SinkOptions, sink_from_uri
-from tests.support.aws import DynamoTable, unique
+from tests.support.aws import create_stream_table, unique
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.ministack import LAMBDAS, Ministack, RepairFunction
 
@@ -128,8 +128,8 @@ class FilteredConsumer:
         self.ms = ms
         tag = unique("f")
         self.ddb, self.sqs, self.lam = ms.client("dynamodb"), ms.client("sqs"), ms.client("lambda")
-        table = DynamoTable(ms.endpoint, f"orders-{tag}")
-        self.table, self.stream_arn = table.name, table.stream_arn
+        self.table = f"orders-{tag}"
+        self.stream_arn: str = create_stream_table(self.ddb, self.table)["LatestStreamArn"]
         self.queue = self.sqs.create_queue(QueueName=f"failures-{tag}")["QueueUrl"]
         queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])[
             "Attributes"

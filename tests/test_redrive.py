@@ -19,8 +19,8 @@ from replayer.cli import app
 from replayer.model import Failure, Gap
 from replayer.parse import parse_message
 from replayer.readers import Readers, ReadResult
-from replayer.redrive import Selection, parse_time
 from replayer.sinks import FileSink
+from replayer.sources.archive import Selection, parse_time
 from tests.support.aws import DynamoTable, client
 from tests.support.ministack import Ministack, RepairFunction
 

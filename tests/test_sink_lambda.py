@@ -38,7 +38,7 @@ from replayer.sinks.lambda_ import (
     parse_target,
     unconfirmed,
 )
-from tests.support.aws import DynamoTable, client
+from tests.support.aws import DynamoTable, KinesisStream, client
 from tests.support.faultproxy import FaultProxy, Rule, aws_error
 from tests.support.ministack import Ministack, RepairFunction
 
@@ -325,7 +325,37 @@ async def test_records_never_confirmed_leave_the_range_for_retry(
     outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=2)
     assert outcome.kind is OutcomeKind.RETRY
     assert f"records from {stream[3]} not confirmed" in outcome.reason
-    assert seq_calls(repair) == [stream, stream[3:], stream[3:]]
+    # The first invocation moved the checkpoint (3 confirmed): only the 3 that did not count.
+    assert seq_calls(repair) == [stream, stream[3:], stream[3:], stream[3:]]
+    assert "the last 3 without progress" in outcome.reason
+
+
+async def test_a_function_confirming_records_progressively_is_followed_to_the_end(
+    table: DynamoTable, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    """Lambda keeps going while the checkpoint advances; so does replayer (#11 point 4)."""
+    repair = RepairFunction(ministack, CONFIRM_ONE="1")
+    table.put(6)
+    stream = seqs(table.stream_records())
+    (failure,) = parse_message(table.invocation_record(0, 5))
+    outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=1)
+    assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason
+    assert seq_calls(repair) == [stream[i:] for i in range(6)]  # six invocations, each one record further
+
+
+async def test_progress_is_still_bounded_by_a_total_invocation_cap(
+    table: DynamoTable, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    repair = RepairFunction(ministack, CONFIRM_ONE="1")
+    table.put(6)
+    stream = seqs(table.stream_records())
+    (failure,) = parse_message(table.invocation_record(0, 5))
+    outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=1, max_invocations=3)
+    assert (
+        outcome.kind is OutcomeKind.RETRY
+        and "after 3 invocations, the last 0 without progress" in outcome.reason
+    )
+    assert seq_calls(repair) == [stream, stream[1:], stream[2:]]
 
 
 @pytest.mark.parametrize(
@@ -523,3 +553,49 @@ def test_the_client_context_stays_within_lambdas_limit() -> None:
     encoded = client_context(long, 1, "r")
     assert len(encoded) <= CLIENT_CONTEXT_LIMIT
     assert json.loads(base64.b64decode(encoded))["custom"]["replayer"]["original_function"] is None
+
+
+# --- what a repair function written with Powertools accepts (#11 point 5) ---------------------------
+
+
+async def test_kinesis_records_carry_the_target_functions_role_and_pass_powertools(
+    kinesis_stream: KinesisStream, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    repair = RepairFunction(ministack, VALIDATE="powertools")
+    kinesis_stream.put(3)
+    (failure,) = parse_message(kinesis_stream.invocation_record(0, 2))
+    outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=0)
+    assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason  # the function validated the event
+    (call,) = repair.calls()
+    role = ministack.client("lambda").get_function_configuration(FunctionName=repair.name)["Role"]
+    assert [r["invokeIdentityArn"] for r in call] == [role] * 3
+    assert [r["kinesis"]["sequenceNumber"] for r in call] == [
+        p["SequenceNumber"] for p in kinesis_stream.puts
+    ]
+
+
+async def test_an_override_wins_over_the_looked_up_role(
+    kinesis_stream: KinesisStream, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    repair = RepairFunction(ministack, VALIDATE="powertools")
+    kinesis_stream.put(1)
+    (failure,) = parse_message(kinesis_stream.invocation_record(0, 0))
+    override = "arn:aws:iam::123456789012:role/chosen"
+    async with Clients() as clients:
+        sink = sink_from_uri(f"lambda:{repair.name}", clients, SinkOptions(**FAST))
+        readers = Readers(clients, invoke_identity_arn=override)
+        replayer = Replayer(clients, [sink], allow=ANY_STREAM, readers=readers)
+        outcome = await replayer.replay(failure)
+    assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason
+    assert [r["invokeIdentityArn"] for r in repair.received()] == [override]
+
+
+async def test_dynamodb_records_pass_powertools(
+    table: DynamoTable, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    repair = RepairFunction(ministack, VALIDATE="powertools")
+    table.put(2)
+    (failure,) = parse_message(table.invocation_record(0, 1))
+    outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=0)
+    assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason
+    assert seq_calls(repair) == [seqs(table.stream_records())]

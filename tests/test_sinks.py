@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
@@ -14,7 +15,8 @@ from replayer.archive.layout import range_path, safe_segment
 from replayer.aws import Clients
 from replayer.errors import ConfigError
 from replayer.model import Failure, Gap, StreamKind, StreamRecord
-from replayer.readers import ReadResult
+from replayer.parse import parse_message
+from replayer.readers import Readers, ReadResult
 from replayer.sinks import (
     SINK_KINDS,
     FileSink,
@@ -25,7 +27,8 @@ from replayer.sinks import (
     sink_from_uri,
     sink_table_markdown,
 )
-from tests.support.aws import client
+from tests.support import ROOT
+from tests.support.aws import REGION, KinesisStream, client, unique
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-02T03:04:05.678"
 
@@ -173,6 +176,39 @@ def test_one_registry_names_every_sink_kind_for_help_errors_and_the_readme() -> 
     with pytest.raises(ConfigError) as bad:
         sink_from_uri("http://x", Clients())
     assert forms in str(bad.value)
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     between = readme.split("<!-- sinks:start -->\n", 1)[1].split("\n<!-- sinks:end -->", 1)[0]
     assert between == sink_table_markdown(), "README's sink table: paste replayer.sinks.sink_table_markdown()"
+
+
+def test_archived_kinesis_records_carry_the_failed_functions_role(
+    kinesis_stream: KinesisStream, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """Archived as Lambda delivered them: invokeIdentityArn is the execution role of the function that failed."""
+    iam = client("iam", moto_endpoint)
+    role = iam.create_role(RoleName=unique("consumer"), AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    name = unique("consumer")
+    client("lambda", moto_endpoint).create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role,
+        Handler="h.h",
+        Code={"ZipFile": b"PK\x05\x06" + b"\0" * 18},
+    )
+    kinesis_stream.put(2)
+    record = kinesis_stream.invocation_record(0, 1)
+    record["requestContext"]["functionArn"] = f"arn:aws:lambda:{REGION}:123456789012:function:{name}"
+    (failure,) = parse_message(record)
+
+    async def run() -> None:
+        async with Clients() as clients:
+            await sink_from_uri(f"file:{tmp_path}", clients).deliver(
+                failure, await Readers(clients).for_failure(failure).read(failure)
+            )
+
+    asyncio.run(run())
+    body = (tmp_path.joinpath(*range_path(failure).split("/")) / "records.jsonl.gz").read_bytes()
+    assert [json.loads(line)["invokeIdentityArn"] for line in gzip.decompress(body).splitlines()] == [
+        role,
+        role,
+    ]

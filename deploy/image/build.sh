@@ -33,9 +33,11 @@ if [[ $builder == docker ]]; then
     size="$(($(docker image inspect --format '{{.Size}}' "$IMAGE") / 1000000)) MB"
 else
     if [[ -z ${PYTHON_IMAGE:-} ]]; then
-        if buildah inspect --type image "$official" > /dev/null 2>&1 \
-            || timeout 120 buildah pull --quiet "docker.io/library/$official" > /dev/null 2>&1; then
-            PYTHON_IMAGE=$official
+        # fully qualified: buildah's short-name resolution may ask before it pulls
+        qualified=docker.io/library/$official
+        if buildah inspect --type image "$qualified" > /dev/null 2>&1 \
+            || timeout 120 buildah pull --quiet "$qualified" > /dev/null 2>&1; then
+            PYTHON_IMAGE=$qualified
         else
             echo "make image: $official cannot be pulled here; using a Debian base made with mmdebstrap" >&2
             PYTHON_IMAGE=$("$here/debian-base.sh")

@@ -217,7 +217,9 @@ OPTIONS: tuple[Option, ...] = (
         (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
     ),
     Option(
-        "to", ("--to",), "Where recovered records go: {sinks}. Repeatable: delivered in the order given.",
+        "to", ("--to",),
+        "Where recovered records go: {sinks}. Repeatable: delivered in the order given "
+        "(redrive: lambda: repair functions only).",
         _WORK | {"lambda"}, "URI", _text, "REPLAYER_TO", repeat=True,
         required=_cmds("replay", "fetch", "redrive", "drain", "run", "lambda"),
     ),
@@ -380,8 +382,20 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "invoke_retries", ("--invoke-retries",),
-        "lambda: sinks: retries of an invocation that failed or left records unconfirmed, with backoff.",
+        "lambda: sinks: retries of invocations in a row that confirmed no record (failed, or left the first "
+        "unconfirmed), with backoff; one that confirms records is followed at once.",
         _WORK | {"lambda"}, "N", _whole(0, 100), "REPLAYER_INVOKE_RETRIES",
+    ),
+    Option(
+        "max_invocations", ("--max-invocations",),
+        "lambda: sinks: invocations of one batch at most, however many confirm records (those that "
+        "confirm none are limited by --invoke-retries).",
+        _WORK | {"lambda"}, "N", _whole(1, 100_000), "REPLAYER_MAX_INVOCATIONS",
+    ),
+    Option(
+        "invoke_time_limit", ("--invoke-time-limit",),
+        "lambda: sinks: seconds one batch may be re-driven for, however it progresses.",
+        _WORK | {"lambda"}, "SECONDS", _number(1, 86_400), "REPLAYER_INVOKE_TIME_LIMIT",
     ),
     Option(
         "no_filter", ("--no-filter",),
@@ -391,7 +405,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "invoke_identity_arn", ("--invoke-identity-arn",),
-        "Kinesis: the role ARN put in re-driven records' invokeIdentityArn.",
+        "Kinesis: the role ARN put in records' invokeIdentityArn (unset: the execution role of the function "
+        "they go to, or that failed for archives, as Lambda does).",
         _READERS, "ARN", _text, "REPLAYER_INVOKE_IDENTITY_ARN",
     ),
     Option(
@@ -475,6 +490,8 @@ class Settings:
     safety_margin_seconds: float = 10.0
     max_records_per_invoke: int | None = None
     invoke_retries: int = 3
+    max_invocations: int = 100  # lambda: sinks, per batch
+    invoke_time_limit: float = 900.0  # lambda: sinks, seconds per batch
     no_filter: bool = False
     invoke_identity_arn: str | None = None
     log_level: str = "warning"

@@ -38,6 +38,7 @@ __all__ = [
     "Ticket",
     "by_deadline",
     "cap_ranges",
+    "deliver",
     "rejected",
 ]
 
@@ -215,52 +216,7 @@ class Replayer:
         return await self._deliver(failure, result, progress)
 
     async def _deliver(self, failure: Failure, result: ReadResult, progress: _Progress) -> Outcome:
-        deliveries: list[Delivery] = []
-        for sink in self.sinks:
-            progress.stage = f"while delivering {len(result.records)} records to {sink.uri}"
-            try:
-                deliveries.append(await sink.deliver(failure, result))
-            except ArchiveConflict as exc:
-                log.error("archive_conflict", sink=sink.uri, error=str(exc), archived_sha256=exc.archived,
-                          attempt_sha256=exc.attempted)  # fmt: skip
-                return Outcome(
-                    OutcomeKind.CONFLICT,
-                    failure,
-                    recovered=len(result.records),
-                    reason=str(exc),
-                    notes=result.notes,
-                    delivered_to=tuple(d.location for d in deliveries),
-                )
-            except _TRANSIENT as exc:
-                if _permanent(exc):  # e.g. a name longer than the file system allows: no retry can cure it
-                    log.error("sink_refused", sink=sink.uri, error=str(exc))
-                    return rejected(failure, f"{sink.uri} cannot hold this range: {exc}")
-                log.warning("sink_failed", sink=sink.uri, error=str(exc))
-                return _sink_retry(failure, result, sink, exc, deliveries)
-        report = next((d.report for d in deliveries if d.report), None)
-        # An archive that kept more than this attempt read (an earlier attempt's records) decides what is lost.
-        kept = next((d for d in deliveries if d.gaps is not None), None)
-        gaps = kept.gaps if kept is not None and kept.gaps is not None else result.gaps
-        recovered = kept.recovered if kept is not None and kept.recovered is not None else len(result.records)
-        kind = OutcomeKind.REPLAYED
-        if gaps:
-            kind = OutcomeKind.PARTIAL if recovered else OutcomeKind.EXPIRED
-            log.error(
-                "records_lost", recovered=recovered, missing=[g.describe() for g in gaps], report=report
-            )
-        for note in result.notes:
-            log.info("range_note", note=note)
-        log.info("range_done", outcome=kind.value, recovered=recovered)
-        return Outcome(
-            kind,
-            failure,
-            recovered=recovered,
-            gaps=gaps,
-            reason="; ".join(g.reason for g in gaps),
-            notes=result.notes,
-            report_uri=report,
-            delivered_to=tuple(d.location for d in deliveries),
-        )
+        return await deliver(self.sinks, failure, result, progress)
 
     def scheduler(
         self,
@@ -297,6 +253,61 @@ class Replayer:
         return [o for t in ordered if (o := t.result()) is not None]
 
 
+async def deliver(
+    sinks: Sequence[Sink], failure: Failure, result: ReadResult, progress: _Progress | None = None
+) -> Outcome:
+    """Hand `result` to every sink in order; the range's outcome (replayed, partial, expired, rejected,
+    retry or conflict).
+
+    Shared by `Replayer` (records read from the stream) and re-driving (records read back from an archive).
+    """
+    deliveries: list[Delivery] = []
+    for sink in sinks:
+        if progress is not None:
+            progress.stage = f"while delivering {len(result.records)} records to {sink.uri}"
+        try:
+            deliveries.append(await sink.deliver(failure, result))
+        except ArchiveConflict as exc:
+            log.error("archive_conflict", sink=sink.uri, error=str(exc), archived_sha256=exc.archived,
+                      attempt_sha256=exc.attempted)  # fmt: skip
+            return Outcome(
+                OutcomeKind.CONFLICT,
+                failure,
+                recovered=len(result.records),
+                reason=str(exc),
+                notes=result.notes,
+                delivered_to=tuple(d.location for d in deliveries),
+            )
+        except _TRANSIENT as exc:
+            if _permanent(exc):  # e.g. a name longer than the file system allows: no retry can cure it
+                log.error("sink_refused", sink=sink.uri, error=str(exc))
+                return rejected(failure, f"{sink.uri} cannot hold this range: {exc}")
+            log.warning("sink_failed", sink=sink.uri, error=str(exc))
+            return _sink_retry(failure, result, sink, exc, deliveries)
+    report = next((d.report for d in deliveries if d.report), None)
+    # An archive that kept more than this attempt read (an earlier attempt's records) decides what is lost.
+    kept = next((d for d in deliveries if d.gaps is not None), None)
+    gaps = kept.gaps if kept is not None and kept.gaps is not None else result.gaps
+    recovered = kept.recovered if kept is not None and kept.recovered is not None else len(result.records)
+    kind = OutcomeKind.REPLAYED
+    if gaps:
+        kind = OutcomeKind.PARTIAL if recovered else OutcomeKind.EXPIRED
+        log.error("records_lost", recovered=recovered, missing=[g.describe() for g in gaps], report=report)
+    for note in result.notes:
+        log.info("range_note", note=note)
+    log.info("range_done", outcome=kind.value, recovered=recovered)
+    return Outcome(
+        kind,
+        failure,
+        recovered=recovered,
+        gaps=gaps,
+        reason="; ".join(g.reason for g in gaps),
+        notes=(*result.notes, *(note for d in deliveries for note in d.notes)),
+        report_uri=report,
+        delivered_to=tuple(d.location for d in deliveries),
+    )
+
+
 @dataclass
 class _Progress:
     """How far one attempt got: said when it runs out of budget."""
@@ -325,7 +336,7 @@ def _sink_retry(
         OutcomeKind.RETRY,
         failure,
         recovered=len(result.records),
-        reason=f"{sink.uri}: {exc}",
+        reason=str(exc) if str(exc).startswith(sink.uri) else f"{sink.uri}: {exc}",
         notes=result.notes,
         delivered_to=tuple(d.location for d in deliveries),
     )

@@ -24,6 +24,7 @@ __all__ = [
     "SourceMapping",
     "StreamRecord",
     "parse_stream_arn",
+    "records_lost",
     "StreamArn",
 ]
 
@@ -294,6 +295,27 @@ class Gap:
         return {"first_sequence": self.first, "last_sequence": self.last, "reason": self.reason}
 
 
+def records_lost(failure: Failure | None, recovered: int, gaps: Sequence[Gap]) -> tuple[int, bool]:
+    """How many records a range lost, and whether that is only a lower bound ("at least").
+
+    Counted only where the stream read found gaps: a message alone never moves the count.
+    The batch's size bounds it (batchSize - recovered), but only within what the read
+    itself establishes: at least one record per gap, at most as many as the gaps' sequence
+    spans hold. Without a batch size, one per gap, "at least".
+    """
+    if not gaps:
+        return 0, False
+    floor = len(gaps)
+    ceiling = sum(int(g.last) - int(g.first) + 1 for g in gaps)
+    batch = failure.batch_size if failure is not None else None
+    if batch is None:
+        return floor, True
+    told = batch - recovered
+    if told < floor:  # the batch size disagrees with the read: believe the read
+        return floor, True
+    return min(told, ceiling), False
+
+
 class OutcomeKind(StrEnum):
     REPLAYED = "replayed"  # every record delivered to every sink
     PARTIAL = "partial"  # some records lost to retention; the rest delivered; loss reported
@@ -319,6 +341,11 @@ class Outcome:
     delivered_to: tuple[str, ...] = ()
     deadline: datetime | None = None  # when the range's first record leaves the stream (None: unknown/never)
     near_expiry: bool = False  # worked on within the expiry warning of its deadline, or past it
+
+    @property
+    def lost(self) -> tuple[int, bool]:
+        """Records lost, and whether only "at least" that many (see `records_lost`)."""
+        return records_lost(self.failure, self.recovered, self.gaps)
 
     @property
     def settled(self) -> bool:

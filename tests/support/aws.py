@@ -53,6 +53,18 @@ def esm_record(info_key: str, info: dict[str, Any], now: str) -> dict[str, Any]:
     }
 
 
+def create_stream_table(ddb: Any, name: str) -> dict[str, Any]:
+    """Create table `name` (key pk) with a NEW_AND_OLD_IMAGES stream through `ddb`; its TableDescription."""
+    description: dict[str, Any] = ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )["TableDescription"]
+    return description
+
+
 class DynamoTable:
     """A table with a NEW_AND_OLD_IMAGES stream in the emulator, and its stream records."""
 
@@ -61,13 +73,7 @@ class DynamoTable:
         self.ddb = client("dynamodb", endpoint)
         self.streams = client("dynamodbstreams", endpoint)
         self.name = name or unique("table")
-        desc = self.ddb.create_table(
-            TableName=self.name,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )["TableDescription"]
+        desc = create_stream_table(self.ddb, self.name)
         self.stream_arn: str = desc["LatestStreamArn"]
         shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         self.shard_id: str = shards[0]["ShardId"]

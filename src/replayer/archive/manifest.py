@@ -21,7 +21,7 @@ from typing import Any
 
 from replayer import __version__
 from replayer.archive.layout import range_path
-from replayer.model import Failure, Gap, OutcomeKind, StreamRecord
+from replayer.model import Failure, Gap, OutcomeKind, StreamRecord, records_lost
 from replayer.wire import dumps
 
 __all__ = [
@@ -61,7 +61,7 @@ class PackedRecords:
     count: int
     first_sequence: str | None
     last_sequence: str | None
-    fingerprints: Mapping[str, bytes]  # sequence number -> digest of the record's bytes
+    fingerprints: Mapping[str, int]  # sequence number -> `fingerprint` of the record (this process only)
 
     def holds(self, other: PackedRecords) -> list[str]:
         """Sequence numbers of `other`'s records that this object lacks or holds different (empty: it covers them)."""
@@ -83,7 +83,7 @@ class RecordsPacker:
         self._count = 0
         self._first: str | None = None
         self._last: str | None = None
-        self._fingerprints: dict[str, bytes] = {}
+        self._fingerprints: dict[str, int] = {}
 
     def add(self, records: Sequence[StreamRecord]) -> None:
         for i in range(0, len(records), _LINES_PER_CHUNK):
@@ -103,9 +103,24 @@ class RecordsPacker:
         return PackedRecords(body, sha256(body), self._count, self._first, self._last, self._fingerprints)
 
 
-def fingerprint(record: StreamRecord) -> bytes:
-    """A short digest of one record's bytes: two attempts read the same record iff these agree."""
-    return hashlib.blake2b(record.json, digest_size=16).digest()
+def fingerprint(record: StreamRecord) -> int:
+    """What the stream held for one record, for comparing two reads of it within this process.
+
+    Python's keyed (SipHash) hash of the bytes: 25x cheaper than a cryptographic digest on the
+    hot path, not predictable from outside the process, and never stored (the manifest's
+    SHA-256 is what lasts). A leading ``invokeIdentityArn`` (put first by the sinks, see
+    `replayer.sinks`) is left out: it says who would be invoked, not what the stream held,
+    and its lookup may fail on one attempt and not on another.
+    """
+    data = record.json
+    if data.startswith(_IDENTITY_FIRST):
+        end = data.find(b'",', len(_IDENTITY_FIRST))
+        if end > 0:
+            data = b"{" + data[end + 2 :]
+    return hash(data)
+
+
+_IDENTITY_FIRST = b'{"invokeIdentityArn":"'
 
 
 def pack_records(parts: Iterable[Sequence[StreamRecord]]) -> PackedRecords:
@@ -207,12 +222,14 @@ def loss_report_document(
 ) -> bytes:
     """Why records of this range are gone, exactly which spans, and what was kept."""
     kind = OutcomeKind.PARTIAL if packed and packed.count else OutcomeKind.EXPIRED
+    lost, at_least = records_lost(failure, packed.count if packed else 0, gaps)
     return dumps(
         {
             "outcome": kind.value,
             "range": failure.describe(),
             "recovered": _span(packed, gaps, notes),
             "missing": [g.describe() for g in gaps],
+            "records_lost": {"count": lost, "at_least": at_least},
             "invocation_record": dict(failure.raw),
             "written_at": _now(),
             "replayer_version": __version__,

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING
 
 import typer
 
-from replayer.cli._app import command, print_error, stderr_console
-from replayer.cli._work import (
-    finish,
-    interrupted_note,
-    preflight_or_exit,
-    run_batch,
-    setup,
-    show_progress,
-    stop_on_signals,
-)
+from replayer.cli._app import command, print_error
+from replayer.cli._work import finish, preflight_or_exit, setup, show_progress, work_through
 from replayer.config import Settings
 from replayer.errors import ConfigError
 from replayer.model import Failure, Outcome
@@ -24,8 +17,8 @@ from replayer.report import Report
 
 if TYPE_CHECKING:
     from replayer.archive.manifest import ArchivedRange
-    from replayer.redrive import Selection
     from replayer.sinks import LambdaSink
+    from replayer.sources.archive import Selection
 
 __all__ = ["redrive"]
 
@@ -34,12 +27,7 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
     from replayer.cli.replay import selection_of
     from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
 
-    options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke,
-        invoke_retries=settings.invoke_retries,
-        no_filter=settings.no_filter,
-        selection=selection_of(settings),
-    )
+    options = SinkOptions.of(settings, selection=selection_of(settings))
     targets = []
     for uri in settings.to:
         sink = sink_from_uri(uri, clients, options) if uri.startswith("lambda:") else None  # type: ignore[arg-type]
@@ -50,7 +38,7 @@ def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
 
 
 def _selection(settings: Settings) -> Selection:
-    from replayer.redrive import Selection, parse_time
+    from replayer.sources.archive import Selection, parse_time
 
     selection = Selection(
         range_ids=frozenset(settings.range_ids),
@@ -64,8 +52,7 @@ def _selection(settings: Settings) -> Selection:
 
 async def _redrive(settings: Settings, selection: Selection, show: bool) -> Report:
     from replayer.aws import Clients
-    from replayer.redrive import Redriver, archive_from_uri, in_shard_order
-    from replayer.report import progress
+    from replayer.sources.archive import Redriver, archive_from_uri, in_shard_order
 
     concurrency = settings.concurrency
     async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
@@ -81,13 +68,14 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
                 archive, ranges, selection=selection_of(settings), no_filter=settings.no_filter
             )
             return Report(bad + [_with(o, sends) for o in redriver.plan(ranges)])
-        async with stop_on_signals() as stop:
-            with progress(stderr_console(), len(ranges), show) as advance:
-                scheduler = redriver.scheduler(concurrency=concurrency, on_done=advance)
-                done = await run_batch(
-                    scheduler, in_shard_order(ranges), _failure, stop=stop, grace=settings.grace_seconds
-                )
-        return Report(bad + done, interrupted=stop.signal, notes=interrupted_note(stop, done))
+        done = await work_through(
+            settings,
+            lambda advance: redriver.scheduler(concurrency=concurrency, on_done=advance),
+            in_shard_order(ranges),
+            _failure,
+            show=show,
+        )
+        return dataclasses.replace(done, outcomes=[*bad, *done.outcomes])
 
 
 def _failure(archived: ArchivedRange) -> Failure:
@@ -110,7 +98,7 @@ def redrive(settings: Settings) -> None:
     from replayer.archive.store import StoreError
     from replayer.aws import Clients
     from replayer.cli.preflight import Checks
-    from replayer.redrive import archive_from_uri
+    from replayer.sources.archive import archive_from_uri
 
     console = setup(settings)
     try:

@@ -39,13 +39,8 @@ MESSAGE_EVENTS: Mapping[str, str] = {
 
 
 def records_lost(outcome: Outcome) -> int:
-    """How many records an outcome lost: exact when the batch size is known, else one per gap."""
-    if not outcome.gaps:
-        return 0
-    batch = outcome.failure.batch_size if outcome.failure else None
-    if batch is not None and batch > outcome.recovered:
-        return batch - outcome.recovered
-    return len(outcome.gaps)
+    """How many records an outcome lost (`Outcome.lost`: bounded by what the read found, never a message alone)."""
+    return outcome.lost[0]
 
 
 def outcome_counts(outcome: Outcome) -> Counter[str]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from replayer.aws import RAW_BODY
+from replayer.aws import RAW_BODY, Clients
 from replayer.model import Failure, Gap, StreamRecord
 from replayer.wire import jsonable, loads
 
@@ -24,7 +24,9 @@ __all__ = [
     "Page",
     "RangeCollector",
     "ReadResult",
+    "BaseShardCalls",
     "ShardCalls",
+    "ShardReader",
     "decoded_page",
     "StreamReader",
     "read_range",
@@ -133,6 +135,15 @@ class RangeCollector:
             self.done = True
         return self.done
 
+    def page_limit(self, most: int) -> int:
+        """Records to ask for next: no more than the range may still hold (its ceiling), at most `most`.
+
+        Where the ceiling is the range's batch size, the page then ends with the range, so the
+        next range on the shard can go on from its NextShardIterator; one more record is asked
+        for at the ceiling, to tell the range's end from a range longer than its batch.
+        """
+        return max(1, min(most, self.ceiling - len(self.records)))
+
     def lost_from_here(self, reason: str) -> None:
         """Records after the last one accepted (up to the next one seen) are gone."""
         if self._lost_since is None:
@@ -225,6 +236,39 @@ def decoded_page(response: dict[str, Any]) -> dict[str, Any]:
         page: dict[str, Any] = loads(raw)
         return page
     return {**response, "Records": [jsonable(r) for r in response.get("Records", [])]}
+
+
+class ShardReader:
+    """What DynamoDB and Kinesis readers share: one range at a time per shard, through the one
+    loop. Subclasses name their `service` and make their `ShardCalls` (`calls`)."""
+
+    service: str
+    max_empty_pages: int
+    max_reacquires: int
+    _clients: Clients
+
+    def calls(self, client: Any, failure: Failure) -> ShardCalls:
+        raise NotImplementedError
+
+    async def read(self, failure: Failure) -> ReadResult:
+        async with shard_lock(failure):
+            client = await self._clients.get(self.service, failure.region)
+            return await read_range(
+                self.calls(client, failure),
+                max_empty_pages=self.max_empty_pages,
+                max_reacquires=self.max_reacquires,
+                shard_id=failure.shard_id,
+                end_sequence=failure.end_sequence,
+            )
+
+
+class BaseShardCalls:
+    """The state every stream's `ShardCalls` keeps for one range: the client and the books."""
+
+    def __init__(self, client: Any, failure: Failure, ceiling: int) -> None:
+        self.client = client
+        self.failure = failure
+        self.books = RangeCollector(failure, ceiling=ceiling)
 
 
 async def read_range(

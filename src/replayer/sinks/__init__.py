@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from replayer.archive.store import parse_location
 from replayer.archive.write import ArchiveConflict
 from replayer.aws import Clients
+from replayer.config import Settings
 from replayer.errors import ConfigError
 from replayer.selection import Selection
 from replayer.sinks._base import Delivery, Sink, SinkError
 from replayer.sinks.archive import ArchiveSink, FileSink, S3Sink
-from replayer.sinks.lambda_ import DEFAULT_MAX_PAYLOAD, LambdaSink, parse_target
+from replayer.sinks.lambda_ import (
+    DEFAULT_INVOKE_TIME_LIMIT,
+    DEFAULT_MAX_INVOCATIONS,
+    DEFAULT_MAX_PAYLOAD,
+    LambdaSink,
+    parse_target,
+)
 from replayer.sinks.stdout import StdoutSink
 
 __all__ = [
@@ -47,12 +54,26 @@ class SinkOptions:
     """Settings for the sinks that take any (today: `lambda:`); the defaults suit most runs."""
 
     max_records_per_invoke: int | None = None  # None: the range's batchSize, else 100
-    invoke_retries: int = 3  # invocations after the first that made no progress, per batch
+    invoke_retries: int = 3  # invocations in a row that confirmed nothing, after the first, per batch
+    max_invocations: int = DEFAULT_MAX_INVOCATIONS  # per batch, progress or not
+    invoke_time_limit: float = DEFAULT_INVOKE_TIME_LIMIT  # seconds per batch, progress or not
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     retry_wait: float = 1.0  # first backoff (seconds); doubles, with as much jitter
     retry_wait_max: float = 30.0
     no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
     selection: Selection | None = None  # --where/--since/--until/--limit: narrows what lambda: sinks send
+
+    @classmethod
+    def of(cls, settings: Settings, *, selection: Selection | None = None) -> SinkOptions:
+        """The options a command's settings give (every command builds its sinks the same way)."""
+        return cls(
+            max_records_per_invoke=settings.max_records_per_invoke,
+            invoke_retries=settings.invoke_retries,
+            no_filter=settings.no_filter,
+            max_invocations=settings.max_invocations,
+            invoke_time_limit=settings.invoke_time_limit,
+            selection=selection,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +95,7 @@ def _archive(uri: str, clients: Clients, options: SinkOptions) -> Sink:
     if location is None:
         raise ConfigError(f"--to {uri!r}: no bucket or directory; expected {describe_uri_forms()}")
     kind, where, prefix = location
-    return S3Sink(clients, where, prefix) if kind == "s3" else FileSink(where)
+    return S3Sink(clients, where, prefix) if kind == "s3" else FileSink(where, clients)
 
 
 def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
@@ -91,6 +112,8 @@ def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
         retry_wait=options.retry_wait,
         retry_wait_max=options.retry_wait_max,
         apply_filter=not options.no_filter,
+        max_invocations=options.max_invocations,
+        invoke_time_limit=options.invoke_time_limit,
         selection=options.selection,
     )
 

@@ -22,6 +22,7 @@ class Delivery:
     # what it holds and reports missing. None: exactly what was read.
     recovered: int | None = None
     gaps: tuple[Gap, ...] | None = None
+    notes: tuple[str, ...] = ()  # worth telling with the outcome (e.g. an earlier re-drive marker kept)
 
 
 class SinkError(Exception):

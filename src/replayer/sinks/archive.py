@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from replayer.archive.layout import range_path
 from replayer.archive.store import FileStore, S3Store, Store, StoreError
 from replayer.archive.write import ArchiveConflict, write_range
 from replayer.aws import Clients
-from replayer.model import Failure
+from replayer.model import Failure, StreamKind, StreamRecord
 from replayer.readers import ReadResult
 from replayer.sinks._base import Delivery, SinkError
+from replayer.sinks._identity import Roles, failed_function, with_identity
 
 __all__ = ["ArchiveConflict", "ArchiveSink", "FileSink", "S3Sink"]
 
@@ -27,16 +29,22 @@ class ArchiveSink:
 
     durable = True
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clients: Clients | None = None) -> None:
         self.store = store
+        self.roles = Roles(clients) if clients is not None else None
 
     @property
     def uri(self) -> str:
         return self.store.uri
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
+        records: Sequence[StreamRecord] = result.records
+        function = failed_function(failure)
+        if self.roles is not None and function is not None and failure.kind is StreamKind.KINESIS and records:
+            # Archived as Lambda delivered them: invokeIdentityArn is the role of the function that failed.
+            records = with_identity(failure, records, await self.roles.role_of(*function))
         try:
-            written = await write_range(self.store, failure, (result.records,), result.gaps, result.notes)
+            written = await write_range(self.store, failure, (records,), result.gaps, result.notes)
         except StoreError as exc:
             raise SinkError(str(exc)) from exc
         return Delivery(
@@ -45,6 +53,9 @@ class ArchiveSink:
             already_there=written.already_there,
             recovered=written.recovered,
             gaps=written.gaps,
+            notes=(f"{self.uri}: already archived; read back, it holds every record read",)
+            if written.already_there
+            else (),
         )
 
 
@@ -53,7 +64,7 @@ class S3Sink(ArchiveSink):
 
     def __init__(self, clients: Clients, bucket: str, prefix: str = "") -> None:
         self.s3 = S3Store(clients, bucket, prefix)
-        super().__init__(self.s3)
+        super().__init__(self.s3, clients)
 
     def key(self, failure: Failure, name: str) -> str:
         """The S3 key of one of the range's objects."""
@@ -63,9 +74,9 @@ class S3Sink(ArchiveSink):
 class FileSink(ArchiveSink):
     """`file:DIR`: the S3 archive's layout on a local disk."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], clients: Clients | None = None) -> None:
         self.files = FileStore(root)
-        super().__init__(self.files)
+        super().__init__(self.files, clients)
 
     def path(self, failure: Failure, name: str) -> Path:
         """The path of one of the range's objects."""

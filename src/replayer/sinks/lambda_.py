@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -23,19 +24,20 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from replayer.aws import Clients, error_code
 from replayer.errors import ConfigError
 from replayer.filtering import PatternError
-from replayer.model import Failure, StreamRecord
+from replayer.model import Failure, StreamKind, StreamRecord
 from replayer.readers import ReadResult
 from replayer.selection import Selection, to_send
 from replayer.sinks._base import Delivery, SinkError
+from replayer.sinks._identity import Roles, with_identity
 
 __all__ = [
+    "DEFAULT_INVOKE_TIME_LIMIT",
+    "DEFAULT_MAX_INVOCATIONS",
     "CLIENT_CONTEXT_LIMIT",
     "DEFAULT_MAX_PAYLOAD",
     "DEFAULT_MAX_RECORDS",
@@ -58,6 +60,9 @@ PAYLOAD_LIMIT = 6_291_456
 DEFAULT_MAX_PAYLOAD = 6_000_000
 # Lambda's limit on an Invoke's ClientContext (base64 text).
 CLIENT_CONTEXT_LIMIT = 3583
+# Bounds of one batch's re-drive, however it progresses (the last invocation is not cut short).
+DEFAULT_MAX_INVOCATIONS = 100
+DEFAULT_INVOKE_TIME_LIMIT = 900.0  # seconds: Lambda's own longest timeout
 # Records per invocation when neither the option nor the range's batchSize says.
 DEFAULT_MAX_RECORDS = 100
 
@@ -221,12 +226,16 @@ class LambdaSink:
         retry_wait: float = 1.0,
         retry_wait_max: float = 30.0,
         apply_filter: bool = True,
+        max_invocations: int = DEFAULT_MAX_INVOCATIONS,
+        invoke_time_limit: float = DEFAULT_INVOKE_TIME_LIMIT,
         selection: Selection | None = None,
     ) -> None:
         if max_records_per_invoke is not None and max_records_per_invoke < 1:
             raise ConfigError("--max-records-per-invoke must be at least 1")
         if invoke_retries < 0:
             raise ConfigError("--invoke-retries must be 0 or more")
+        if max_invocations < 1 or invoke_time_limit <= 0:
+            raise ConfigError("--max-invocations and --invoke-time-limit must be positive")
         if not _ENVELOPE < max_payload_bytes <= PAYLOAD_LIMIT:
             raise ConfigError(f"a payload limit must be at most {PAYLOAD_LIMIT} bytes")
         self._clients = clients
@@ -237,6 +246,9 @@ class LambdaSink:
         self.retry_wait = retry_wait
         self.retry_wait_max = retry_wait_max
         self.apply_filter = apply_filter
+        self.max_invocations = max_invocations
+        self.invoke_time_limit = invoke_time_limit
+        self.roles = Roles(clients)
         self.selection = selection
 
     @property
@@ -268,6 +280,9 @@ class LambdaSink:
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
         redrive_id = uuid.uuid4().hex  # this delivery of this range, across its invocations and retries
         records = self.admitted(failure, sorted(result.records, key=lambda r: r.sequence))
+        if failure.kind is StreamKind.KINESIS and records:  # as Lambda does: the role of the function invoked
+            role = await self.roles.role_of(self.target.function, self.target.region)
+            records = list(with_identity(failure, records, role))
         try:
             batches = list(
                 chunks(
@@ -284,14 +299,34 @@ class LambdaSink:
         return Delivery(self.uri)
 
     async def _deliver_batch(self, batch: tuple[StreamRecord, ...], failure: Failure, redrive_id: str) -> int:
-        """Invoke until every record of `batch` is confirmed; the number of invocations it took."""
+        """Invoke until every record of `batch` is confirmed; the number of invocations it took.
+
+        Like Lambda's own checkpointing: an invocation that confirms records moves the batch
+        on and is retried at once; only invocations that confirm nothing count against
+        `invoke_retries` (and back off). `max_invocations` and `invoke_time_limit` bound the
+        whole batch, however it progresses.
+        """
         pending = batch
         invocations = 0
+        stalled = 0  # invocations in a row that confirmed nothing
+
+        def give_up(state: RetryCallState) -> bool:
+            spent = state.seconds_since_start or 0.0
+            return (
+                stalled > self.invoke_retries
+                or invocations >= self.max_invocations
+                or spent >= self.invoke_time_limit
+            )
+
+        def pause(state: RetryCallState) -> float:
+            if stalled == 0:
+                return 0.0  # the checkpoint moved: go on at once
+            backoff = min(self.retry_wait_max, self.retry_wait * 2.0 ** (stalled - 1))
+            return backoff + random.uniform(0, self.retry_wait)
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.invoke_retries + 1),
-            wait=wait_exponential_jitter(
-                multiplier=self.retry_wait, max=self.retry_wait_max, jitter=self.retry_wait
-            ),
+            stop=give_up,
+            wait=pause,
             retry=retry_if_exception_type(FunctionFailed),
             before_sleep=self._log_retry,
             reraise=True,
@@ -301,7 +336,12 @@ class LambdaSink:
                 with attempt:
                     invocations += 1
                     context = client_context(failure, invocations, redrive_id)
-                    remaining = await self._invoke(pending, context)
+                    try:
+                        remaining = await self._invoke(pending, context)
+                    except FunctionFailed:
+                        stalled += 1
+                        raise
+                    stalled = 0 if len(remaining) < len(pending) else stalled + 1
                     if remaining:
                         first = remaining[0].sequence_number
                         pending = remaining
@@ -310,7 +350,8 @@ class LambdaSink:
                         )
         except FunctionFailed as exc:
             raise SinkError(
-                f"{self.uri}: {exc} (gave up on a batch of {len(batch)} records after {invocations} invocations)"
+                f"{self.uri}: {exc} (gave up on a batch of {len(batch)} records after {invocations} "
+                f"invocations, the last {stalled} without progress)"
             ) from exc
         return invocations
 

@@ -24,11 +24,7 @@ def build_replayer(
     settings: Settings, clients: Clients, recorder: Recorder
 ) -> tuple[Replayer, Quarantine | None]:
     """The shared core wired for a consumer: timed readers and sinks, the allow-list, the quarantine."""
-    options = SinkOptions(
-        max_records_per_invoke=settings.max_records_per_invoke,
-        invoke_retries=settings.invoke_retries,
-        no_filter=settings.no_filter,
-    )
+    options = SinkOptions.of(settings)
     sinks: list[Sink] = [TimedSink(sink_from_uri(uri, clients, options), recorder) for uri in settings.to]
     replayer = Replayer(
         clients,

@@ -10,7 +10,10 @@ in which order, failed invocations included. Behaviour comes from environment va
   first time that record is seen;
 - ``REJECT_ALWAYS=TEXT``: report records containing TEXT in ``batchItemFailures`` every time;
 - ``ANSWER=JSON``: answer this instead (e.g. a malformed ``batchItemFailures``);
-- ``SLEEP=SECONDS``: sleep before answering (after recording the call).
+- ``CONFIRM_ONE=1``: confirm only the first record of each batch (a checkpoint moving one at a time);
+- ``SLEEP=SECONDS``: sleep before answering (after recording the call);
+- ``VALIDATE=powertools``: parse the event with Powertools' parser models (Kinesis or
+  DynamoDB, by the records' shape) and fail the invocation when it does not validate.
 
 State lives in S3, not in the process: ministack ends a worker whose invocation failed.
 """
@@ -44,11 +47,22 @@ def _first_time(bucket, sequence):
     return False
 
 
+def _validate(event):
+    """Raise unless Powertools' own model accepts the event, as a repair function written with it would."""
+    from aws_lambda_powertools.utilities.parser import parse
+    from aws_lambda_powertools.utilities.parser.models import DynamoDBStreamModel, KinesisDataStreamModel
+
+    kinesis = any("kinesis" in record for record in event.get("Records", []))
+    parse(event=event, model=KinesisDataStreamModel if kinesis else DynamoDBStreamModel)
+
+
 def handler(event, context):
     bucket = os.environ["OUT_BUCKET"]
     records = event.get("Records", [])
     n = _count(bucket, "calls/")
     s3.put_object(Bucket=bucket, Key=f"calls/{n:06d}.json", Body=json.dumps(event).encode())
+    if os.environ.get("VALIDATE") == "powertools":
+        _validate(event)
     if os.environ.get("SLEEP"):
         time.sleep(float(os.environ["SLEEP"]))
     if n < int(os.environ.get("FAIL_FIRST", "0")):
@@ -58,6 +72,8 @@ def handler(event, context):
         raise RuntimeError("told to fail on this record")
     if "ANSWER" in os.environ:
         return json.loads(os.environ["ANSWER"])
+    if os.environ.get("CONFIRM_ONE") and len(records) > 1:
+        return {"batchItemFailures": [{"itemIdentifier": _sequence(records[1])}]}
     failures = []
     once, always = os.environ.get("REJECT_ONCE"), os.environ.get("REJECT_ALWAYS")
     for record in records:

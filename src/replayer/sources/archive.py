@@ -1,10 +1,11 @@
-"""Re-drive archived ranges to repair functions: now, or long after the stream dropped them.
+"""A source of ranges read back from an archive: `redrive` re-drives them to repair functions.
 
 An archive written by the S3 or file sink holds, per range folder, ``records.jsonl.gz`` and
 the ``invocation.json`` manifest, which is written last: a manifest means the range is
-complete. Re-driving reads a range's records back, hands them to each target function
-(a `LambdaSink`, so the event is exactly what `replay --to lambda:...` sends), then writes
-a marker ``redriven/<function>.json`` beside them, create-only. A rerun skips the ranges a
+complete. Re-driving reads a range's records back (checked against the manifest by
+`replayer.archive.read`), hands them through the core's `deliver` to each target function
+(a `LambdaSink`, so the event is exactly what `replay --to lambda:...` sends), each followed
+by a marker ``redriven/<function>.json`` beside the range, create-only. A rerun skips the ranges a
 function already has a marker for (unless forced), so after a crash or a failing function
 it re-drives only what did not succeed. Delivery is at least once: a range interrupted
 half-way is re-driven whole.
@@ -12,25 +13,23 @@ half-way is re-driven whole.
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.archive.layout import LOSS_REPORT, redrive_marker, stream_path
 from replayer.archive.manifest import ArchivedRange, marker_document
 from replayer.archive.read import Damaged, find_ranges, read_records
 from replayer.archive.store import Store, StoreError, store_from_uri
 from replayer.aws import Clients
-from replayer.core import Scheduler, Ticket
+from replayer.core import Scheduler, Ticket, deliver
 from replayer.errors import ConfigError
 from replayer.model import Failure, Outcome, OutcomeKind, parse_stream_arn
 from replayer.readers import ReadResult
-from replayer.sinks import LambdaSink, SinkError
+from replayer.sinks import Delivery, LambdaSink, SinkError
 
 __all__ = [
     "Redriver",
@@ -41,9 +40,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("replayer")
-
-# Failures we expect while delivering: the range stays un-marked and a rerun tries it again.
-_TRANSIENT = (SinkError, ClientError, BotoCoreError, OSError, asyncio.TimeoutError)
 
 
 def archive_from_uri(uri: str, clients: Clients) -> Store:
@@ -209,45 +205,9 @@ class Redriver:
         except Damaged as exc:
             log.error("archive_damaged", error=str(exc))
             return Outcome(OutcomeKind.REJECTED, failure, reason=str(exc))
-        result = ReadResult(records, archived.gaps, archived.notes)
-        delivered: list[str] = []
-        notes: list[str] = []
-        for target in todo:
-            try:
-                await target.deliver(failure, result)
-            except _TRANSIENT as exc:
-                log.warning("sink_failed", sink=target.uri, error=str(exc))
-                return Outcome(
-                    OutcomeKind.RETRY,
-                    failure,
-                    recovered=len(records),
-                    reason=str(exc) if str(exc).startswith(target.uri) else f"{target.uri}: {exc}",
-                    delivered_to=tuple(delivered),
-                )
-            delivered.append(target.uri)
-            if target.selection is not None and target.selection.narrows_records:
-                # part of the range went: a marker would make a later full re-drive skip the rest
-                notes.append(f"{target.uri}: selected records only, no marker written")
-                continue
-            marker = f"{archived.folder}/{redrive_marker(target.target.spec)}"
-            try:
-                created = await self.archive.create(
-                    marker, marker_document(target.uri, failure, records, forced=self.force)
-                )
-            except StoreError as exc:
-                log.error("marker_not_written", sink=target.uri, error=str(exc))
-                return Outcome(
-                    OutcomeKind.RETRY,
-                    failure,
-                    recovered=len(records),
-                    reason=f"re-driven to {target.uri}, but its marker could not be written ({exc}): "
-                    "a rerun re-drives this range again",
-                    delivered_to=tuple(delivered),
-                )
-            if not created:
-                notes.append(f"{target.uri}: an earlier marker was kept")
-        log.info("range_done", outcome=_kind(archived).value, recovered=len(records))
-        return self._settled(archived, delivered=delivered, notes=notes)
+        report = self.archive.location(f"{archived.folder}/{LOSS_REPORT}") if archived.gaps else None
+        sinks = [_Marked(target, self.archive, archived.folder, report, force=self.force) for target in todo]
+        return await deliver(sinks, failure, ReadResult(records, archived.gaps, archived.notes))
 
     async def redrive_many(
         self,
@@ -285,6 +245,47 @@ def in_shard_order(ranges: Iterable[ArchivedRange]) -> list[ArchivedRange]:
     return sorted(
         ranges, key=lambda r: (r.failure.stream_arn, r.failure.shard_id, r.failure.start, r.failure.end)
     )
+
+
+class _Marked:
+    """A target function, then its marker ``redriven/<function>.json`` beside the range, create-only."""
+
+    durable = False
+
+    def __init__(
+        self, target: LambdaSink, archive: Store, folder: str, report: str | None, *, force: bool
+    ) -> None:
+        self.target = target
+        self.archive = archive
+        self.folder = folder
+        self.report = report  # the archive's loss report, for the outcome
+        self.force = force
+
+    @property
+    def uri(self) -> str:
+        return self.target.uri
+
+    async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
+        await self.target.deliver(failure, result)
+        selection = self.target.selection
+        if selection is not None and selection.narrows_records:
+            # part of the range went: a marker would make a later full re-drive skip the rest
+            return Delivery(
+                self.uri, self.report, notes=(f"{self.uri}: selected records only, no marker written",)
+            )
+        key = f"{self.folder}/{redrive_marker(self.target.target.spec)}"
+        try:
+            created = await self.archive.create(
+                key, marker_document(self.uri, failure, result.records, forced=self.force)
+            )
+        except StoreError as exc:
+            log.error("marker_not_written", sink=self.uri, error=str(exc))
+            raise SinkError(
+                f"re-driven to {self.uri}, but its marker could not be written ({exc}): "
+                "a rerun re-drives this range again"
+            ) from exc
+        kept = () if created else (f"{self.uri}: an earlier marker was kept",)
+        return Delivery(self.uri, self.report, already_there=not created, notes=kept)
 
 
 def _folder(archived: ArchivedRange) -> str:

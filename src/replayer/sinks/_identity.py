@@ -1,0 +1,98 @@
+"""`invokeIdentityArn` for Kinesis records, filled the way Lambda fills it.
+
+Lambda puts the execution role of the function it delivers to in every Kinesis record
+(Powertools' `KinesisDataStreamRecord` requires it). A `lambda:` sink uses its target's
+role; an archive the role of the function that failed (the invocation record's
+function ARN). Roles come from GetFunctionConfiguration, once per function and process.
+`--invoke-identity-arn` / REPLAYER_INVOKE_IDENTITY_ARN overrides: the reader then fills
+the field and nothing here touches it. When the lookup is refused the field is left
+out, with one WARNING naming the permission and the override.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replayer.aws import Clients, error_code
+from replayer.model import Failure, StreamKind, StreamRecord
+from replayer.sinks._base import SinkError
+from replayer.wire import dumps
+
+__all__ = ["IDENTITY_KEY", "Roles", "failed_function", "with_identity"]
+
+log = structlog.get_logger("replayer")
+
+IDENTITY_KEY = b'"invokeIdentityArn":'
+_FUNCTION_ARN = re.compile(
+    r"arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):[0-9]{12}:function:[A-Za-z0-9_-]{1,64}"
+)
+# Not permitted, or no such function: the same answer next time, so it is remembered.
+_LASTING = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "ResourceNotFoundException",
+    "UnrecognizedClientException",
+}
+
+
+def failed_function(failure: Failure) -> tuple[str, str] | None:
+    """(function ARN, region) of the function that gave up on the batch, when the record names one."""
+    arn = failure.source_arn or ""
+    m = _FUNCTION_ARN.match(arn)
+    return (m.group(0), m["region"]) if m else None
+
+
+class Roles:
+    """Execution roles of functions, looked up once each (None: not permitted, or none)."""
+
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._known: dict[tuple[str, str | None], str | None] = {}
+        self._lock = asyncio.Lock()
+
+    async def role_of(self, function: str, region: str | None) -> str | None:
+        key = (function, region)
+        if key in self._known:
+            return self._known[key]
+        async with self._lock:
+            if key not in self._known:
+                self._known[key] = await self._look_up(function, region)
+            return self._known[key]
+
+    async def _look_up(self, function: str, region: str | None) -> str | None:
+        try:
+            client = await self._clients.get("lambda", region)
+            answer = await client.get_function_configuration(FunctionName=function)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code not in _LASTING:
+                raise SinkError(f"GetFunctionConfiguration {function}: {code or exc}") from exc
+            log.warning(
+                "invoke_identity_unknown",
+                function=function,
+                error=code,
+                hint="Kinesis records go without invokeIdentityArn: allow lambda:GetFunctionConfiguration "
+                "on the function, or set --invoke-identity-arn / REPLAYER_INVOKE_IDENTITY_ARN",
+            )
+            return None
+        except BotoCoreError as exc:
+            raise SinkError(f"GetFunctionConfiguration {function}: {exc}") from exc
+        role = answer.get("Role")
+        return role if isinstance(role, str) and role else None
+
+
+def with_identity(
+    failure: Failure, records: Sequence[StreamRecord], role: str | None
+) -> Sequence[StreamRecord]:
+    """Kinesis records with `role` as invokeIdentityArn, first key, where they have none; others as they are."""
+    if role is None or failure.kind is not StreamKind.KINESIS:
+        return records
+    head = b"{" + IDENTITY_KEY + dumps(role) + b","
+    return [
+        r if IDENTITY_KEY in r.json else StreamRecord(r.sequence_number, head + r.json[1:]) for r in records
+    ]

@@ -1,0 +1,36 @@
+"""model.py: what a range lost is counted from what the read found, never from a message alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from replayer.model import Failure, Gap, Outcome, OutcomeKind, StreamKind, records_lost
+
+ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
+
+
+def failure(batch_size: int | None) -> Failure:
+    return Failure(StreamKind.KINESIS, ARN, "shardId-000000000000", "100", "200", batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    ("batch", "recovered", "gaps", "expected"),
+    [
+        (10_000, 3, (), (0, False)),  # a forged batchSize with nothing missing moves nothing
+        (10, 3, (Gap("100", "150", "trimmed"),), (7, False)),  # batchSize - recovered, within the gap
+        (10_000, 0, (Gap("100", "104", "trimmed"),), (5, False)),  # never more than the gap's span holds
+        (
+            2,
+            2,
+            (Gap("100", "101", "trimmed"), Gap("150", "151", "trimmed")),
+            (2, True),
+        ),  # batch disagrees: one a gap
+        (None, 0, (Gap("100", "200", "trimmed"),), (1, True)),  # unknown size: at least one per gap
+    ],
+)
+def test_records_lost_is_bounded_by_the_read(
+    batch: int | None, recovered: int, gaps: tuple[Gap, ...], expected: tuple[int, bool]
+) -> None:
+    assert records_lost(failure(batch), recovered, gaps) == expected
+    kind = OutcomeKind.PARTIAL if gaps else OutcomeKind.REPLAYED
+    assert Outcome(kind, failure(batch), recovered=recovered, gaps=gaps).lost == expected
