@@ -337,3 +337,16 @@ def test_redrive_with_a_range_id_that_matches_nothing(table: DynamoTable, tmp_pa
     )
     assert result.exit_code == 0, result.output
     assert f"no matching ranges found in file:{tmp_path}" in result.stderr
+
+
+def test_replayer_to_with_commas_is_two_sinks_for_replay(
+    table: DynamoTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table.put(2)
+    monkeypatch.setenv("REPLAYER_TO", f"file:{tmp_path / 'a'},file:{tmp_path / 'b'}")
+    result = run("replay", "--json", input=json.dumps(table.invocation_record(0, 1)))
+    assert result.exit_code == 0, result.output
+    (outcome,) = json.loads(result.stdout)["ranges"]
+    a, b = outcome["delivered_to"]
+    assert a.startswith(str(tmp_path / "a") + "/") and b.startswith(str(tmp_path / "b") + "/")
+    assert not list(tmp_path.glob("*,*"))  # no folder named after the whole variable

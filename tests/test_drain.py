@@ -75,7 +75,7 @@ def test_drain_json_and_exit_code_when_something_was_rejected(
         moto_endpoint,
         queue,
         table.invocation_record(0, 0),
-        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "9"}}]),
+        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "9" * 21}}]),
         "[]",
     )
     code, out, err = drain(

@@ -304,7 +304,8 @@ def test_dashboard_and_alarms_use_the_emitted_metrics() -> None:
     namespace = resources["ReplayerFunction"]["Properties"]["Environment"]["Variables"]["AWS_EMF_NAMESPACE"]
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     ours = {n: a for n, a in alarms.items() if a["Namespace"] == namespace}
-    assert {a["MetricName"] for a in ours.values()} == {"RecordsLost"}
+    assert {a["MetricName"] for a in ours.values()} == {"RecordsLost", "RangesConflict"}
+    assert {a["MetricName"] for a in ours.values()} <= emf_metric_names()
     assert all(
         a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold" for a in ours.values()
     )

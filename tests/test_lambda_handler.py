@@ -113,7 +113,7 @@ def test_poison_goes_to_the_quarantine_and_is_not_reported(
         moto_endpoint,
         queue,
         "{not json",
-        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "5"}}]),
+        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "5" * 21}}]),
         table.invocation_record(0, 0),
     )
     monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}/archive")

@@ -217,7 +217,9 @@ OPTIONS: tuple[Option, ...] = (
         (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
     ),
     Option(
-        "to", ("--to",), "Where recovered records go: {sinks}. Repeatable: delivered in the order given.",
+        "to", ("--to",),
+        "Where recovered records go: {sinks}. Repeatable: delivered in the order given "
+        "(redrive: lambda: repair functions only).",
         _WORK | {"lambda"}, "URI", _text, "REPLAYER_TO", repeat=True,
         required=_cmds("replay", "fetch", "redrive", "drain", "run", "lambda"),
     ),

@@ -110,9 +110,8 @@ class _Writer:
         )
 
     async def write(self, gaps: tuple[Gap, ...], notes: tuple[str, ...]) -> Written:
-        there = await self.store.read(self.key(MANIFEST))
-        if there is not None:
-            return await self.verify(there)
+        # No look first: the common case (nothing there) costs one create per object. Whatever an
+        # earlier attempt left is met on the way and checked; a manifest there is verified at the end.
         held = await self.records()
         if held is not self.read:
             gaps = _without(gaps, held.fingerprints)

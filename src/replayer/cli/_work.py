@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
@@ -37,6 +37,7 @@ __all__ = [
     "setup",
     "show_progress",
     "stop_on_signals",
+    "work_through",
 ]
 
 
@@ -156,6 +157,26 @@ async def run_batch(
             outcome = Outcome(OutcomeKind.RETRY, failure_of(ticket.item), reason=reason)
         outcomes.append(outcome)
     return outcomes
+
+
+async def work_through(
+    settings: Settings,
+    scheduler_for: Callable[[Callable[[Outcome | None], None]], Scheduler[T]],
+    items: Sequence[T],
+    failure_of: Callable[[T], Failure],
+    *,
+    show: bool,
+) -> Report:
+    """Work `items` through the scheduler `scheduler_for(on_done)` makes, with a progress bar
+    when `show`, stopping cleanly on SIGINT/SIGTERM; the report says what was and was not done."""
+    from replayer.report import progress
+
+    async with stop_on_signals() as stop:
+        with progress(stderr_console(), len(items), show) as advance:
+            outcomes = await run_batch(
+                scheduler_for(advance), items, failure_of, stop=stop, grace=settings.grace_seconds
+            )
+    return Report(outcomes, interrupted=stop.signal, notes=interrupted_note(stop, outcomes))
 
 
 def interrupted_note(stop: Stop, outcomes: Iterable[Outcome]) -> list[str]:

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING
 
 import typer
 
-from replayer.cli._app import command, print_error, stderr_console
-from replayer.cli._work import (
-    finish,
-    interrupted_note,
-    preflight_or_exit,
-    run_batch,
-    setup,
-    show_progress,
-    stop_on_signals,
-)
+from replayer.cli._app import command, print_error
+from replayer.cli._work import finish, preflight_or_exit, setup, show_progress, work_through
 from replayer.config import Settings
 from replayer.errors import ConfigError
 from replayer.model import Failure, Outcome
@@ -59,7 +52,6 @@ def _selection(settings: Settings) -> Selection:
 
 async def _redrive(settings: Settings, selection: Selection, show: bool) -> Report:
     from replayer.aws import Clients
-    from replayer.report import progress
     from replayer.sources.archive import Redriver, archive_from_uri, in_shard_order
 
     concurrency = settings.concurrency
@@ -76,13 +68,14 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
                 archive, ranges, selection=selection_of(settings), no_filter=settings.no_filter
             )
             return Report(bad + [_with(o, sends) for o in redriver.plan(ranges)])
-        async with stop_on_signals() as stop:
-            with progress(stderr_console(), len(ranges), show) as advance:
-                scheduler = redriver.scheduler(concurrency=concurrency, on_done=advance)
-                done = await run_batch(
-                    scheduler, in_shard_order(ranges), _failure, stop=stop, grace=settings.grace_seconds
-                )
-        return Report(bad + done, interrupted=stop.signal, notes=interrupted_note(stop, done))
+        done = await work_through(
+            settings,
+            lambda advance: redriver.scheduler(concurrency=concurrency, on_done=advance),
+            in_shard_order(ranges),
+            _failure,
+            show=show,
+        )
+        return dataclasses.replace(done, outcomes=[*bad, *done.outcomes])
 
 
 def _failure(archived: ArchivedRange) -> Failure:

@@ -13,15 +13,7 @@ import typer
 
 from replayer.allow import AllowList
 from replayer.cli._app import command, print_error, stderr_console
-from replayer.cli._work import (
-    finish,
-    interrupted_note,
-    preflight_or_exit,
-    run_batch,
-    setup,
-    show_progress,
-    stop_on_signals,
-)
+from replayer.cli._work import finish, preflight_or_exit, setup, show_progress, work_through
 from replayer.config import Settings
 from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Origin, Outcome
@@ -96,22 +88,34 @@ async def _replay(
     from replayer.aws import Clients
     from replayer.core import Replayer
     from replayer.readers import Readers
-    from replayer.report import progress
     from replayer.sinks import SinkOptions, sink_from_uri
 
     options = SinkOptions.of(settings, selection=selection)
-    async with Clients(max_pool_connections=max(10, settings.concurrency * 2)) as clients:
+    async with Clients(
+        max_pool_connections=max(10, settings.concurrency * 2), call_deadline=settings.call_deadline_seconds
+    ) as clients:
         sinks = [sink_from_uri(uri, clients, options) for uri in settings.to]
-        readers = Readers(clients, invoke_identity_arn=settings.invoke_identity_arn)
+        readers = Readers(
+            clients,
+            invoke_identity_arn=settings.invoke_identity_arn,
+            max_records_per_range=settings.max_records_per_range,
+        )
         warning = timedelta(seconds=settings.expiry_warning)
-        replayer = Replayer(clients, sinks, allow=allow, readers=readers, expiry_warning=warning)
-        async with stop_on_signals() as stop:
-            with progress(stderr_console(), len(failures), show) as advance:
-                scheduler = replayer.scheduler(concurrency=settings.concurrency, on_done=advance)
-                outcomes = await run_batch(
-                    scheduler, failures, _itself, stop=stop, grace=settings.grace_seconds
-                )
-    return Report(outcomes, interrupted=stop.signal, notes=interrupted_note(stop, outcomes))
+        replayer = Replayer(
+            clients,
+            sinks,
+            allow=allow,
+            readers=readers,
+            expiry_warning=warning,
+            range_budget=settings.range_budget_seconds,
+        )
+        return await work_through(
+            settings,
+            lambda advance: replayer.scheduler(concurrency=settings.concurrency, on_done=advance),
+            failures,
+            _itself,
+            show=show,
+        )
 
 
 def _itself(failure: Failure) -> Failure:

@@ -50,7 +50,10 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
 
     log = structlog.get_logger("replayer.service")
     metrics = Recorder(prometheus=True)
-    async with Clients(max_pool_connections=max(10, settings.concurrency * 2 + 4)) as clients:
+    async with Clients(
+        max_pool_connections=max(10, settings.concurrency * 2 + 4),
+        call_deadline=settings.call_deadline_seconds,
+    ) as clients:
         depth = await _depth(settings, clients)
         replayer, quarantine = build_replayer(settings, clients, metrics)
         with progress(console, depth, show and burst, what="messages") as advance:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from replayer.aws import RAW_BODY
+from replayer.aws import RAW_BODY, Clients
 from replayer.model import Failure, Gap, StreamRecord
 from replayer.wire import jsonable, loads
 
@@ -24,7 +24,9 @@ __all__ = [
     "Page",
     "RangeCollector",
     "ReadResult",
+    "BaseShardCalls",
     "ShardCalls",
+    "ShardReader",
     "decoded_page",
     "StreamReader",
     "read_range",
@@ -234,6 +236,39 @@ def decoded_page(response: dict[str, Any]) -> dict[str, Any]:
         page: dict[str, Any] = loads(raw)
         return page
     return {**response, "Records": [jsonable(r) for r in response.get("Records", [])]}
+
+
+class ShardReader:
+    """What DynamoDB and Kinesis readers share: one range at a time per shard, through the one
+    loop. Subclasses name their `service` and make their `ShardCalls` (`calls`)."""
+
+    service: str
+    max_empty_pages: int
+    max_reacquires: int
+    _clients: Clients
+
+    def calls(self, client: Any, failure: Failure) -> ShardCalls:
+        raise NotImplementedError
+
+    async def read(self, failure: Failure) -> ReadResult:
+        async with shard_lock(failure):
+            client = await self._clients.get(self.service, failure.region)
+            return await read_range(
+                self.calls(client, failure),
+                max_empty_pages=self.max_empty_pages,
+                max_reacquires=self.max_reacquires,
+                shard_id=failure.shard_id,
+                end_sequence=failure.end_sequence,
+            )
+
+
+class BaseShardCalls:
+    """The state every stream's `ShardCalls` keeps for one range: the client and the books."""
+
+    def __init__(self, client: Any, failure: Failure, ceiling: int) -> None:
+        self.client = client
+        self.failure = failure
+        self.books = RangeCollector(failure, ceiling=ceiling)
 
 
 async def read_range(
