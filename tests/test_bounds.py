@@ -378,3 +378,23 @@ def test_9_allow_all_needs_an_explicit_star() -> None:
     assert not BucketAllowList.of([]).allows("b", "k") and BucketAllowList.of(["*"]).allows("b", "k")
     assert BucketAllowList.of(["s3://b/aws/"]).allows("b", "aws/lambda/x")
     assert not BucketAllowList.of(["b/aws/"]).allows("b", "other/x")
+
+
+async def test_3_a_mapping_known_unfiltered_bounds_a_range_by_its_batch_size(table: DynamoTable) -> None:
+    import dataclasses
+
+    from replayer.model import SourceMapping
+    from replayer.parse import parse_record
+    from replayer.readers import Readers
+
+    table.put(5)
+    failure = parse_record(table.invocation_record(0, 4, batchSize=2))
+    unfiltered = SourceMapping(found=True, kind="lambda-esm", filters=())
+    filtered = SourceMapping(found=True, kind="lambda-esm", filters=('{"eventName": ["INSERT"]}',))
+    async with Clients() as clients:
+        readers = Readers(clients)
+        plain = await readers.for_failure(failure).read(dataclasses.replace(failure, mapping=unfiltered))
+        assert plain.refused is not None and "more than 2 records" in plain.refused
+        # a filtered batch spans records its filter dropped: only the configured maximum bounds it
+        kept = await readers.for_failure(failure).read(dataclasses.replace(failure, mapping=filtered))
+        assert kept.refused is None and len(kept.records) == 5
