@@ -32,9 +32,12 @@ class RangePlan:
     sent: tuple[StreamRecord, ...]  # what lambda: sinks would receive
     missing: int = 0  # spans the stream no longer holds
     problem: str = ""
+    refused: str | None = None  # the range would be rejected, not read (e.g. no such stream)
 
     def outcome(self, to: Sequence[str]) -> Outcome:
         where = ", ".join(to) or "(no --to given)"
+        if self.refused is not None:
+            return Outcome(OutcomeKind.REJECTED, self.failure, reason=self.refused)
         if self.problem:
             return Outcome(
                 OutcomeKind.PLANNED,
@@ -89,6 +92,9 @@ async def plan_ranges(
             result = await readers.for_failure(failure).read(failure)
         except Exception as exc:  # a plan reports the trouble and goes on
             plans.append(RangePlan(failure, (), (), problem=f"reading failed: {exc}"))
+            continue
+        if result.refused is not None:  # as a real run would: rejected, nothing sent, nothing lost
+            plans.append(RangePlan(failure, (), (), refused=result.refused))
             continue
         records = tuple(sorted(result.records, key=lambda r: r.sequence))
         try:
