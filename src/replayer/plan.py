@@ -32,12 +32,9 @@ class RangePlan:
     sent: tuple[StreamRecord, ...]  # what lambda: sinks would receive
     missing: int = 0  # spans the stream no longer holds
     problem: str = ""
-    refused: str | None = None  # the range would be rejected, not read (e.g. no such stream)
 
     def outcome(self, to: Sequence[str]) -> Outcome:
         where = ", ".join(to) or "(no --to given)"
-        if self.refused is not None:
-            return Outcome(OutcomeKind.REJECTED, self.failure, reason=self.refused)
         if self.problem:
             return Outcome(
                 OutcomeKind.PLANNED,
@@ -93,8 +90,8 @@ async def plan_ranges(
         except Exception as exc:  # a plan reports the trouble and goes on
             plans.append(RangePlan(failure, (), (), problem=f"reading failed: {exc}"))
             continue
-        if result.refused is not None:  # as a real run would: rejected, nothing sent, nothing lost
-            plans.append(RangePlan(failure, (), (), refused=result.refused))
+        if result.refused is not None:  # a run rejects it (e.g. no such stream): nothing sent, nothing lost
+            plans.append(RangePlan(failure, (), (), problem=f"would be rejected: {result.refused}"))
             continue
         records = tuple(sorted(result.records, key=lambda r: r.sequence))
         try:
