@@ -90,6 +90,9 @@ async def plan_ranges(
         except Exception as exc:  # a plan reports the trouble and goes on
             plans.append(RangePlan(failure, (), (), problem=f"reading failed: {exc}"))
             continue
+        if result.refused is not None:  # a run rejects it (e.g. no such stream): nothing sent, nothing lost
+            plans.append(RangePlan(failure, (), (), problem=f"would be rejected: {result.refused}"))
+            continue
         records = tuple(sorted(result.records, key=lambda r: r.sequence))
         try:
             sent = to_send(failure, records, selection=selection, apply_filter=not no_filter)
