@@ -32,7 +32,15 @@ from replayer.observe import Recorder
 from replayer.sources import build_replayer
 from replayer.sources.sqs import Service
 from tests.support.aws import client, make_queue, queue_counts
-from tests.support.faultproxy import FAULT_KINDS, Chaos, FaultProxy, Rule, record_proof, service_error
+from tests.support.faultproxy import (
+    FAULT_KINDS,
+    Chaos,
+    FaultProxy,
+    Request,
+    Rule,
+    record_proof,
+    service_error,
+)
 from tests.support.handler import LambdaContext
 from tests.support.ministack import RepairFunction
 from tests.support.workload import (
@@ -166,7 +174,10 @@ def test_drain_with_a_repair_function_under_faults(
     proxy.chaos, lambda_proxy.chaos = chaos, lambda_chaos
     # Whatever the draws: one invocation throttled, and one that ran but whose answer was lost
     # (so the function is invoked again with the same records: at least once, never zero).
-    invoke = lambda r: r.service == "lambda" and r.method == "POST"  # noqa: E731
+
+    def invoke(r: Request) -> bool:
+        return r.service == "lambda" and r.method == "POST"
+
     lambda_proxy.add(Rule(invoke, reply=service_error("lambda", 429, "TooManyRequestsException"), times=1))
     lambda_proxy.add(Rule(invoke, drop_after=True, times=1))
     args = [

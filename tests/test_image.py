@@ -41,11 +41,11 @@ LOCK = ROOT / ".cache" / "image.lock"
 
 def install_tools() -> str | None:
     """None once buildah and mmdebstrap are on PATH (apt-get installing them if needed), else why not."""
+    if os.geteuid() != 0:
+        return "buildah --isolation chroot and mmdebstrap build and run the image as root only"
     missing = [package for tool, package in TOOLS.items() if shutil.which(tool) is None]
     if not missing:
         return None
-    if os.geteuid() != 0:
-        return f"{' and '.join(missing)} not installed, and installing them needs root (apt-get)"
     if shutil.which("apt-get") is None:
         return f"{' and '.join(missing)} not installed, and no apt-get here to install them"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -331,9 +332,9 @@ def test_integer_sequence_numbers_become_strings() -> None:
 
 def test_sequence_numbers_compare_as_integers_not_strings() -> None:
     record = load_event("ddb_esm_sqs_record.json")
-    record["DDBStreamBatchInfo"]["startSequenceNumber"] = "9"  # "9" > "10" as strings
-    record["DDBStreamBatchInfo"]["endSequenceNumber"] = "10"
-    assert parse_record(record).end == 10
+    record["DDBStreamBatchInfo"]["startSequenceNumber"] = "9" * 21  # "99.." > "100.." as strings
+    record["DDBStreamBatchInfo"]["endSequenceNumber"] = "1" + "0" * 21
+    assert parse_record(record).end == 10**21
 
 
 @pytest.mark.parametrize(
@@ -529,7 +530,7 @@ DDB = load_event("ddb_esm_sqs_record.json")
 KIN = load_event("kinesis_esm_record.json")
 PIPES = load_event("pipes_ddb_dlq.json")
 S3DEST = load_event("s3_destination_ddb.json")
-I = "DDBStreamBatchInfo"  # noqa: E741
+I = "DDBStreamBatchInfo"  # noqa: E741  (short: the table below reads like the JSON paths)
 IP = f"$.{I}"
 
 BAD_RECORDS: list[tuple[str, Any, str, str]] = [
@@ -799,11 +800,11 @@ BAD_MESSAGES: list[tuple[str, Any, str, str]] = [
         "sqs body bad record",
         {
             "Records": [
-                {"eventSource": "aws:sqs", "body": json.dumps(_set(DDB, (I, "endSequenceNumber"), "1"))}
+                {"eventSource": "aws:sqs", "body": json.dumps(_set(DDB, (I, "endSequenceNumber"), "1" * 21))}
             ]
         },
         f"$.Records[0].body.{I}.startSequenceNumber",
-        "is greater than endSequenceNumber 1",
+        f"is greater than endSequenceNumber {'1' * 21}",
     ),
 ]
 
@@ -970,3 +971,53 @@ def test_failure_fields_are_plain_values() -> None:
     assert isinstance(fields["origin"], Origin)
     assert failure.describe()["range_id"] == failure.range_id
     assert failure.region == "us-east-2"
+
+
+# ---- #12.7: what AWS can never accept is permanent, decided at parse time
+
+
+K = "KinesisBatchInfo"
+_DDB_ARN = DDB[I]["streamArn"]
+
+
+@pytest.mark.parametrize(
+    ("record", "path", "phrase"),
+    [
+        (_set(DDB, (I, "shardId"), "shardId-short"), f"$.{I}.shardId", "28 to 65 characters long"),
+        (_set(DDB, (I, "shardId"), "shardId-" + "a" * 58), f"$.{I}.shardId", "28 to 65 characters long"),
+        (_set(DDB, (I, "startSequenceNumber"), "1" * 20), f"$.{I}.startSequenceNumber", "21 to 40 digits"),
+        (_set(DDB, (I, "endSequenceNumber"), "9" * 41), f"$.{I}.endSequenceNumber", "21 to 40 digits"),
+        (_set(KIN, (K, "shardId"), "shardId-" + "a" * 121), f"$.{K}.shardId", "not a shard id"),
+        (
+            _set(DDB, (I, "streamArn"), _DDB_ARN.replace("arn:aws:", "arn:aws-cn:")),
+            f"$.{I}.streamArn",
+            "not a region of partition 'aws-cn'",
+        ),
+        (
+            _set(KIN, (K, "streamArn"), KIN[K]["streamArn"].replace(":us-east-2:", ":mars-north-1:")),
+            f"$.{K}.streamArn",
+            "not a region of partition 'aws'",
+        ),
+        (
+            _set(DDB, ("payload",), {"Records": [functools.reduce(lambda v, _: {"v": v}, range(70), {})]}),
+            "$.payload.Records[0]",
+            "nested more than 64 levels deep",
+        ),
+    ],
+    ids=["ddb-shard-short", "ddb-shard-long", "ddb-seq-short", "ddb-seq-long", "kinesis-shard-long",
+         "region-not-in-partition", "unknown-region", "payload-too-deep"],
+)  # fmt: skip
+def test_what_aws_never_accepts_is_refused_at_parse_time(record: Any, path: str, phrase: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_record(record, payloads=True)
+    assert caught.value.path == path and phrase in caught.value.reason
+
+
+def test_a_payload_sequence_number_of_non_ascii_digits_is_a_problem_not_a_crash() -> None:
+    """ "²".isdigit() is True but int("²") fails: such a payload is not believed (read from the stream)."""
+    from replayer.readers.payload import payload_problem
+
+    good = {"dynamodb": {"SequenceNumber": DDB[I]["startSequenceNumber"]}, "eventName": "INSERT"}
+    odd = {"dynamodb": {"SequenceNumber": "²"}, "eventName": "INSERT"}
+    failure = parse_record(_set(DDB, ("payload",), {"Records": [odd, good]}), payloads=True)
+    assert payload_problem(failure) == "record 0 has no dynamodb sequence number"

@@ -225,7 +225,7 @@ async def test_without_a_quarantine_nothing_rejected_is_deleted(
         moto_endpoint,
         queue,
         "{broken",
-        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "1"}}]),
+        other.invocation_record(0, 0, records=[{"dynamodb": {"SequenceNumber": "1" * 21}}]),
     )
     # No retry delay: the left messages come straight back during the drain, which must still end.
     config = settings(queue, f"s3://{bucket}", allow_streams=(table.stream_arn,), retry_base_seconds=0)

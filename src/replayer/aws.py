@@ -9,14 +9,26 @@ are botocore's own (standard mode), so no other layer retries the same call.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
-from contextlib import AsyncExitStack
+from collections import OrderedDict
+from collections.abc import Awaitable
 from typing import Any
 
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.handlers import add_expect_header
 
-__all__ = ["Clients", "RAW_BODY", "SqsQueue", "default_region", "error_code"]
+__all__ = [
+    "DEFAULT_CALL_DEADLINE",
+    "CallDeadlineError",
+    "Clients",
+    "RAW_BODY",
+    "SqsQueue",
+    "default_region",
+    "error_code",
+]
 
 # Key under which a raw JSON response body is handed back for the operations below.
 RAW_BODY = "ReplayerRawBody"
@@ -59,11 +71,57 @@ def default_region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
+class CallDeadlineError(BotoCoreError):  # type: ignore[misc]  # botocore ships no type hints
+    """An AWS call got no complete answer within its total deadline (a transient failure)."""
+
+    fmt = "{operation}: no answer within {seconds:g} s (connection set-up, retries and waits included)"
+
+
+class _Deadlined:
+    """An aiobotocore client whose every call ends within `deadline` seconds, whatever the
+    network does: botocore's timeouts bound each socket wait, not a call (a peer that reads
+    the request and never answers, a stalled TLS handshake, retries piling up)."""
+
+    def __init__(self, client: Any, service: str, deadline: float) -> None:
+        self._client = client
+        self._service = service
+        self._deadline = deadline
+        self.meta = client.meta
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            return self._bounded(name, result) if inspect.isawaitable(result) else result
+
+        return call
+
+    async def _bounded(self, name: str, call: Awaitable[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await call
+        except TimeoutError:
+            raise CallDeadlineError(operation=f"{self._service}.{name}", seconds=self._deadline) from None
+
+
+DEFAULT_CALL_DEADLINE = 120.0  # seconds per AWS call, every attempt and wait included
+DEFAULT_MAX_CLIENTS = 32  # (service, region) pairs kept; regions come from configuration anyway
+_LAMBDA_INVOKE_ALLOWANCE = 900.0  # a synchronous Invoke answers when the function returns
+
+
 class Clients:
     """Lazily created, shared aiobotocore clients (aioboto3's own), keyed by (service, region).
 
     `max_attempts` counts every attempt of a call, the first included, as the standard
-    `AWS_MAX_ATTEMPTS` does (default: that variable, else 6).
+    `AWS_MAX_ATTEMPTS` does (default: that variable, else 6). Every call ends within
+    `call_deadline` seconds (Lambda's: 900 s more), and S3 uploads are sent without
+    `Expect: 100-continue` (our bodies are small; a peer that never answers the expectation
+    would hold the call). At most `max_clients` clients are kept: the least recently used
+    one is closed once any call it was making is past its deadline.
 
     Use as ``async with Clients(...) as clients: s3 = await clients.get("s3")``.
     """
@@ -75,6 +133,8 @@ class Clients:
         max_attempts: int | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        call_deadline: float = DEFAULT_CALL_DEADLINE,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
     ) -> None:
         self._session: Any = None  # made with the first client: the SDK loads only when a call is made
         self._config = Config(
@@ -91,15 +151,23 @@ class Clients:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        self._stack = AsyncExitStack()
-        self._clients: dict[tuple[str, str], Any] = {}
+        self.call_deadline = call_deadline
+        self.max_clients = max(1, max_clients)
+        self._clients: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()  # key -> (client, cm)
+        self._closing: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+
+    @property
+    def count(self) -> int:
+        """How many clients are open now."""
+        return len(self._clients)
 
     async def get(self, service: str, region: str | None = None) -> Any:
         """The client for `service` in `region` (default: the environment's region)."""
         key = (service, region or default_region())
         if key in self._clients:
-            return self._clients[key]
+            self._clients.move_to_end(key)
+            return self._clients[key][0]
         async with self._lock:
             if key not in self._clients:
                 config = (
@@ -107,13 +175,29 @@ class Clients:
                     if service in _SERVICE_CONFIG
                     else self._config
                 )
-                client = await self._stack.enter_async_context(
-                    self._sdk().create_client(service, region_name=key[1], config=config)
-                )
+                manager = self._sdk().create_client(service, region_name=key[1], config=config)
+                client = await manager.__aenter__()
                 for event in _RAW_OPERATIONS:
                     client.meta.events.register(event, _keep_raw_body)
-                self._clients[key] = client
-            return self._clients[key]
+                client.meta.events.unregister("before-call.s3", add_expect_header)
+                deadline = self.call_deadline + (_LAMBDA_INVOKE_ALLOWANCE if service == "lambda" else 0.0)
+                self._clients[key] = (_Deadlined(client, service, deadline), manager)
+                while len(self._clients) > self.max_clients:
+                    self._retire(*self._clients.popitem(last=False)[1])
+            return self._clients[key][0]
+
+    def _retire(self, client: _Deadlined, manager: Any) -> None:
+        """Close an evicted client once any call it was making is over (past its deadline)."""
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(client._deadline)
+            finally:
+                await manager.__aexit__(None, None, None)
+
+        task = asyncio.create_task(later())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def has_credentials(self) -> bool:
         """True when the standard chain (environment, profile, role) yields credentials."""
@@ -130,8 +214,12 @@ class Clients:
         return self._session
 
     async def close(self) -> None:
-        self._clients.clear()
-        await self._stack.aclose()
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for task in list(self._closing):
+            task.cancel()  # its client closes now
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        for _, manager in reversed(clients):
+            await manager.__aexit__(None, None, None)
 
     async def __aenter__(self) -> Clients:
         return self

@@ -176,6 +176,10 @@ def service_error(
     return status, headers, json.dumps({"__type": code, "message": message}).encode()
 
 
+def _always(_: Request) -> bool:
+    return True
+
+
 class Chaos:
     """Seeded random faults: each request not taken by a rule is faulted with probability `rate`.
 
@@ -258,24 +262,23 @@ class Chaos:
         return sum(n for (_, k), n in self.counts.items() if k == kind)
 
     def _rule(self, kind: str, service: str, pause: float) -> Rule:
-        always: Callable[[Request], bool] = lambda _: True  # noqa: E731
         if kind == "latency":
-            return Rule(always, delay=pause)
+            return Rule(_always, delay=pause)
         if kind == "reset":
-            return Rule(always, drop=True)
+            return Rule(_always, drop=True)
         if kind == "reset_after":
-            return Rule(always, drop_after=True)
+            return Rule(_always, drop_after=True)
         if kind == "cut":
-            return Rule(always, cut=True)
+            return Rule(_always, cut=True)
         if kind == "timeout":
-            return Rule(always, delay=self.timeout_seconds, drop=True)
+            return Rule(_always, delay=self.timeout_seconds, drop=True)
         if kind == "http500":
             code = {"s3": "InternalError", "lambda": "ServiceException"}.get(service, "InternalFailure")
-            return Rule(always, reply=service_error(service, 500, code))
+            return Rule(_always, reply=service_error(service, 500, code))
         if kind == "http503":
-            return Rule(always, reply=service_error(service, 503, "ServiceUnavailable"))
+            return Rule(_always, reply=service_error(service, 503, "ServiceUnavailable"))
         status, code = _THROTTLE.get(service, (400, "ThrottlingException"))
-        return Rule(always, reply=service_error(service, status, code))
+        return Rule(_always, reply=service_error(service, status, code))
 
 
 class _QuietServer(ThreadingHTTPServer):

@@ -5,6 +5,7 @@ Each wire quirk lives in one small function below; `parse_record` only composes 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -35,6 +36,12 @@ _CONTEXTS: tuple[tuple[str, Origin, str], ...] = (
 )
 MAX_BATCH_SIZE = 10_000
 _MAX_SEQUENCE_DIGITS = 128
+# What AWS accepts (API references of GetShardIterator): anything else can never be read, so it
+# is rejected at parse time rather than retried until the dead-letter queue.
+_SHARD_ID_LENGTHS = {StreamKind.DYNAMODB: (28, 65), StreamKind.KINESIS: (1, 128)}
+_SEQUENCE_DIGITS = {StreamKind.DYNAMODB: (21, 40), StreamKind.KINESIS: (1, 128)}
+# Payload records must serialise again (orjson stops at 255 levels); Lambda events are shallow.
+_MAX_PAYLOAD_DEPTH = 64
 _MAX_CONDITION_CHARS = 256
 
 # fullmatch and explicit [0-9]: `\d` would take non-ASCII digits and `$` a trailing newline.
@@ -68,9 +75,9 @@ def parse_record(obj: object, path: str = "$", *, payloads: bool = False) -> Fai
     context_path = f"{path}.{context_key}"
     context = require_object(record[context_key], context_path)
     stream_arn = _stream_arn(info, kind, info_path)
-    shard_id = _shard_id(info, info_path)
-    start = _sequence_number(info, "startSequenceNumber", info_path)
-    end = _sequence_number(info, "endSequenceNumber", info_path)
+    shard_id = _shard_id(info, kind, info_path)
+    start = _sequence_number(info, "startSequenceNumber", kind, info_path)
+    end = _sequence_number(info, "endSequenceNumber", kind, info_path)
     _check_range(start, end, info_path)
     return Failure(
         kind=kind,
@@ -128,7 +135,28 @@ def _stream_arn(info: Mapping[str, Any], kind: StreamKind, path: str) -> str:
             f"streamArn is a {parsed.kind.value} stream but the record carries {kind.value} batch info",
             f"{path}.streamArn",
         )
+    if not region_in_partition(parsed.region, parsed.partition):
+        raise ParseError(
+            f"streamArn names region {truncate(parsed.region)!r}, which is not a region of partition "
+            f"{truncate(parsed.partition)!r}",
+            f"{path}.streamArn",
+        )
     return arn
+
+
+@functools.cache
+def _partition_regions() -> dict[str, re.Pattern[str]]:
+    """Each AWS partition's region pattern, from botocore's endpoint data (loaded once, when needed)."""
+    from botocore.loaders import create_loader
+
+    partitions = create_loader().load_data("endpoints")["partitions"]
+    return {p["partition"]: re.compile(p["regionRegex"].rstrip("$")) for p in partitions}
+
+
+def region_in_partition(region: str, partition: str) -> bool:
+    """True when `region` is named as AWS names regions of `partition` (botocore's own rule)."""
+    pattern = _partition_regions().get(partition)
+    return pattern is not None and region.isascii() and pattern.fullmatch(region) is not None
 
 
 def _is_plain_ascii(text: str) -> bool:
@@ -141,14 +169,21 @@ def _dots_only(name: str) -> bool:
     return name.strip(".") == ""
 
 
-def _shard_id(info: Mapping[str, Any], path: str) -> str:
+def _shard_id(info: Mapping[str, Any], kind: StreamKind, path: str) -> str:
     shard_id = required_string(info, "shardId", path)
     if not _SHARD_ID.fullmatch(shard_id):
         raise ParseError(f"shardId is not a shard id: {truncate(shard_id)!r}", f"{path}.shardId")
+    low, high = _SHARD_ID_LENGTHS[kind]
+    if not low <= len(shard_id) <= high:
+        raise ParseError(
+            f"shardId of a {kind.value} stream is {low} to {high} characters long, got {len(shard_id)} "
+            "(AWS accepts no other)",
+            f"{path}.shardId",
+        )
     return shard_id
 
 
-def _sequence_number(info: Mapping[str, Any], key: str, path: str) -> str:
+def _sequence_number(info: Mapping[str, Any], key: str, kind: StreamKind, path: str) -> str:
     """A sequence number as its decimal string; JSON integers are accepted and converted."""
     value = required(info, key, path)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -163,6 +198,13 @@ def _sequence_number(info: Mapping[str, Any], key: str, path: str) -> str:
     if not _SEQUENCE_NUMBER.fullmatch(value):
         raise ParseError(
             f"{key} must be 1 to {_MAX_SEQUENCE_DIGITS} decimal digits, got {truncate(value)!r}",
+            f"{path}.{key}",
+        )
+    low, high = _SEQUENCE_DIGITS[kind]
+    if not low <= len(value) <= high:
+        raise ParseError(
+            f"{key} of a {kind.value} stream is {low} to {high} digits long, got {len(value)}: "
+            f"{truncate(value)!r} (AWS accepts no other)",
             f"{path}.{key}",
         )
     return value
@@ -256,4 +298,21 @@ def _payload(record: Mapping[str, Any], path: str, *, trusted: bool) -> tuple[Ma
     records_path = f"{payload_path}.Records"
     if not isinstance(records, list):
         raise ParseError(f"Records must be an array, got {describe_type(records)}", records_path)
-    return tuple(require_object(item, f"{records_path}[{i}]") for i, item in enumerate(records))
+    items = tuple(require_object(item, f"{records_path}[{i}]") for i, item in enumerate(records))
+    for i, item in enumerate(items):
+        if _deeper_than(item, _MAX_PAYLOAD_DEPTH):
+            raise ParseError(f"nested more than {_MAX_PAYLOAD_DEPTH} levels deep", f"{records_path}[{i}]")
+    return items
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """True when `value` nests objects/arrays more than `limit` levels (iteratively: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False

@@ -13,6 +13,7 @@ from replayer.aws import Clients
 from replayer.model import Failure, StreamKind
 from replayer.readers._base import (
     DEFAULT_MAX_RECORDS_PER_RANGE,
+    NO_SUCH_STREAM,
     OVER_BATCH,
     RangeCollector,
     ReadResult,
@@ -25,6 +26,7 @@ from replayer.readers.payload import PayloadReader, StreamInstead, payload_probl
 
 __all__ = [
     "DEFAULT_MAX_RECORDS_PER_RANGE",
+    "NO_SUCH_STREAM",
     "OVER_BATCH",
     "DynamoDBReader",
     "KinesisReader",
@@ -33,8 +35,14 @@ __all__ = [
     "ReadResult",
     "Readers",
     "StreamReader",
+    "known_unfiltered",
     "shard_lock",
 ]
+
+
+def known_unfiltered(failure: Failure) -> bool:
+    """True when the failure's event source mapping was found and has no FilterCriteria."""
+    return failure.mapping is not None and failure.mapping.found and not failure.mapping.filters
 
 
 class Readers:
@@ -54,8 +62,10 @@ class Readers:
 
         A range is read to its end or to its ceiling: its `batchSize` when `unfiltered(failure)`
         says its mapping is known to have no filter (a filtered batch spans records its filter
-        dropped), else `max_records_per_range`. Past the ceiling the range is refused.
+        dropped), else `max_records_per_range`. Past the ceiling the range is refused. By
+        default a mapping is known unfiltered when the core found it and it has no FilterCriteria.
         """
+        unfiltered = unfiltered or known_unfiltered
         identity = invoke_identity_arn or os.environ.get("REPLAYER_INVOKE_IDENTITY_ARN") or None
 
         def ceiling(failure: Failure) -> int:

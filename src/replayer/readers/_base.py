@@ -13,18 +13,22 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
+from botocore.exceptions import ClientError
 
-from replayer.aws import RAW_BODY
+from replayer.aws import RAW_BODY, Clients, error_code
 from replayer.model import Failure, Gap, StreamRecord
 from replayer.wire import jsonable, loads
 
 __all__ = [
     "DEFAULT_MAX_RECORDS_PER_RANGE",
+    "NO_SUCH_STREAM",
     "OVER_BATCH",
     "Page",
     "RangeCollector",
     "ReadResult",
+    "BaseShardCalls",
     "ShardCalls",
+    "ShardReader",
     "decoded_page",
     "StreamReader",
     "read_range",
@@ -36,6 +40,8 @@ log = structlog.get_logger("replayer.readers")
 # A range is read to its end or to this many records, whichever comes first (#12: bounded by its batch).
 DEFAULT_MAX_RECORDS_PER_RANGE = 10_000
 OVER_BATCH = "range spans more than its batch"
+# The rejection of a range whose stream does not exist: nothing there was ever lost, nothing to retry.
+NO_SUCH_STREAM = "no such stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +159,11 @@ class RangeCollector:
         self.refused = f"{OVER_BATCH}: {why}"
         self.done = True
 
+    def no_stream(self) -> None:
+        """The range's stream does not exist: stop reading; it is rejected, not retried nor lost."""
+        self.refused = f"{NO_SUCH_STREAM}: {self.failure.stream_arn}"
+        self.done = True
+
     def at_tip(self) -> None:
         """The newest record of an open shard was read and the range's end was not met.
 
@@ -234,6 +245,56 @@ def decoded_page(response: dict[str, Any]) -> dict[str, Any]:
         page: dict[str, Any] = loads(raw)
         return page
     return {**response, "Records": [jsonable(r) for r in response.get("Records", [])]}
+
+
+class ShardReader:
+    """What DynamoDB and Kinesis readers share: one range at a time per shard, through the one
+    loop. Subclasses name their `service` and make their `ShardCalls` (`calls`)."""
+
+    service: str
+    max_empty_pages: int
+    max_reacquires: int
+    _clients: Clients
+
+    def calls(self, client: Any, failure: Failure) -> ShardCalls:
+        raise NotImplementedError
+
+    async def read(self, failure: Failure) -> ReadResult:
+        async with shard_lock(failure):
+            client = await self._clients.get(self.service, failure.region)
+            return await read_range(
+                self.calls(client, failure),
+                max_empty_pages=self.max_empty_pages,
+                max_reacquires=self.max_reacquires,
+                shard_id=failure.shard_id,
+                end_sequence=failure.end_sequence,
+            )
+
+
+class BaseShardCalls:
+    """The state every stream's `ShardCalls` keeps for one range: the client and the books."""
+
+    def __init__(self, client: Any, failure: Failure, ceiling: int) -> None:
+        self.client = client
+        self.failure = failure
+        self.books = RangeCollector(failure, ceiling=ceiling)
+
+    async def describe_stream(self) -> None:
+        """Describe the range's stream (one cheap call); ClientError when it cannot be."""
+        raise NotImplementedError
+
+    async def not_found(self, exc: ClientError) -> None:
+        """The books after a ResourceNotFoundException reading the range: a stream that does not
+        exist rejects it (`NO_SUCH_STREAM`); a shard missing from a stream that does is a loss
+        (DynamoDB Streams drop shards 24 hours after they close)."""
+        try:
+            await self.describe_stream()
+        except ClientError as describe:
+            if error_code(describe) != "ResourceNotFoundException":
+                raise
+            self.books.no_stream()
+            return
+        self.books.lost_from_here(f"shard not found: {exc}")
 
 
 async def read_range(

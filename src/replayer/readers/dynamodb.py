@@ -13,12 +13,10 @@ from replayer.aws import Clients, error_code
 from replayer.model import Failure
 from replayer.readers._base import (
     DEFAULT_MAX_RECORDS_PER_RANGE,
+    BaseShardCalls,
     Page,
-    RangeCollector,
-    ReadResult,
+    ShardReader,
     decoded_page,
-    read_range,
-    shard_lock,
 )
 from replayer.wire import dumps, gc_paused
 
@@ -29,7 +27,7 @@ log = structlog.get_logger(__name__)
 RETENTION = timedelta(hours=24)  # fixed for DynamoDB Streams
 
 
-class DynamoDBReader:
+class DynamoDBReader(ShardReader):
     """Reads DynamoDB Streams ranges into Lambda-event-shaped records.
 
     Keyword-only settings: `page_limit` records per GetRecords call (at most 1000),
@@ -47,6 +45,7 @@ class DynamoDBReader:
         max_reacquires: int = 20,
         ceiling: Callable[[Failure], int] = lambda failure: DEFAULT_MAX_RECORDS_PER_RANGE,
     ) -> None:
+        self.service = "dynamodbstreams"
         self._clients = clients
         self.page_limit = page_limit
         self.max_empty_pages = max_empty_pages
@@ -56,27 +55,16 @@ class DynamoDBReader:
     async def retention(self, failure: Failure) -> timedelta:
         return RETENTION
 
-    async def read(self, failure: Failure) -> ReadResult:
-        async with shard_lock(failure):
-            client = await self._clients.get("dynamodbstreams", failure.region)
-            calls = _ShardCalls(self, client, failure)
-            return await read_range(
-                calls,
-                max_empty_pages=self.max_empty_pages,
-                max_reacquires=self.max_reacquires,
-                shard_id=failure.shard_id,
-                end_sequence=failure.end_sequence,
-            )
+    def calls(self, client: Any, failure: Failure) -> _ShardCalls:
+        return _ShardCalls(self, client, failure)
 
 
-class _ShardCalls:
+class _ShardCalls(BaseShardCalls):
     """DynamoDB Streams' quirks of reading one range (`ShardCalls`); lives for one `read` call."""
 
     def __init__(self, reader: DynamoDBReader, client: Any, failure: Failure) -> None:
+        super().__init__(client, failure, reader.ceiling(failure))
         self.reader = reader
-        self.client = client
-        self.failure = failure
-        self.books = RangeCollector(failure, ceiling=reader.ceiling(failure))
 
     async def iterator(self) -> str | None:
         after = self.books.resume_after
@@ -93,7 +81,7 @@ class _ShardCalls:
         except ClientError as exc:
             code = error_code(exc)
             if code == "ResourceNotFoundException":
-                self.books.lost_from_here(f"stream or shard not found: {exc}")
+                await self.not_found(exc)
                 return None
             if code != "TrimmedDataAccessException":
                 raise
@@ -104,6 +92,9 @@ class _ShardCalls:
             response = await self.client.get_shard_iterator(**kwargs)
         iterator: str | None = response.get("ShardIterator")
         return iterator
+
+    async def describe_stream(self) -> None:
+        await self.client.describe_stream(StreamArn=self.failure.stream_arn, Limit=1)
 
     async def page(self, iterator: str) -> Page | None:
         try:

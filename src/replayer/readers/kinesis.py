@@ -21,12 +21,10 @@ from replayer.aws import Clients, error_code
 from replayer.model import Failure
 from replayer.readers._base import (
     DEFAULT_MAX_RECORDS_PER_RANGE,
+    BaseShardCalls,
     Page,
-    RangeCollector,
-    ReadResult,
+    ShardReader,
     decoded_page,
-    read_range,
-    shard_lock,
 )
 from replayer.wire import dumps, gc_paused
 
@@ -86,7 +84,7 @@ GET_RECORDS_BUDGET = ShardBudget(rate=5, per=1.0)
 _retention: dict[str, timedelta] = {}  # stream ARN -> RetentionPeriodHours, for the process
 
 
-class KinesisReader:
+class KinesisReader(ShardReader):
     """Reads Kinesis ranges into Lambda-event-shaped records.
 
     Keyword-only settings: `page_limit` records per GetRecords call (at most 10,000),
@@ -110,6 +108,7 @@ class KinesisReader:
     ) -> None:
         if not 1 <= page_limit <= MAX_PAGE:
             raise ValueError(f"page_limit must be 1..{MAX_PAGE}")
+        self.service = "kinesis"
         self._clients = clients
         self.page_limit = page_limit
         self.max_empty_pages = max_empty_pages
@@ -133,27 +132,17 @@ class KinesisReader:
         _retention[failure.stream_arn] = timedelta(hours=hours)
         return _retention[failure.stream_arn]
 
-    async def read(self, failure: Failure) -> ReadResult:
-        async with shard_lock(failure):
-            client = await self._clients.get("kinesis", failure.region)
-            return await read_range(
-                _ShardCalls(self, client, failure),
-                max_empty_pages=self.max_empty_pages,
-                max_reacquires=self.max_reacquires,
-                shard_id=failure.shard_id,
-                end_sequence=failure.end_sequence,
-            )
+    def calls(self, client: Any, failure: Failure) -> _ShardCalls:
+        return _ShardCalls(self, client, failure)
 
 
-class _ShardCalls:
+class _ShardCalls(BaseShardCalls):
     """Kinesis' quirks of reading one range (`ShardCalls`); lives for one `read` call."""
 
     def __init__(self, reader: KinesisReader, client: Any, failure: Failure) -> None:
+        super().__init__(client, failure, reader.ceiling(failure))
         self.reader = reader
-        self.client = client
-        self.failure = failure
         self.region = failure.region
-        self.books = RangeCollector(failure, ceiling=reader.ceiling(failure))
 
     async def iterator(self) -> str | None:
         after = self.books.resume_after
@@ -175,10 +164,13 @@ class _ShardCalls:
         except ClientError as exc:
             if error_code(exc) != "ResourceNotFoundException":
                 raise
-            self.books.lost_from_here(f"stream or shard not found: {exc}")
+            await self.not_found(exc)
             return None
         iterator: str | None = response.get("ShardIterator")
         return iterator
+
+    async def describe_stream(self) -> None:
+        await self.client.describe_stream_summary(StreamARN=self.failure.stream_arn)
 
     async def page(self, iterator: str) -> Page | None:
         """One GetRecords page, within the shard's budget."""
@@ -195,7 +187,7 @@ class _ShardCalls:
                 return None
             if code != "ResourceNotFoundException":
                 raise
-            self.books.lost_from_here(f"stream or shard not found: {exc}")
+            await self.not_found(exc)  # deleted while being read
             return Page([], None)
         with gc_paused():
             page = decoded_page(response)

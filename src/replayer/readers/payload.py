@@ -27,7 +27,13 @@ _SHAPE = {
 def _sequence_number(record: Mapping[str, Any], kind: StreamKind) -> str | None:
     outer, inner = _SHAPE[kind]
     part = record.get(outer)
-    if isinstance(part, Mapping) and isinstance(part.get(inner), str) and part[inner].isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    if (
+        isinstance(part, Mapping)
+        and isinstance(part.get(inner), str)
+        and part[inner].isascii()
+        and part[inner].isdigit()
+    ):
         return str(part[inner])
     return None
 

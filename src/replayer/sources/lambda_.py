@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -17,8 +18,9 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer import logs
+from replayer.allow import BucketAllowList
 from replayer.aws import Clients, SqsQueue
-from replayer.config import Settings, load_settings
+from replayer.config import Settings, load
 from replayer.core import OUT_OF_TIME, Ticket, cap_ranges
 from replayer.errors import ConfigError, ParseError
 from replayer.mappings import esm_uuid_from_key
@@ -27,14 +29,21 @@ from replayer.observe import Recorder, emf
 from replayer.parse import LambdaEvent, Message, S3Object, lambda_event, parse_message
 from replayer.settle import Action, Decision, Settler
 from replayer.sinks import sink_from_uri
-from replayer.sources import build_replayer
+from replayer.sources import build_replayer, clients_for
 
 __all__ = ["LambdaRuntime", "UnsettledError", "settings_from_env"]
 
 log = structlog.get_logger("replayer.lambda")
 
 _SETTLED = (Action.DELETE, Action.QUARANTINE)
+_CHUNK = 1 << 20  # S3 objects are read a MiB at a time, up to --max-object-bytes
 _HARD_FLOOR_SECONDS = 1.0  # in-flight work is cut this long before the function's own timeout
+
+
+def _by_reference(obj: S3Object, size: int | None, reason: str) -> Message:
+    """A message that quarantines an S3 object by reference: what it is and why, not its body."""
+    reference = {"s3_object": {"bucket": obj.bucket, "key": obj.key, "size": size}, "reason": reason}
+    return Message(obj.uri, json.dumps(reference), parse_error=f"{obj.uri}: {reason}")
 
 
 class UnsettledError(Exception):
@@ -75,7 +84,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     def durable(uris: Sequence[str]) -> bool:
         return any(sink_check(u) is None and sink_from_uri(u, probe).durable for u in uris)
 
-    return load_settings(None, env, need_queue=False, sink_check=sink_check, durable_check=durable)
+    return load("lambda", None, env, sink_check=sink_check, durable_check=durable)
 
 
 class LambdaRuntime:
@@ -84,8 +93,9 @@ class LambdaRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
-        self.clients = Clients(max_pool_connections=max(10, settings.concurrency * 2 + 4))
+        self.clients = clients_for(settings)
         self.recorder = Recorder()  # its tally is taken (and flushed as EMF) by every invocation
+        self.failure_buckets = BucketAllowList.of(settings.failure_buckets)
         self.replayer, quarantine = build_replayer(settings, self.clients, self.recorder)
         self.settler = Settler(
             recorder=self.recorder,
@@ -140,21 +150,58 @@ class LambdaRuntime:
         return {"batchItemFailures": failures}
 
     async def _s3_messages(self, objects: Sequence[S3Object]) -> list[Message]:
-        s3 = await self.clients.get("s3")
+        """Each object named, read when it is allowed and small enough; otherwise a message that
+        quarantines it by reference (bucket, key, size, reason), never by copying its body."""
         messages = []
         for obj in objects:
-            try:
-                answer = await s3.get_object(Bucket=obj.bucket, Key=obj.key)
-                async with answer["Body"] as stream:
-                    raw = await stream.read()
-            except (ClientError, BotoCoreError) as exc:
-                raise UnsettledError(f"{obj.uri}: cannot read: {exc}") from exc
-            try:
-                messages.append(Message(obj.uri, raw.decode("utf-8")))
-            except UnicodeDecodeError:
-                text = raw.decode("utf-8", "replace")
-                messages.append(Message(obj.uri, text, parse_error="$: the object is not UTF-8 text"))
+            if not self.failure_buckets.allows(obj.bucket, obj.key):
+                why = (
+                    "not in --failure-bucket"
+                    if not self.failure_buckets.empty
+                    else "no --failure-bucket is configured"
+                )
+                messages.append(_by_reference(obj, obj.size, f"{obj.uri} is not a failure bucket: {why}"))
+            elif obj.size is not None and obj.size > self.settings.max_object_bytes:
+                messages.append(_by_reference(obj, obj.size, self._too_large(obj.size)))
+            else:
+                messages.append(await self._read_object(obj))
         return messages
+
+    def _too_large(self, size: int | None) -> str:
+        shown = "more" if size is None else f"{size}"
+        return (
+            f"the object holds {shown} bytes, more than --max-object-bytes {self.settings.max_object_bytes}"
+        )
+
+    async def _read_object(self, obj: S3Object) -> Message:
+        """The object's text, streamed and capped: reading stops one chunk past the limit."""
+        s3 = await self.clients.get("s3")
+        limit = self.settings.max_object_bytes
+        try:
+            async with asyncio.timeout(self.clients.call_deadline):
+                answer = await s3.get_object(Bucket=obj.bucket, Key=obj.key)
+                size = answer.get("ContentLength")
+                chunks: list[bytes] = []
+                read = 0
+                body = answer["Body"]
+                async with body:  # closed unread when too large
+                    if isinstance(size, int) and size > limit:
+                        return _by_reference(obj, size, self._too_large(size))
+                    while chunk := await body.read(_CHUNK):
+                        read += len(chunk)
+                        if read > limit:
+                            return _by_reference(
+                                obj, size if isinstance(size, int) else None, self._too_large(size)
+                            )
+                        chunks.append(chunk)
+        except (ClientError, BotoCoreError, TimeoutError) as exc:
+            raise UnsettledError(f"{obj.uri}: cannot read: {exc}") from exc
+        raw = b"".join(chunks)
+        del chunks
+        try:
+            return Message(obj.uri, raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _by_reference(obj, len(raw), "the object is not UTF-8 text")
 
     async def _unit_event(self, messages: list[Message], budget: _Budget, source: str) -> dict[str, Any]:
         """SNS and S3 events: nothing to report per item, so anything unsettled raises for a retry."""
