@@ -135,6 +135,20 @@ def test_allow_list_from_the_environment(
     assert result.exit_code == 0, result.output
 
 
+def test_a_reader_option_reaches_the_dry_run_and_the_run_alike(table: DynamoTable, tmp_path: Path) -> None:
+    """Every command builds the core from its settings in one place: --max-records-per-range binds both."""
+    table.put(4)
+    record = json.dumps(table.invocation_record(0, 3))
+    capped = ("--max-records-per-range", "2", "--json")
+    (planned,) = json.loads(run("replay", "--dry-run", *capped, input=record).stdout)["ranges"]
+    assert (
+        planned["outcome"] == "planned"
+        and "would be rejected: range spans more than its batch" in planned["reason"]
+    )
+    (done,) = json.loads(run("replay", "--to", f"file:{tmp_path}", *capped, input=record).stdout)["ranges"]
+    assert done["outcome"] == "rejected" and done["reason"].startswith("range spans more than its batch")
+
+
 def test_dry_run_reads_and_writes_nothing(table: DynamoTable, proxy: FaultProxy, tmp_path: Path) -> None:
     table.put(2)
     proxy.clear()

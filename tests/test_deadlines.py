@@ -22,7 +22,7 @@ from replayer import lambda_handler, logs
 from replayer.archive.layout import LOSS_REPORT, RECORDS, range_path
 from replayer.aws import Clients
 from replayer.cli import app
-from replayer.config import load_settings, parse_duration
+from replayer.config import load, parse_duration
 from replayer.core import Replayer
 from replayer.errors import ConfigError
 from replayer.observe import Recorder
@@ -103,11 +103,11 @@ def test_expiry_warning_setting() -> None:
     for bad in ("", "2 hours", "-1h", "1w", "h"):
         with pytest.raises(ValueError):
             parse_duration(bad)
-    assert load_settings({"to": ["-"]}, {}, need_queue=False).expiry_warning == 7200
+    assert load("lambda", {"to": ["-"]}, {}).expiry_warning == 7200
     env = {"REPLAYER_EXPIRY_WARNING": "90m"}
-    assert load_settings({"to": ["-"]}, env, need_queue=False).expiry_warning == 5400
+    assert load("lambda", {"to": ["-"]}, env).expiry_warning == 5400
     with pytest.raises(ConfigError, match="REPLAYER_EXPIRY_WARNING: 'soon' is not a duration"):
-        load_settings({"to": ["-"]}, {"REPLAYER_EXPIRY_WARNING": "soon"}, need_queue=False)
+        load("lambda", {"to": ["-"]}, {"REPLAYER_EXPIRY_WARNING": "soon"})
     result = runner.invoke(app, ["replay", "--to", "-", "--expiry-warning", "later", "-"], input="")
     assert result.exit_code == 2 and "--expiry-warning" in result.stderr
 

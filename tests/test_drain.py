@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from replayer.cli import app
-from replayer.config import load_settings, queue_region
+from replayer.config import load, queue_region
 from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
 from tests.support.faultproxy import FaultProxy, Request, Rule
@@ -105,6 +105,30 @@ def test_drain_json_and_exit_code_when_something_was_rejected(
     assert queue_counts(moto_endpoint, queue) == (0, 0)
 
 
+def test_a_stream_that_does_not_exist_is_rejected_and_quarantined_not_lost(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    """Allowed by a glob (so no pre-flight names it): read, found missing, `no such stream`."""
+    table.put(2)
+    gone = table.invocation_record(0, 1)
+    gone["DDBStreamBatchInfo"]["streamArn"] = gone_arn = table.stream_arn.replace(table.name, "gone-table")
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, gone)
+    code, out, err = drain(
+        "--queue", queue, "--to", f"s3://{bucket}/a", "--allow-stream", "*", "--quarantine", f"s3://{bucket}/q",
+        "--json",
+    )  # fmt: skip
+    assert code == 1, err
+    document = json.loads(out)
+    (outcome,) = document["ranges"]
+    assert (outcome["outcome"], outcome["reason"]) == ("rejected", f"no such stream: {gone_arn}")
+    assert document["messages"]["quarantined"] == 1 and document["messages"]["retried"] == 0
+    assert keys(moto_endpoint, bucket, "a/") == []  # no loss report: nothing existed to be lost
+    assert len(keys(moto_endpoint, bucket, "q/")) == 1
+    assert "records_lost" not in err
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+
+
 def test_every_configuration_problem_is_reported_at_once(moto_endpoint: str) -> None:
     code, _, err = drain(
         "--to",
@@ -183,7 +207,7 @@ def test_settings_from_the_environment_and_flags() -> None:
         "REPLAYER_HTTP_PORT": "off",
         "REPLAYER_CONCURRENCY": "4",
     }
-    settings = load_settings({"concurrency": 2}, env, need_queue=True, http_port_default=8080)
+    settings = load("run", {"concurrency": 2}, env)
     assert settings.to == ("s3://archive/p", "lambda:repair")
     assert len(settings.allow_streams) == 2
     assert settings.invoke_retries == 5 and settings.http_port is None

@@ -274,12 +274,24 @@ WEIRD_BUT_VALID = [
 ]
 
 
-def weird_records() -> str:
+def weird_records(*, inline: bool) -> str:
+    """One invocation record per weird stream name; `inline`: carrying its batch (two records) inline,
+    as an S3 on-failure destination does, so it is archived although the stream does not exist."""
     lines = []
     for arn in WEIRD_BUT_VALID:
         kind = "DDBStreamBatchInfo" if ":dynamodb:" in arn else "KinesisBatchInfo"
         record = copy.deepcopy(MANIFEST["base"]["ddb" if kind == "DDBStreamBatchInfo" else "kinesis"])
         record[kind]["streamArn"] = arn
+        if inline:
+            first, last = record[kind]["startSequenceNumber"], record[kind]["endSequenceNumber"]
+            shape = (
+                ("dynamodb", "SequenceNumber")
+                if kind == "DDBStreamBatchInfo"
+                else ("kinesis", "sequenceNumber")
+            )
+            batch = [{shape[0]: {shape[1]: seq}, "eventSourceARN": arn} for seq in (first, last)]
+            record[kind]["batchSize"] = len(batch)
+            record["payload"] = json.dumps({"Records": batch})
         lines.append(json.dumps(record))
     return "\n".join(lines) + "\n"
 
@@ -287,17 +299,23 @@ def weird_records() -> str:
 def test_names_that_pass_the_parser_are_escaped_in_keys_and_paths(
     bucket: str, moto_endpoint: str, tmp_path: Path
 ) -> None:
-    """No --allow-stream: streams that do not exist get loss reports, under escaped names only."""
-    source = tmp_path / "weird.jsonl"
-    source.write_text(weird_records())
+    """Ranges carried inline are archived (records and manifest) under escaped names only; the same
+    ranges without their records name streams that do not exist: rejected, nothing written."""
     root = tmp_path / "archive"
-    result = runner.invoke(
-        app, ["replay", str(source), "--to", f"s3://{bucket}/a", "--to", f"file:{root}", "--json", "--no-preflight"]
-    )  # fmt: skip
-    document = json.loads(result.stdout)
-    assert [r["outcome"] for r in document["ranges"]] == ["expired"] * len(WEIRD_BUT_VALID)
+    sinks = ["--to", f"s3://{bucket}/a", "--to", f"file:{root}", "--json", "--no-preflight"]
+    for inline in (False, True):
+        source = tmp_path / f"weird-{inline}.jsonl"
+        source.write_text(weird_records(inline=inline))
+        result = runner.invoke(app, ["replay", str(source), *sinks])
+        document = json.loads(result.stdout)
+        if not inline:
+            assert [(r["outcome"], r["reason"].split(":")[0]) for r in document["ranges"]] == [
+                ("rejected", "no such stream")
+            ] * len(WEIRD_BUT_VALID)
+            assert keys(moto_endpoint, bucket, "a/") == [] and not root.exists()  # no loss report
+    assert [r["outcome"] for r in document["ranges"]] == ["replayed"] * len(WEIRD_BUT_VALID)
     written = keys(moto_endpoint, bucket, "a/")
-    assert len(written) == 2 * len(WEIRD_BUT_VALID)  # a loss report and a manifest each
+    assert len(written) >= 2 * len(WEIRD_BUT_VALID)  # records and a manifest each
     for key in written:
         assert_safe(key.removeprefix("a/"))
     files = [p for p in root.rglob("*") if p.is_file()]

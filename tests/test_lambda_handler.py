@@ -130,6 +130,25 @@ def test_poison_goes_to_the_quarantine_and_is_not_reported(
     assert any("not in --allow-stream" in r for r in reasons)
 
 
+def test_a_stream_that_does_not_exist_is_quarantined_as_no_such_stream(
+    table: DynamoTable, bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table.put(2)
+    gone = table.invocation_record(0, 1)
+    gone["DDBStreamBatchInfo"]["streamArn"] = gone_arn = table.stream_arn.replace(table.name, "gone-table")
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, gone)
+    monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}/archive")
+    monkeypatch.setenv("REPLAYER_ALLOW_STREAMS", gone_arn)
+    monkeypatch.setenv("REPLAYER_QUARANTINE", f"s3://{bucket}/quarantine")
+    answer = lambda_handler.handler(sqs_event(moto_endpoint, queue), LambdaContext())
+    assert answer == {"batchItemFailures": []}  # settled: never retried on to the DLQ
+    (kept,) = keys(moto_endpoint, bucket, "quarantine/")
+    held = json.loads(client("s3", moto_endpoint).get_object(Bucket=bucket, Key=kept)["Body"].read())
+    assert held["reason"] == f"no such stream: {gone_arn}"
+    assert keys(moto_endpoint, bucket, "archive/") == []  # no loss report
+
+
 def test_sample_event_naming_streams_not_allowed_reads_nothing(
     table: DynamoTable, bucket: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ depth (inside functions and `if TYPE_CHECKING:` too), is checked against two rul
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,3 +173,16 @@ def test_test_modules_import_no_other_test_module() -> None:
                 ):
                     broken.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
     assert broken == []
+
+
+def test_the_readme_architecture_table_names_every_module_and_package_and_nothing_else() -> None:
+    section = (ROOT / "README.md").read_text().split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    named: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            named.update(re.findall(r"`([\w/.]+)`", line.split("|")[1]))
+    package = SRC / "replayer"
+    assert sorted(n for n in named if not (package / n).exists()) == []  # nothing stale
+    described = {p.name for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    described |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+    assert sorted(described - named) == []  # every module and package has its row

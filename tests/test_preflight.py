@@ -79,6 +79,25 @@ def test_a_stream_that_does_not_exist_is_no_such_stream_asked_once_and_no_loss_r
     assert not list(tmp_path.iterdir())  # no loss report: nothing existed to be lost
 
 
+def test_without_preflight_a_stream_that_does_not_exist_is_rejected_not_lost(
+    table: DynamoTable, tmp_path: Path
+) -> None:
+    table.put(2)
+    record = table.invocation_record(0, 1)
+    record["DDBStreamBatchInfo"]["streamArn"] = gone = table.stream_arn.replace(table.name, "gone-table")
+    result = run("replay", "--to", f"file:{tmp_path}", "--no-preflight", "--json", input=json.dumps(record))
+    assert result.exit_code == 1
+    (outcome,) = json.loads(result.stdout)["ranges"]
+    assert (outcome["outcome"], outcome["reason"]) == ("rejected", f"no such stream: {gone}")
+    assert "records_lost" not in result.stderr
+    assert not list(tmp_path.iterdir())  # no loss report: nothing existed to be lost
+    planned = run("replay", "--dry-run", "--json", input=json.dumps(record))  # a dry run says the same
+    (outcome,) = json.loads(planned.stdout)["ranges"]
+    assert outcome["outcome"] == "planned" and outcome["reason"].endswith(
+        f"would be rejected: no such stream: {gone}"
+    )
+
+
 def test_a_queue_that_does_not_exist(moto_endpoint: str, bucket: str) -> None:
     queue = make_queue(moto_endpoint).rsplit("/", 1)[0] + "/" + unique("missing")
     result = run("drain", "--queue", queue, "--to", f"s3://{bucket}")

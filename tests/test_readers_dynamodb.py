@@ -12,7 +12,7 @@ import pytest
 from replayer.aws import Clients
 from replayer.model import Failure
 from replayer.parse import parse_message
-from replayer.readers import DynamoDBReader, ReadResult
+from replayer.readers import NO_SUCH_STREAM, DynamoDBReader, ReadResult
 from tests.support.aws import DynamoTable
 from tests.support.faultproxy import FaultProxy, Request, Rule, aws_error, op
 
@@ -232,14 +232,28 @@ async def test_batch_size_mismatch_is_reported(table: DynamoTable) -> None:
     assert any("batchSize says 3" in n for n in result.notes)
 
 
-async def test_unknown_stream_is_lost_with_reason(table: DynamoTable) -> None:
+async def test_unknown_stream_is_refused_as_no_such_stream_not_lost(table: DynamoTable) -> None:
     table.put(2)
     record = table.invocation_record(0, 1)
     record["DDBStreamBatchInfo"]["streamArn"] = table.stream_arn.replace(table.name, "no-such-table")
     (failure,) = parse_message(record)
     result = await read(failure)
-    assert result.records == ()
-    assert "not found" in result.gaps[0].reason
+    assert result.records == () and result.gaps == ()
+    assert result.refused == f"{NO_SUCH_STREAM}: {failure.stream_arn}"
+
+
+async def test_a_missing_shard_of_a_stream_that_exists_is_lost_with_reason(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    """DynamoDB Streams drop a shard 24 hours after it closes (moto cannot: the proxy answers)."""
+    table.put(2)
+    proxy.add(Rule(op("GetShardIterator"), respond=aws_error("ResourceNotFoundException", "shard gone")))
+    failure = failure_of(table, 0, 1)
+    result = await read(failure)
+    assert result.records == () and result.refused is None
+    (gap,) = result.gaps
+    assert (gap.first, gap.last) == (failure.start_sequence, failure.end_sequence)
+    assert "shard not found" in gap.reason
 
 
 async def test_one_reader_per_shard_at_a_time(table: DynamoTable, proxy: FaultProxy) -> None:

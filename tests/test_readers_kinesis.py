@@ -27,7 +27,7 @@ from replayer.cli import app
 from replayer.core import Replayer
 from replayer.model import Failure, OutcomeKind
 from replayer.parse import parse_message
-from replayer.readers import KinesisReader, Readers, ReadResult
+from replayer.readers import NO_SUCH_STREAM, KinesisReader, Readers, ReadResult
 from replayer.readers.kinesis import DEFAULT_RETENTION, GET_RECORDS_BUDGET, ShardBudget
 from replayer.sinks import FileSink
 from tests.support import kinesis_local
@@ -431,18 +431,20 @@ async def test_range_trimmed_on_an_idle_stream_is_expired(
     assert "trimmed" in gap.reason
 
 
-async def test_missing_stream_or_shard_loses_the_whole_range_with_a_reason(
+async def test_a_missing_stream_is_refused_and_a_missing_shard_loses_the_range(
     kinesis_stream: KinesisStream,
 ) -> None:
     kinesis_stream.put(3)
     gone = failure_of(kinesis_stream, 0, 2, streamArn=kinesis_stream.stream_arn + "-deleted")
+    result = await read(gone)
+    assert result.records == () and result.gaps == ()
+    assert result.refused == f"{NO_SUCH_STREAM}: {gone.stream_arn}"  # nothing existed: nothing lost
     no_shard = failure_of(kinesis_stream, 0, 2, shardId="shardId-000000000042")
-    for failure in (gone, no_shard):
-        result = await read(failure)
-        assert result.complete and result.records == ()
-        (gap,) = result.gaps
-        assert (gap.first, gap.last) == (failure.start_sequence, failure.end_sequence)
-        assert "not found" in gap.reason
+    result = await read(no_shard)
+    assert result.complete and result.records == () and result.refused is None
+    (gap,) = result.gaps
+    assert (gap.first, gap.last) == (no_shard.start_sequence, no_shard.end_sequence)
+    assert "shard not found" in gap.reason
 
 
 async def test_retention_comes_from_describe_stream_summary_once(

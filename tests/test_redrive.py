@@ -209,7 +209,7 @@ def test_partial_and_expired_ranges_redrive_what_the_archive_holds(
     stream = table.stream_records()
     (partial,) = parse_message(table.invocation_record(0, 3, stream))
     (expired,) = parse_message(
-        table.invocation_record(1, 2, stream, shardId="shardId-00000000000000000000-gone")
+        table.invocation_record(1, 2, stream, shardId="shardId-00000000000000000000-00000gone")
     )
     root = tmp_path / "archive"
 

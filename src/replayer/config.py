@@ -31,7 +31,6 @@ __all__ = [
     "help_text",
     "is_queue_url",
     "load",
-    "load_settings",
     "markdown_table",
     "options_for",
     "parse_duration",
@@ -635,31 +634,6 @@ def _warnings(
             "no --failure-bucket given: every S3 object an event names will be quarantined by reference, "
             "none is read (deny by default; '*' allows every bucket)"
         )
-
-
-def load_settings(
-    flags: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-    *,
-    need_queue: bool,
-    http_port_default: int | None = None,
-    wait_seconds_default: int = 20,
-    sink_check: Callable[[str], str | None] | None = None,
-    durable_check: Callable[[Sequence[str]], bool] | None = None,
-) -> Settings:
-    """`load` as `run` (need_queue) or the Lambda reads it; kept for callers not yet moved to `load`."""
-    command = "run" if need_queue else "lambda"
-    settings = load(command, flags, env, sink_check=sink_check, durable_check=durable_check)
-    given = (flags or {}).get("http_port") is not None or ENV["http_port"] in (
-        os.environ if env is None else env
-    )
-    if not given:
-        settings = replace(settings, http_port=http_port_default)
-    if (flags or {}).get("wait_seconds") is None and ENV["wait_seconds"] not in (
-        os.environ if env is None else env
-    ):
-        settings = replace(settings, wait_seconds=wait_seconds_default)
-    return settings
 
 
 # ---- the README's option table

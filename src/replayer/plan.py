@@ -15,12 +15,12 @@ from replayer.archive.manifest import ArchivedRange
 from replayer.archive.read import read_records
 from replayer.archive.store import Store, StoreError
 from replayer.aws import Clients
-from replayer.filtering import PatternError, criteria_for
+from replayer.filtering import PatternError
 from replayer.model import Failure, Outcome, OutcomeKind, StreamRecord
 from replayer.readers import Readers
-from replayer.selection import Selection
+from replayer.selection import Selection, to_send
 
-__all__ = ["RangePlan", "archived_sends", "plan_ranges", "sends"]
+__all__ = ["RangePlan", "archived_sends", "plan_ranges"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +54,6 @@ def _span(records: Sequence[StreamRecord]) -> str:
     return f"({records[0].sequence_number}..{records[-1].sequence_number})" if records else "(none)"
 
 
-def sends(
-    failure: Failure, records: Sequence[StreamRecord], *, selection: Selection | None, no_filter: bool
-) -> list[StreamRecord]:
-    """What `lambda:` sinks would receive of `records`: the mapping's filter, then the selection."""
-    sent = list(records)
-    mapping = failure.mapping
-    if not no_filter and mapping is not None and mapping.filters:
-        sent = criteria_for(mapping.filters).select(failure.kind, sent)
-    if selection is not None and selection.narrows_records:
-        sent = selection.take(failure.kind, sent)
-    return sent
-
-
 async def archived_sends(
     store: Store, ranges: Sequence[ArchivedRange], *, selection: Selection | None, no_filter: bool
 ) -> dict[str, str]:
@@ -75,7 +62,7 @@ async def archived_sends(
     for archived in ranges:
         try:
             records = await read_records(store, archived)
-            sent = sends(archived.failure, records, selection=selection, no_filter=no_filter)
+            sent = to_send(archived.failure, records, selection=selection, apply_filter=not no_filter)
         except (StoreError, ValueError) as exc:  # damaged, unreadable or a filter we cannot apply
             phrases[archived.failure.range_id] = f"cannot tell what would be sent: {exc}"
             continue
@@ -103,18 +90,16 @@ async def plan_ranges(
         except Exception as exc:  # a plan reports the trouble and goes on
             plans.append(RangePlan(failure, (), (), problem=f"reading failed: {exc}"))
             continue
+        if result.refused is not None:  # a run rejects it (e.g. no such stream): nothing sent, nothing lost
+            plans.append(RangePlan(failure, (), (), problem=f"would be rejected: {result.refused}"))
+            continue
         records = tuple(sorted(result.records, key=lambda r: r.sequence))
-        sent = list(records)
-        mapping = failure.mapping
-        if not no_filter and mapping is not None and mapping.filters:
-            try:
-                sent = criteria_for(mapping.filters).select(failure.kind, sent)
-            except PatternError as exc:
-                plans.append(
-                    RangePlan(failure, records, (), problem=f"the mapping's filter cannot be applied: {exc}")
-                )
-                continue
-        if selection is not None and selection.narrows_records:
-            sent = selection.take(failure.kind, sent)
+        try:
+            sent = to_send(failure, records, selection=selection, apply_filter=not no_filter)
+        except PatternError as exc:
+            plans.append(
+                RangePlan(failure, records, (), problem=f"the mapping's filter cannot be applied: {exc}")
+            )
+            continue
         plans.append(RangePlan(failure, records, tuple(sent), missing=len(result.gaps)))
     return plans

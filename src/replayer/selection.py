@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from replayer.errors import ConfigError
-from replayer.filtering import Number, Pattern, PatternError, filter_document
+from replayer.filtering import Number, Pattern, PatternError, criteria_for, filter_document
 from replayer.model import Failure, StreamKind, StreamRecord
 
-__all__ = ["Selection", "arrival", "parse_moment", "read_pattern"]
+__all__ = ["Selection", "arrival", "parse_moment", "read_pattern", "to_send"]
 
 
 def read_pattern(text: str) -> Pattern:
@@ -172,3 +172,24 @@ class Selection:
             "shards": list(self.shards),
             "limit": self.limit,
         }
+
+
+def to_send(
+    failure: Failure,
+    records: Iterable[StreamRecord],
+    *,
+    selection: Selection | None,
+    apply_filter: bool = True,
+) -> list[StreamRecord]:
+    """What a `lambda:` sink sends of a range's records: those its mapping's filter admits (all of
+    them with `apply_filter` off or no known filter), then those `selection` takes.
+
+    PatternError when the mapping holds a pattern these rules cannot compile.
+    """
+    kept = list(records)
+    mapping = failure.mapping
+    if apply_filter and mapping is not None and mapping.filters:
+        kept = criteria_for(mapping.filters).select(failure.kind, kept)
+    if selection is not None and selection.narrows_records:
+        kept = selection.take(failure.kind, kept)
+    return kept

@@ -88,6 +88,11 @@ def _without(gaps: Sequence[Gap], held: Iterable[str]) -> tuple[Gap, ...]:
     return tuple(out)
 
 
+def _digest(held: PackedRecords) -> str | None:
+    """The records object's SHA-256 for a conflict's report; None when there is no records object."""
+    return held.sha256 if held.count else None
+
+
 class _Writer:
     def __init__(self, store: Store, failure: Failure, packed: PackedRecords) -> None:
         self.store = store
@@ -184,12 +189,12 @@ class _Writer:
             return gaps, sha256(document)
         there = await self.store.read(key)
         if there is None:
-            raise self.conflict("the loss report was there, then gone", held.sha256, LOSS_REPORT)
+            raise self.conflict("the loss report was there, then gone", _digest(held), LOSS_REPORT)
         try:
             report = read_loss_report(there, self.failure)
         except ValueError as exc:
             raise self.conflict(
-                f"the loss report there is unusable: {exc}", held.sha256, LOSS_REPORT
+                f"the loss report there is unusable: {exc}", _digest(held), LOSS_REPORT
             ) from None
         named_lost = _without(report.gaps, held.fingerprints) != report.gaps
         if report.recovered != held.count or named_lost or not report.gaps:
@@ -197,7 +202,7 @@ class _Writer:
                 "the loss report there contradicts the records object "
                 f"(it counts {report.recovered} records kept where the object holds {held.count}"
                 + (", and names archived records as lost)" if named_lost else ")"),
-                held.sha256,
+                _digest(held),
                 LOSS_REPORT,
             )
         return report.gaps, sha256(there)
@@ -231,12 +236,12 @@ class _Writer:
             report = await self.store.read(self.key(LOSS_REPORT))
             if report is None or sha256(report) != archived.loss_report_sha256:
                 raise self.conflict(
-                    "the loss report does not match its manifest's SHA-256", held.sha256 or None, LOSS_REPORT
+                    "the loss report does not match its manifest's SHA-256", _digest(held), LOSS_REPORT
                 )
         if lacking := held.holds(self.read):
             raise self.conflict(
                 f"the archived range lacks or differs in {len(lacking)} records this attempt read (first: {lacking[0]})",
-                held.sha256 if held.count else None,
+                _digest(held),
                 RECORDS,
             )
         records = self.key(RECORDS) if archived.count else self.key(MANIFEST)

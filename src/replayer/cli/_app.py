@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -77,28 +77,12 @@ def _parameter(option: Option, command: str) -> inspect.Parameter:
     )
 
 
-def _sink_check(uri: str) -> str | None:
-    from replayer.aws import Clients
-    from replayer.sinks import sink_from_uri
-
-    try:
-        sink_from_uri(uri, Clients())  # builds the sink to check its URI; creates no client
-    except ConfigError as exc:
-        return str(exc).removeprefix("--to ")
-    return None
-
-
-def _durable(uris: Sequence[str]) -> bool:
-    from replayer.aws import Clients
-    from replayer.sinks import sink_from_uri
-
-    return any(_sink_check(uri) is None and sink_from_uri(uri, Clients()).durable for uri in uris)
-
-
 def load_or_exit(name: str, flags: dict[str, Any]) -> Settings:
     """The command's settings, or one line per problem on stderr and exit 2."""
+    from replayer.sinks import keeps_reports, sink_problem
+
     try:
-        return config.load(name, flags, os.environ, sink_check=_sink_check, durable_check=_durable)
+        return config.load(name, flags, os.environ, sink_check=sink_problem, durable_check=keeps_reports)
     except ConfigError as exc:
         print_error(stderr_console(), exc)
         raise typer.Exit(2) from None

@@ -21,11 +21,11 @@ from replayer.archive.store import parse_location
 from replayer.aws import Clients, default_region, error_code
 from replayer.config import queue_region
 from replayer.model import StreamKind, parse_stream_arn
+from replayer.readers import NO_SUCH_STREAM
 from replayer.sinks.lambda_ import parse_target
 
 __all__ = ["Checks", "NO_SUCH_STREAM", "preflight"]
 
-NO_SUCH_STREAM = "no such stream"
 _CONNECT_SECONDS = 3.0
 _MISSING = ("ResourceNotFoundException", "NoSuchBucket", "404", "NotFound", "AWS.SimpleQueueService.NonExistentQueue",
             "QueueDoesNotExist")  # fmt: skip

@@ -17,24 +17,23 @@ from replayer.report import Report
 
 if TYPE_CHECKING:
     from replayer.archive.manifest import ArchivedRange
+    from replayer.aws import Clients
     from replayer.sinks import LambdaSink
     from replayer.sources.archive import Selection
 
 __all__ = ["redrive"]
 
 
-def _targets(settings: Settings, clients: object) -> list[LambdaSink]:
+def _targets(settings: Settings, clients: Clients) -> list[LambdaSink]:
     from replayer.cli.replay import selection_of
-    from replayer.sinks import LambdaSink, SinkOptions, sink_from_uri
+    from replayer.sinks import LambdaSink
+    from replayer.sources import sinks_for
 
-    options = SinkOptions.of(settings, selection=selection_of(settings))
-    targets = []
     for uri in settings.to:
-        sink = sink_from_uri(uri, clients, options) if uri.startswith("lambda:") else None  # type: ignore[arg-type]
-        if not isinstance(sink, LambdaSink):
+        if not uri.startswith("lambda:"):
             raise ConfigError(f"--to {uri!r}: redrive re-drives to functions only; expected lambda:FUNCTION")
-        targets.append(sink)
-    return targets
+    sinks = sinks_for(settings, clients, selection=selection_of(settings))
+    return [sink for sink in sinks if isinstance(sink, LambdaSink)]
 
 
 def _selection(settings: Settings) -> Selection:
@@ -51,11 +50,11 @@ def _selection(settings: Settings) -> Selection:
 
 
 async def _redrive(settings: Settings, selection: Selection, show: bool) -> Report:
-    from replayer.aws import Clients
+    from replayer.sources import clients_for
     from replayer.sources.archive import Redriver, archive_from_uri, in_shard_order
 
     concurrency = settings.concurrency
-    async with Clients(max_pool_connections=max(10, concurrency * 2)) as clients:
+    async with clients_for(settings) as clients:
         archive = archive_from_uri(settings.redrive_from or "", clients)
         redriver = Redriver(archive, _targets(settings, clients), force=settings.force)
         ranges, bad = await redriver.find(selection, concurrency=max(8, concurrency))

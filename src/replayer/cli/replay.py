@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -71,44 +70,26 @@ def _plan(
 
 
 async def _plans(settings: Settings, failures: Sequence[Failure], selection: Selection) -> list[RangePlan]:
-    from replayer.aws import Clients
     from replayer.plan import plan_ranges
-    from replayer.readers import Readers
+    from replayer.sources import clients_for, readers_for
 
-    async with Clients() as clients:
-        readers = Readers(clients, invoke_identity_arn=settings.invoke_identity_arn)
+    async with clients_for(settings) as clients:
         return await plan_ranges(
-            clients, failures, readers=readers, selection=selection, no_filter=settings.no_filter
+            clients,
+            failures,
+            readers=readers_for(settings, clients),
+            selection=selection,
+            no_filter=settings.no_filter,
         )
 
 
 async def _replay(
-    settings: Settings, failures: Sequence[Failure], allow: AllowList, show: bool, selection: Selection
+    settings: Settings, failures: Sequence[Failure], show: bool, selection: Selection
 ) -> Report:
-    from replayer.aws import Clients
-    from replayer.core import Replayer
-    from replayer.readers import Readers
-    from replayer.sinks import SinkOptions, sink_from_uri
+    from replayer.sources import build_replayer, clients_for
 
-    options = SinkOptions.of(settings, selection=selection)
-    async with Clients(
-        max_pool_connections=max(10, settings.concurrency * 2), call_deadline=settings.call_deadline_seconds
-    ) as clients:
-        sinks = [sink_from_uri(uri, clients, options) for uri in settings.to]
-        readers = Readers(
-            clients,
-            invoke_identity_arn=settings.invoke_identity_arn,
-            max_records_per_range=settings.max_records_per_range,
-        )
-        warning = timedelta(seconds=settings.expiry_warning)
-        replayer = Replayer(
-            clients,
-            sinks,
-            allow=allow,
-            readers=readers,
-            expiry_warning=warning,
-            range_budget=settings.range_budget_seconds,
-        )
+    async with clients_for(settings) as clients:
+        replayer, _ = build_replayer(settings, clients, selection=selection)
         return await work_through(
             settings,
             lambda advance: replayer.scheduler(concurrency=settings.concurrency, on_done=advance),
@@ -140,7 +121,7 @@ def _work(settings: Settings, failures: Sequence[Failure], bad: Sequence[Outcome
     preflight_or_exit(settings, Checks(sinks=settings.to, streams=streams))
     report = Report([])
     if failures:
-        report = asyncio.run(_replay(settings, failures, allow, show_progress(settings, console), selection))
+        report = asyncio.run(_replay(settings, failures, show_progress(settings, console), selection))
     finish(settings, dataclasses.replace(report, outcomes=[*bad, *report.outcomes]))
 
 

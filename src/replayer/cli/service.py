@@ -42,18 +42,14 @@ async def _depth(settings: Settings, clients: Any) -> int | None:
 async def _serve(settings: Settings, *, burst: bool, console: Console, show: bool) -> Report:
     import structlog
 
-    from replayer.aws import Clients
     from replayer.observe import Recorder
     from replayer.report import progress
-    from replayer.sources import build_replayer
+    from replayer.sources import build_replayer, clients_for
     from replayer.sources.sqs import Service
 
     log = structlog.get_logger("replayer.service")
     metrics = Recorder(prometheus=True)
-    async with Clients(
-        max_pool_connections=max(10, settings.concurrency * 2 + 4),
-        call_deadline=settings.call_deadline_seconds,
-    ) as clients:
+    async with clients_for(settings) as clients:
         depth = await _depth(settings, clients)
         replayer, quarantine = build_replayer(settings, clients, metrics)
         with progress(console, depth, show and burst, what="messages") as advance:

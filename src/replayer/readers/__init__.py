@@ -13,6 +13,7 @@ from replayer.aws import Clients
 from replayer.model import Failure, StreamKind
 from replayer.readers._base import (
     DEFAULT_MAX_RECORDS_PER_RANGE,
+    NO_SUCH_STREAM,
     OVER_BATCH,
     RangeCollector,
     ReadResult,
@@ -25,6 +26,7 @@ from replayer.readers.payload import PayloadReader, StreamInstead, payload_probl
 
 __all__ = [
     "DEFAULT_MAX_RECORDS_PER_RANGE",
+    "NO_SUCH_STREAM",
     "OVER_BATCH",
     "DynamoDBReader",
     "KinesisReader",

@@ -13,13 +13,15 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
+from botocore.exceptions import ClientError
 
-from replayer.aws import RAW_BODY, Clients
+from replayer.aws import RAW_BODY, Clients, error_code
 from replayer.model import Failure, Gap, StreamRecord
 from replayer.wire import jsonable, loads
 
 __all__ = [
     "DEFAULT_MAX_RECORDS_PER_RANGE",
+    "NO_SUCH_STREAM",
     "OVER_BATCH",
     "Page",
     "RangeCollector",
@@ -38,6 +40,8 @@ log = structlog.get_logger("replayer.readers")
 # A range is read to its end or to this many records, whichever comes first (#12: bounded by its batch).
 DEFAULT_MAX_RECORDS_PER_RANGE = 10_000
 OVER_BATCH = "range spans more than its batch"
+# The rejection of a range whose stream does not exist: nothing there was ever lost, nothing to retry.
+NO_SUCH_STREAM = "no such stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,11 @@ class RangeCollector:
         self.refused = f"{OVER_BATCH}: {why}"
         self.done = True
 
+    def no_stream(self) -> None:
+        """The range's stream does not exist: stop reading; it is rejected, not retried nor lost."""
+        self.refused = f"{NO_SUCH_STREAM}: {self.failure.stream_arn}"
+        self.done = True
+
     def at_tip(self) -> None:
         """The newest record of an open shard was read and the range's end was not met.
 
@@ -269,6 +278,23 @@ class BaseShardCalls:
         self.client = client
         self.failure = failure
         self.books = RangeCollector(failure, ceiling=ceiling)
+
+    async def describe_stream(self) -> None:
+        """Describe the range's stream (one cheap call); ClientError when it cannot be."""
+        raise NotImplementedError
+
+    async def not_found(self, exc: ClientError) -> None:
+        """The books after a ResourceNotFoundException reading the range: a stream that does not
+        exist rejects it (`NO_SUCH_STREAM`); a shard missing from a stream that does is a loss
+        (DynamoDB Streams drop shards 24 hours after they close)."""
+        try:
+            await self.describe_stream()
+        except ClientError as describe:
+            if error_code(describe) != "ResourceNotFoundException":
+                raise
+            self.books.no_stream()
+            return
+        self.books.lost_from_here(f"shard not found: {exc}")
 
 
 async def read_range(

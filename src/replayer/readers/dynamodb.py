@@ -81,7 +81,7 @@ class _ShardCalls(BaseShardCalls):
         except ClientError as exc:
             code = error_code(exc)
             if code == "ResourceNotFoundException":
-                self.books.lost_from_here(f"stream or shard not found: {exc}")
+                await self.not_found(exc)
                 return None
             if code != "TrimmedDataAccessException":
                 raise
@@ -92,6 +92,9 @@ class _ShardCalls(BaseShardCalls):
             response = await self.client.get_shard_iterator(**kwargs)
         iterator: str | None = response.get("ShardIterator")
         return iterator
+
+    async def describe_stream(self) -> None:
+        await self.client.describe_stream(StreamArn=self.failure.stream_arn, Limit=1)
 
     async def page(self, iterator: str) -> Page | None:
         try:

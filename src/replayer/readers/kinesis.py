@@ -164,10 +164,13 @@ class _ShardCalls(BaseShardCalls):
         except ClientError as exc:
             if error_code(exc) != "ResourceNotFoundException":
                 raise
-            self.books.lost_from_here(f"stream or shard not found: {exc}")
+            await self.not_found(exc)
             return None
         iterator: str | None = response.get("ShardIterator")
         return iterator
+
+    async def describe_stream(self) -> None:
+        await self.client.describe_stream_summary(StreamARN=self.failure.stream_arn)
 
     async def page(self, iterator: str) -> Page | None:
         """One GetRecords page, within the shard's budget."""
@@ -184,7 +187,7 @@ class _ShardCalls(BaseShardCalls):
                 return None
             if code != "ResourceNotFoundException":
                 raise
-            self.books.lost_from_here(f"stream or shard not found: {exc}")
+            await self.not_found(exc)  # deleted while being read
             return Page([], None)
         with gc_paused():
             page = decoded_page(response)

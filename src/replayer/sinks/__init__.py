@@ -8,7 +8,7 @@ module plus one `SinkKind` row below: `sink_from_uri`, the `--to` help text
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from replayer.archive.store import parse_location
@@ -30,6 +30,8 @@ from replayer.sinks.stdout import StdoutSink
 
 __all__ = [
     "SINK_KINDS",
+    "keeps_reports",
+    "sink_problem",
     "ArchiveConflict",
     "ArchiveSink",
     "Delivery",
@@ -171,3 +173,17 @@ def sink_from_uri(uri: str, clients: Clients, options: SinkOptions | None = None
     if kind is None:
         raise ConfigError(f"--to {uri!r}: unknown sink; expected {describe_uri_forms()}")
     return kind.build(uri, clients, options or SinkOptions())
+
+
+def sink_problem(uri: str) -> str | None:
+    """What is wrong with a `--to` URI, or None; the sink is built to check it (no AWS client is made)."""
+    try:
+        sink_from_uri(uri, Clients())
+    except ConfigError as exc:
+        return str(exc).removeprefix("--to ")
+    return None
+
+
+def keeps_reports(uris: Sequence[str]) -> bool:
+    """True when one of the `--to` URIs is a valid sink that keeps loss reports."""
+    return any(sink_problem(uri) is None and sink_from_uri(uri, Clients()).durable for uri in uris)

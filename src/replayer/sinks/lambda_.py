@@ -28,10 +28,10 @@ from tenacity import (
 
 from replayer.aws import Clients, error_code
 from replayer.errors import ConfigError
-from replayer.filtering import PatternError, criteria_for
+from replayer.filtering import PatternError
 from replayer.model import Failure, StreamKind, StreamRecord
 from replayer.readers import ReadResult
-from replayer.selection import Selection
+from replayer.selection import Selection, to_send
 from replayer.sinks._base import Delivery, SinkError
 from replayer.sinks._identity import Roles, with_identity
 
@@ -266,21 +266,15 @@ class LambdaSink:
     def admitted(self, failure: Failure, records: Sequence[StreamRecord]) -> list[StreamRecord]:
         """The records to send: those the failure's mapping would have delivered (all of them without
         a filter, with `apply_filter` off, or when the mapping is unknown), narrowed by `selection`."""
-        kept = list(records)
-        mapping = failure.mapping
-        if self.apply_filter and mapping is not None and mapping.filters:
-            try:
-                criteria = criteria_for(mapping.filters)
-            except PatternError as exc:
-                raise SinkError(
-                    f"{self.uri}: the mapping's filter cannot be applied ({exc}); "
-                    "re-drive with --no-filter to send every record"
-                ) from exc
-            kept = criteria.select(failure.kind, kept)
-            log.info("records_filtered", function=self.uri, admitted=len(kept), read=len(records))
-        if self.selection is not None and self.selection.narrows_records:
-            kept = self.selection.take(failure.kind, kept)
-            log.info("records_selected", function=self.uri, selected=len(kept), read=len(records))
+        try:
+            kept = to_send(failure, records, selection=self.selection, apply_filter=self.apply_filter)
+        except PatternError as exc:
+            raise SinkError(
+                f"{self.uri}: the mapping's filter cannot be applied ({exc}); "
+                "re-drive with --no-filter to send every record"
+            ) from exc
+        if len(kept) != len(records):
+            log.info("records_filtered", function=self.uri, sent=len(kept), read=len(records))
         return kept
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:

@@ -19,17 +19,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer import logs
 from replayer.allow import BucketAllowList
-from replayer.aws import Clients, SqsQueue
-from replayer.config import Settings, load_settings
+from replayer.aws import SqsQueue
+from replayer.config import Settings, load
 from replayer.core import OUT_OF_TIME, Ticket, cap_ranges
-from replayer.errors import ConfigError, ParseError
+from replayer.errors import ParseError
 from replayer.mappings import esm_uuid_from_key
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.observe import Recorder, emf
 from replayer.parse import LambdaEvent, Message, S3Object, lambda_event, parse_message
 from replayer.settle import Action, Decision, Settler
-from replayer.sinks import sink_from_uri
-from replayer.sources import build_replayer
+from replayer.sinks import keeps_reports, sink_problem
+from replayer.sources import build_replayer, clients_for
 
 __all__ = ["LambdaRuntime", "UnsettledError", "settings_from_env"]
 
@@ -72,19 +72,7 @@ class _Budget:
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """The handler's settings: `REPLAYER_*` variables only. Raises ConfigError listing every problem."""
-    probe = Clients()  # only to build sinks for checking: creates no AWS client
-
-    def sink_check(uri: str) -> str | None:
-        try:
-            sink_from_uri(uri, probe)
-        except ConfigError as exc:
-            return str(exc).removeprefix("--to ")
-        return None
-
-    def durable(uris: Sequence[str]) -> bool:
-        return any(sink_check(u) is None and sink_from_uri(u, probe).durable for u in uris)
-
-    return load_settings(None, env, need_queue=False, sink_check=sink_check, durable_check=durable)
+    return load("lambda", None, env, sink_check=sink_problem, durable_check=keeps_reports)
 
 
 class LambdaRuntime:
@@ -93,10 +81,7 @@ class LambdaRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
-        self.clients = Clients(
-            max_pool_connections=max(10, settings.concurrency * 2 + 4),
-            call_deadline=settings.call_deadline_seconds,
-        )
+        self.clients = clients_for(settings)
         self.recorder = Recorder()  # its tally is taken (and flushed as EMF) by every invocation
         self.failure_buckets = BucketAllowList.of(settings.failure_buckets)
         self.replayer, quarantine = build_replayer(settings, self.clients, self.recorder)
