@@ -238,20 +238,6 @@ class Replayer:
             on_done=on_done,
         )
 
-    async def replay_many(
-        self,
-        failures: Iterable[Failure],
-        *,
-        concurrency: int = 8,
-        on_done: Callable[[Outcome], None] | None = None,
-    ) -> list[Outcome]:
-        """Batch mode: every failure worked through `scheduler()`; one outcome each, in the
-        order they were worked (earliest deadline first). A range named twice is worked once;
-        each mention gets its outcome."""
-        tickets = await self.scheduler(concurrency=concurrency, on_done=on_done).run(failures)
-        ordered = sorted(tickets, key=lambda t: (t.deadline, t.order))
-        return [o for t in ordered if (o := t.result()) is not None]
-
 
 async def deliver(
     sinks: Sequence[Sink], failure: Failure, result: ReadResult, progress: _Progress | None = None
