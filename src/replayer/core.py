@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.allow import AllowList
 from replayer.aws import Clients
+from replayer.logs import range_context
 from replayer.mappings import MappingFinder
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.readers import Readers, ReadResult
@@ -130,13 +131,7 @@ class Replayer:
 
     async def replay(self, failure: Failure) -> Outcome:
         """Re-read the failure's range and hand it to every sink; never raises for AWS trouble."""
-        with structlog.contextvars.bound_contextvars(
-            range_id=failure.range_id,
-            stream_arn=failure.stream_arn,
-            shard_id=failure.shard_id,
-            start=failure.start_sequence,
-            end=failure.end_sequence,
-        ):
+        with range_context(failure):
             refusal = self.check(failure)
             if refusal is not None:
                 log.warning("range_rejected", reason=refusal.reason)

@@ -7,10 +7,25 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import AbstractContextManager
+from typing import Any
 
 import structlog
 
-__all__ = ["configure"]
+from replayer.model import Failure
+
+__all__ = ["configure", "range_context"]
+
+
+def range_context(failure: Failure) -> AbstractContextManager[Any]:
+    """Every log line inside names the range: its id, stream, shard, start and end."""
+    return structlog.contextvars.bound_contextvars(
+        range_id=failure.range_id,
+        stream_arn=failure.stream_arn,
+        shard_id=failure.shard_id,
+        start=failure.start_sequence,
+        end=failure.end_sequence,
+    )
 
 
 class _StderrLogger:

@@ -27,6 +27,7 @@ from replayer.archive.store import Store, StoreError, store_from_uri
 from replayer.aws import Clients
 from replayer.core import Scheduler, Ticket, deliver
 from replayer.errors import ConfigError
+from replayer.logs import range_context
 from replayer.model import Failure, Outcome, OutcomeKind, parse_stream_arn
 from replayer.readers import ReadResult
 from replayer.sinks import Delivery, LambdaSink, SinkError
@@ -174,13 +175,7 @@ class Redriver:
     async def redrive(self, archived: ArchivedRange) -> Outcome:
         """Re-drive one range to every target without a marker; never raises for AWS or disk trouble."""
         failure = archived.failure
-        with structlog.contextvars.bound_contextvars(
-            range_id=failure.range_id,
-            stream_arn=failure.stream_arn,
-            shard_id=failure.shard_id,
-            start=failure.start_sequence,
-            end=failure.end_sequence,
-        ):
+        with range_context(failure):
             todo, skipped = self._due(archived)
             if not archived.count:
                 return self._settled(archived, reason="no records archived: nothing to re-drive")
