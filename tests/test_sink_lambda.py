@@ -582,12 +582,33 @@ async def test_an_override_wins_over_the_looked_up_role(
     (failure,) = parse_message(kinesis_stream.invocation_record(0, 0))
     override = "arn:aws:iam::123456789012:role/chosen"
     async with Clients() as clients:
-        sink = sink_from_uri(f"lambda:{repair.name}", clients, SinkOptions(**FAST))
+        # As every command builds them from its settings: the override reaches readers and sinks.
+        sink = sink_from_uri(
+            f"lambda:{repair.name}", clients, SinkOptions(**FAST, invoke_identity_arn=override)
+        )
         readers = Readers(clients, invoke_identity_arn=override)
         replayer = Replayer(clients, [sink], allow=ANY_STREAM, readers=readers)
         outcome = await replayer.replay(failure)
     assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason
     assert [r["invokeIdentityArn"] for r in repair.received()] == [override]
+
+
+async def test_records_read_back_from_an_archive_get_the_target_functions_role(
+    kinesis_stream: KinesisStream, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    """Archived Kinesis records name the failed function's role; re-driven, Lambda would name the target's."""
+    repair = RepairFunction(ministack, VALIDATE="powertools")
+    kinesis_stream.put(2)
+    (failure,) = parse_message(kinesis_stream.invocation_record(0, 1))
+    failed_role = "arn:aws:iam::123456789012:role/the-function-that-failed"
+    async with Clients() as clients:
+        archived = await Readers(clients, invoke_identity_arn=failed_role).for_failure(failure).read(failure)
+        assert [json.loads(r.json)["invokeIdentityArn"] for r in archived.records] == [failed_role] * 2
+        sink = sink_from_uri(f"lambda:{repair.name}", clients, SinkOptions(**FAST))
+        await sink.deliver(failure, archived)
+    role = ministack.client("lambda").get_function_configuration(FunctionName=repair.name)["Role"]
+    assert role != failed_role
+    assert [r["invokeIdentityArn"] for r in repair.received()] == [role, role]
 
 
 async def test_dynamodb_records_pass_powertools(

@@ -64,6 +64,7 @@ class SinkOptions:
     retry_wait_max: float = 30.0
     no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
     selection: Selection | None = None  # --where/--since/--until/--limit: narrows what lambda: sinks send
+    invoke_identity_arn: str | None = None  # Kinesis invokeIdentityArn override; None: the target's role
 
     @classmethod
     def of(cls, settings: Settings, *, selection: Selection | None = None) -> SinkOptions:
@@ -75,6 +76,7 @@ class SinkOptions:
             max_invocations=settings.max_invocations,
             invoke_time_limit=settings.invoke_time_limit,
             selection=selection,
+            invoke_identity_arn=settings.invoke_identity_arn,
         )
 
 
@@ -117,6 +119,7 @@ def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
         max_invocations=options.max_invocations,
         invoke_time_limit=options.invoke_time_limit,
         selection=options.selection,
+        invoke_identity_arn=options.invoke_identity_arn,
     )
 
 

@@ -5,7 +5,7 @@ Lambda puts the execution role of the function it delivers to in every Kinesis r
 role; an archive the role of the function that failed (the invocation record's
 function ARN). Roles come from GetFunctionConfiguration, once per function and process.
 `--invoke-identity-arn` / REPLAYER_INVOKE_IDENTITY_ARN overrides: the reader then fills
-the field and nothing here touches it. When the lookup is refused the field is left
+the field, and a `lambda:` sink puts it in records read back from an archive too. When the lookup is refused the field is left
 out, with one WARNING naming the permission and the override.
 """
 
@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from replayer.aws import Clients, error_code
 from replayer.model import Failure, StreamKind, StreamRecord
 from replayer.sinks._base import SinkError
-from replayer.wire import dumps
+from replayer.wire import dumps, loads
 
 __all__ = ["IDENTITY_KEY", "Roles", "failed_function", "with_identity"]
 
@@ -87,12 +87,25 @@ class Roles:
 
 
 def with_identity(
-    failure: Failure, records: Sequence[StreamRecord], role: str | None
+    failure: Failure, records: Sequence[StreamRecord], role: str | None, *, replace: bool = False
 ) -> Sequence[StreamRecord]:
-    """Kinesis records with `role` as invokeIdentityArn, first key, where they have none; others as they are."""
+    """Kinesis records with `role` as invokeIdentityArn (first key) where they have none; others as
+    they are. With `replace`, records that carry another role get `role` instead (a `lambda:` sink
+    re-driving archived records: Lambda names the role of the function it invokes)."""
     if role is None or failure.kind is not StreamKind.KINESIS:
         return records
     head = b"{" + IDENTITY_KEY + dumps(role) + b","
-    return [
-        r if IDENTITY_KEY in r.json else StreamRecord(r.sequence_number, head + r.json[1:]) for r in records
-    ]
+    out = []
+    for r in records:
+        if IDENTITY_KEY not in r.json:
+            out.append(StreamRecord(r.sequence_number, head + r.json[1:]))
+        elif replace:
+            event = loads(r.json)
+            if event.get("invokeIdentityArn") == role:
+                out.append(r)
+                continue
+            event.pop("invokeIdentityArn", None)
+            out.append(StreamRecord(r.sequence_number, head + dumps(event)[1:]))
+        else:
+            out.append(r)
+    return out

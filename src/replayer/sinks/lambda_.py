@@ -229,6 +229,7 @@ class LambdaSink:
         max_invocations: int = DEFAULT_MAX_INVOCATIONS,
         invoke_time_limit: float = DEFAULT_INVOKE_TIME_LIMIT,
         selection: Selection | None = None,
+        invoke_identity_arn: str | None = None,
     ) -> None:
         if max_records_per_invoke is not None and max_records_per_invoke < 1:
             raise ConfigError("--max-records-per-invoke must be at least 1")
@@ -250,6 +251,7 @@ class LambdaSink:
         self.invoke_time_limit = invoke_time_limit
         self.roles = Roles(clients)
         self.selection = selection
+        self.invoke_identity_arn = invoke_identity_arn  # the override; None: the target's role
 
     @property
     def uri(self) -> str:
@@ -281,8 +283,10 @@ class LambdaSink:
         redrive_id = uuid.uuid4().hex  # this delivery of this range, across its invocations and retries
         records = self.admitted(failure, sorted(result.records, key=lambda r: r.sequence))
         if failure.kind is StreamKind.KINESIS and records:  # as Lambda does: the role of the function invoked
-            role = await self.roles.role_of(self.target.function, self.target.region)
-            records = list(with_identity(failure, records, role))
+            role = self.invoke_identity_arn or await self.roles.role_of(
+                self.target.function, self.target.region
+            )
+            records = list(with_identity(failure, records, role, replace=True))
         try:
             batches = list(
                 chunks(
