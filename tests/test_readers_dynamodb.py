@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from replayer.aws import Clients
-from replayer.model import Failure
+from replayer.model import Failure, StreamRecord
 from replayer.parse import parse_message
-from replayer.readers import NO_SUCH_STREAM, DynamoDBReader, ReadResult
+from replayer.readers import NO_SUCH_STREAM, DynamoDBReader, RangeRecords, ReadResult, pages_of
 from tests.support.aws import DynamoTable
 from tests.support.faultproxy import FaultProxy, Request, Rule, aws_error, op
 
@@ -328,3 +328,21 @@ async def test_other_errors_surface_for_a_retry(table: DynamoTable, proxy: Fault
     proxy.add(Rule(op("GetShardIterator"), respond=aws_error(bad)))
     with pytest.raises(Exception, match=bad):
         await read(failure_of(table, 0, 1))
+
+
+@pytest.mark.parametrize("count", [0, 1, 999, 1000, 1001, 2500])
+def test_range_records_hold_full_pages_compressed_and_give_back_the_same_records(count: int) -> None:
+    records = tuple(
+        StreamRecord(str(10**20 + i), b'{"n":%d,"pad":"%s"}' % (i, b"x" * (i % 37))) for i in range(count)
+    )
+    held = RangeRecords(records)
+    assert len(held) == count
+    assert held == records and tuple(held) == records
+    assert [r for page in pages_of(held) for r in page] == list(records)
+    assert all(len(page) <= 1000 for page in pages_of(held))
+    for i in (0, 1, 999, 1000, 1001, count - 1, -1, -count):
+        if -count <= i < count:
+            assert held[i] == records[i]
+    assert held[1:1500:7] == records[1:1500:7]
+    with pytest.raises(IndexError):
+        held[count]

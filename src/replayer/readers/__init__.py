@@ -16,8 +16,10 @@ from replayer.readers._base import (
     NO_SUCH_STREAM,
     OVER_BATCH,
     RangeCollector,
+    RangeRecords,
     ReadResult,
     StreamReader,
+    pages_of,
     shard_lock,
 )
 from replayer.readers.dynamodb import DynamoDBReader
@@ -32,10 +34,12 @@ __all__ = [
     "KinesisReader",
     "PayloadReader",
     "RangeCollector",
+    "RangeRecords",
     "ReadResult",
     "Readers",
     "StreamReader",
     "known_unfiltered",
+    "pages_of",
     "shard_lock",
 ]
 

@@ -30,7 +30,7 @@ from replayer.aws import Clients, error_code
 from replayer.errors import ConfigError
 from replayer.filtering import PatternError
 from replayer.model import Failure, StreamKind, StreamRecord
-from replayer.readers import ReadResult
+from replayer.readers import RangeRecords, ReadResult
 from replayer.selection import Selection, to_send
 from replayer.sinks._base import Delivery, SinkError
 from replayer.sinks._identity import Roles, with_identity
@@ -281,7 +281,10 @@ class LambdaSink:
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
         redrive_id = uuid.uuid4().hex  # this delivery of this range, across its invocations and retries
-        records = self.admitted(failure, sorted(result.records, key=lambda r: r.sequence))
+        read = result.records  # read from a stream: already in sequence order, no sorted copy of the range
+        records = self.admitted(
+            failure, read if isinstance(read, RangeRecords) else sorted(read, key=lambda r: r.sequence)
+        )
         if failure.kind is StreamKind.KINESIS and records:  # as Lambda does: the role of the function invoked
             role = self.invoke_identity_arn or await self.roles.role_of(
                 self.target.function, self.target.region

@@ -6,7 +6,7 @@ import sys
 from typing import BinaryIO
 
 from replayer.model import Failure
-from replayer.readers import ReadResult
+from replayer.readers import ReadResult, pages_of
 from replayer.sinks._base import Delivery
 
 __all__ = ["StdoutSink"]
@@ -23,6 +23,7 @@ class StdoutSink:
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
         out = self._stream or sys.stdout.buffer
-        out.write(b"".join(r.json + b"\n" for r in result.records))
+        for page in pages_of(result.records):  # a page at a time: the range is never one body
+            out.write(b"".join([r.json + b"\n" for r in page]))
         out.flush()
         return Delivery("-")
