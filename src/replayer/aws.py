@@ -4,6 +4,11 @@ Clients are created once per (service, region), reused for the life of the proce
 closed together. Region, credentials and endpoint come from the standard AWS
 environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, profiles); retries of throttling and 5xx
 are botocore's own (standard mode), so no other layer retries the same call.
+
+A resource in another account (a stream, a function) is reached through the role
+`--assume-role` names for that account: its clients sign with STS AssumeRole credentials,
+refreshed by botocore's own machinery before they expire. The account the process runs in,
+and any account without a role, use the default credentials.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import functools
 import inspect
 import os
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.config import Config
@@ -22,6 +28,7 @@ from botocore.handlers import add_expect_header
 
 __all__ = [
     "DEFAULT_CALL_DEADLINE",
+    "AssumeRoles",
     "CallDeadlineError",
     "Clients",
     "RAW_BODY",
@@ -108,13 +115,50 @@ class _Deadlined:
             raise CallDeadlineError(operation=f"{self._service}.{name}", seconds=self._deadline) from None
 
 
+@dataclass(frozen=True, slots=True)
+class AssumeRoles:
+    """Which role to assume for a resource in another account: one per account, else the template's."""
+
+    by_account: tuple[tuple[str, str], ...] = ()
+    template: str | None = None
+
+    @classmethod
+    def of(cls, specs: Iterable[str]) -> AssumeRoles:
+        """From `--assume-role` values (ValueError on one that is neither form, or two templates)."""
+        from replayer.config import assume_role_problem
+
+        by_account: dict[str, str] = {}
+        template = None
+        for spec in specs:
+            if problem := assume_role_problem(spec):
+                raise ValueError(problem)
+            if "=" in spec:
+                account, _, role = spec.partition("=")
+                by_account[account] = role
+            elif template is not None and template != spec:
+                raise ValueError(f"two role ARN templates: {template!r} and {spec!r}")
+            else:
+                template = spec
+        return cls(tuple(sorted(by_account.items())), template)
+
+    def role_for(self, account: str, own_account: str | None) -> str | None:
+        """The role for `account`; None when the default credentials serve it."""
+        if account == own_account:
+            return None
+        for known, role in self.by_account:
+            if known == account:
+                return role
+        return self.template.replace("{account}", account) if self.template else None
+
+
 DEFAULT_CALL_DEADLINE = 120.0  # seconds per AWS call, every attempt and wait included
-DEFAULT_MAX_CLIENTS = 32  # (service, region) pairs kept; regions come from configuration anyway
+DEFAULT_MAX_CLIENTS = 32  # (service, region, role) triples kept; regions come from configuration anyway
 _LAMBDA_INVOKE_ALLOWANCE = 900.0  # a synchronous Invoke answers when the function returns
 
 
 class Clients:
-    """Lazily created, shared aiobotocore clients (aioboto3's own), keyed by (service, region).
+    """Lazily created, shared aiobotocore clients (aioboto3's own), keyed by (service, region,
+    role): `assume_roles` says which role serves a resource's account (default: none).
 
     `max_attempts` counts every attempt of a call, the first included, as the standard
     `AWS_MAX_ATTEMPTS` does (default: that variable, else 6). Every call ends within
@@ -135,7 +179,11 @@ class Clients:
         read_timeout: float = 30.0,
         call_deadline: float = DEFAULT_CALL_DEADLINE,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        assume_roles: AssumeRoles | None = None,
     ) -> None:
+        self.assume_roles = assume_roles or AssumeRoles()
+        self._role_sessions: dict[str, Any] = {}  # role ARN -> SDK session signing with its credentials
+        self._own_account: str | None = None
         self._session: Any = None  # made with the first client: the SDK loads only when a call is made
         self._config = Config(
             retries={"mode": "standard", "total_max_attempts": max_attempts or _env_attempts()},
@@ -153,7 +201,8 @@ class Clients:
         )
         self.call_deadline = call_deadline
         self.max_clients = max(1, max_clients)
-        self._clients: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()  # key -> (client, cm)
+        # (service, region, role or None) -> (client, its context manager)
+        self._clients: OrderedDict[tuple[str, str, str | None], tuple[Any, Any]] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
@@ -162,9 +211,11 @@ class Clients:
         """How many clients are open now."""
         return len(self._clients)
 
-    async def get(self, service: str, region: str | None = None) -> Any:
-        """The client for `service` in `region` (default: the environment's region)."""
-        key = (service, region or default_region())
+    async def get(self, service: str, region: str | None = None, account: str | None = None) -> Any:
+        """The client for `service` in `region` (default: the environment's region), signing with
+        the role configured for `account` when it is another account than ours."""
+        role = await self._role_for(account) if account else None
+        key = (service, region or default_region(), role)
         if key in self._clients:
             self._clients.move_to_end(key)
             return self._clients[key][0]
@@ -175,7 +226,8 @@ class Clients:
                     if service in _SERVICE_CONFIG
                     else self._config
                 )
-                manager = self._sdk().create_client(service, region_name=key[1], config=config)
+                session = self._role_session(role) if role else self._sdk()
+                manager = session.create_client(service, region_name=key[1], config=config)
                 client = await manager.__aenter__()
                 for event in _RAW_OPERATIONS:
                     client.meta.events.register(event, _keep_raw_body)
@@ -185,6 +237,67 @@ class Clients:
                 while len(self._clients) > self.max_clients:
                     self._retire(*self._clients.popitem(last=False)[1])
             return self._clients[key][0]
+
+    async def _role_for(self, account: str) -> str | None:
+        roles = self.assume_roles
+        if not roles.template and all(known != account for known, _ in roles.by_account):
+            return None  # no role for it: nothing to ask STS
+        if roles.template and self._own_account is None:
+            # A template names a role in every account, ours included, where none is needed.
+            async with self._sdk().create_client(
+                "sts", region_name=default_region(), config=self._config
+            ) as sts:
+                self._own_account = str((await sts.get_caller_identity())["Account"])
+        return roles.role_for(account, self._own_account)
+
+    def _role_session(self, role: str) -> Any:
+        """An SDK session whose clients sign with `role`'s credentials, assumed with the default
+        ones and refreshed (by botocore, shortly before they expire) for every client it makes."""
+        if role not in self._role_sessions:
+            from aiobotocore.credentials import (
+                AioAssumeRoleCredentialFetcher,
+                AioCredentialResolver,
+                AioDeferredRefreshableCredentials,
+            )
+            from aiobotocore.session import get_session
+            from botocore.credentials import CredentialProvider
+
+            source = self._sdk()
+
+            def sts_client(service: str, **kwargs: Any) -> Any:
+                return source.create_client(
+                    service, region_name=default_region(), config=self._config, **kwargs
+                )
+
+            class _Credentials:
+                """The default credentials, read once the role is first needed."""
+
+                async def get_frozen_credentials(self) -> Any:
+                    credentials = await source.get_credentials()
+                    if credentials is None:
+                        raise RuntimeError("no default AWS credentials to assume a role with")
+                    return await credentials.get_frozen_credentials()
+
+            fetcher = AioAssumeRoleCredentialFetcher(
+                client_creator=sts_client,
+                source_credentials=_Credentials(),
+                role_arn=role,
+                extra_args={"RoleSessionName": "replayer"},
+            )
+            credentials = AioDeferredRefreshableCredentials(
+                refresh_using=fetcher.fetch_credentials, method="assume-role"
+            )
+
+            class _Provider(CredentialProvider):  # type: ignore[misc]  # botocore ships no type hints
+                METHOD = "replayer-assume-role"
+
+                async def load(self) -> Any:
+                    return credentials
+
+            session = get_session()
+            session.register_component("credential_provider", AioCredentialResolver([_Provider()]))
+            self._role_sessions[role] = session
+        return self._role_sessions[role]
 
     def _retire(self, client: _Deadlined, manager: Any) -> None:
         """Close an evicted client once any call it was making is over (past its deadline)."""

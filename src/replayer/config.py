@@ -28,6 +28,7 @@ __all__ = [
     "OPTIONS",
     "Option",
     "Settings",
+    "assume_role_problem",
     "help_text",
     "is_queue_url",
     "load",
@@ -114,6 +115,27 @@ def _where(value: str) -> str:
     except ConfigError as exc:
         raise ValueError(str(exc).removeprefix("--where: ")) from None
     return value.strip()
+
+
+_ACCOUNT_ROLE = re.compile(r"^[0-9]{12}=arn:aws[a-z-]*:iam::[0-9]{12}:role/\S+$")
+_ROLE_TEMPLATE = re.compile(r"^arn:aws[a-z-]*:iam::\{account\}:role/\S+$")
+
+
+def assume_role_problem(spec: str) -> str | None:
+    """Why `spec` is neither ACCOUNT=ROLE_ARN nor a role ARN template with `{account}` (None: it is one)."""
+    if _ACCOUNT_ROLE.match(spec) or _ROLE_TEMPLATE.match(spec):
+        return None
+    return (
+        f"{spec!r} is neither ACCOUNT=ROLE_ARN (e.g. 111122223333=arn:aws:iam::111122223333:role/reader) "
+        "nor a role ARN template such as arn:aws:iam::{account}:role/replayer-reader"
+    )
+
+
+def _assume_role(value: str) -> str:
+    spec = value.strip()
+    if problem := assume_role_problem(spec):
+        raise ValueError(problem)
+    return spec
 
 
 def _whole(low: int, high: int) -> Callable[[str], int]:
@@ -285,6 +307,13 @@ OPTIONS: tuple[Option, ...] = (
         "Glob on the stream ARN a record may name; any other stream is rejected, never read. "
         "Repeatable. Unset: no stream (deny by default); '*' allows every stream.",
         _READERS, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+    ),
+    Option(
+        "assume_roles", ("--assume-role",),
+        "The role to read streams and invoke functions of another account with: ACCOUNT=ROLE_ARN, or a "
+        "role ARN template with {{account}}. Repeatable. Our own account and any other use the default "
+        "credentials; --allow-stream still decides what is read.",
+        _READERS | {"redrive"}, "ACCOUNT=ROLE_ARN", _assume_role, "REPLAYER_ASSUME_ROLES", repeat=True,
     ),
     Option(
         "failure_buckets", ("--failure-bucket",),
@@ -470,6 +499,7 @@ class Settings:
     show: bool = False
     watch: float | None = None
     allow_streams: tuple[str, ...] = ()
+    assume_roles: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0
     call_deadline_seconds: float = 120.0
@@ -593,6 +623,9 @@ def load(
             problem = sink_check(uri)
             if problem:
                 r.problems.append(f"{r.source('to')}: {problem}")
+    templates = {spec for spec in settings.assume_roles if "=" not in spec}
+    if len(templates) > 1:
+        r.problems.append(f"{r.source('assume_roles')}: at most one role ARN template, not {len(templates)}")
     if settings.retry_base_seconds > settings.retry_max_seconds:
         r.problems.append(
             f"retry delays: base {settings.retry_base_seconds}s is more than max {settings.retry_max_seconds}s"

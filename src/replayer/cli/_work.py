@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import typer
@@ -73,7 +74,7 @@ def preflight_or_exit(settings: Settings, checks: Checks) -> None:
         return
     from replayer.cli.preflight import preflight
 
-    problems = asyncio.run(preflight(checks))
+    problems = asyncio.run(preflight(replace(checks, assume_roles=settings.assume_roles)))
     if problems:
         console = stderr_console()
         for problem in problems:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from replayer.archive.store import parse_location
-from replayer.aws import Clients, default_region, error_code
+from replayer.aws import AssumeRoles, Clients, default_region, error_code
 from replayer.config import queue_region
 from replayer.model import StreamKind, parse_stream_arn
 from replayer.readers import NO_SUCH_STREAM
@@ -40,6 +40,7 @@ class Checks:
     queue: str | None = None
     streams: Sequence[str] = ()  # stream ARNs named by the input (each checked once)
     archive: str | None = None  # redrive --from
+    assume_roles: Sequence[str] = ()  # --assume-role: streams of other accounts are checked with their role
 
 
 def _endpoint() -> str | None:
@@ -87,7 +88,7 @@ async def _sink(uri: str, clients: Clients, *, role: str = "--to") -> str | None
         return None
     if uri.startswith("lambda:"):
         target = parse_target(uri[len("lambda:") :])
-        client = await clients.get("lambda", target.region)
+        client = await clients.get("lambda", target.region, target.account)
         extra = {"Qualifier": target.qualifier} if target.qualifier else {}
         exc = await _call(client.get_function(FunctionName=target.function, **extra))
         region = target.region or default_region()
@@ -131,10 +132,10 @@ async def _stream(arn: str, clients: Clients) -> str | None:
     if parsed is None:
         return None  # parsing refused it already: the range is rejected, not read
     if parsed.kind is StreamKind.DYNAMODB:
-        client = await clients.get("dynamodbstreams", parsed.region)
+        client = await clients.get("dynamodbstreams", parsed.region, parsed.account)
         call = client.describe_stream(StreamArn=arn, Limit=1)
     else:
-        client = await clients.get("kinesis", parsed.region)
+        client = await clients.get("kinesis", parsed.region, parsed.account)
         call = client.describe_stream_summary(StreamARN=arn)
     exc = await _call(call)
     return (
@@ -149,7 +150,10 @@ async def preflight(checks: Checks) -> list[str]:
     endpoint = _endpoint()
     if endpoint is not None and (problem := await _reachable(endpoint)):
         return [problem]
-    async with Clients(max_attempts=1, connect_timeout=_CONNECT_SECONDS, read_timeout=10.0) as clients:
+    roles = AssumeRoles.of(checks.assume_roles)
+    async with Clients(
+        max_attempts=1, connect_timeout=_CONNECT_SECONDS, read_timeout=10.0, assume_roles=roles
+    ) as clients:
         if not await clients.has_credentials():
             return [
                 "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "

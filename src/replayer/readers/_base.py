@@ -365,7 +365,7 @@ class ShardReader:
 
     async def read(self, failure: Failure) -> ReadResult:
         async with shard_lock(failure):
-            client = await self._clients.get(self.service, failure.region)
+            client = await self._clients.get(self.service, failure.region, failure.arn.account)
             return await read_range(
                 self.calls(client, failure),
                 max_empty_pages=self.max_empty_pages,

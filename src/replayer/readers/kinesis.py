@@ -122,7 +122,7 @@ class KinesisReader(ShardReader):
         cached = _retention.get(failure.stream_arn)
         if cached is not None:
             return cached
-        client = await self._clients.get("kinesis", failure.region)
+        client = await self._clients.get("kinesis", failure.region, failure.arn.account)
         try:
             response = await client.describe_stream_summary(StreamARN=failure.stream_arn)
             hours = int(response["StreamDescriptionSummary"]["RetentionPeriodHours"])

@@ -55,18 +55,18 @@ class Roles:
         self._known: dict[tuple[str, str | None], str | None] = {}
         self._lock = asyncio.Lock()
 
-    async def role_of(self, function: str, region: str | None) -> str | None:
+    async def role_of(self, function: str, region: str | None, account: str | None = None) -> str | None:
         key = (function, region)
         if key in self._known:
             return self._known[key]
         async with self._lock:
             if key not in self._known:
-                self._known[key] = await self._look_up(function, region)
+                self._known[key] = await self._look_up(function, region, account)
             return self._known[key]
 
-    async def _look_up(self, function: str, region: str | None) -> str | None:
+    async def _look_up(self, function: str, region: str | None, account: str | None) -> str | None:
         try:
-            client = await self._clients.get("lambda", region)
+            client = await self._clients.get("lambda", region, account)
             answer = await client.get_function_configuration(FunctionName=function)
         except ClientError as exc:
             code = error_code(exc)

@@ -74,7 +74,7 @@ _NAME = r"[A-Za-z0-9_-]{1,64}"
 _QUALIFIER = r"[A-Za-z0-9$_-]{1,128}"
 _BY_NAME = re.compile(rf"^(?P<name>{_NAME})(?::(?P<qualifier>{_QUALIFIER}))?$")
 _BY_ARN = re.compile(
-    r"^(?P<arn>arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):\d{12}:function:" + _NAME + r")"
+    r"^(?P<arn>arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:" + _NAME + r")"
     rf"(?::(?P<qualifier>{_QUALIFIER}))?$"
 )
 _DIGITS = re.compile(r"[0-9]+")
@@ -87,6 +87,7 @@ class LambdaTarget:
     function: str  # name or unqualified ARN, as given
     qualifier: str | None = None
     region: str | None = None  # from an ARN; None: the environment's region
+    account: str | None = None  # from an ARN: another account's function is invoked with its --assume-role
 
     @property
     def spec(self) -> str:
@@ -97,7 +98,7 @@ class LambdaTarget:
 def parse_target(spec: str) -> LambdaTarget:
     """`NAME`, `NAME:QUALIFIER`, or a function ARN (optionally qualified); ConfigError otherwise."""
     if m := _BY_ARN.match(spec):
-        return LambdaTarget(m["arn"], m["qualifier"], m["region"])
+        return LambdaTarget(m["arn"], m["qualifier"], m["region"], m["account"])
     if m := _BY_NAME.match(spec):
         return LambdaTarget(m["name"], m["qualifier"])
     raise ConfigError(
@@ -287,7 +288,7 @@ class LambdaSink:
         )
         if failure.kind is StreamKind.KINESIS and records:  # as Lambda does: the role of the function invoked
             role = self.invoke_identity_arn or await self.roles.role_of(
-                self.target.function, self.target.region
+                self.target.function, self.target.region, self.target.account
             )
             records = list(with_identity(failure, records, role, replace=True))
         try:
@@ -364,7 +365,7 @@ class LambdaSink:
 
     async def _invoke(self, records: tuple[StreamRecord, ...], context: str) -> tuple[StreamRecord, ...]:
         """One synchronous invocation; the records it left unconfirmed. Throttling and 5xx are botocore's."""
-        client = await self._clients.get("lambda", self.target.region)
+        client = await self._clients.get("lambda", self.target.region, self.target.account)
         extra = {"Qualifier": self.target.qualifier} if self.target.qualifier else {}
         try:
             response = await client.invoke(

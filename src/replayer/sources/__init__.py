@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from replayer.allow import AllowList
-from replayer.aws import Clients
+from replayer.aws import AssumeRoles, Clients
 from replayer.config import Settings
 from replayer.core import Replayer
 from replayer.observe import Recorder, TimedReaders, TimedSink
@@ -28,10 +28,12 @@ __all__ = ["build_replayer", "clients_for", "readers_for", "sinks_for"]
 
 
 def clients_for(settings: Settings) -> Clients:
-    """The AWS clients a command works with: a pool for its concurrency, its call deadline."""
+    """The AWS clients a command works with: a pool for its concurrency, its call deadline, the
+    roles it assumes for other accounts."""
     return Clients(
         max_pool_connections=max(10, settings.concurrency * 2 + 4),
         call_deadline=settings.call_deadline_seconds,
+        assume_roles=AssumeRoles.of(settings.assume_roles),
     )
 
 
