@@ -25,8 +25,8 @@ from replayer.errors import ConfigError
 from replayer.model import Failure, OutcomeKind
 from replayer.parse import parse_message
 from replayer.readers import NO_SUCH_STREAM, KinesisReader, Readers
-from replayer.sinks import FileSink
-from tests.support.aws import KinesisStream, client
+from replayer.sinks import FileSink, SinkOptions, sink_from_uri
+from tests.support.aws import DynamoTable, KinesisStream, client
 from tests.support.faultproxy import FaultProxy, Request, Rule
 
 OWN = "123456789012"  # the account moto gives the default ("testing") credentials
@@ -173,3 +173,27 @@ def test_assume_role_is_read_from_flags_and_the_environment() -> None:
         load(
             "replay", {"assume_roles": [template, "arn:aws:iam::{account}:role/other"]}, {"REPLAYER_TO": "-"}
         )
+
+
+async def test_a_function_in_another_account_is_invoked_with_that_accounts_role(
+    signed: Signed, proxy: FaultProxy, table: DynamoTable
+) -> None:
+    """moto runs no functions: the proxy answers the Invoke (after `signed` saw who signed it)."""
+    invoked = proxy.add(
+        Rule(lambda r: r.method == "POST" and r.path.endswith("/invocations"), reply=(200, {}, b"{}"))
+    )
+    table.put(2)
+    (failure,) = parse_message(table.invocation_record(0, 1))
+    function = "arn:aws:lambda:us-east-1:777777777777:function:repair"
+    roles = AssumeRoles.of(["arn:aws:iam::{account}:role/replayer-reader"])
+    async with Clients(assume_roles=roles) as clients:
+        sink = sink_from_uri(f"lambda:{function}", clients, SinkOptions(invoke_retries=0))
+        outcome = await Replayer(clients, [sink], readers=Readers(clients), allow=AllowList.of(["*"])).replay(
+            failure
+        )
+    assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason
+    assert invoked.hits == 1
+    assert signed.assumed() == ["arn:aws:iam::777777777777:role/replayer-reader"]
+    invokes = {key for op, key, _ in signed.calls if op.endswith("/invocations")}
+    assert len(invokes) == 1 and DEFAULT_KEY not in invokes
+    assert signed.keys("GetRecords") == {DEFAULT_KEY}  # the stream is ours: default credentials
