@@ -135,7 +135,9 @@ async def test_our_own_account_and_accounts_without_a_role_use_the_default_crede
     other_role = AssumeRoles.of(["444444444444=arn:aws:iam::444444444444:role/replayer-reader"])
     template = AssumeRoles.of(["arn:aws:iam::{account}:role/replayer-reader"])
 
-    for roles in (other_role, template):
+    own_role = AssumeRoles.of([f"{OWN}=arn:aws:iam::{OWN}:role/replayer-reader"])  # never needed
+
+    for roles in (other_role, template, own_role):
         assert await read_sequences(failure, roles) == put_sequences(kinesis_stream, 0, 2)
     assert signed.assumed() == []
     assert signed.keys("GetRecords") == {DEFAULT_KEY}

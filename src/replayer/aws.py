@@ -242,8 +242,8 @@ class Clients:
         roles = self.assume_roles
         if not roles.template and all(known != account for known, _ in roles.by_account):
             return None  # no role for it: nothing to ask STS
-        if roles.template and self._own_account is None:
-            # A template names a role in every account, ours included, where none is needed.
+        if self._own_account is None:
+            # Our own account needs no role, even when a template (or a mapping) names one for it.
             async with self._sdk().create_client(
                 "sts", region_name=default_region(), config=self._config
             ) as sts:
