@@ -154,6 +154,31 @@ def test_sam_caps_the_sqs_trigger_concurrency() -> None:
     assert "shard" in parameter["Description"]
 
 
+def test_sam_other_accounts_use_one_role_name_and_may_assume_only_it() -> None:
+    """CrossAccountRoleName feeds REPLAYER_ASSUME_ROLES (an {account} template) and the one sts:AssumeRole grant."""
+    from replayer.aws import AssumeRoles
+    from replayer.sources.lambda_ import settings_from_env
+
+    template = load(SAM)
+    variables = template["Resources"]["ReplayerFunction"]["Properties"]["Environment"]["Variables"]
+    condition, when_set, when_empty = variables["REPLAYER_ASSUME_ROLES"]["Fn::If"]
+    assert (condition, when_empty) == ("HasCrossAccountRole", "")
+    rendered = (
+        when_set["Fn::Sub"]
+        .replace("${AWS::Partition}", "aws")
+        .replace("${CrossAccountRoleName}", "replayer-reader")
+    )
+    grant = statements(template, "ReplayerRole")["ReadOtherAccounts"]
+    assert grant["Action"] == "sts:AssumeRole"
+    assert grant["Resource"]["Fn::Sub"].endswith(":iam::*:role/${CrossAccountRoleName}")
+    settings = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": rendered})
+    roles = AssumeRoles.of(settings.assume_roles)
+    assert roles.role_for("222233334444", "111122223333") == "arn:aws:iam::222233334444:role/replayer-reader"
+    assert roles.role_for("111122223333", "111122223333") is None  # our own account: default credentials
+    unset = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": when_empty})
+    assert unset.assume_roles == ()
+
+
 def test_sam_alarms_on_conflicts_from_both_event_sources() -> None:
     """A conflicting archive (#11) is never silent: its EMF count is alarmed on, from the queue and from S3."""
     from replayer.model import OutcomeKind
