@@ -218,14 +218,15 @@ class _Writer:
             data = await self.store.read(self.key(RECORDS))
             if data is None:
                 raise self.conflict("the manifest names a records object that is missing", None, RECORDS)
-            if archived.records_sha256 not in (None, sha256(data)):
+            digest = sha256(data)
+            if archived.records_sha256 not in (None, digest):
                 raise self.conflict(
-                    "the records object does not match its manifest's SHA-256", sha256(data), RECORDS
+                    "the records object does not match its manifest's SHA-256", digest, RECORDS
                 )
             try:
-                held = read_records_object(data, self.failure)
+                held = await asyncio.to_thread(read_records_object, data, self.failure)
             except ValueError as exc:
-                raise self.conflict(f"the records object is unusable: {exc}", sha256(data), RECORDS) from None
+                raise self.conflict(f"the records object is unusable: {exc}", digest, RECORDS) from None
             if held.count != archived.count:
                 raise self.conflict(
                     f"the records object holds {held.count} records where its manifest says {archived.count}",

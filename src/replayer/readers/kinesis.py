@@ -81,6 +81,7 @@ class ShardBudget:
 # Kinesis allows 5 GetRecords a second per shard: one budget for the whole process.
 GET_RECORDS_BUDGET = ShardBudget(rate=5, per=1.0)
 
+_RETENTION_MAX = 4096  # streams remembered; the oldest is forgotten (asked again if it comes back)
 _retention: dict[str, timedelta] = {}  # stream ARN -> RetentionPeriodHours, for the process
 
 
@@ -129,6 +130,8 @@ class KinesisReader(ShardReader):
         except (ClientError, BotoCoreError, KeyError, TypeError, ValueError) as exc:
             log.warning("retention_unknown", stream_arn=failure.stream_arn, error=str(exc), assumed_hours=24)
             return DEFAULT_RETENTION  # the shortest there is: never a deadline too late
+        if len(_retention) >= _RETENTION_MAX:
+            del _retention[next(iter(_retention))]
         _retention[failure.stream_arn] = timedelta(hours=hours)
         return _retention[failure.stream_arn]
 
