@@ -344,9 +344,10 @@ class Clients:
 class SqsQueue:
     """One SQS queue, typed: the calls replayer makes on it (receive, delete, visibility)."""
 
-    def __init__(self, url: str, client: Any) -> None:
+    def __init__(self, url: str, clients: Clients, region: str | None) -> None:
         self.url = url
-        self._client = client
+        self._clients = clients
+        self._region = region
         # Held around every visibility change, so a heartbeat never lands after a retry's own.
         self.visibility_lock = asyncio.Lock()
 
@@ -355,13 +356,19 @@ class SqsQueue:
         """The queue at `url`, through a client of the region its URL names (else the default)."""
         from replayer.config import queue_region
 
-        return cls(url, await clients.get("sqs", queue_region(url)))
+        queue = cls(url, clients, queue_region(url))
+        await queue._sqs()  # made now: a bad region or endpoint shows at once
+        return queue
+
+    async def _sqs(self) -> Any:
+        # Asked of `Clients` on every call, never kept: the bounded cache may retire a client.
+        return await self._clients.get("sqs", self._region)
 
     async def receive(
         self, *, at_most: int, wait_seconds: int, visibility_timeout: int
     ) -> list[dict[str, Any]]:
         """Up to `at_most` (≤ 10) messages, each with its ApproximateReceiveCount."""
-        answer = await self._client.receive_message(
+        answer = await (await self._sqs()).receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=max(1, min(10, at_most)),
             WaitTimeSeconds=wait_seconds,
@@ -373,16 +380,16 @@ class SqsQueue:
 
     async def visible(self) -> int:
         """ApproximateNumberOfMessages: messages waiting to be received (SQS's estimate)."""
-        answer = await self._client.get_queue_attributes(
+        answer = await (await self._sqs()).get_queue_attributes(
             QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages"]
         )
         return int(answer.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
 
     async def delete(self, receipt: str) -> None:
-        await self._client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
+        await (await self._sqs()).delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
 
     async def change_visibility(self, receipt: str, seconds: int) -> None:
-        await self._client.change_message_visibility(
+        await (await self._sqs()).change_message_visibility(
             QueueUrl=self.url, ReceiptHandle=receipt, VisibilityTimeout=seconds
         )
 
@@ -391,12 +398,12 @@ class SqsQueue:
         entries = [
             {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": seconds} for i, r in enumerate(receipts)
         ]
-        answer = await self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+        answer = await (await self._sqs()).change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
         return [(int(f.get("Id", 0)), str(f.get("Code"))) for f in answer.get("Failed") or []]
 
     async def send(self, body: str, attributes: dict[str, Any]) -> str:
         """SendMessage; the new message's id."""
-        answer = await self._client.send_message(
+        answer = await (await self._sqs()).send_message(
             QueueUrl=self.url, MessageBody=body, MessageAttributes=attributes
         )
         return str(answer.get("MessageId", ""))

@@ -160,16 +160,20 @@ class Recorder:
         for name, n in outcome_counts(outcome).items():
             self._add(name, n)
 
+    # Timings: a Prometheus histogram for the service; listed in the tally only without one (the
+    # Lambda takes its tally each invocation), so a long-running service keeps no growing list.
     def read_seconds(self, seconds: float) -> None:
-        self.tally.read_times.append(seconds)
-        if self._prometheus is not None:
+        if self._prometheus is None:
+            self.tally.read_times.append(seconds)
+        else:
             self._prometheus.read_latency.observe(seconds)
 
     def sink_seconds(self, sink: str, seconds: float, delivery: Delivery | None) -> None:
-        self.tally.sink_times.append(seconds)
         if delivery is not None and delivery.already_there:
             self.tally.counts["deliveries_already_there"] += 1
-        if self._prometheus is not None:
+        if self._prometheus is None:
+            self.tally.sink_times.append(seconds)
+        else:
             self._prometheus.sink_latency.labels(sink).observe(seconds)
             if delivery is not None:
                 self._prometheus.deliveries.labels(sink, str(delivery.already_there).lower()).inc()

@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,12 +63,15 @@ class Job:
         return min((t.deadline for t in self.tickets), default=math.inf)
 
 
+KEPT_OUTCOMES = 1000  # outcomes a `run` keeps for its final summary
+
+
 @dataclass
 class ServiceSummary:
     """What a service run did so far: every range's outcome, and message counts by event."""
 
     recorder: Recorder
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: deque[Outcome] = field(default_factory=deque)  # `run` keeps the latest KEPT_OUTCOMES
     peak_in_flight: int = 0
     counted_before: Counter[str] = field(default_factory=Counter)  # the recorder's counts at start
 
@@ -118,7 +121,8 @@ class Service:
             deletes=True,
         )
         self.scheduler = replayer.scheduler(concurrency=settings.concurrency, on_done=self._record)
-        self.summary = ServiceSummary(recorder)
+        # A drain reports every range; a service running for weeks only its latest (counts are kept whole).
+        self.summary = ServiceSummary(recorder, deque(maxlen=None if burst else KEPT_OUTCOMES))
         self.seconds_to_nearest_expiry = math.inf  # among the ranges held, not yet saved
         self.ready = False  # the queue answered a receive, and the service is not stopping
         self.stopping = False
