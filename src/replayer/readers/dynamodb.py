@@ -110,7 +110,9 @@ class _ShardCalls(BaseShardCalls):
             return None
         with gc_paused():
             page = decoded_page(response)
-        return Page(page.get("Records") or [], page.get("NextShardIterator"))
+        records = page.get("Records") or []
+        last = records[-1].get("dynamodb", {}).get("SequenceNumber") if records else None
+        return Page(records, page.get("NextShardIterator"), last_sequence=last)
 
     def feed(self, page: Page) -> int:
         with gc_paused():
