@@ -22,6 +22,7 @@ from replayer.aws import AssumeRoles, Clients
 from replayer.config import load
 from replayer.core import Replayer
 from replayer.errors import ConfigError
+from replayer.mappings import MappingFinder
 from replayer.model import Failure, OutcomeKind
 from replayer.parse import parse_message
 from replayer.readers import NO_SUCH_STREAM, KinesisReader, Readers
@@ -199,3 +200,24 @@ async def test_a_function_in_another_account_is_invoked_with_that_accounts_role(
     invokes = {key for op, key, _ in signed.calls if op.endswith("/invocations")}
     assert len(invokes) == 1 and DEFAULT_KEY not in invokes
     assert signed.keys("GetRecords") == {DEFAULT_KEY}  # the stream is ours: default credentials
+
+
+async def test_a_mapping_in_another_account_is_looked_up_with_that_accounts_role(
+    signed: Signed, table: DynamoTable
+) -> None:
+    """The event source mapping lives in its function's account: the lookup signs with that account's role."""
+    table.put(2)
+    record = table.invocation_record(0, 1)
+    record["requestContext"]["functionArn"] = "arn:aws:lambda:us-east-1:777777777777:function:consumer"
+    (theirs,) = parse_message(record)
+    (ours,) = parse_message(table.invocation_record(0, 1))
+    roles = AssumeRoles.of(["arn:aws:iam::{account}:role/replayer-reader"])
+    async with Clients(assume_roles=roles) as clients:
+        finder = MappingFinder(clients)
+        for failure in (theirs, ours):
+            found = await finder.find(failure)
+            assert found is not None and not found.found  # moto holds no mapping of either function
+    assert signed.assumed() == ["arn:aws:iam::777777777777:role/replayer-reader"]
+    lookups = [key for op, key, _ in signed.calls if "event-source-mappings" in op]
+    assert len(lookups) == 2
+    assert lookups.count(DEFAULT_KEY) == 1  # ours, with the default credentials; theirs with the role's

@@ -364,3 +364,21 @@ def test_replayer_to_with_commas_is_two_sinks_for_replay(
     a, b = outcome["delivered_to"]
     assert a.startswith(str(tmp_path / "a") + "/") and b.startswith(str(tmp_path / "b") + "/")
     assert not list(tmp_path.glob("*,*"))  # no folder named after the whole variable
+
+
+def test_options_arrive_as_typer_gives_them_without_its_pydantic_adapters() -> None:
+    """Text, repeated, counted and flag options keep Typer's shapes; pydantic is never imported for them."""
+    code = (
+        "import sys, typer.main; from replayer import cli; "
+        "cmd = typer.main.get_command(cli.load('replay')).commands['replay']; "
+        "ctx = cmd.make_context('replay', ['f', 'g', '--to', 's3://a', '--to', '-', '-vv', '--json', "
+        "'--concurrency', '3']); "
+        "print(repr(ctx.params)); print('pydantic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    params_text, pydantic_loaded = out.splitlines()
+    params = eval(params_text)
+    assert params["paths"] == ["f", "g"] and params["to"] == ["s3://a", "-"]
+    assert params["verbose"] == 2 and params["as_json"] is True and params["dry_run"] is False
+    assert params["concurrency"] == "3" and params["since"] is None and params["allow_streams"] == ()
+    assert pydantic_loaded == "False"

@@ -45,6 +45,11 @@ EXPECTED_ACTIONS = {
         "sqs:GetQueueAttributes",
     },
     "Quarantine": {"sqs:SendMessage"},
+    # The event source mapping (or pipe) whose filter decides what a repair function gets (#16).
+    "FindTheMapping": {"lambda:ListEventSourceMappings"},
+    "ReadTheMapping": {"lambda:GetEventSourceMapping", "pipes:DescribePipe"},
+    # invokeIdentityArn of re-driven and archived records (sinks/_identity.py).
+    "LookUpFunctions": {"lambda:GetFunctionConfiguration"},
 }
 
 
@@ -122,6 +127,9 @@ def test_iam_is_least_privilege(path: Path, role: str) -> None:
     consume = refs(found["ConsumeFailureQueue"]["Resource"])
     assert consume in ({"FailureQueue"}, {"FailureQueueArn"})
     assert refs(found["Quarantine"]["Resource"]) in ({"QuarantineQueue"}, {"QuarantineQueueArn"})
+    # Mappings, pipes and functions of the stack's own account and region only.
+    for sid in ("ReadTheMapping", "LookUpFunctions"):
+        assert refs(found[sid]["Resource"]) == {"AWS::Partition", "AWS::Region", "AWS::AccountId"}, sid
 
 
 def test_sam_function_and_queues() -> None:

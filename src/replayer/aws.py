@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gzip
 import inspect
 import os
+import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.handlers import add_expect_header
@@ -52,6 +55,96 @@ _RAW_OPERATIONS = (
 # A synchronous Invoke answers when the function returns, up to its 900 s timeout: a shorter
 # read timeout would make botocore re-send the Invoke while the first call is still running.
 _SERVICE_CONFIG = {"lambda": Config(read_timeout=910)}
+
+
+# Shared by every client of the process: botocore's data (endpoints.json, service models, endpoint
+# rules), read once per process, not once per SDK session; and TLS contexts, one per trust set-up.
+_LOADERS: dict[str | None, Any] = {}
+_TLS_CONTEXTS: dict[tuple[Any, ...], ssl.SSLContext] = {}
+
+
+def sdk_loader(data_path: str | None = None) -> Any:
+    """botocore's data loader for `data_path` (the `AWS_DATA_PATH` form; None: botocore's own
+    data), one per process and decoding with orjson: every SDK session and client shares what it
+    read. What it yields equals botocore's own loader's (tests/test_aws.py)."""
+    if data_path not in _LOADERS:
+        from botocore.loaders import JSONFileLoader, Loader
+
+        class OrjsonFileLoader(JSONFileLoader):  # type: ignore[misc]  # botocore ships no type hints
+            """JSONFileLoader with orjson: botocore's json.loads with OrderedDict hooks costs ~10x
+            (endpoints.json alone is 1.2 MB); its models rebuild their own ordered maps anyway."""
+
+            def _load_file(self, full_path: str, open_method: Any) -> Any:
+                if not os.path.isfile(full_path):
+                    return None
+                with open(full_path, "rb") as fp:
+                    payload = fp.read()
+                if full_path.endswith(".gz"):
+                    payload = gzip.decompress(payload)
+                try:
+                    return orjson.loads(payload)
+                except orjson.JSONDecodeError:  # what orjson refuses (integers past 64 bits), json reads
+                    return super()._load_file(full_path, open_method)
+
+        # As botocore's create_loader reads AWS_DATA_PATH: extra directories searched first.
+        search = (
+            [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)]
+            if data_path
+            else None
+        )
+        _LOADERS[data_path] = Loader(extra_search_paths=search, file_loader=OrjsonFileLoader())
+    return _LOADERS[data_path]
+
+
+def _new_session() -> Any:
+    """An aiobotocore session reading botocore's data through the process's shared loader."""
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    session.register_component("data_loader", sdk_loader(session.get_config_variable("data_path")))
+    return session
+
+
+def _tls_context(ca_bundle: str, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
+    """One TLS context per (CA bundle, client certificate), made as aiobotocore makes its own and
+    never changed after: loading a CA bundle costs ~15 ms of CPU, and aiobotocore loads it per client."""
+    try:
+        stat = os.stat(ca_bundle)
+        version: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)  # a bundle replaced is read again
+    except OSError:
+        version = (0, 0)  # loading it below raises, as aiobotocore's own would
+    key = (ca_bundle, version, cert_file, key_file)
+    if key not in _TLS_CONTEXTS:
+        from botocore.httpsession import create_urllib3_context
+
+        context = create_urllib3_context()
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file)
+        context.load_verify_locations(ca_bundle, None, None)
+        _TLS_CONTEXTS[key] = context
+    return _TLS_CONTEXTS[key]
+
+
+@functools.cache
+def _http_session_cls() -> type:
+    """aiobotocore's HTTP session, with the TLS context shared between clients of the same trust
+    set-up (a custom CA bundle or client certificate gets its own; proxies keep aiobotocore's way)."""
+    import aiohttp
+    from aiobotocore.httpsession import AIOHTTPSession
+    from botocore.httpsession import get_cert_path
+
+    class SharedTLSSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore ships no type hints
+        def _create_connector(self, proxy_url: str | None) -> Any:
+            ca_bundle = get_cert_path(self._verify) if self._verify else None
+            if proxy_url or not ca_bundle:
+                return super()._create_connector(proxy_url)
+            return aiohttp.TCPConnector(
+                limit=self._max_pool_connections,
+                ssl=_tls_context(ca_bundle, self._cert_file, self._key_file),
+                **self._connector_args,
+            )
+
+    return SharedTLSSession
 
 
 def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
@@ -221,11 +314,7 @@ class Clients:
             return self._clients[key][0]
         async with self._lock:
             if key not in self._clients:
-                config = (
-                    self._config.merge(_SERVICE_CONFIG[service])
-                    if service in _SERVICE_CONFIG
-                    else self._config
-                )
+                config = self._aio_config(service)
                 session = self._role_session(role) if role else self._sdk()
                 manager = session.create_client(service, region_name=key[1], config=config)
                 client = await manager.__aenter__()
@@ -245,7 +334,7 @@ class Clients:
         if self._own_account is None:
             # Our own account needs no role, even when a template (or a mapping) names one for it.
             async with self._sdk().create_client(
-                "sts", region_name=default_region(), config=self._config
+                "sts", region_name=default_region(), config=self._aio_config("sts")
             ) as sts:
                 self._own_account = str((await sts.get_caller_identity())["Account"])
         return roles.role_for(account, self._own_account)
@@ -259,14 +348,13 @@ class Clients:
                 AioCredentialResolver,
                 AioDeferredRefreshableCredentials,
             )
-            from aiobotocore.session import get_session
             from botocore.credentials import CredentialProvider
 
             source = self._sdk()
 
             def sts_client(service: str, **kwargs: Any) -> Any:
                 return source.create_client(
-                    service, region_name=default_region(), config=self._config, **kwargs
+                    service, region_name=default_region(), config=self._aio_config(service), **kwargs
                 )
 
             class _Credentials:
@@ -294,7 +382,7 @@ class Clients:
                 async def load(self) -> Any:
                     return credentials
 
-            session = get_session()
+            session = _new_session()
             session.register_component("credential_provider", AioCredentialResolver([_Provider()]))
             self._role_sessions[role] = session
         return self._role_sessions[role]
@@ -321,10 +409,18 @@ class Clients:
         if self._session is None:
             # aioboto3's engine, without boto3's resource layer and S3 transfer hooks (about 0.1 s
             # of start-up replayer never uses); imported here, not at import (about 0.2 s more).
-            from aiobotocore.session import get_session
-
-            self._session = get_session()
+            self._session = _new_session()
         return self._session
+
+    def _aio_config(self, service: str) -> Any:
+        """The client configuration of `service`: ours, and the HTTP session sharing TLS contexts."""
+        from aiobotocore.config import AioConfig
+
+        config = AioConfig().merge(self._config)
+        if service in _SERVICE_CONFIG:
+            config = config.merge(_SERVICE_CONFIG[service])
+        config.http_session_cls = _http_session_cls()  # set after: AioConfig.merge drops it
+        return config
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), OrderedDict()

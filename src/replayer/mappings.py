@@ -39,10 +39,10 @@ PIPE = "pipe"
 _DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException"}
 _NOT_FOUND = {"ResourceNotFoundException", "NotFoundException", "ValidationException"}
 _FUNCTION_ARN = re.compile(
-    r"arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):\d{12}:function:(?P<name>[A-Za-z0-9_-]{1,64})(?::(?P<qualifier>[A-Za-z0-9$_-]+))?"
+    r"arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:(?P<name>[A-Za-z0-9_-]{1,64})(?::(?P<qualifier>[A-Za-z0-9$_-]+))?"
 )
 _PIPE_ARN = re.compile(
-    r"arn:aws[a-z-]*:pipes:(?P<region>[a-z0-9-]+):\d{12}:pipe/(?P<name>[A-Za-z0-9._-]{1,64})"
+    r"arn:aws[a-z-]*:pipes:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):pipe/(?P<name>[A-Za-z0-9._-]{1,64})"
 )
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _S3_DESTINATION_KEY = re.compile(rf"(?:^|/)aws/lambda/(?P<uuid>{_UUID})/")
@@ -131,7 +131,9 @@ class MappingFinder:
     async def _esm(self, failure: Failure) -> SourceMapping:
         function = _FUNCTION_ARN.fullmatch(failure.source_arn or "")
         region = function["region"] if function else failure.region
-        client = await self._clients.get("lambda", region)
+        # The mapping lives in its function's account: that account's role (--assume-role) reads it.
+        account = function["account"] if function else failure.arn.account
+        client = await self._clients.get("lambda", region, account)
         try:
             if failure.mapping_uuid:
                 return from_esm(await client.get_event_source_mapping(UUID=failure.mapping_uuid))
@@ -152,7 +154,7 @@ class MappingFinder:
         pipe = _PIPE_ARN.fullmatch(failure.source_arn or "")
         if pipe is None:
             return _unknown(PIPE, f"{failure.source_arn!r} is not a pipe ARN")
-        client = await self._clients.get("pipes", pipe["region"])
+        client = await self._clients.get("pipes", pipe["region"], pipe["account"])
         try:
             return from_pipe(await client.describe_pipe(Name=pipe["name"]))
         except ClientError as exc:

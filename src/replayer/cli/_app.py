@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import inspect
 import os
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from replayer import __version__, config
 from replayer.config import Option, Settings
@@ -26,8 +28,57 @@ __all__ = ["app", "command", "load_or_exit", "order_commands", "print_error", "s
 # How `replayer --help` lists the commands: the manual ones, the queue's, then the rest.
 _ORDER = ("replay", "fetch", "redrive", "drain", "run", "status", "demo")
 
+
+class _Text:
+    """What Typer's coercion of a text, count or flag parameter gives, without the pydantic
+    TypeAdapter Typer 0.29 builds per parameter (~60 ms of start-up for ~40 options, pydantic's
+    import included): `config.load` parses the text itself. Typer's own shape is kept: None or
+    () when not given, a list for a repeated option, the value click parsed otherwise."""
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        multi = param.multiple or param.nargs == -1
+        if value is None:
+            return () if multi else None
+        return [str(v) for v in value] if multi else value
+
+
+# Parameters whose annotation is plain (str | None, list[str] | None, int counts, bool flags).
+_PLAIN: set[str] = set()
+
+
+def _plain_coercion(params: list[Any]) -> None:
+    for param in params:
+        flag = getattr(param, "is_flag", False)  # a flag's value is a bool or None: nothing to coerce
+        if (param.name in _PLAIN or flag) and getattr(param, "_runtime_param", _Text) is None:
+            param._runtime_param = _Text()
+
+
+class _Command(TyperCommand):
+    """A command whose plain parameters skip Typer's per-parameter TypeAdapter (see `_Text`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # the help option is made here, on demand
+        _plain_coercion(params)
+        return params
+
+
+class _Group(TyperGroup):
+    """The app's group: its flags (--version, completion) skip the TypeAdapter too."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # the help option is made here, on demand
+        _plain_coercion(params)
+        return params
+
+
+def _plain(annotation: Any) -> bool:
+    kind = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+    return kind in (str, int, bool, str | None, list[str] | None)
+
+
 app = typer.Typer(
     name="replayer",
+    cls=_Group,
     help="Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded, before they expire.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -105,7 +156,8 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
         callback.__annotations__ = {p.name: p.annotation for p in params}
         callback.__doc__ = func.__doc__
         callback.__name__ = name
-        app.command(name)(callback)
+        _PLAIN.update(p.name for p in params if _plain(p.annotation))
+        app.command(name, cls=_Command)(callback)
         return func
 
     return register

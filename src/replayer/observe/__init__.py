@@ -15,13 +15,15 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-
-from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client import Counter as PromCounter
+from typing import TYPE_CHECKING
 
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.readers import Readers, ReadResult, StreamReader
 from replayer.sinks import Delivery, Sink
+
+if TYPE_CHECKING:  # imported when a registry is made: commands without /metrics never load it
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import Counter as PromCounter
 
 __all__ = ["MESSAGE_EVENTS", "Recorder", "Tally", "TimedReaders", "TimedSink", "records_lost"]
 
@@ -67,6 +69,9 @@ class _Prometheus:
     """The tally's names as Prometheus metrics, in a registry of the service's own."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter as PromCounter
+        from prometheus_client import Gauge, Histogram
+
         r = self.registry = registry
         self.counters: dict[str, tuple[PromCounter, tuple[str, ...]]] = {
             f"messages_{event}": (PromCounter(f"replayer_messages_{event}", help_text, registry=r), ())
@@ -131,7 +136,11 @@ class Recorder:
         self.tally = Tally()
         self._prometheus: _Prometheus | None = None
         if prometheus or registry is not None:
-            self._prometheus = _Prometheus(registry or CollectorRegistry(auto_describe=True))
+            if registry is None:
+                from prometheus_client import CollectorRegistry
+
+                registry = CollectorRegistry(auto_describe=True)
+            self._prometheus = _Prometheus(registry)
 
     @property
     def registry(self) -> CollectorRegistry:

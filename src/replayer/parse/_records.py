@@ -147,9 +147,9 @@ def _stream_arn(info: Mapping[str, Any], kind: StreamKind, path: str) -> str:
 @functools.cache
 def _partition_regions() -> dict[str, re.Pattern[str]]:
     """Each AWS partition's region pattern, from botocore's endpoint data (loaded once, when needed)."""
-    from botocore.loaders import create_loader
+    from replayer.aws import sdk_loader  # the process's one copy, shared with the SDK's sessions
 
-    partitions = create_loader().load_data("endpoints")["partitions"]
+    partitions = sdk_loader().load_data("endpoints")["partitions"]
     return {p["partition"]: re.compile(p["regionRegex"].rstrip("$")) for p in partitions}
 
 

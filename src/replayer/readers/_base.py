@@ -8,7 +8,7 @@ import time
 import weakref
 import zlib
 from array import array
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -321,6 +321,7 @@ class Page:
     next_iterator: str | None
     at_tip: bool = False  # the shard's newest record has been read (Kinesis: MillisBehindLatest 0)
     child_shards: tuple[str, ...] = ()  # a closed shard's successors
+    last_sequence: str | None = None  # the sequence number of the page's last record
 
 
 class ShardCalls(Protocol):
@@ -369,7 +370,17 @@ class ShardReader:
         raise NotImplementedError
 
     async def read(self, failure: Failure) -> ReadResult:
-        async with shard_lock(failure):
+        lock = _lock_of(failure)
+        await lock.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                lock.release()
+
+        try:
             client = await self._clients.get(self.service, failure.region, failure.arn.account)
             return await read_range(
                 self.calls(client, failure),
@@ -377,7 +388,10 @@ class ShardReader:
                 max_reacquires=self.max_reacquires,
                 shard_id=failure.shard_id,
                 end_sequence=failure.end_sequence,
+                release_shard=release,
             )
+        finally:
+            release()
 
 
 class BaseShardCalls:
@@ -407,12 +421,24 @@ class BaseShardCalls:
 
 
 async def read_range(
-    calls: ShardCalls, *, max_empty_pages: int, max_reacquires: int, shard_id: str, end_sequence: str
+    calls: ShardCalls,
+    *,
+    max_empty_pages: int,
+    max_reacquires: int,
+    shard_id: str,
+    end_sequence: str,
+    release_shard: Callable[[], None] | None = None,
 ) -> ReadResult:
     """The one range-read loop: pages are fed to the books until the range's end, a gap,
     the shard's end, the open shard's tip, or a bound (empty pages, re-acquisitions: the
-    range is then incomplete and retried; its ceiling: it is refused)."""
+    range is then incomplete and retried; its ceiling: it is refused).
+
+    `release_shard` lets go of the shard as soon as a page ends exactly at the range's end: the
+    next range on the shard goes on from that page's NextShardIterator while this one's records
+    are still being turned into events (the shard's reads, one after another, are the critical path).
+    """
     books = calls.books
+    handed_on = False  # the shard and its next iterator were handed on before the last page was fed
     resumed = _resumed(books.failure)  # the previous range on this shard ended right before this one
     iterator = resumed or await calls.iterator()
     empty_pages = reacquires = 0
@@ -431,6 +457,7 @@ async def read_range(
         with gc_paused():
             page = calls.page(response)
             del response
+            handed_on = handed_on or _hand_on(books.failure, page, release_shard)
             books.offered = books.before_start = 0
             count = calls.feed(page)
             iterator, at_tip, children = page.next_iterator, page.at_tip, page.child_shards
@@ -443,7 +470,12 @@ async def read_range(
                 iterator = await calls.iterator()
                 continue
         if books.done:
-            if iterator is not None and books.offered == count and books.last == books.failure.end:
+            if (
+                not handed_on
+                and iterator is not None
+                and books.offered == count
+                and books.last == books.failure.end
+            ):
                 _remember(books.failure, iterator)  # the page ended with the range: the next may go on
             break
         if iterator is None:
@@ -466,6 +498,17 @@ async def read_range(
     if iterator is None and not books.done:
         books.shard_ended()
     return books.result()
+
+
+def _hand_on(failure: Failure, page: Page, release_shard: Callable[[], None] | None) -> bool:
+    """When `page` ends exactly at the range's end: its next iterator remembered, the shard released."""
+    if release_shard is None or page.next_iterator is None or page.last_sequence is None:
+        return False
+    if int(page.last_sequence) != failure.end:
+        return False
+    _remember(failure, page.next_iterator)
+    release_shard()
+    return True
 
 
 # Where the last range read on each shard ended, and the iterator right after it: the next range
@@ -493,12 +536,16 @@ def _remember(failure: Failure, iterator: str) -> None:
 _locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
 
-@asynccontextmanager
-async def shard_lock(failure: Failure) -> AsyncIterator[None]:
-    """At most one reader per shard at a time in this process."""
+def _lock_of(failure: Failure) -> asyncio.Lock:
     key = (failure.stream_arn, failure.shard_id)
     lock = _locks.get(key)
     if lock is None:
         lock = _locks[key] = asyncio.Lock()
-    async with lock:
+    return lock
+
+
+@asynccontextmanager
+async def shard_lock(failure: Failure) -> AsyncIterator[None]:
+    """At most one reader per shard at a time in this process."""
+    async with _lock_of(failure):
         yield

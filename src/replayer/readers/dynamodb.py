@@ -112,7 +112,9 @@ class _ShardCalls(BaseShardCalls):
 
     def page(self, response: Any) -> Page:
         page = decoded_page(response)
-        return Page(page.get("Records") or [], page.get("NextShardIterator"))
+        records = page.get("Records") or []
+        last = records[-1].get("dynamodb", {}).get("SequenceNumber") if records else None
+        return Page(records, page.get("NextShardIterator"), last_sequence=last)
 
     def feed(self, page: Page) -> int:
         add, arn = self.books.add, self.failure.stream_arn

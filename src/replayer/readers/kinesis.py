@@ -197,11 +197,13 @@ class _ShardCalls(BaseShardCalls):
     def page(self, response: Any) -> Page:
         page = decoded_page(response)
         children = page.get("ChildShards") or ()
+        records = page.get("Records") or []
         return Page(
-            page.get("Records") or [],
+            records,
             page.get("NextShardIterator"),
             at_tip=page.get("MillisBehindLatest") == 0,
             child_shards=tuple(str(c.get("ShardId")) for c in children if isinstance(c, dict)),
+            last_sequence=records[-1].get("SequenceNumber") if records else None,
         )
 
     def feed(self, page: Page) -> int:
