@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, overload
 
-import structlog
 from botocore.exceptions import ClientError
 
+from replayer import logs
 from replayer.aws import RAW_BODY, Clients, error_code
 from replayer.model import Failure, Gap, StreamRecord
 from replayer.wire import jsonable, loads
@@ -39,7 +39,7 @@ __all__ = [
     "shard_lock",
 ]
 
-log = structlog.get_logger("replayer.readers")
+log = logs.get_logger("replayer.readers")
 
 # A range is read to its end or to this many records, whichever comes first (#12: bounded by its batch).
 DEFAULT_MAX_RECORDS_PER_RANGE = 10_000
