@@ -322,6 +322,7 @@ def report(
         f"Floor (orjson decode of a 1,000-record page, one key added, orjson encode, gzip level 1), "
         f"measured in this run: {floor_us:.1f} µs per record",
     ]
+    lines += [line for r in results if (line := one_shard_line(r, delay_ms))]
     if startup is not None:
         lines.append(
             f"Start-up CPU above a bare interpreter: `import replayer.cli` {startup[0]:.3f} s, "
@@ -334,6 +335,26 @@ def report(
             f"/ {cold['first_cpu_s']:.3f} s CPU, peak RSS {cold['rss_mb']:.0f} MB"
         )
     return "\n".join(lines)
+
+
+def one_shard_line(result: Result, delay_ms: float) -> str | None:
+    """Shape (b) against one reader per shard: its wall split, over two sizes, into a start-up part
+    and a part per range, the latter against the round trips a range needs when read one after
+    another (one GetRecords with the previous range's NextShardIterator; two without it)."""
+    if result.shape.shards != 1 or "replay" not in result.runs or "replay-small" not in result.runs:
+        return None
+    big, small = result.shape, result.shape.small()
+    wall, wall_small = result.median("replay", "wall"), result.median("replay-small", "wall")
+    per_range = (wall - wall_small) / (big.ranges - small.ranges)
+    start = wall_small - per_range * small.ranges
+    trip = delay_ms / 1000
+    one, two = start + big.ranges * trip, start + 2 * big.ranges * trip
+    return (
+        f"{big.name} (one shard): wall {wall:.2f} s = start-up {start:.2f} s (intercept of the two sizes' walls) "
+        f"+ {per_range * 1000:.1f} ms per range against {delay_ms:g} ms for one round trip; "
+        f"{wall / one:.2f}x one reader per shard at one round trip per range ({one:.2f} s), "
+        f"{wall / two:.2f}x at two (GetShardIterator + GetRecords: {two:.2f} s)"
+    )
 
 
 def main() -> int:

@@ -20,13 +20,13 @@ from typer.testing import CliRunner
 
 from replayer.allow import AllowList
 from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, range_path
-from replayer.archive.manifest import archived_range, sha256
+from replayer.archive.manifest import archived_range, fingerprint, pack_records, sha256
 from replayer.archive.read import Damaged, read_records
 from replayer.archive.store import FileStore, S3Store, write_once
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.core import Replayer
-from replayer.model import Failure, Outcome, OutcomeKind
+from replayer.model import Failure, Outcome, OutcomeKind, RecordPage, StreamRecord
 from replayer.parse import parse_record
 from replayer.settle import Action, decide
 from replayer.sinks import sink_from_uri
@@ -272,3 +272,26 @@ def test_drain_quarantines_a_conflicting_range_with_both_digests_and_keeps_the_a
     assert queue_counts(moto_endpoint, queue) == (0, 0)
     stored = objects(moto_endpoint, bucket, failure)
     assert stored == {RECORDS: forged}  # never overwritten, never declared complete
+
+
+@pytest.mark.parametrize("count", [0, 1, 1000, 2500])
+def test_packed_records_fingerprint_each_record_as_given_whichever_way_it_comes(count: int) -> None:
+    records = [
+        StreamRecord(
+            str(10**20 + i),
+            b'{"invokeIdentityArn":"arn:r%d","n":%d}' % (i % 3, i) if i % 2 else b'{"n":%d}' % i,
+        )
+        for i in range(count)
+    ]
+    page = RecordPage([r.sequence_number for r in records], [r.json for r in records])
+    as_records, as_page = pack_records([records]), pack_records([page[:1000], page[1000:]])
+    assert as_records.body == as_page.body and as_records.count == as_page.count == count
+    assert [json.loads(line) for line in gzip.decompress(as_page.body).splitlines()] == [
+        json.loads(r.json) for r in records
+    ]
+    expected = {r.sequence_number: fingerprint(r) for r in records}
+    assert dict(as_records.fingerprints) == dict(as_page.fingerprints) == expected
+    assert not as_page.holds(as_records) and not as_records.holds(as_page)
+    if count:  # one record read differently is named, whatever the identity it was archived with
+        other = [*records[:-1], StreamRecord(records[-1].sequence_number, b'{"n":-1}')]
+        assert pack_records([other]).holds(as_page) == [records[-1].sequence_number]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from replayer.model import Failure, Gap, Outcome, OutcomeKind, StreamKind, records_lost
+from replayer.model import (
+    Failure,
+    Gap,
+    Outcome,
+    OutcomeKind,
+    RecordPage,
+    StreamKind,
+    StreamRecord,
+    records_lost,
+)
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 
@@ -34,3 +43,18 @@ def test_records_lost_is_bounded_by_the_read(
     assert records_lost(failure(batch), recovered, gaps) == expected
     kind = OutcomeKind.PARTIAL if gaps else OutcomeKind.REPLAYED
     assert Outcome(kind, failure(batch), recovered=recovered, gaps=gaps).lost == expected
+
+
+def test_a_record_page_is_the_sequence_of_its_records() -> None:
+    records = [StreamRecord(str(100 + i), b'{"n":%d}' % i) for i in range(5)]
+    page = RecordPage()
+    for r in records:
+        page.append(r.sequence_number, r.json)
+    assert len(page) == 5 and list(page) == records and page == records and page == tuple(records)
+    assert page[0] == records[0] and page[-1] == records[-1]
+    assert page[1:3] == records[1:3] and isinstance(page[1:3], RecordPage)
+    assert page != records[:4] and page != [*records[:4], StreamRecord("104", b"{}")]
+    with pytest.raises(IndexError):
+        page[5]
+    with pytest.raises(ValueError, match="one JSON per sequence number"):
+        RecordPage(["1", "2"], [b"{}"])

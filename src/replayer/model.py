@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 __all__ = [
     "Failure",
@@ -20,6 +20,7 @@ __all__ = [
     "Origin",
     "Outcome",
     "OutcomeKind",
+    "RecordPage",
     "StreamKind",
     "SourceMapping",
     "StreamRecord",
@@ -281,6 +282,54 @@ class StreamRecord:
     @property
     def sequence(self) -> int:
         return int(self.sequence_number)
+
+
+class RecordPage(Sequence[StreamRecord]):
+    """Consecutive records held as two parallel lists, their sequence numbers and their JSON bytes.
+
+    How readers keep a range's records: a thousand records are two lists the garbage collector
+    walks at once, not a thousand objects it tracks, and none is built until one is asked for.
+    Equal to any sequence of the same records.
+    """
+
+    __slots__ = ("jsons", "sequence_numbers")
+
+    def __init__(self, sequence_numbers: list[str] | None = None, jsons: list[bytes] | None = None) -> None:
+        self.sequence_numbers: list[str] = [] if sequence_numbers is None else sequence_numbers
+        self.jsons: list[bytes] = [] if jsons is None else jsons
+        if len(self.sequence_numbers) != len(self.jsons):
+            raise ValueError("a record page needs one JSON per sequence number")
+
+    def append(self, sequence_number: str, json: bytes) -> None:
+        self.sequence_numbers.append(sequence_number)
+        self.jsons.append(json)
+
+    def __len__(self) -> int:
+        return len(self.jsons)
+
+    def __iter__(self) -> Iterator[StreamRecord]:
+        return map(StreamRecord, self.sequence_numbers, self.jsons)
+
+    @overload
+    def __getitem__(self, index: int) -> StreamRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> RecordPage: ...
+    def __getitem__(self, index: int | slice) -> StreamRecord | RecordPage:
+        if isinstance(index, slice):
+            return RecordPage(self.sequence_numbers[index], self.jsons[index])
+        return StreamRecord(self.sequence_numbers[index], self.jsons[index])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordPage):
+            return self.sequence_numbers == other.sequence_numbers and self.jsons == other.jsons
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
+    def __repr__(self) -> str:
+        return f"RecordPage({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from replayer.readers._base import (
     ShardReader,
     decoded_page,
 )
-from replayer.wire import dumps, gc_paused
+from replayer.wire import dumps
 
 __all__ = ["DynamoDBReader", "RETENTION"]
 
@@ -96,7 +96,7 @@ class _ShardCalls(BaseShardCalls):
     async def describe_stream(self) -> None:
         await self.client.describe_stream(StreamArn=self.failure.stream_arn, Limit=1)
 
-    async def page(self, iterator: str) -> Page | None:
+    async def fetch(self, iterator: str) -> Any | None:
         try:
             response = await self.client.get_records(
                 ShardIterator=iterator, Limit=self.books.page_limit(self.reader.page_limit)
@@ -108,26 +108,28 @@ class _ShardCalls(BaseShardCalls):
             if code == "TrimmedDataAccessException":
                 self.books.lost_from_here("trimmed while reading: past the stream's retention")
             return None
-        with gc_paused():
-            page = decoded_page(response)
+        return response
+
+    def page(self, response: Any) -> Page:
+        page = decoded_page(response)
         records = page.get("Records") or []
         last = records[-1].get("dynamodb", {}).get("SequenceNumber") if records else None
         return Page(records, page.get("NextShardIterator"), last_sequence=last)
 
     def feed(self, page: Page) -> int:
-        with gc_paused():
-            for record in page.records:
-                if self.books.add(record["dynamodb"]["SequenceNumber"], _event_record(record, self.failure)):
-                    break
+        add, arn = self.books.add, self.failure.stream_arn
+        for record in page.records:
+            if add(record["dynamodb"]["SequenceNumber"], _event_record(record, arn)):
+                break
         return len(page.records)
 
 
-def _event_record(record: dict[str, Any], failure: Failure) -> bytes:
+def _event_record(record: dict[str, Any], stream_arn: str) -> bytes:
     """A GetRecords record as the Lambda event carries it: as given, plus eventSourceARN."""
     dynamodb = record.get("dynamodb")
     if isinstance(dynamodb, dict):
         created = dynamodb.get("ApproximateCreationDateTime")
         if isinstance(created, float) and created.is_integer():
             dynamodb["ApproximateCreationDateTime"] = int(created)
-    record["eventSourceARN"] = failure.stream_arn
+    record["eventSourceARN"] = stream_arn
     return dumps(record)

@@ -26,7 +26,7 @@ from replayer.readers._base import (
     ShardReader,
     decoded_page,
 )
-from replayer.wire import dumps, gc_paused
+from replayer.wire import dumps
 
 __all__ = ["DEFAULT_RETENTION", "GET_RECORDS_BUDGET", "KinesisReader", "ShardBudget"]
 
@@ -175,8 +175,8 @@ class _ShardCalls(BaseShardCalls):
     async def describe_stream(self) -> None:
         await self.client.describe_stream_summary(StreamARN=self.failure.stream_arn)
 
-    async def page(self, iterator: str) -> Page | None:
-        """One GetRecords page, within the shard's budget."""
+    async def fetch(self, iterator: str) -> Any | None:
+        """One GetRecords answer, within the shard's budget."""
         await self.reader.budget.acquire((self.failure.stream_arn, self.failure.shard_id))
         try:
             response = await self.client.get_records(
@@ -191,9 +191,11 @@ class _ShardCalls(BaseShardCalls):
             if code != "ResourceNotFoundException":
                 raise
             await self.not_found(exc)  # deleted while being read
-            return Page([], None)
-        with gc_paused():
-            page = decoded_page(response)
+            return {}  # an empty page with no next iterator
+        return response
+
+    def page(self, response: Any) -> Page:
+        page = decoded_page(response)
         children = page.get("ChildShards") or ()
         records = page.get("Records") or []
         return Page(
@@ -205,11 +207,15 @@ class _ShardCalls(BaseShardCalls):
         )
 
     def feed(self, page: Page) -> int:
-        with gc_paused():
-            for record in page.records:
-                event = _event_record(record, self.failure, self.region, self.reader.invoke_identity_arn)
-                if self.books.add(record["SequenceNumber"], event):
-                    break
+        add, failure, region, identity = (
+            self.books.add,
+            self.failure,
+            self.region,
+            self.reader.invoke_identity_arn,
+        )
+        for record in page.records:
+            if add(record["SequenceNumber"], _event_record(record, failure, region, identity)):
+                break
         return len(page.records)
 
 
