@@ -20,7 +20,7 @@ from replayer.cli import app
 from replayer.parse import parse_message
 from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, make_queue
-from tests.support.events import load_event
+from tests.support.events import EVENTS, load_event
 from tests.support.faultproxy import FaultProxy
 
 runner = CliRunner()
@@ -382,3 +382,26 @@ def test_options_arrive_as_typer_gives_them_without_its_pydantic_adapters() -> N
     assert params["verbose"] == 2 and params["as_json"] is True and params["dry_run"] is False
     assert params["concurrency"] == "3" and params["since"] is None and params["allow_streams"] == ()
     assert pydantic_loaded == "False"
+
+
+@pytest.mark.parametrize("mode", ["--no-preflight", "--dry-run"])
+def test_the_cyclic_gc_is_off_during_start_up_and_back_on_when_the_work_begins(
+    mode: str, tmp_path: Path
+) -> None:
+    """`main` pauses the GC for start-up only: every command turns it back on (and freezes what
+    start-up made) before its work."""
+    record = EVENTS / "ddb_esm_record_no_millis.json"
+    code = f"""
+import gc, sys
+from replayer import cli
+during_start_up = []  # a collection seen while start-up was still going on
+gc.callbacks.append(lambda phase, info: during_start_up.append(cli._gc_paused) if phase == "start" else None)
+sys.argv = ["replayer", "replay", {str(record)!r}, "--to", "file:{tmp_path}", "{mode}", "--json"]
+try:
+    cli.main()
+except SystemExit:
+    pass
+print(any(during_start_up), gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines()[-1].split() == ["False", "True", "True"], out.stdout + out.stderr

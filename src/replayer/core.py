@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
-import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replayer import logs
 from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.logs import range_context
@@ -43,7 +43,7 @@ __all__ = [
     "rejected",
 ]
 
-log = structlog.get_logger("replayer")
+log = logs.get_logger("replayer")
 
 # Failures we expect from AWS and the network: the range is retried later, never dropped.
 _TRANSIENT = (ClientError, BotoCoreError, SinkError, OSError, asyncio.TimeoutError)

@@ -23,15 +23,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import structlog
 from botocore.exceptions import ClientError
 
+from replayer import logs
 from replayer.aws import Clients, error_code
 from replayer.model import Failure, Origin, SourceMapping
 
 __all__ = ["MappingFinder", "esm_uuid_from_key", "from_esm", "from_pipe", "summary", "with_mappings"]
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 LAMBDA_ESM = "lambda-esm"
 PIPE = "pipe"

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from replayer import logs
+from replayer.cli import start_up_done
 from replayer.cli._app import print_error, stderr_console
 from replayer.config import Settings
 from replayer.model import Failure, Outcome, OutcomeKind
@@ -69,12 +70,15 @@ def show_progress(settings: Settings, console: Console) -> bool:
 
 
 def preflight_or_exit(settings: Settings, checks: Checks) -> None:
-    """Run the pre-flight checks unless --no-preflight; on a problem, one line each and exit 2."""
+    """Run the pre-flight checks unless --no-preflight; on a problem, one line each and exit 2.
+    Start-up is over after it: the SDK is loaded (`start_up_done`)."""
     if settings.no_preflight:
+        start_up_done()
         return
     from replayer.cli.preflight import preflight
 
     problems = asyncio.run(preflight(replace(checks, assume_roles=settings.assume_roles)))
+    start_up_done()
     if problems:
         console = stderr_console()
         for problem in problems:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from replayer.cli import start_up_done
 from replayer.cli._app import command, print_error, stderr_console
 from replayer.config import Settings
 
@@ -25,4 +26,5 @@ def demo(
         raise typer.Exit(2)
     from replayer.demo import run_demo
 
+    start_up_done()
     raise typer.Exit(run_demo(keep=keep))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from replayer.allow import AllowList
+from replayer.cli import start_up_done
 from replayer.cli._app import command, print_error, stderr_console
 from replayer.cli._work import finish, preflight_or_exit, setup, show_progress, work_through
 from replayer.config import Settings
@@ -53,6 +54,7 @@ def _plan(
 
     ordered = by_deadline(failures)
     allowed = [f for f in ordered if allow.allows(f.stream_arn)]
+    start_up_done()  # a dry run has no pre-flight: its reads begin here
     plans = asyncio.run(_plans(settings, allowed, selection)) if allowed else []
     by_range = {p.failure.range_id: p for p in plans}
     planned = []

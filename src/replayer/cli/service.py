@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from replayer import logs
 from replayer.cli._app import command, print_error
 from replayer.cli._work import finish, preflight_or_exit, setup, show_progress
 from replayer.config import Settings, queue_region
@@ -40,14 +41,12 @@ async def _depth(settings: Settings, clients: Any) -> int | None:
 
 
 async def _serve(settings: Settings, *, burst: bool, console: Console, show: bool) -> Report:
-    import structlog
-
     from replayer.observe import Recorder
     from replayer.report import progress
     from replayer.sources import build_replayer, clients_for
     from replayer.sources.sqs import Service
 
-    log = structlog.get_logger("replayer.service")
+    log = logs.get_logger("replayer.service")
     metrics = Recorder(prometheus=True)
     async with clients_for(settings) as clients:
         depth = await _depth(settings, clients)
@@ -124,10 +123,8 @@ def _consume(settings: Settings, *, burst: bool) -> Report:
     from replayer.cli.preflight import Checks
 
     console = setup(settings)
-    import structlog
-
     for warning in settings.warnings:
-        structlog.get_logger("replayer.service").warning("configuration_warning", warning=warning)
+        logs.get_logger("replayer.service").warning("configuration_warning", warning=warning)
     checks = Checks(sinks=settings.to, queue=settings.queue, streams=_literal_streams(settings))
     preflight_or_exit(settings, checks)
     try:

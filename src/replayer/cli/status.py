@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from replayer.cli import start_up_done
 from replayer.cli._app import command, print_error
 from replayer.cli._work import setup
 from replayer.config import Settings
@@ -92,6 +93,7 @@ def status(settings: Settings) -> None:
     try:
         while True:
             document = asyncio.run(_gather(settings))
+            start_up_done()  # --watch: every later round is work
             if settings.output_format == "table":
                 if settings.watch:
                     out.clear()

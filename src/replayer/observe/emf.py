@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 
-import structlog
-
+from replayer import logs
 from replayer.observe import Tally
 
 __all__ = ["flush", "metric_name"]
 
-log = structlog.get_logger("replayer.observe")
+log = logs.get_logger("replayer.observe")
 
 
 def metric_name(tally_name: str) -> str:

@@ -6,13 +6,14 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from replayer import logs
+
 __all__ = ["HttpServer"]
 
-log = structlog.get_logger("replayer.observe")
+log = logs.get_logger("replayer.observe")
 
 
 class HttpServer:

@@ -17,9 +17,9 @@ from datetime import timedelta
 from itertools import accumulate, chain, islice, pairwise
 from typing import Any, Protocol, overload
 
-import structlog
 from botocore.exceptions import ClientError
 
+from replayer import logs
 from replayer.aws import RAW_BODY, Clients, error_code
 from replayer.model import Failure, Gap, RecordPage, StreamRecord
 from replayer.wire import gc_paused, jsonable, loads
@@ -42,7 +42,7 @@ __all__ = [
     "shard_lock",
 ]
 
-log = structlog.get_logger("replayer.readers")
+log = logs.get_logger("replayer.readers")
 
 # A range is read to its end or to this many records, whichever comes first (#12: bounded by its batch).
 DEFAULT_MAX_RECORDS_PER_RANGE = 10_000

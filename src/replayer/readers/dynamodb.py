@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-import structlog
 from botocore.exceptions import ClientError
 
+from replayer import logs
 from replayer.aws import Clients, error_code
 from replayer.model import Failure
 from replayer.readers._base import (
@@ -22,7 +22,7 @@ from replayer.wire import dumps
 
 __all__ = ["DynamoDBReader", "RETENTION"]
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 RETENTION = timedelta(hours=24)  # fixed for DynamoDB Streams
 

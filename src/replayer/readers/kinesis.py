@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import timedelta
 from typing import Any
 
-import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replayer import logs
 from replayer.aws import Clients, error_code
 from replayer.model import Failure
 from replayer.readers._base import (
@@ -30,7 +30,7 @@ from replayer.wire import dumps
 
 __all__ = ["DEFAULT_RETENTION", "GET_RECORDS_BUDGET", "KinesisReader", "ShardBudget"]
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 # The minimum a Kinesis stream keeps records; assumed only when DescribeStreamSummary fails.
 DEFAULT_RETENTION = timedelta(hours=24)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replayer import logs
 from replayer.aws import SqsQueue
 from replayer.core import OUT_OF_TIME
 from replayer.model import Outcome, OutcomeKind
@@ -27,7 +27,7 @@ from replayer.settle.quarantine import Quarantine, QuarantineError
 
 __all__ = ["Action", "Decision", "Settler", "decide", "retry_delay"]
 
-log = structlog.get_logger("replayer.settle")
+log = logs.get_logger("replayer.settle")
 
 _AWS_TROUBLE = (ClientError, BotoCoreError, OSError, TimeoutError)
 _SQS_MAX_VISIBILITY = 43_200
@@ -128,7 +128,7 @@ class Settler:
         `queue` is the SQS queue the message came from (None: not an SQS message), and
         `deadline` the earliest expiry deadline among its ranges (epoch seconds).
         """
-        with structlog.contextvars.bound_contextvars(message_id=message.id):
+        with logs.bound(message_id=message.id):
             decision = decide(
                 outcomes, parse_error=message.parse_error, can_quarantine=self.quarantine is not None
             )

@@ -15,9 +15,9 @@ import asyncio
 import re
 from collections.abc import Sequence
 
-import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replayer import logs
 from replayer.aws import Clients, error_code
 from replayer.model import Failure, StreamKind, StreamRecord
 from replayer.sinks._base import SinkError
@@ -25,7 +25,7 @@ from replayer.wire import dumps, loads
 
 __all__ = ["IDENTITY_KEY", "Roles", "failed_function", "with_identity"]
 
-log = structlog.get_logger("replayer")
+log = logs.get_logger("replayer")
 
 IDENTITY_KEY = b'"invokeIdentityArn":'
 _FUNCTION_ARN = re.compile(

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import (
     AsyncRetrying,
@@ -26,6 +25,7 @@ from tenacity import (
     retry_if_exception_type,
 )
 
+from replayer import logs
 from replayer.aws import Clients, error_code
 from replayer.errors import ConfigError
 from replayer.filtering import PatternError
@@ -52,7 +52,7 @@ __all__ = [
     "unconfirmed",
 ]
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 # Lambda's limit on a synchronous invocation's request payload.
 PAYLOAD_LIMIT = 6_291_456

@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import structlog
-
+from replayer import logs
 from replayer.archive.layout import LOSS_REPORT, redrive_marker, stream_path
 from replayer.archive.manifest import ArchivedRange, marker_document
 from replayer.archive.read import Damaged, find_ranges, read_records
@@ -40,7 +39,7 @@ __all__ = [
     "parse_time",
 ]
 
-log = structlog.get_logger("replayer")
+log = logs.get_logger("replayer")
 
 
 def archive_from_uri(uri: str, clients: Clients) -> Store:

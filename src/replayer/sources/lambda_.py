@@ -14,7 +14,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer import logs
@@ -33,7 +32,7 @@ from replayer.sources import build_replayer, clients_for
 
 __all__ = ["LambdaRuntime", "UnsettledError", "settings_from_env"]
 
-log = structlog.get_logger("replayer.lambda")
+log = logs.get_logger("replayer.lambda")
 
 _SETTLED = (Action.DELETE, Action.QUARANTINE)
 _CHUNK = 1 << 20  # S3 objects are read a MiB at a time, up to --max-object-bytes
@@ -110,7 +109,7 @@ class LambdaRuntime:
 
     async def handle(self, event: Mapping[str, Any], context: _Context | None) -> dict[str, Any]:
         self.recorder.take()  # counts of this invocation only
-        structlog.contextvars.clear_contextvars()
+        logs.clear()
         source = "unknown"
         try:
             try:
@@ -236,7 +235,7 @@ class LambdaRuntime:
         decisions = []
         for message, failures, refused in parsed:
             mine = [next(tickets) for _ in failures]
-            with structlog.contextvars.bound_contextvars(source=source):
+            with logs.bound(source=source):
                 decisions.append(await self._settle(message, mine, refused))
         return decisions
 

@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replayer import logs
 from replayer.aws import SqsQueue
 from replayer.config import Settings
 from replayer.core import Replayer, Ticket, cap_ranges, rejected
@@ -35,7 +35,7 @@ from replayer.settle.quarantine import Quarantine
 
 __all__ = ["Job", "Service", "ServiceSummary"]
 
-log = structlog.get_logger("replayer.service")
+log = logs.get_logger("replayer.service")
 
 _AWS_TROUBLE = (ClientError, BotoCoreError, OSError, asyncio.TimeoutError)
 
