@@ -8,11 +8,20 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from replayer.aws import Clients
-from replayer.model import Failure, StreamRecord
+from replayer.model import Failure, StreamKind, StreamRecord
 from replayer.parse import parse_message
-from replayer.readers import NO_SUCH_STREAM, DynamoDBReader, RangeRecords, ReadResult, pages_of
+from replayer.readers import (
+    NO_SUCH_STREAM,
+    DynamoDBReader,
+    RangeCollector,
+    RangeRecords,
+    ReadResult,
+    pages_of,
+)
 from tests.support.aws import DynamoTable
 from tests.support.faultproxy import FaultProxy, Request, Rule, aws_error, op
 
@@ -346,3 +355,57 @@ def test_range_records_hold_full_pages_compressed_and_give_back_the_same_records
     assert held[1:1500:7] == records[1:1500:7]
     with pytest.raises(IndexError):
         held[count]
+
+
+@st.composite
+def shard_pages(draw: st.DrawFn) -> list[list[int]]:
+    """Pages of sequence numbers around a range 100..112: mostly rising, sometimes not."""
+    seq = draw(st.integers(97, 100))
+    steps = draw(st.lists(st.sampled_from([1] * 12 + [2, 0, -3]), max_size=30))
+    numbers = [seq := seq + step for step in steps]
+    cuts = sorted(draw(st.lists(st.integers(0, len(numbers)), max_size=5)))
+    return [numbers[a:b] for a, b in zip([0, *cuts], [*cuts, len(numbers)], strict=True)]
+
+
+@settings(max_examples=400, deadline=None)
+@example(pages=[list(range(100, 116))], ceiling=40, before="")  # one page past the range's end
+@example(pages=[list(range(100, 106)), list(range(106, 116))], ceiling=40, before="")
+@example(pages=[list(range(100, 116))], ceiling=5, before="")  # over its ceiling
+@example(pages=[list(range(101, 116))], ceiling=40, before="")  # its start gone
+@example(pages=[list(range(100, 105)), list(range(104, 116))], ceiling=40, before="expect_again")
+@given(
+    pages=shard_pages(),
+    ceiling=st.integers(1, 40),
+    before=st.sampled_from(["", "expect_again", "lost_from_here"]),
+)
+def test_a_page_is_taken_as_record_by_record_whatever_it_holds(
+    pages: list[list[int]], ceiling: int, before: str
+) -> None:
+    def books_after(by_page: bool) -> tuple[Any, ...]:
+        arn = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2025-01-01T00:00:00.000"
+        failure = Failure(StreamKind.DYNAMODB, arn, "shardId-1", "100", "112")
+        books = RangeCollector(failure, ceiling=ceiling)
+        for n, page in enumerate(pages):
+            if books.done:
+                break
+            if n == 1 and before == "expect_again" and books.last is not None:
+                books.expect_again(str(books.last))
+            if n == 1 and before == "lost_from_here":
+                books.lost_from_here("trimmed")
+            seqs = [str(s) for s in page]
+            if by_page:
+                books.add_page(page, seqs, lambda records: [b'{"n":%d}' % r for r in records])
+            else:
+                for seq in seqs:
+                    if books.add(seq, b'{"n":%s}' % seq.encode()):
+                        break
+        return (
+            tuple(books.records),
+            books.result(),
+            books.last,
+            books.done,
+            books.offered,
+            books.before_start,
+        )
+
+    assert books_after(by_page=True) == books_after(by_page=False)

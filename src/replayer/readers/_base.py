@@ -4,6 +4,8 @@ range-read loop (`read_range`, over a stream's `ShardCalls`), shard locks."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import operator
 import time
 import weakref
 import zlib
@@ -12,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from itertools import accumulate, chain, pairwise
+from itertools import accumulate, chain, islice, pairwise
 from typing import Any, Protocol, overload
 
 from botocore.exceptions import ClientError
@@ -96,6 +98,19 @@ class RangeRecords(Sequence[StreamRecord]):
             self._open = RecordPage()
         self._open.append(sequence_number, json)
         self._count += 1
+
+    def extend(self, sequence_numbers: list[str], jsons: list[bytes]) -> None:
+        """Append records given as parallel lists (the lists are not kept)."""
+        at = 0
+        while at < len(jsons):
+            if len(self._open) >= RECORDS_PER_PAGE:
+                self._sealed.append(_SealedPage(self._open))
+                self._open = RecordPage()
+            n = min(RECORDS_PER_PAGE - len(self._open), len(jsons) - at)
+            self._open.sequence_numbers += sequence_numbers[at : at + n]
+            self._open.jsons += jsons[at : at + n]
+            at += n
+        self._count += len(jsons)
 
     def pages(self) -> Iterator[RecordPage]:
         """The records a page at a time (each page decompressed only while it is used)."""
@@ -243,6 +258,39 @@ class RangeCollector:
         if seq == self._end:
             self.done = True
         return self.done
+
+    def add_page(
+        self,
+        records: Sequence[Any],
+        sequence_numbers: list[str],
+        events: Callable[[Sequence[Any]], list[bytes]],
+    ) -> None:
+        """Take a page's records (`events` makes their event JSON) as `add` would one by one, in order,
+        up to where it would stop; the run of them that lies plainly inside the range, after the
+        last one taken and in order, is taken in one step."""
+        taken = self._plain_run(sequence_numbers)
+        if taken:
+            self.records.extend(sequence_numbers[:taken], events(records[:taken]))
+            self.offered += taken
+            self.last = int(sequence_numbers[taken - 1])
+            if self.last == self._end:
+                self.done = True
+                return
+        for at in range(taken, len(records)):
+            if self.add(sequence_numbers[at], events(records[at : at + 1])[0]):
+                return
+
+    def _plain_run(self, sequence_numbers: list[str]) -> int:
+        """How many leading records `add` would take with nothing else to note: in order, after the
+        last one taken (from the range's very start when none was), up to its end and ceiling."""
+        if self.done or self._resync is not None or self._lost_since is not None or not sequence_numbers:
+            return 0
+        seqs = list(map(int, sequence_numbers))
+        if seqs[0] != self._start if self.last is None else seqs[0] <= self.last:
+            return 0  # a gap at the range's start, or records read again: `add` says what they mean
+        if not all(map(operator.lt, seqs, islice(seqs, 1, None))):
+            return 0
+        return min(bisect.bisect_right(seqs, self._end), self.ceiling - len(self.records))
 
     def page_limit(self, most: int) -> int:
         """Records to ask for next: no more than the range may still hold (its ceiling), at most `most`.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -117,19 +117,18 @@ class _ShardCalls(BaseShardCalls):
         return Page(records, page.get("NextShardIterator"), last_sequence=last)
 
     def feed(self, page: Page) -> int:
-        add, arn = self.books.add, self.failure.stream_arn
-        for record in page.records:
-            if add(record["dynamodb"]["SequenceNumber"], _event_record(record, arn)):
-                break
-        return len(page.records)
+        records = page.records
+        self.books.add_page(records, [r["dynamodb"]["SequenceNumber"] for r in records], self._events)
+        return len(records)
 
-
-def _event_record(record: dict[str, Any], stream_arn: str) -> bytes:
-    """A GetRecords record as the Lambda event carries it: as given, plus eventSourceARN."""
-    dynamodb = record.get("dynamodb")
-    if isinstance(dynamodb, dict):
-        created = dynamodb.get("ApproximateCreationDateTime")
-        if isinstance(created, float) and created.is_integer():
-            dynamodb["ApproximateCreationDateTime"] = int(created)
-    record["eventSourceARN"] = stream_arn
-    return dumps(record)
+    def _events(self, records: Sequence[dict[str, Any]]) -> list[bytes]:
+        """GetRecords records as the Lambda event carries them: as given, plus eventSourceARN."""
+        arn = self.failure.stream_arn
+        for record in records:
+            dynamodb = record.get("dynamodb")
+            if isinstance(dynamodb, dict):
+                created = dynamodb.get("ApproximateCreationDateTime")
+                if isinstance(created, float) and created.is_integer():
+                    dynamodb["ApproximateCreationDateTime"] = int(created)
+            record["eventSourceARN"] = arn
+        return list(map(dumps, records))

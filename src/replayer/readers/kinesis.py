@@ -10,7 +10,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -207,16 +207,13 @@ class _ShardCalls(BaseShardCalls):
         )
 
     def feed(self, page: Page) -> int:
-        add, failure, region, identity = (
-            self.books.add,
-            self.failure,
-            self.region,
-            self.reader.invoke_identity_arn,
-        )
-        for record in page.records:
-            if add(record["SequenceNumber"], _event_record(record, failure, region, identity)):
-                break
-        return len(page.records)
+        records = page.records
+        self.books.add_page(records, [r["SequenceNumber"] for r in records], self._events)
+        return len(records)
+
+    def _events(self, records: Sequence[dict[str, Any]]) -> list[bytes]:
+        failure, region, identity = self.failure, self.region, self.reader.invoke_identity_arn
+        return [_event_record(r, failure, region, identity) for r in records]
 
 
 def _event_record(record: dict[str, Any], failure: Failure, region: str, identity_arn: str | None) -> bytes:
