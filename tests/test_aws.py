@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import SSLError
+from botocore.exceptions import SSLError, UnknownServiceError
 from botocore.loaders import Loader
 
 from replayer.aws import Clients, sdk_loader
@@ -25,9 +25,16 @@ def _ordered(data: Any) -> str:
     return json.dumps(data)  # key order kept: botocore serializes members in the model's order
 
 
+def _fresh(tmp_path: Path) -> tuple[Any, Any]:
+    """A shared loader nothing read through yet (its own data path), and botocore's for the same path:
+    botocore's endpoint resolution completes the endpoint data it was handed, in place (once per
+    process now, as it always was once per session)."""
+    return sdk_loader(str(tmp_path)), Loader(extra_search_paths=[str(tmp_path)])
+
+
 @pytest.mark.parametrize("service", SERVICES)
-def test_the_shared_loader_yields_botocores_own_models(service: str) -> None:
-    ours, theirs = sdk_loader(), Loader()
+def test_the_shared_loader_yields_botocores_own_models(service: str, tmp_path: Path) -> None:
+    ours, theirs = _fresh(tmp_path)
     assert _ordered(ours.load_service_model(service, "service-2")) == _ordered(
         theirs.load_service_model(service, "service-2")
     )
@@ -37,9 +44,18 @@ def test_the_shared_loader_yields_botocores_own_models(service: str) -> None:
         )
 
 
-def test_the_shared_loader_yields_botocores_own_data_files() -> None:
+def test_a_service_botocore_lacks_is_refused_as_botocore_refuses_it() -> None:
+    with pytest.raises(UnknownServiceError) as theirs:
+        Loader().load_service_model("no-such-service", "service-2")
+    with pytest.raises(UnknownServiceError) as ours:
+        sdk_loader().load_service_model("no-such-service", "service-2")
+    assert str(ours.value) == str(theirs.value) and "dynamodbstreams" in str(ours.value)
+
+
+def test_the_shared_loader_yields_botocores_own_data_files(tmp_path: Path) -> None:
+    ours, theirs = _fresh(tmp_path)
     for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
-        assert _ordered(sdk_loader().load_data(name)) == _ordered(Loader().load_data(name))
+        assert _ordered(ours.load_data(name)) == _ordered(theirs.load_data(name))
 
 
 def test_one_loader_per_data_path_and_aws_data_path_models_are_found_plain_or_gzipped(tmp_path: Path) -> None:

@@ -17,13 +17,9 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-)
 
 from replayer import logs
 from replayer.aws import Clients, error_code
@@ -34,6 +30,9 @@ from replayer.readers import RangeRecords, ReadResult
 from replayer.selection import Selection, to_send
 from replayer.sinks._base import Delivery, SinkError
 from replayer.sinks._identity import Roles, with_identity
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 __all__ = [
     "DEFAULT_INVOKE_TIME_LIMIT",
@@ -331,6 +330,8 @@ class LambdaSink:
                 return 0.0  # the checkpoint moved: go on at once
             backoff = min(self.retry_wait_max, self.retry_wait * 2.0 ** (stalled - 1))
             return backoff + random.uniform(0, self.retry_wait)
+
+        from tenacity import AsyncRetrying, retry_if_exception_type  # loaded when a function is invoked
 
         retrying = AsyncRetrying(
             stop=give_up,
