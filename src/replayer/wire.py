@@ -50,7 +50,7 @@ def gc_paused() -> Iterator[None]:
 
     One 1000-record page makes some 15,000 short-lived, acyclic dicts: enough to start
     several collections that each walk every live object, which doubles the cost of the
-    page. The section is synchronous (no await inside), so nothing else runs meanwhile.
+    page. Keep the section short: an await inside lets other tasks run with the GC off too.
     """
     if not gc.isenabled():
         yield

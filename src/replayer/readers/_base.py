@@ -501,11 +501,11 @@ async def read_range(
             iterator, resumed = await calls.iterator(), None
             continue
         # The page's objects (some 15,000 per 1,000 records) are made, fed and freed with no collection
-        # walking them: a collection in between costs as much as decoding the page. No await inside.
+        # walking them: a collection in between costs as much as decoding the page.
         with gc_paused():
             page = calls.page(response)
             del response
-            handed_on = handed_on or _hand_on(books.failure, page, release_shard)
+            handed_on = handed_on or await _hand_on(books.failure, page, release_shard)
             books.offered = books.before_start = 0
             count = calls.feed(page)
             iterator, at_tip, children = page.next_iterator, page.at_tip, page.child_shards
@@ -548,14 +548,18 @@ async def read_range(
     return books.result()
 
 
-def _hand_on(failure: Failure, page: Page, release_shard: Callable[[], None] | None) -> bool:
-    """When `page` ends exactly at the range's end: its next iterator remembered, the shard released."""
+async def _hand_on(failure: Failure, page: Page, release_shard: Callable[[], None] | None) -> bool:
+    """When `page` ends exactly at the range's end: its next iterator remembered, the shard released,
+    and the next range on the shard let send its request before this page is fed (two turns of the
+    loop: its reader runs to its request, whose body aiohttp writes in a task of its own)."""
     if release_shard is None or page.next_iterator is None or page.last_sequence is None:
         return False
     if int(page.last_sequence) != failure.end:
         return False
     _remember(failure, page.next_iterator)
     release_shard()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
     return True
 
 
