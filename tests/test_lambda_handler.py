@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import subprocess
 import sys
@@ -101,6 +102,39 @@ def test_sqs_event_reports_exactly_the_unsettled_messages(
     assert metrics["MessagesLeft"] == 1
     assert metrics["RecordsRecovered"] == 4
     assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "replayer"
+
+
+def test_a_cold_start_runs_its_first_invocation_without_the_cyclic_gc_then_turns_it_back_on(
+    table: DynamoTable, bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table.put(2)
+    queue = make_queue(moto_endpoint)
+    monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}/archive")
+    monkeypatch.setenv("REPLAYER_ALLOW_STREAMS", table.stream_arn)
+    collections: list[str] = []  # one per collection: during which invocation
+    during = [""]
+
+    def seen(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and during[0]:
+            collections.append(during[0])
+
+    frozen = gc.get_freeze_count()
+    gc.callbacks.append(seen)
+    try:
+        for invocation in ("cold", "warm"):
+            send(moto_endpoint, queue, table.invocation_record(0, 1))
+            event = sqs_event(moto_endpoint, queue)
+            during[0] = invocation
+            answer = lambda_handler.handler(event, LambdaContext())
+            if invocation == "warm":
+                gc.collect()  # the GC is on in a warm invocation: this one is counted
+            during[0] = ""
+            assert answer == {"batchItemFailures": []}
+            assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(seen)
+    assert "cold" not in collections and "warm" in collections
+    assert gc.get_freeze_count() > frozen  # what the cold start made is frozen
 
 
 def test_poison_goes_to_the_quarantine_and_is_not_reported(

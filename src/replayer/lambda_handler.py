@@ -13,6 +13,7 @@ loop, for every warm invocation after it.
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,11 +27,22 @@ _runtime: LambdaRuntime | None = None
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Replay what the event names; see the module docstring for what is answered when."""
     global _runtime
-    if _runtime is None:
+    if _runtime is not None:
+        return _runtime.invoke(event, context)
+    # A cold start: the runtime and, during the first invocation, the SDK's modules, models and
+    # clients are made to live as long as the process; the cyclic GC would walk them again and
+    # again while they load. Off until that invocation ends, then everything it kept is frozen.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
         from replayer.sources.lambda_ import LambdaRuntime
 
         _runtime = LambdaRuntime.from_env()
-    return _runtime.invoke(event, context)
+        return _runtime.invoke(event, context)
+    finally:
+        if paused:
+            gc.freeze()
+            gc.enable()
 
 
 def reset() -> None:
