@@ -296,6 +296,32 @@ async def test_the_next_range_goes_on_from_where_the_previous_one_ended(
     ] * 3
 
 
+async def test_a_hand_over_its_decoded_page_contradicts_is_not_gone_on_from(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    """The next range goes on from where the previous one ended as soon as the raw answer says its
+    page ends at the range's end; were the decoded page to say otherwise, it is not gone on from."""
+    table.put(6)
+    stream = table.stream_records()
+    end_of_first = stream[2]["dynamodb"]["SequenceNumber"]
+
+    def misleading(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        # A string-valued SequenceNumber key after the real ones (no GetRecords answer has one).
+        body["Records"][-1]["zz"] = {"SequenceNumber": end_of_first}
+        return body
+
+    proxy.clear()
+    proxy.add(Rule(op("GetRecords"), rewrite=misleading, times=1))
+    async with Clients() as clients:
+        reader = DynamoDBReader(clients, page_limit=4)
+        first = await reader.read(failure_of(table, 0, 2))  # its page also holds record 3
+        second = await reader.read(failure_of(table, 3, 5))
+    assert seqs(decoded(first)) == seqs(stream[0:3]) and not first.gaps
+    assert seqs(decoded(second)) == seqs(stream[3:6]) and not second.gaps and second.complete
+    calls = [s for s in proxy.seen if s in ("GetShardIterator", "GetRecords")]
+    assert calls == ["GetShardIterator", "GetRecords", "GetRecords", "GetShardIterator", "GetRecords"]
+
+
 async def test_a_range_far_after_the_previous_one_gets_its_own_iterator(
     table: DynamoTable, proxy: FaultProxy
 ) -> None:

@@ -486,12 +486,12 @@ async def read_range(
     are still being turned into events (the shard's reads, one after another, are the critical path).
     """
     books = calls.books
-    handed_on = False  # the shard and its next iterator were handed on before the last page was fed
+    hand_over = _HandOver(books.failure, release_shard)
     resumed = _resumed(books.failure)  # the previous range on this shard ended right before this one
-    iterator = resumed or await calls.iterator()
+    iterator = resumed.iterator if resumed is not None else await calls.iterator()
     empty_pages = reacquires = 0
     while iterator is not None and not books.done:
-        response = await calls.fetch(iterator)
+        response = await _fetch(calls, iterator, resumed)
         if response is None:
             reacquires += 1
             if reacquires > max_reacquires:
@@ -500,12 +500,13 @@ async def read_range(
             log.info("reacquire_iterator", after=books.resume_after)
             iterator, resumed = await calls.iterator(), None
             continue
+        await hand_over.before_decoding(response)
         # The page's objects (some 15,000 per 1,000 records) are made, fed and freed with no collection
         # walking them: a collection in between costs as much as decoding the page.
         with gc_paused():
             page = calls.page(response)
             del response
-            handed_on = handed_on or await _hand_on(books.failure, page, release_shard)
+            await hand_over.after_decoding(page)
             books.offered = books.before_start = 0
             count = calls.feed(page)
             iterator, at_tip, children = page.next_iterator, page.at_tip, page.child_shards
@@ -519,7 +520,7 @@ async def read_range(
                 continue
         if books.done:
             if (
-                not handed_on
+                not hand_over.handed
                 and iterator is not None
                 and books.offered == count
                 and books.last == books.failure.end
@@ -548,19 +549,107 @@ async def read_range(
     return books.result()
 
 
-async def _hand_on(failure: Failure, page: Page, release_shard: Callable[[], None] | None) -> bool:
-    """When `page` ends exactly at the range's end: its next iterator remembered, the shard released,
-    and the next range on the shard let send its request before this page is fed (two turns of the
-    loop: its reader runs to its request, whose body aiohttp writes in a task of its own)."""
-    if release_shard is None or page.next_iterator is None or page.last_sequence is None:
-        return False
-    if int(page.last_sequence) != failure.end:
-        return False
-    _remember(failure, page.next_iterator)
-    release_shard()
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    return True
+async def _fetch(calls: ShardCalls, iterator: str, resumed: _Handoff | None) -> Any | None:
+    """The next answer; None (re-acquire) also when the iterator was handed on by a range whose
+    decoded page then contradicted what its raw answer said (never expected: see `peek`)."""
+    response = await calls.fetch(iterator)
+    return None if resumed is not None and not resumed.sure else response
+
+
+class _HandOver:
+    """Hands the shard, and the iterator right after the range, on to the next range on the shard
+    as soon as a page is known to end exactly at the range's end (once per range).
+
+    Known from the answer's raw JSON where it can be (`peek`): the next range's request then goes
+    out before this page is even decoded (the shard's reads, one after another, are the critical
+    path). The decoded page confirms it; were it ever to contradict it, the next range does not
+    go on from that iterator (`_Handoff.sure`).
+    """
+
+    def __init__(self, failure: Failure, release: Callable[[], None] | None) -> None:
+        self.failure = failure
+        self.release = release
+        self.handed = False
+        self._peeked: tuple[_Handoff, str] | None = (
+            None  # handed on from the raw answer: (handoff, its last record)
+        )
+
+    async def before_decoding(self, response: Any) -> None:
+        if self.release is None or self.handed or (peeked := peek(response)) is None:
+            return
+        last, iterator = peeked
+        if int(last) == self.failure.end:
+            self._peeked = (_remember(self.failure, iterator, sure=False), last)
+            await self._let_go()
+
+    async def after_decoding(self, page: Page) -> None:
+        if self._peeked is not None:
+            handoff, last = self._peeked
+            self._peeked = None
+            handoff.sure = page.last_sequence == last and page.next_iterator == handoff.iterator
+            if not handoff.sure:
+                log.error("hand_over_contradicted", peeked=last, page_last=page.last_sequence)
+            return
+        if self.release is None or self.handed or page.next_iterator is None or page.last_sequence is None:
+            return
+        if int(page.last_sequence) == self.failure.end:
+            _remember(self.failure, page.next_iterator)
+            await self._let_go()
+
+    async def _let_go(self) -> None:
+        """The shard released, and the next range on it let send its request (two turns of the loop:
+        its reader runs to its request, whose body aiohttp writes in a task of its own)."""
+        assert self.release is not None
+        self.handed = True
+        self.release()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+
+_SEQUENCE_KEY = b'"SequenceNumber"'
+_ITERATOR_KEY = b'"NextShardIterator"'
+_TOP_KEYS_WITHIN = 16_384  # bytes at either end of an answer that hold its top-level keys besides Records
+_WHITESPACE = b" \t\r\n"
+
+
+def peek(response: Any) -> tuple[str, str] | None:
+    """The last record's sequence number and the next iterator, read off a GetRecords answer's raw
+    JSON without decoding it; None when they cannot be read so.
+
+    A key followed by a string value is found exactly by its bytes (inside a string every quote
+    is escaped). In a GetRecords answer only the records' own SequenceNumber key has a string
+    value (DynamoDB attribute values are objects, Kinesis records nest none), and records come in
+    order, so the last one is the last record's. NextShardIterator is a top-level key: it is near
+    one end of the answer (before or after the records).
+    """
+    raw = response.get(RAW_BODY) if isinstance(response, dict) else None
+    if not isinstance(raw, bytes):
+        return None
+    last = _string_value(raw, _SEQUENCE_KEY, 0, len(raw))
+    tail = max(0, len(raw) - _TOP_KEYS_WITHIN)
+    iterator = _string_value(raw, _ITERATOR_KEY, tail, len(raw)) or _string_value(
+        raw, _ITERATOR_KEY, 0, min(tail, _TOP_KEYS_WITHIN)
+    )
+    if last is None or iterator is None or not last.isdigit() or b"\\" in iterator:
+        return None
+    return last.decode(), iterator.decode()
+
+
+def _string_value(raw: bytes, key: bytes, start: int, end: int) -> bytes | None:
+    """The string value of the last `key` in raw[start:end] that has one (escapes left as they are)."""
+    while (at := raw.rfind(key, start, end)) >= 0:
+        end = at
+        colon = raw.find(b":", at + len(key))
+        if colon < 0 or raw[at + len(key) : colon].strip(_WHITESPACE):
+            continue  # not a key
+        after = raw[colon + 1 : colon + 65]
+        value = after.lstrip(_WHITESPACE)
+        if not value.startswith(b'"'):
+            continue  # a key whose value is not a string
+        opening = colon + 1 + len(after) - len(value)
+        closing = raw.find(b'"', opening + 1)
+        return raw[opening + 1 : closing] if closing > 0 else None
+    return None
 
 
 # Where the last range read on each shard ended, and the iterator right after it: the next range
@@ -568,21 +657,35 @@ async def _hand_on(failure: Failure, page: Page, release_shard: Callable[[], Non
 # live 5 minutes (Kinesis) or 15 (DynamoDB Streams); an expired one is re-acquired as usual.
 _RESUME_SECONDS = 240.0
 _RESUME_MAX = 4096
-_resume: dict[tuple[str, str], tuple[int, str, float]] = {}
 
 
-def _resumed(failure: Failure) -> str | None:
+@dataclass(slots=True)
+class _Handoff:
+    """The iterator right after a range that ended a page, for the next range on its shard."""
+
+    end: int
+    iterator: str
+    when: float
+    sure: bool = True  # False while (or once) a hand-over read off a raw answer is not confirmed
+
+
+_resume: dict[tuple[str, str], _Handoff] = {}
+
+
+def _resumed(failure: Failure) -> _Handoff | None:
     entry = _resume.pop((failure.stream_arn, failure.shard_id), None)
-    if entry is None:
+    if entry is None or entry.end >= failure.start or time.monotonic() - entry.when >= _RESUME_SECONDS:
         return None
-    end, iterator, when = entry
-    return iterator if end < failure.start and time.monotonic() - when < _RESUME_SECONDS else None
+    return entry
 
 
-def _remember(failure: Failure, iterator: str) -> None:
+def _remember(failure: Failure, iterator: str, *, sure: bool = True) -> _Handoff:
     if len(_resume) >= _RESUME_MAX:
         del _resume[next(iter(_resume))]
-    _resume[(failure.stream_arn, failure.shard_id)] = (failure.end, iterator, time.monotonic())
+    handoff = _resume[(failure.stream_arn, failure.shard_id)] = _Handoff(
+        failure.end, iterator, time.monotonic(), sure
+    )
+    return handoff
 
 
 _locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
