@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
-from replayer import __version__, config
+import replayer
+from replayer import config
 from replayer.config import Option, Settings
 from replayer.errors import ConfigError
 
@@ -171,7 +172,7 @@ def order_commands() -> None:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"replayer {__version__}")
+        typer.echo(f"replayer {replayer.__version__}")  # looked up here: importlib.metadata costs ~10 ms
         raise typer.Exit()
 
 
