@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import SSLError, UnknownServiceError
 from botocore.loaders import Loader
 
-from replayer.aws import Clients, sdk_loader
+from replayer.aws import Clients, sdk_loader, without_unread_context_params
 from tests.support.aws import unique
 from tests.support.tls import Authority, TLSFront
 
@@ -34,14 +34,52 @@ def _fresh(tmp_path: Path) -> tuple[Any, Any]:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_shared_loader_yields_botocores_own_models(service: str, tmp_path: Path) -> None:
+    """The same models, less the endpoint context parameters no endpoint rule reads."""
     ours, theirs = _fresh(tmp_path)
+    rules = theirs.load_service_model(service, "endpoint-rule-set-1")
     assert _ordered(ours.load_service_model(service, "service-2")) == _ordered(
-        theirs.load_service_model(service, "service-2")
+        without_unread_context_params(theirs.load_service_model(service, "service-2"), rules)
     )
     for kind in ("endpoint-rule-set-1", "paginators-1"):
         assert _ordered(ours.load_service_model(service, kind)) == _ordered(
             theirs.load_service_model(service, kind)
         )
+
+
+def context_params(model: dict[str, Any], shape: str) -> dict[str, str]:
+    members = model["shapes"][shape]["members"]
+    return {name: m["contextParam"]["name"] for name, m in members.items() if "contextParam" in m}
+
+
+def test_object_keys_no_longer_reach_s3_endpoint_resolution_and_buckets_still_do(tmp_path: Path) -> None:
+    """S3's rule set declares Key, Prefix and CopySource and reads none of them: passed, they made
+    botocore's endpoint cache miss on every object call. Bucket, which rules read, is kept."""
+    ours, theirs = _fresh(tmp_path)
+    assert context_params(theirs.load_service_model("s3", "service-2"), "PutObjectRequest") == {
+        "Bucket": "Bucket",
+        "Key": "Key",
+    }
+    model = ours.load_service_model("s3", "service-2")
+    assert context_params(model, "PutObjectRequest") == {"Bucket": "Bucket"}
+    assert context_params(model, "ListObjectsV2Request") == {"Bucket": "Bucket"}
+    assert context_params(model, "CopyObjectRequest") == {"Bucket": "Bucket"}
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"conditions": [{"fn": "isSet", "argv": [{"ref": "Key"}]}], "type": "error", "error": "x"},
+        {"conditions": [], "type": "endpoint", "endpoint": {"url": "https://{Bucket}.example/{Key}"}},
+        {"conditions": [], "type": "endpoint", "endpoint": {"url": "https://example/{Key#path}"}},
+    ],
+    ids=["ref", "template", "template-path"],
+)
+def test_a_context_parameter_a_rule_reads_is_kept(rule: dict[str, Any]) -> None:
+    model = {"shapes": {"Put": {"members": {"Key": {"contextParam": {"name": "Key"}}}}}}
+    rules = {"parameters": {"Key": {"type": "String"}, "Bucket": {"type": "String"}}, "rules": [rule]}
+    assert context_params(without_unread_context_params(model, rules), "Put") == {"Key": "Key"}
+    unread = {"parameters": rules["parameters"], "rules": [{"conditions": [], "type": "error", "error": "x"}]}
+    assert context_params(without_unread_context_params(model, unread), "Put") == {}
 
 
 def test_a_service_botocore_lacks_is_refused_as_botocore_refuses_it() -> None:
