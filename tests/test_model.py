@@ -58,3 +58,24 @@ def test_a_record_page_is_the_sequence_of_its_records() -> None:
         page[5]
     with pytest.raises(ValueError, match="one JSON per sequence number"):
         RecordPage(["1", "2"], [b"{}"])
+
+
+def test_a_record_page_of_json_lines_is_the_same_page_split_only_when_asked() -> None:
+    records = [StreamRecord(str(100 + i), b'{"n":%d,"s":"a\\nb"}' % i) for i in range(4)]
+    made = RecordPage([r.sequence_number for r in records], [r.json for r in records])
+    lines = made.lines()
+    assert lines == b"".join(r.json + b"\n" for r in records)  # JSON Lines, each newline-terminated
+    ends, end = [], 0
+    for r in records:
+        end += len(r.json) + 1
+        ends.append(end)
+    page = RecordPage.of_lines([r.sequence_number for r in records], lines, ends)
+    assert page.lines() is lines  # packed as they are: not split, not joined again
+    assert len(page) == 4 and page == made and list(page) == records and page[2] == records[2]
+    page.append("104", b"{}")  # split into records once one is needed
+    assert page.lines() == lines + b"{}\n" and page[-1] == StreamRecord("104", b"{}")
+    assert RecordPage().lines() == b""
+    with pytest.raises(ValueError, match="one JSON line per sequence number"):
+        RecordPage.of_lines(["1"], b"{}\n{}\n", [3, 6])
+    with pytest.raises(ValueError, match="one JSON line per sequence number"):
+        RecordPage.of_lines(["1", "2"], b"{}\n{}\n", [3, 5])

@@ -292,20 +292,48 @@ class RecordPage(Sequence[StreamRecord]):
     Equal to any sequence of the same records.
     """
 
-    __slots__ = ("jsons", "sequence_numbers")
+    __slots__ = ("_jsons", "_lines", "sequence_numbers")
 
     def __init__(self, sequence_numbers: list[str] | None = None, jsons: list[bytes] | None = None) -> None:
         self.sequence_numbers: list[str] = [] if sequence_numbers is None else sequence_numbers
-        self.jsons: list[bytes] = [] if jsons is None else jsons
-        if len(self.sequence_numbers) != len(self.jsons):
+        self._jsons: list[bytes] | None = [] if jsons is None else jsons
+        self._lines: tuple[bytes, Sequence[int]] | None = None
+        if len(self.sequence_numbers) != len(self._jsons):
             raise ValueError("a record page needs one JSON per sequence number")
+
+    @classmethod
+    def of_lines(cls, sequence_numbers: list[str], lines: bytes, ends: Sequence[int]) -> RecordPage:
+        """The records of JSON Lines (each line newline-terminated; `ends[i]` is where line i ends,
+        its newline included): split into records only if one is asked for."""
+        if len(sequence_numbers) != len(ends) or (ends and ends[-1] != len(lines)):
+            raise ValueError("a record page needs one JSON line per sequence number")
+        page = cls()
+        page.sequence_numbers, page._jsons, page._lines = sequence_numbers, None, (lines, ends)
+        return page
+
+    @property
+    def jsons(self) -> list[bytes]:
+        """The records' JSON, one bytes each (made from the lines on first use)."""
+        if self._jsons is None:
+            assert self._lines is not None
+            lines, ends = self._lines
+            starts = (0, *ends[:-1]) if ends else ()
+            self._jsons = [lines[a : b - 1] for a, b in zip(starts, ends, strict=True)]
+            self._lines = None
+        return self._jsons
+
+    def lines(self) -> bytes:
+        """The records as JSON Lines, each newline-terminated (b"" for no records)."""
+        if self._lines is not None:
+            return self._lines[0]
+        return b"\n".join(self._jsons or ()) + b"\n" if self._jsons else b""
 
     def append(self, sequence_number: str, json: bytes) -> None:
         self.sequence_numbers.append(sequence_number)
         self.jsons.append(json)
 
     def __len__(self) -> int:
-        return len(self.jsons)
+        return len(self.sequence_numbers)
 
     def __iter__(self) -> Iterator[StreamRecord]:
         return map(StreamRecord, self.sequence_numbers, self.jsons)

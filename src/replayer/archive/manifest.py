@@ -86,9 +86,8 @@ class RecordsPacker:
 
     def add(self, records: Sequence[StreamRecord]) -> None:
         if isinstance(records, RecordPage):  # a reader's page: its JSON as it is, no record objects
-            if records.jsons:
-                self._parts.append(self._packer.compress(b"\n".join(records.jsons)))
-                self._parts.append(self._packer.compress(b"\n"))
+            if records:
+                self._parts.append(self._packer.compress(records.lines()))
             self._sequence_numbers += records.sequence_numbers
             return
         for i in range(0, len(records), _LINES_PER_CHUNK):

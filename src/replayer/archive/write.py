@@ -10,8 +10,12 @@ lost only what that object lacks), and different content for the same range is a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import functools
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, range_path
 from replayer.archive.manifest import (
@@ -55,6 +59,24 @@ class Written:
     gaps: tuple[Gap, ...]  # what the archive reports missing
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+@functools.cache
+def _packers() -> ThreadPoolExecutor:
+    """The threads records objects are packed and checked in: zlib and hashlib let go of the GIL,
+    so a thread per core uses them all; more would only hold more ranges' pages in memory at once."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="replayer-pack")
+
+
+async def in_packers(work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """`work(*args, **kwargs)` in one of the packing threads."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _packers(), functools.partial(work, *args, **kwargs)
+    )
+
+
 async def write_range(
     store: Store,
     failure: Failure,
@@ -68,8 +90,7 @@ async def write_range(
     trouble with the store (the caller retries). Idempotent: a retry converges on the one
     consistent folder.
     """
-    # zlib lets go of the GIL: compressing in a thread uses the second core.
-    packed = await asyncio.to_thread(pack_records, parts)
+    packed = await in_packers(pack_records, parts)
     return await _Writer(store, failure, packed).write(tuple(gaps), tuple(notes))
 
 
@@ -165,7 +186,7 @@ class _Writer:
         if data == self.read.body:
             return self.read
         try:
-            held = await asyncio.to_thread(read_records_object, data, self.failure)
+            held = await in_packers(read_records_object, data, self.failure)
         except ValueError as exc:
             raise self.conflict(
                 f"the records object there is unusable: {exc}", sha256(data), RECORDS
@@ -224,7 +245,7 @@ class _Writer:
                     "the records object does not match its manifest's SHA-256", digest, RECORDS
                 )
             try:
-                held = await asyncio.to_thread(read_records_object, data, self.failure)
+                held = await in_packers(read_records_object, data, self.failure)
             except ValueError as exc:
                 raise self.conflict(f"the records object is unusable: {exc}", digest, RECORDS) from None
             if held.count != archived.count:
