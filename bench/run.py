@@ -17,14 +17,14 @@ measured is the client. Shapes:
 Every client runs at two sizes (the shape and one fifth of it), so its CPU splits into a
 start-up part and a marginal cost per record (the slope between the two). The floor is what
 any Python client must do per record (orjson decode of the page, one key added, orjson
-encode, gzip level 1), measured here, in this run. CPU and peak RSS are each client
+encode, gzip level 1), sampled in a fresh process after every client run of this run (the
+median is reported: the machine's speed drifts). CPU and peak RSS are each client
 process's own (os.wait4); the endpoint's and the proxy's CPU are shown apart.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -207,7 +207,7 @@ def _recovered(out: str) -> int:
     return int(json.loads(out)["totals"]["records_recovered"])
 
 
-def run_shape(bench: Bench, shape: Shape, repeat: int, with_baseline: bool) -> Result:
+def run_shape(bench: Bench, shape: Shape, repeat: int, with_baseline: bool, floor: Floor) -> Result:
     result = Result(shape)
     for i in range(repeat):
         plan = [("baseline", shape)] if with_baseline else []
@@ -215,33 +215,67 @@ def run_shape(bench: Bench, shape: Shape, repeat: int, with_baseline: bool) -> R
         for who, sized in plan:
             run = bench.measure(who.removesuffix("-small"), sized, f"{shape.name}-{who}-{i}")
             result.runs.setdefault(who, []).append(run)
+            floor.sample()
     return result
 
 
-def floor(bench: Bench, repeat: int = 7) -> float:
-    """µs per record any Python client needs: decode a 1,000-record page, add one key, encode, gzip 1."""
-    first = json.loads(bench.ranges(Shape("floor", 1, 1000, 1, "replay", ""))[0])["DDBStreamBatchInfo"]
-    arn = first["streamArn"]
-    iterator = _post_json(
-        bench.server.endpoint,
-        "DynamoDBStreams_20120810.GetShardIterator",
-        {"StreamArn": arn, "ShardId": first["shardId"], "ShardIteratorType": "TRIM_HORIZON"},
-    )
-    page = _post_raw(
-        bench.server.endpoint,
-        "DynamoDBStreams_20120810.GetRecords",
-        {"ShardIterator": iterator["ShardIterator"], "Limit": 1000},
-    )
-    times = []
-    for _ in range(repeat):
-        t0 = time.process_time()
-        lines = []
-        for record in orjson.loads(page)["Records"]:
-            record["eventSourceARN"] = arn
-            lines.append(orjson.dumps(record))
-        gzip.compress(b"\n".join(lines), compresslevel=1)
-        times.append(time.process_time() - t0)
-    return statistics.median(times) / 1000 * 1e6
+_FLOOR = """
+import gzip, statistics, sys, time
+import orjson
+page = open(sys.argv[1], "rb").read()
+arn = sys.argv[2]
+times = []
+for _ in range(7):
+    t0 = time.process_time()
+    lines = []
+    for record in orjson.loads(page)["Records"]:
+        record["eventSourceARN"] = arn
+        lines.append(orjson.dumps(record))
+    gzip.compress(b"\\n".join(lines), compresslevel=1)
+    times.append(time.process_time() - t0)
+print(statistics.median(times) / len(lines) * 1e6)
+"""
+
+
+class Floor:
+    """µs per record any Python client needs: decode a 1,000-record page, add one key, encode, gzip 1.
+
+    Sampled in a fresh process after every client run (the machine's speed drifts over a run, by
+    half at times on this VM), and reported as the median of the samples.
+    """
+
+    def __init__(self, bench: Bench) -> None:
+        first = json.loads(bench.ranges(Shape("floor", 1, 1000, 1, "replay", ""))[0])["DDBStreamBatchInfo"]
+        self.arn = first["streamArn"]
+        iterator = _post_json(
+            bench.server.endpoint,
+            "DynamoDBStreams_20120810.GetShardIterator",
+            {"StreamArn": self.arn, "ShardId": first["shardId"], "ShardIteratorType": "TRIM_HORIZON"},
+        )
+        self.page = bench.workdir / "floor-page.json"
+        self.page.write_bytes(
+            _post_raw(
+                bench.server.endpoint,
+                "DynamoDBStreams_20120810.GetRecords",
+                {"ShardIterator": iterator["ShardIterator"], "Limit": 1000},
+            )
+        )
+        self.samples: list[float] = []
+
+    def sample(self) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", _FLOOR, str(self.page), self.arn],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.samples.append(float(done.stdout))
+
+    @property
+    def us(self) -> float:
+        if not self.samples:
+            self.sample()
+        return statistics.median(self.samples)
 
 
 def _post_raw(url: str, target: str, body: dict[str, Any]) -> bytes:
@@ -279,12 +313,13 @@ def cold_start(bench: Bench) -> dict[str, float] | None:
 
 def report(
     results: list[Result],
-    floor_us: float,
+    floor: Floor,
     delay_ms: float,
     repeat: int,
     startup: tuple[float, float] | None,
     cold: dict[str, float] | None,
 ) -> str:
+    floor_us = floor.us
     rows = [
         "| shape | client | wall s | records/s | x baseline | client CPU s | start-up CPU s | marginal µs/rec "
         "| x floor | peak RSS MB | GetShardIterator+GetRecords / range | endpoint+proxy CPU s |",
@@ -320,7 +355,8 @@ def report(
         *rows,
         "",
         f"Floor (orjson decode of a 1,000-record page, one key added, orjson encode, gzip level 1), "
-        f"measured in this run: {floor_us:.1f} µs per record",
+        f"measured in this run: {floor_us:.1f} µs per record (median of {len(floor.samples)} samples, one in a "
+        f"fresh process after each client run: {min(floor.samples):.1f} to {max(floor.samples):.1f})",
     ]
     lines += [line for r in results if (line := one_shard_line(r, delay_ms))]
     if startup is not None:
@@ -378,17 +414,17 @@ def main() -> int:
     bench = Bench(delay, workdir)
     try:
         results = []
+        floor = Floor(bench)
         for name in args.shapes.split(","):
             shape = table[name.strip()]
             with_baseline = not args.no_baseline and shape.client == "replay"
-            results.append(run_shape(bench, shape, repeat, with_baseline))
-        floor_us = floor(bench)
+            results.append(run_shape(bench, shape, repeat, with_baseline, floor))
         startup = startup_cpu(1 if args.smoke else 5)
         cold = cold_start(bench) if args.cold_start else None
     finally:
         bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    text = report(results, floor_us, delay, repeat, startup, cold)
+    text = report(results, floor, delay, repeat, startup, cold)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}\n\n{text}")
     if args.write:
