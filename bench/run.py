@@ -89,6 +89,12 @@ class Run:
     server_cpu: float
     records: int
     requests: dict[str, int] = field(default_factory=dict)
+    floor_us: float = 0.0  # the floor sampled right after this run: the machine's speed then
+
+    @property
+    def cpu_in_floors(self) -> float:
+        """CPU in units of the floor's per-record cost at the time: the machine's drift cancels out."""
+        return self.cpu / (self.floor_us * 1e-6)
 
 
 @dataclass
@@ -104,6 +110,14 @@ class Result:
         big, small = self.shape, self.shape.small()
         slope = (self.median(who, "cpu") - self.median(f"{who}-small", "cpu")) / (big.total - small.total)
         return self.median(f"{who}-small", "cpu") - slope * small.total, slope * 1e6
+
+    def marginal_in_floors(self, who: str) -> float:
+        """The marginal cost per record in floors, each run's CPU taken against the floor sampled
+        right after it (the VM's speed drifts within a run, at times by half or more)."""
+        big, small = self.shape, self.shape.small()
+        return (self.median(who, "cpu_in_floors") - self.median(f"{who}-small", "cpu_in_floors")) / (
+            big.total - small.total
+        )
 
 
 class Bench:
@@ -214,8 +228,9 @@ def run_shape(bench: Bench, shape: Shape, repeat: int, with_baseline: bool, floo
         plan += [(shape.client, shape), (f"{shape.client}-small", shape.small())]
         for who, sized in plan:
             run = bench.measure(who.removesuffix("-small"), sized, f"{shape.name}-{who}-{i}")
-            result.runs.setdefault(who, []).append(run)
             floor.sample()
+            run.floor_us = floor.samples[-1]
+            result.runs.setdefault(who, []).append(run)
     return result
 
 
@@ -337,7 +352,7 @@ def report(
             split = ("", "", "")
             if not small and who != "baseline":
                 start, marginal = r.split(who)
-                split = (f"{start:.2f}", f"{marginal:.1f}", f"{marginal / floor_us:.1f}")
+                split = (f"{start:.2f}", f"{marginal:.1f}", f"{r.marginal_in_floors(who):.1f}")
             elif who == "baseline":
                 per = r.median(who, "cpu") / sized.total * 1e6
                 split = ("", f"({per:.0f} overall)", "")
