@@ -89,7 +89,9 @@ class Run:
     server_cpu: float
     records: int
     requests: dict[str, int] = field(default_factory=dict)
-    floor_us: float = 0.0  # the floor sampled right after this run: the machine's speed then
+    floor_us: float = (
+        0.0  # the floor sampled right before and after this run (mean): the machine's speed then
+    )
 
     @property
     def cpu_in_floors(self) -> float:
@@ -113,7 +115,7 @@ class Result:
 
     def marginal_in_floors(self, who: str) -> float:
         """The marginal cost per record in floors, each run's CPU taken against the floor sampled
-        right after it (the VM's speed drifts within a run, at times by half or more)."""
+        right before and after it (the VM's speed drifts within a run, at times by half or more)."""
         big, small = self.shape, self.shape.small()
         return (self.median(who, "cpu_in_floors") - self.median(f"{who}-small", "cpu_in_floors")) / (
             big.total - small.total
@@ -228,8 +230,8 @@ def run_shape(bench: Bench, shape: Shape, repeat: int, with_baseline: bool, floo
         plan += [(shape.client, shape), (f"{shape.client}-small", shape.small())]
         for who, sized in plan:
             run = bench.measure(who.removesuffix("-small"), sized, f"{shape.name}-{who}-{i}")
-            floor.sample()
-            run.floor_us = floor.samples[-1]
+            before = floor.samples[-1] if floor.samples else floor.sample()
+            run.floor_us = (before + floor.sample()) / 2  # the machine's speed around the run
             result.runs.setdefault(who, []).append(run)
     return result
 
@@ -240,7 +242,7 @@ import orjson
 page = open(sys.argv[1], "rb").read()
 arn = sys.argv[2]
 times = []
-for _ in range(7):
+for _ in range(15):
     t0 = time.process_time()
     lines = []
     for record in orjson.loads(page)["Records"]:
@@ -277,7 +279,7 @@ class Floor:
         )
         self.samples: list[float] = []
 
-    def sample(self) -> None:
+    def sample(self) -> float:
         done = subprocess.run(
             [sys.executable, "-c", _FLOOR, str(self.page), self.arn],
             capture_output=True,
@@ -285,6 +287,7 @@ class Floor:
             check=True,
         )
         self.samples.append(float(done.stdout))
+        return self.samples[-1]
 
     @property
     def us(self) -> float:
@@ -371,7 +374,7 @@ def report(
         "",
         f"Floor (orjson decode of a 1,000-record page, one key added, orjson encode, gzip level 1), "
         f"measured in this run: {floor_us:.1f} µs per record (median of {len(floor.samples)} samples, one in a "
-        f"fresh process after each client run: {min(floor.samples):.1f} to {max(floor.samples):.1f})",
+        f"fresh process before the first client run and after each: {min(floor.samples):.1f} to {max(floor.samples):.1f})",
     ]
     lines += [line for r in results if (line := one_shard_line(r, delay_ms))]
     if startup is not None:
