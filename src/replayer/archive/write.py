@@ -71,7 +71,9 @@ def _packers() -> ThreadPoolExecutor:
 
 
 async def in_packers(work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """`work(*args, **kwargs)` in one of the packing threads."""
+    """`work(*args, **kwargs)` in one of the packing threads: records objects are packed, read back
+    and compared there (this attempt's fingerprints are made from its body on first use), never on
+    the event loop."""
     return await asyncio.get_running_loop().run_in_executor(
         _packers(), functools.partial(work, *args, **kwargs)
     )
@@ -191,7 +193,7 @@ class _Writer:
             raise self.conflict(
                 f"the records object there is unusable: {exc}", sha256(data), RECORDS
             ) from None
-        if lacking := held.holds(self.read):
+        if lacking := await in_packers(held.holds, self.read):
             raise self.conflict(
                 f"the records object there lacks or differs in {len(lacking)} records this attempt read "
                 f"(first: {lacking[0]})",
@@ -217,7 +219,7 @@ class _Writer:
             raise self.conflict(
                 f"the loss report there is unusable: {exc}", _digest(held), LOSS_REPORT
             ) from None
-        named_lost = _without(report.gaps, held.fingerprints) != report.gaps
+        named_lost = await in_packers(_without, report.gaps, held.fingerprints) != report.gaps
         if report.recovered != held.count or named_lost or not report.gaps:
             raise self.conflict(
                 "the loss report there contradicts the records object "
@@ -260,7 +262,7 @@ class _Writer:
                 raise self.conflict(
                     "the loss report does not match its manifest's SHA-256", _digest(held), LOSS_REPORT
                 )
-        if lacking := held.holds(self.read):
+        if lacking := await in_packers(held.holds, self.read):
             raise self.conflict(
                 f"the archived range lacks or differs in {len(lacking)} records this attempt read (first: {lacking[0]})",
                 _digest(held),
