@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.aws import Clients, error_code
+
+_T = TypeVar("_T")
 
 __all__ = ["FileStore", "S3Store", "Store", "StoreError", "parse_location", "store_from_uri", "write_once"]
 
@@ -113,37 +116,39 @@ class S3Store:
 
     async def read(self, key: str) -> bytes | None:
         s3 = await self._clients.get("s3")
-        try:
+
+        async def get() -> bytes:
             answer = await s3.get_object(Bucket=self.bucket, Key=self.key(key))
             body: bytes = await answer["Body"].read()
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise self._error(self.location(key), exc) from exc
-        except BotoCoreError as exc:
-            raise self._error(self.location(key), exc) from exc
-        return body
+            return body
+
+        return await self._call(key, get(), unless=("NoSuchKey", "404"))
 
     async def create(self, key: str, body: bytes, *, content_type: str = "application/json",
                      encoding: str | None = None) -> bool:  # fmt: skip
         s3 = await self._clients.get("s3")
         extra = {"ContentEncoding": encoding} if encoding else {}
+        put = s3.put_object(
+            Bucket=self.bucket,
+            Key=self.key(key),
+            Body=body,
+            ContentType=content_type,
+            IfNoneMatch="*",
+            **extra,
+        )
+        return await self._call(key, put, unless=("PreconditionFailed", "412")) is not None
+
+    async def _call(self, key: str, call: Awaitable[_T], *, unless: tuple[str, ...]) -> _T | None:
+        """`call`'s answer; None when S3 answers with one of the `unless` codes (absent, already
+        there); StoreError on any other trouble, naming the object."""
         try:
-            await s3.put_object(
-                Bucket=self.bucket,
-                Key=self.key(key),
-                Body=body,
-                ContentType=content_type,
-                IfNoneMatch="*",
-                **extra,
-            )
+            return await call
         except ClientError as exc:
-            if error_code(exc) in ("PreconditionFailed", "412"):
-                return False
+            if error_code(exc) in unless:
+                return None
             raise self._error(self.location(key), exc) from exc
         except BotoCoreError as exc:
             raise self._error(self.location(key), exc) from exc
-        return True
 
 
 def write_once(path: Path, body: bytes) -> bool:
