@@ -10,11 +10,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 # The runtime dependencies alone (from pyproject.toml, pinned by constraints.txt) as their own wheels,
-# so a change to src/ rebuilds only the small wheel below, not this layer.
+# so a change to replayer/ rebuilds only the small wheel below, not this layer.
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip wheel --constraint constraints.txt --requirement /tmp/requirements.txt --wheel-dir /wheels/deps
-COPY src ./src
+COPY replayer ./replayer
 RUN pip wheel --no-deps --wheel-dir /wheels/app .
 
 FROM ${PYTHON_IMAGE}

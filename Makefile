@@ -21,8 +21,8 @@ demo: $(VENV)/.demo
 	$(BIN)/replayer demo
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check replayer tests $(wildcard bench)
+	$(BIN)/ruff format --check replayer tests $(wildcard bench)
 
 typecheck: $(VENV)/.test
 	$(BIN)/mypy

@@ -75,7 +75,7 @@ def build(
         wheels = Path(tmp, "wheels")
         site = Path(tmp, "site")
         _pip(python, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(project))
-        (wheel,) = wheels.glob("replayer-*.whl")
+        (wheel,) = wheels.glob("lambda_stream_replayer-*.whl")
         target = [
             "--platform", platform,
             "--python-version", python_version,

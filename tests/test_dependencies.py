@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 from tests.support import ROOT, TESTS
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-PACKAGE = ROOT / "src" / "replayer"
+PACKAGE = ROOT / "replayer"
 
 
 def declared(*extras: str) -> set[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import cfn_yaml
 
+from replayer import DISTRIBUTION
 from tests.support import ROOT
 from tests.support.aws import make_queue
 from tests.support.net import free_port, http_get
@@ -297,7 +298,7 @@ def test_dockerfile_shape() -> None:
     installs = [a for op, a in stage if op == "RUN" and "pip install" in a]
     assert installs and "--constraint /tmp/constraints.txt" in installs[0]
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert "*" in ignored and "!src/" in ignored  # .venv, .git, caches never reach the build
+    assert "*" in ignored and "!replayer/" in ignored  # .venv, .git, caches never reach the build
 
 
 def test_every_runtime_dependency_is_pinned() -> None:
@@ -306,7 +307,7 @@ def test_every_runtime_dependency_is_pinned() -> None:
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
             pins[re.sub(r"[-_.]+", "-", name.strip()).lower()] = version.strip()
-    for requirement in metadata.requires("replayer") or []:
+    for requirement in metadata.requires(DISTRIBUTION) or []:
         if "extra ==" in requirement:
             continue
         name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]).lower()
@@ -330,7 +331,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         timeout=240,
     )
     assert build.returncode == 0, build.stderr
-    (wheel,) = wheels.glob("replayer-*.whl")
+    (wheel,) = wheels.glob("lambda_stream_replayer-*.whl")
     with zipfile.ZipFile(wheel) as built:
         names = built.namelist()
     assert "replayer/lambda_handler.py" in names and "replayer/sources/sqs.py" in names

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from replayer import DISTRIBUTION
 from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
 from tests.support.net import free_port, http_get
@@ -162,7 +163,7 @@ def test_the_image_runs_replayer_as_its_non_root_user(image: Built, container: s
     assert user not in ("", "0", "root")
     version = run(container, program(image), "--version")
     assert version.returncode == 0, version.stderr
-    assert version.stdout.split() == ["replayer", metadata.version("replayer")]
+    assert version.stdout.split() == ["replayer", metadata.version(DISTRIBUTION)]
     whoami = run(container, "python", "-c", "import os; print(os.getuid(), os.getgid())")
     assert whoami.stdout.split() == [user, user], whoami.stderr
     assert image.config["Entrypoint"][1:] == ["run"]

@@ -52,6 +52,7 @@ from cfnlint.decode import cfn_yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from replayer import DISTRIBUTION
 from replayer.model import OutcomeKind
 from tests.support import ROOT
 from tests.support.aws import create_stream_table
@@ -181,7 +182,7 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
     # The handler never imports the CLI: what the `cli` extra names stays out of the zip.
     cli = {
         canonicalize_name(Requirement(text).name)
-        for text in shipped["replayer"][1]
+        for text in shipped[DISTRIBUTION][1]
         if "extra" in str(Requirement(text).marker) and Requirement(text).marker.evaluate({"extra": "cli"})
     }
     assert {"typer", "rich"} <= cli
@@ -190,11 +191,11 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
         requires = shipped[name][1]
         return (
             [t for t in requires if canonicalize_name(Requirement(t).name) not in cli]
-            if name == "replayer"
+            if name == DISTRIBUTION
             else requires
         )
 
-    assert set(shipped) == runtime_closure("replayer", lambda_requires)
+    assert set(shipped) == runtime_closure(DISTRIBUTION, lambda_requires)
     assert not {"pytest", "moto", "ministack", "hypothesis", "cfn-lint", "mypy", "ruff"} & set(shipped)
     assert not {"typer", "rich", "pygments", "click"} & set(shipped)
     # botocore: the models of the services replayer calls, no others.
@@ -207,7 +208,7 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
         )
         if version
     )
-    assert {name: version for name, (version, _) in shipped.items() if name != "replayer"} == {
+    assert {name: version for name, (version, _) in shipped.items() if name != DISTRIBUTION} == {
         name: pins[name] for name in shipped if name != "replayer"
     }
     # Extension modules for this interpreter (the build asked pip for its tags, not the host's).
@@ -234,7 +235,7 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
 def test_the_zip_keeps_the_model_of_every_service_the_code_calls() -> None:
     """`make package` drops botocore's other models: a client for a dropped one fails only in Lambda."""
     named = set()
-    for path in (ROOT / "src" / "replayer").rglob("*.py"):
+    for path in (ROOT / "replayer").rglob("*.py"):
         named |= set(re.findall(r"""clients\.get\(\s*["']([a-z0-9-]+)["']""", path.read_text()))
     assert {"dynamodbstreams", "kinesis", "s3", "sqs"} <= named
     assert named <= set(load_packager().SERVICES)

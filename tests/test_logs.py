@@ -84,11 +84,11 @@ def test_clear_forgets_values_bound_before_structlog_loaded() -> None:
 def test_only_replayer_logs_imports_structlog() -> None:
     """Every module logs through replayer.logs: a direct structlog import would load it at start-up."""
     importers = []
-    for path in sorted((ROOT / "src" / "replayer").rglob("*.py")):
+    for path in sorted((ROOT / "replayer").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             if any(name.split(".")[0] == "structlog" for name in names):
                 importers.append(path.relative_to(ROOT).as_posix())
-    assert sorted(set(importers)) == ["src/replayer/logs.py"]
+    assert sorted(set(importers)) == ["replayer/logs.py"]

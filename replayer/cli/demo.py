@@ -22,7 +22,10 @@ def demo(
     import importlib.util
 
     if importlib.util.find_spec("moto") is None:  # the emulator is an extra
-        print_error(stderr_console(), "replayer demo needs the [demo] extra: pip install 'replayer[demo]'")
+        print_error(
+            stderr_console(),
+            "replayer demo needs the [demo] extra: pip install 'lambda-stream-replayer[demo]'",
+        )
         raise typer.Exit(2)
     from replayer.demo import run_demo
 

@@ -43,7 +43,7 @@ def emulator() -> Iterator[str]:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SystemExit("the demo needs the emulator: pip install 'replayer[demo]'") from exc
+        raise SystemExit("the demo needs the emulator: pip install 'lambda-stream-replayer[demo]'") from exc
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

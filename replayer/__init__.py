@@ -5,6 +5,10 @@ from functools import cache
 from replayer.errors import ConfigError, ParseError, ReplayerError
 from replayer.model import Failure, Gap, Origin, Outcome, OutcomeKind, StreamKind, StreamRecord
 
+# The name on the package index (`pip install lambda-stream-replayer`); the import package and the
+# command stay `replayer` (the index's `replayer` is an unrelated project).
+DISTRIBUTION = "lambda-stream-replayer"
+
 
 @cache
 def _installed_version() -> str:
@@ -12,7 +16,7 @@ def _installed_version() -> str:
     from importlib import metadata  # on first use only: the Lambda handler module stays light
 
     try:
-        return metadata.version("replayer")
+        return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:  # a source tree that was never installed
         return "0+unknown"
 
@@ -24,6 +28,7 @@ def __getattr__(name: str) -> str:
 
 
 __all__ = [
+    "DISTRIBUTION",
     "ConfigError",
     "Failure",
     "Gap",
