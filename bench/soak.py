@@ -164,7 +164,7 @@ def soak(
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
         t0 = time.perf_counter()
         points: list[dict[str, Any]] = []
-        next_sample, last_t, last_done = every, t0, 0
+        next_sample, last_t, last_done, last_cpu = every, t0, 0, 0.0
         try:
             while True:
                 left = _control(server.endpoint, f"depth/{queue}")["messages"]
@@ -180,7 +180,9 @@ def soak(
                         "records": done,
                         "seconds": now - t0,
                         "records_per_s": (done - last_done) / (now - last_t),
+                        "cpu_us_per_record": (sample["cpu_s"] - last_cpu) / (done - last_done) * 1e6,
                     }
+                    last_cpu = sample["cpu_s"]
                     points.append(sample)
                     print(json.dumps(sample), flush=True)
                     _control(server.endpoint, "forget", {})
@@ -198,6 +200,7 @@ def soak(
         first, last = points[0], points[-1]
         xs = [p["records"] / 100_000 for p in points[1:]]  # the first interval includes start-up
         ys = [p["records_per_s"] for p in points[1:]]
+        cpus = [p["cpu_us_per_record"] for p in points[1:]]
         return {
             "records": last["records"],
             "seconds": last["seconds"],
@@ -208,6 +211,9 @@ def soak(
             },
             "throughput_median": statistics.median(ys) if ys else 0.0,
             "throughput_slope_per_100k": _slope(xs, ys) if len(xs) > 1 else 0.0,
+            # the service's own CPU per record: its throughput where the machine is shared
+            "cpu_us_median": statistics.median(cpus) if cpus else 0.0,
+            "cpu_us_slope_per_100k": _slope(xs, cpus) if len(xs) > 1 else 0.0,
             "stderr_tail": (workdir / "stderr.txt").read_text()[-1000:],
         }
     finally:
@@ -227,20 +233,22 @@ def main() -> int:
     args = parser.parse_args()
     result = soak(args.records, args.every, args.range_size, args.shards, args.delay_ms, args.depth)
     rows = [
-        "| records | s | records/s (interval) | RSS MB | descriptors | TCP connections | asyncio tasks | CPU s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| records | s | records/s (interval) | CPU µs/record (interval) | RSS MB | descriptors "
+        "| TCP connections | asyncio tasks | CPU s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for p in result["samples"]:
         rows.append(
-            f"| {p['records']:,} | {p['seconds']:.1f} | {p['records_per_s']:,.0f} | {p['rss_mb']:.0f} | {p['fds']} "
-            f"| {p['connections']} | {p['tasks']} | {p['cpu_s']:.1f} |"
+            f"| {p['records']:,} | {p['seconds']:.1f} | {p['records_per_s']:,.0f} | {p['cpu_us_per_record']:.1f} "
+            f"| {p['rss_mb']:.0f} | {p['fds']} | {p['connections']} | {p['tasks']} | {p['cpu_s']:.1f} |"
         )
     change = ", ".join(f"{k} {v * 100:+.0f} %" for k, v in result["change"].items())
     print("\n".join(rows))
     print(
         f"\nFrom the first sample to the last: {change}. Throughput: median {result['throughput_median']:,.0f} "
         f"records/s over the intervals after the first, slope {result['throughput_slope_per_100k']:+,.0f} "
-        "records/s per 100,000 records."
+        "records/s per 100,000 records; the service's CPU per record: median "
+        f"{result['cpu_us_median']:.1f} µs, slope {result['cpu_us_slope_per_100k']:+.2f} µs per 100,000 records."
     )
     return 0
 
