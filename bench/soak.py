@@ -159,7 +159,7 @@ def soak(
             REPLAYER_LOG_LEVEL="warning",
         )
         command = [sys.executable, "-c", _CHILD, str(samples_path), "run", "--queue", queue_url]
-        command += ["--to", "s3://bench/soak", "--concurrency", "32"]
+        command += ["--to", "s3://bench/soak", "--concurrency", "32", "--http-port", "0"]
         err = (workdir / "stderr.txt").open("wb")
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
         t0 = time.perf_counter()
