@@ -575,7 +575,7 @@ def _results_page(table: str, machine: str) -> str:
     notes = notes_path.read_text() if notes_path.exists() else ""
     return (
         "# Benchmark results\n\n"
-        f"Machine: {machine}. Command: `.venv/bin/python -m bench.run --cold-start --write bench/RESULTS.md`.\n\n"
+        f"Machine: {machine}. Command: `.venv/bin/python -m bench.run {' '.join(sys.argv[1:])}`.\n\n"
         f"{table}\n\n{notes}"
     )
 
