@@ -191,7 +191,12 @@ def _port(value: str) -> int | None:
 
 def _queue(value: str) -> str:
     if not is_queue_url(value.strip()):
-        raise ValueError(f"{value!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+        hint = ""
+        if re.fullmatch(r"[A-Za-z0-9_-]{1,80}(\.fifo)?", value.strip()):  # a name: say how to get its URL
+            hint = f"; a name is not enough: aws sqs get-queue-url --queue-name {value.strip()}"
+        raise ValueError(
+            f"{value!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME){hint}"
+        )
     return value.strip()
 
 
@@ -561,6 +566,7 @@ class _Reader:
         self.env = env
         self.problems: list[str] = []
         self.sources: dict[str, str] = {}
+        self.invalid: set[str] = set()  # options given with a value that did not parse
 
     def texts(self, option: Option) -> list[str] | None:
         """The option's raw texts (one for a single value), or None when unset."""
@@ -588,6 +594,7 @@ class _Reader:
             parsed = [option.parse(t) for t in texts]
         except ValueError as exc:
             self.problems.append(f"{self.sources[option.name]}: {exc}")
+            self.invalid.add(option.name)
             return option.default(self.command)
         return tuple(parsed) if option.repeat else parsed[0]
 
@@ -614,7 +621,7 @@ def load(
     for option in options_for(command):
         values[option.name] = r.value(option)
     for option in options_for(command):
-        missing = values[option.name] is None or values[option.name] == ()
+        missing = (values[option.name] is None or values[option.name] == ()) and option.name not in r.invalid
         if missing and command in option.required and not (option.name == "to" and values.get("dry_run")):
             r.problems.append(_required(option))
     settings = replace(Settings(), **values)
@@ -630,9 +637,19 @@ def load(
         r.problems.append(
             f"retry delays: base {settings.retry_base_seconds}s is more than max {settings.retry_max_seconds}s"
         )
+    if command in _CONSUMERS and not settings.allow_streams:
+        r.problems.append(_NO_STREAM_ALLOWED)
     if r.problems:
         raise ConfigError(_problems(r.problems))
     return replace(settings, warnings=tuple(_warnings(command, settings, durable_check)))
+
+
+# A consumer with no stream allowed would reject (and quarantine or leave) every message: refused.
+_NO_STREAM_ALLOWED = (
+    "--allow-stream (or REPLAYER_ALLOW_STREAMS) is required: the streams whose ranges may be read, "
+    "e.g. --allow-stream 'arn:aws:dynamodb:*:*:table/orders/stream/*' ('*': every stream); "
+    "without it every message would be rejected"
+)
 
 
 def _required(option: Option) -> str:
@@ -656,11 +673,6 @@ def _warnings(
         yield (
             "no --to sink keeps loss reports (only - or lambda:): ranges with lost records "
             "will never be deleted from the queue; add s3://BUCKET[/PREFIX] or file:DIR"
-        )
-    if not settings.allow_streams:
-        yield (
-            "no --allow-stream given: every range will be rejected, no stream is read "
-            "(deny by default; --allow-stream '*' allows every stream)"
         )
     if command == "lambda" and not settings.failure_buckets:
         yield (

@@ -75,7 +75,8 @@ def test_the_lambdas_environment_is_the_tables() -> None:
     assert variables <= lambda_env, (
         f"the template sets variables the Lambda does not read: {variables - lambda_env}"
     )
-    settings = load("lambda", {}, dict.fromkeys(variables, "") | {"REPLAYER_TO": "s3://archive-bucket"})
+    env = dict.fromkeys(variables, "") | {"REPLAYER_TO": "s3://archive-bucket", "REPLAYER_ALLOW_STREAMS": "*"}
+    settings = load("lambda", {}, env)
     assert settings.to == ("s3://archive-bucket",)
     readme = (ROOT / "README.md").read_text()
     for env in lambda_env:
@@ -88,6 +89,7 @@ def test_replayer_to_with_commas_means_the_same_for_every_command(command: str) 
         "REPLAYER_TO": "lambda:repair,lambda:audit other",
         "REPLAYER_QUEUE": "http://127.0.0.1:1/123456789012/failures",
         "REPLAYER_REDRIVE_FROM": "file:/tmp/archive",
+        "REPLAYER_ALLOW_STREAMS": "*",
     }
     flags = {"stream_arn": "x", "shard_id": "s", "start": "1", "end": "2"} if command == "fetch" else {}
     assert load(command, flags, env).to == ("lambda:repair", "lambda:audit", "other")
@@ -106,7 +108,12 @@ def test_a_bad_value_reads_the_same_from_a_flag_or_the_environment() -> None:
         load(
             "drain",
             {},
-            {"REPLAYER_CONCURRENCY": "many", "REPLAYER_TO": "-", "REPLAYER_QUEUE": "http://h/1/q"},
+            {
+                "REPLAYER_CONCURRENCY": "many",
+                "REPLAYER_TO": "-",
+                "REPLAYER_QUEUE": "http://h/1/q",
+                "REPLAYER_ALLOW_STREAMS": "*",
+            },
         )
     assert str(from_flag.value) == "--concurrency: 'many' is not a whole number"
     assert str(from_env.value) == "REPLAYER_CONCURRENCY: 'many' is not a whole number"
@@ -121,3 +128,23 @@ def test_run_and_drain_help_name_every_sink_form() -> None:
         for kind in SINK_KINDS:
             assert kind.form in text, f"{command} --help lacks {kind.form}"
     assert "lambda:NAME[:QUALIFIER]" in " ".join(_help("drain").split())
+
+
+@pytest.mark.parametrize("command", ["drain", "run", "lambda"])
+def test_a_consumer_with_no_stream_allowed_is_refused_in_one_line(command: str) -> None:
+    env = {"REPLAYER_TO": "s3://archive-bucket", "REPLAYER_QUEUE": "https://sqs.eu-west-1.amazonaws.com/1/q"}
+    with pytest.raises(ConfigError) as caught:
+        load(command, {}, env)
+    (line,) = str(caught.value).splitlines()
+    assert line.startswith("--allow-stream (or REPLAYER_ALLOW_STREAMS) is required")
+    assert load(command, {}, env | {"REPLAYER_ALLOW_STREAMS": "*"}).allow_streams == ("*",)
+    assert load("replay", {"to": ["-"]}, {}).allow_streams == ()  # replay decides at pre-flight (its input)
+
+
+def test_a_value_that_does_not_parse_is_one_problem_not_also_missing() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load("drain", {"queue": "failures", "to": ["-"], "allow_streams": ["*"]}, {})
+    (line,) = str(caught.value).splitlines()
+    assert (
+        "'failures' is not an SQS queue URL" in line and "aws sqs get-queue-url --queue-name failures" in line
+    )

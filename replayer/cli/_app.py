@@ -151,7 +151,15 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
 
         def callback(**kwargs: Any) -> None:
             flags = {o.name: kwargs.pop(o.name) for o in options}
-            func(load_or_exit(name, flags), **kwargs)
+            settings = load_or_exit(name, flags)
+            try:
+                func(settings, **kwargs)
+            except Exception as exc:  # a mistake in the AWS set-up met outside the pre-flight: one line
+                problem = _setup_problem(exc)
+                if problem is None:
+                    raise
+                print_error(stderr_console(), problem)
+                raise typer.Exit(2) from None
 
         callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         callback.__annotations__ = {p.name: p.annotation for p in params}
@@ -162,6 +170,15 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
         return func
 
     return register
+
+
+def _setup_problem(exc: Exception) -> str | None:
+    """`preflight.setup_problem` for botocore's errors (the SDK is not loaded for anything else)."""
+    if not type(exc).__module__.startswith("botocore"):
+        return None
+    from replayer.cli.preflight import setup_problem
+
+    return setup_problem(exc)
 
 
 def order_commands() -> None:

@@ -107,8 +107,7 @@ def redrive(settings: Settings) -> None:
     except (ConfigError, ValueError) as exc:
         print_error(console, exc)
         raise typer.Exit(2) from None
-    if not settings.dry_run:
-        preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))
+    preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))  # dry runs too
     try:
         report = asyncio.run(_redrive(settings, selection, show_progress(settings, console)))
     except StoreError as exc:
