@@ -25,7 +25,7 @@ from replayer.model import Failure
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["Logger", "bound", "clear", "configure", "get_logger", "range_context"]
+__all__ = ["Logger", "bound", "clear", "configure", "enabled", "get_logger", "range_context"]
 
 # structlog's method names and the level each logs at (a method not named here is never dropped).
 _METHOD_LEVELS = {
@@ -140,13 +140,22 @@ class _StderrLogger:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
+_level = logging.WARNING  # the level `configure` was last asked for
+
+
+def enabled(level: str) -> bool:
+    """Whether lines at `level` are logged (e.g. whether to ask for what only they would show)."""
+    return _METHOD_LEVELS.get(level, logging.CRITICAL) >= _level
+
+
 def configure(level: str = "warning", *, json: bool = True) -> None:
     """Log at `level` and above to stderr, as JSON lines (or plain text for people)."""
-    global _pending
+    global _pending, _level
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
     setup = _Setup(numeric, json)
+    _level = numeric
     if "structlog" in sys.modules:
         _pending = None
         _apply(setup)
