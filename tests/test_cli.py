@@ -162,7 +162,7 @@ def test_dry_run_reads_and_writes_nothing(table: DynamoTable, proxy: FaultProxy,
     )
     assert result.exit_code == 0, result.output
     (planned,) = json.loads(result.stdout)["ranges"]
-    assert planned["outcome"] == "planned" and planned["reason"].startswith(f"would read {table.stream_arn}")
+    assert planned["outcome"] == "planned" and planned["reason"].startswith("would read ")
     assert "2 records" in planned["reason"] and "mapping unknown" in planned["reason"]
     # it reads the range and asks which mapping it came from; it writes and invokes nothing
     writes = [s for s in proxy.seen if s.startswith(("PUT", "POST /2015-03-31/functions"))]

@@ -20,7 +20,7 @@ _BUILTIN = {"--help", "-h", "--version", "--install-completion", "--show-complet
 
 
 def _help(command: str) -> str:
-    result = runner.invoke(app, [command, "--help"], terminal_width=400)
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "100"})
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -34,21 +34,31 @@ def test_the_readme_option_table_is_generated_from_the_table() -> None:
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "lambda"])
-def test_each_commands_help_shows_exactly_its_options(command: str) -> None:
+def test_each_commands_help_shows_exactly_its_options_in_panels_within_100_columns(command: str) -> None:
     text = _help(command)
-    for option in options_for(command):
-        for flag in option.flags:
-            assert re.search(rf"(^|[\s,]){re.escape(flag)}\b", text), f"{command} --help lacks {flag}"
+    panels, _, epilog = text.partition("Tuning (")
+    shown_options = [o for o in options_for(command) if not o.tuning]
+    heads = re.findall(r"^│ (--?[a-z][\w-]*)(?: +(-[a-z]))?", panels, re.M)
+    shown = {flag for head in heads for flag in head if flag}
+    declared = {f for o in shown_options for f in o.flags}
+    assert shown == declared | {"--help", "-h"}, f"{command} --help shows other flags than its own"
+    for option in shown_options:
         if option.metavar:
-            assert f"{option.flag} {option.metavar}" in text
+            assert re.search(rf"^│ {re.escape(option.flag)} .*{re.escape(option.metavar)}", panels, re.M)
         if option.env:
-            assert option.env in text, f"{command} --help does not name {option.env}"
-    declared = {f for o in options_for(command) for f in o.flags} | _BUILTIN
-    options = text.split("Options:", 1)[1]
-    heads = re.findall(r"^ {2}(-.*?)(?: {2,}|$)", options, re.M)
-    shown = {flag for head in heads for flag in re.findall(r"(?<!\S)(--?[a-z][\w-]*)", head)}
-    assert shown - declared == set(), f"{command} --help shows flags not in config.OPTIONS"
-    assert {f for o in options_for(command) for f in o.flags} <= shown
+            assert option.env in " ".join(panels.split()), f"{command} --help does not name {option.env}"
+        assert not re.search(
+            r"(?<![\w-])(replay|fetch|redrive|drain|run|status): ", config.help_text(option, command)
+        ), f"{option.flag}'s help for {command} speaks of another command"
+    tuning = [o.flag for o in options_for(command) if o.tuning]
+    assert set(" ".join(epilog.split()).split()) >= set(tuning)  # named, not explained
+    panel_titles = re.findall(r"^╭─ (.+?) ─", panels, re.M)
+    assert panel_titles == [p for p in config.PANELS if p in panel_titles]  # in the one order
+    assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_replay_help_fits_about_fifty_lines() -> None:
+    assert len(_help("replay").splitlines()) <= 52
 
 
 def test_help_has_real_metavars_and_one_style() -> None:

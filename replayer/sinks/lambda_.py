@@ -413,9 +413,8 @@ class LambdaSink:
             error = function_error(answer)
             if tail := log_tail(response.get("LogResult")):
                 log.info("function_log_tail", function=self.uri, tail=tail)
-            raise FunctionFailed(
-                f"function error {response['FunctionError']}" + (f" ({error})" if error else "")
-            )
+            kind = f"function error {response['FunctionError']}"  # its own words first: what a row shows
+            raise FunctionFailed(f"{error} ({kind})" if error else kind)
         return unconfirmed(records, answer)
 
     def _log_retry(self, state: RetryCallState) -> None:
