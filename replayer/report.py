@@ -216,8 +216,8 @@ def _count_line(report: Report) -> str:
         already = sum(1 for o in report.outcomes if _already(o))
         if already:
             line += f" ({already} of the ranges {_ALREADY}: nothing new written)"
-    if report.messages is not None:
-        line += "; messages: " + ", ".join(f"{report.messages.get(k, 0)} {k}" for k in _MESSAGE_COUNTS)
+    if report.messages is not None:  # a line of its own: each fits 100 columns
+        line += "\nmessages: " + ", ".join(f"{report.messages.get(k, 0)} {k}" for k in _MESSAGE_COUNTS)
     return line
 
 

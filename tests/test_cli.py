@@ -266,7 +266,7 @@ def test_verbose_logs_info_lines_on_stderr(table: DynamoTable, tmp_path: Path) -
 def test_h_help_order_and_completion() -> None:
     result = run("-h")
     assert result.exit_code == 0
-    commands = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
+    commands = re.findall(r"^│ ([a-z]+) {2,}", result.stdout.split("Commands", 1)[1], re.M)
     assert commands[:7] == ["replay", "fetch", "redrive", "drain", "run", "status", "demo"]
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
     assert run("replay", "-h").exit_code == 0

@@ -256,7 +256,7 @@ def test_drain_interrupted_by_sigterm_exits_143_and_names_what_it_released(
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=90)
     assert process.returncode == 143, err
-    (summary,) = [line for line in out.splitlines() if "; messages: " in line]
+    (summary,) = [line for line in out.splitlines() if line.startswith("messages: ")]
     counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (\w+)", summary.split("messages:")[1]))
     assert counts["deleted"] >= 1 and counts["received"] == counts["deleted"] + counts["released"]
     assert "interrupted (SIGTERM): no new message was taken" in out

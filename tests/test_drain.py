@@ -237,3 +237,26 @@ def test_a_queue_name_instead_of_a_url_is_one_line_saying_how_to_get_the_url(buc
     (line,) = err.splitlines()
     assert "'replayer-failures' is not an SQS queue URL" in line
     assert "aws sqs get-queue-url --queue-name replayer-failures" in line
+
+
+def test_the_quarantine_drains_back_once_its_stream_is_allowed(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    """docs/quarantine.md: an SQS quarantine holds the original bodies; draining it replays them."""
+    table.put(4)
+    records = table.stream_records()
+    queue, quarantine = make_queue(moto_endpoint), make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 1, records), table.invocation_record(2, 3, records))
+    other = table.stream_arn.replace(table.name, "some-other-table")  # a too-narrow allow-list
+    code, out, _ = drain(
+        "--queue", queue, "--to", f"s3://{bucket}", "--allow-stream", other, "--quarantine", quarantine
+    )  # fmt: skip
+    assert code == 1 and "2 quarantined" in out
+    assert queue_counts(moto_endpoint, queue) == (0, 0) and queue_counts(moto_endpoint, quarantine) == (2, 0)
+    code, out, err = drain(
+        "--queue", quarantine, "--to", f"s3://{bucket}", "--allow-stream", table.stream_arn
+    )
+    assert code == 0, out + err
+    assert "2 replayed; 4 records recovered" in out and "2 deleted" in out
+    assert queue_counts(moto_endpoint, quarantine) == (0, 0)
+    assert len([k for k in keys(moto_endpoint, bucket) if k.endswith("records.jsonl.gz")]) == 2

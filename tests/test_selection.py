@@ -144,10 +144,11 @@ def test_dry_run_shows_counts_and_the_records(table: DynamoTable, tmp_path: Path
 
 def test_shard_selects_ranges(table: DynamoTable, repair: RepairFunction) -> None:
     stream = put(table, ["hot"])
-    args = [*fetch_args(table, stream), "--to", f"lambda:{repair.name}", "--no-preflight"]
-    result = run(*args, "--shard", "shardId-of-another")
+    args = ["replay", "--to", f"lambda:{repair.name}", "--no-preflight"]
+    record = json.dumps(table.invocation_record(0, 0, stream))
+    result = run(*args, "--shard", "shardId-of-another", input=record)
     assert result.exit_code == 0 and repair.received() == []
-    assert run(*args, "--shard", table.shard_id).exit_code == 0 and len(repair.received()) == 1
+    assert run(*args, "--shard", table.shard_id, input=record).exit_code == 0 and len(repair.received()) == 1
 
 
 def test_a_selection_is_refused_with_archive_sinks(table: DynamoTable, tmp_path: Path) -> None:

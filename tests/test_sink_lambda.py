@@ -221,6 +221,14 @@ def test_replay_to_lambda_delivers_the_exact_records_in_order(
     assert call == asyncio.run(expected_records(failure))
     assert {r["eventSourceARN"] for r in call} == {table.stream_arn}
     assert {r["eventSource"] for r in call} == {"aws:dynamodb"}
+    # the mapping is unknown (the emulator has none) and its filter would apply: warned, once per range
+    assert result.stderr.count('"mapping_unknown"') == 1 and repair.name in result.stderr
+    archived = run("replay", str(tmp_path / "failure.json"), "--to", f"file:{tmp_path / 'a'}", "--json")
+    assert (
+        archived.exit_code == 0 and "mapping_unknown" not in archived.stderr
+    )  # no filter applies to an archive
+    unfiltered = run("replay", str(tmp_path / "failure.json"), "--to", f"lambda:{repair.name}", "--no-filter")
+    assert unfiltered.exit_code == 0 and "mapping_unknown" not in unfiltered.stderr
 
 
 async def test_invocations_hold_at_most_batch_size_records_by_default(

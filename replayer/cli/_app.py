@@ -52,6 +52,8 @@ def _plain_coercion(params: list[Any]) -> None:
         flag = getattr(param, "is_flag", False)  # a flag's value is a bool or None: nothing to coerce
         if (param.name in _PLAIN or flag) and getattr(param, "_runtime_param", _Text) is None:
             param._runtime_param = _Text()
+        if flag or getattr(param, "count", False):
+            param.metavar = ""  # a switch takes no value: no <bool> or <int> in the help
 
 
 class _Command(TyperCommand):
@@ -61,8 +63,6 @@ class _Command(TyperCommand):
         params: list[Any] = super().get_params(ctx)  # the help option is made here, on demand
         _plain_coercion(params)
         for param in params:
-            if getattr(param, "is_flag", False) or getattr(param, "count", False):
-                param.metavar = ""  # a switch takes no value: no <bool> or <int> in the help
             if param.name == "help":
                 param.rich_help_panel = config.PANELS[-1]  # with the other output options
         return params
@@ -136,6 +136,12 @@ def _parameter(option: Option, command: str) -> inspect.Parameter:
     )
 
 
+def _doc(text: str) -> str:
+    """A docstring as help: each paragraph on one line (the help wraps it to the terminal), escaped."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return escape("\n\n".join(" ".join(p.split()) for p in paragraphs))
+
+
 def _epilog(options: tuple[Option, ...]) -> str | None:
     """The tuning options a command also takes, named (not explained) under its help's panels."""
     tuning = [o.flag for o in options if o.tuning]
@@ -179,7 +185,7 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
 
         callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         callback.__annotations__ = {p.name: p.annotation for p in params}
-        callback.__doc__ = escape(func.__doc__ or "")
+        callback.__doc__ = _doc(func.__doc__ or "")
         callback.__name__ = name
         _PLAIN.update(p.name for p in params if _plain(p.annotation))
         app.command(name, cls=_Command, epilog=_epilog(options))(callback)

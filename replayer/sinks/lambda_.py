@@ -303,6 +303,11 @@ class LambdaSink:
             ) from exc
         if len(kept) != len(records):
             log.info("records_filtered", function=self.uri, sent=len(kept), read=len(records))
+        mapping = failure.mapping
+        if (
+            self.apply_filter and mapping is not None and not mapping.found
+        ):  # where an unknown mapping matters
+            log.warning("mapping_unknown", function=self.uri, kind=mapping.kind, note=mapping.note)
         return kept
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
