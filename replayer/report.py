@@ -115,11 +115,15 @@ def _already(o: Outcome) -> bool:
 
 
 def _where(o: Outcome) -> str:
-    where = o.report_uri or (", ".join(o.delivered_to) if o.delivered_to else "") or o.reason
-    if _already(o):
-        where = f"{_ALREADY} in {where}"
-    if o.reason and o.kind is not OutcomeKind.REPLAYED and where != o.reason:
-        where = f"{where} ({o.reason})"
+    """Where a replayed range went; for any other outcome why first (the part a narrow line keeps),
+    then where its report or records went."""
+    went = o.report_uri or ", ".join(o.delivered_to)
+    if o.kind is OutcomeKind.REPLAYED:
+        where = f"{_ALREADY} in {went}" if _already(o) else went or o.reason
+    else:
+        where = o.reason or went
+        if o.reason and went:
+            where = f"{o.reason} ({'report: ' if o.report_uri else 'delivered to '}{went})"
     missing = ", ".join(f"{g.first}..{g.last}" for g in o.gaps)
     return (where or "-") + (f"; missing {missing}" if missing else "")
 
@@ -174,7 +178,7 @@ def _row(o: Outcome) -> list[str]:
 
 # Sequence numbers (21 to 56 digits) are in --json: a line per range keeps room for where / why.
 _HEADER = ["outcome", "range", "records", "stream", "shard", "where / why"]
-_CAPS = [9, RANGE_ID_SHOWN, 9, 16, 10]  # the most each fixed column takes; longer is cut (…)
+_CAPS = [9, RANGE_ID_SHOWN, 9, 12, 10]  # the most each fixed column takes; longer is cut (…)
 
 
 def _lines(outcomes: Sequence[Outcome], width: int) -> Iterator[tuple[Text, bool]]:

@@ -286,7 +286,7 @@ async def test_a_failing_function_is_retried_then_the_range_is_left_for_retry(
     outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=2)
     assert outcome.kind is OutcomeKind.RETRY and not outcome.settled
     assert "function error Unhandled" in outcome.reason and "3 invocations" in outcome.reason
-    own_words = r": \S*Error: told to fail invocation [0-9] \(function error Unhandled\)"
+    own_words = r"^lambda:\S+: \S*Error: told to fail invocation [0-9] \(function error Unhandled\)"
     assert re.search(own_words, outcome.reason)  # the function's own words, first
     assert seq_calls(repair) == [seqs(stream)] * 3
 
@@ -643,3 +643,27 @@ async def test_dynamodb_records_pass_powertools(
     outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=0)
     assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason
     assert seq_calls(repair) == [seqs(table.stream_records())]
+
+
+def test_a_failing_functions_own_error_is_on_its_row_within_100_columns(
+    table: DynamoTable, ministack: Ministack, lambda_endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    repair = RepairFunction(ministack, FAIL_FIRST="99")
+    table.put(2)
+    (tmp_path / "failure.json").write_text(json.dumps(table.invocation_record(0, 1)))
+    result = runner.invoke(
+        app,
+        ["replay", str(tmp_path / "failure.json"), "--to", f"s3://{bucket}/a", "--to", f"lambda:{repair.name}",
+         "--invoke-retries", "0"],
+        env={"COLUMNS": "100"},
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("retry")]
+    # why first (the function's error type, then its message as far as 100 columns go), where it went after
+    assert len(row) <= 100 and f"lambda:{repair.name}: Runtime.Handler" in row, row
+    whole = runner.invoke(app, ["replay", str(tmp_path / "failure.json"), "--to", f"lambda:{repair.name}",
+                                "--invoke-retries", "0", "--json"])  # fmt: skip
+    (described,) = json.loads(whole.stdout)["ranges"]
+    assert re.search(
+        r"Runtime.HandlerError: told to fail invocation [0-9]+ \(function error", described["reason"]
+    )
