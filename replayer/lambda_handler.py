@@ -8,13 +8,15 @@ Configuration comes from ``REPLAYER_*`` environment variables (``REPLAYER_TO``,
 ``REPLAYER_ALLOW_STREAMS``, ``REPLAYER_QUARANTINE``, ``REPLAYER_CONCURRENCY``,
 ``REPLAYER_SAFETY_MARGIN_SECONDS``, ...). This module imports nothing heavy: the SDK and
 the core load on the first invocation and stay loaded, with their clients and event
-loop, for every warm invocation after it.
+loop, for every warm invocation after it. In Lambda (``AWS_LAMBDA_RUNTIME_API`` set) the settings
+are checked at import: a mistake (no ``REPLAYER_ALLOW_STREAMS``, a bad value) fails the init.
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["handler", "reset"]
 
 _runtime: LambdaRuntime | None = None
+
+if os.environ.get("AWS_LAMBDA_RUNTIME_API"):  # in Lambda: a configuration mistake fails the init, clearly
+    from replayer.config import load as _load
+
+    _load("lambda", None, os.environ)  # ConfigError, one line a problem (e.g. no REPLAYER_ALLOW_STREAMS)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

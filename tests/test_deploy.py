@@ -391,6 +391,7 @@ def test_image_entrypoint_serves_healthz(
         "REPLAYER_HTTP_PORT": str(port),
         "REPLAYER_HTTP_HOST": "127.0.0.1",
         "REPLAYER_WAIT_SECONDS": "1",
+        "REPLAYER_ALLOW_STREAMS": "*",  # without an allow-list the service refuses to start
     }
     entrypoint = [
         a.strip('" ') for a in shlex.split(dict(dockerfile())["ENTRYPOINT"].strip("[]").replace(",", " "))

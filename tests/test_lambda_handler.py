@@ -325,6 +325,20 @@ def test_no_stream_allowed_is_a_clear_error_before_any_message_is_touched(
     assert queue_counts(moto_endpoint, queue) == (0, 1)  # still there (in flight until it times out)
 
 
+def test_in_lambda_a_configuration_mistake_fails_the_init() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
+    env |= {"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "REPLAYER_TO": "s3://archive-bucket"}
+    code = "import replayer.lambda_handler"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    line = done.stderr.splitlines()[-1]  # what Lambda reports as the init error
+    assert line.startswith(
+        "replayer.errors.ConfigError: --allow-stream (or REPLAYER_ALLOW_STREAMS) is required"
+    )
+    env["REPLAYER_ALLOW_STREAMS"] = "*"
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
+
+
 def test_a_script_using_the_handler_exits_without_tracebacks(
     table: DynamoTable, bucket: str, moto_endpoint: str
 ) -> None:
