@@ -25,6 +25,8 @@ COMMANDS = {
     "run": "service",
     "drain": "service",
     "status": "status",
+    "audit": "audit",
+    "why": "why",
 }
 
 

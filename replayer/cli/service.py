@@ -45,6 +45,7 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
     from replayer.report import progress
     from replayer.sources import build_replayer, clients_for
     from replayer.sources.sqs import Service
+    from replayer.watch import watching
 
     log = logs.get_logger("replayer.service")
     metrics = Recorder(prometheus=True)
@@ -86,7 +87,8 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
                 loop.add_signal_handler(sig, stop, sig)
             _started(settings, burst, console, log)
             try:
-                summary = await service.run()
+                async with watching(settings, clients, metrics):  # run: the at-risk watch (replayer.watch)
+                    summary = await service.run()
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

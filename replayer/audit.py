@@ -1,0 +1,241 @@
+"""`replayer audit`: what Lambda says it sent to the on-failure destination, against the archive.
+
+Per event source mapping, over a window (`--since`, default the last 24 hours, to now):
+
+- Lambda's own counts (CloudWatch `AWS/Lambda`, dimension `EventSourceMappingUUID`, else
+  `FunctionName` + `EventSourceMappingUUID`; Sum): `OnFailureDestinationDeliveredEventCount`
+  (records sent to the on-failure destination) and `DroppedEventCount` (records dropped with no
+  destination). They exist only where the mapping's metrics are enabled (`MetricsConfig:
+  {Metrics: [EventCount]}`); without them the row says so.
+- What the archive holds for the mapping's failure ranges whose invocation record is in the
+  window: records archived and records reported lost (a range counts its `batchSize` when the
+  invocation record gave it, else what was archived plus what was lost); at-risk windows are
+  shown apart, they answer no failure record.
+
+The difference (sent - archived - lost) names where to look: the failure queue, its dead-letter
+queue, the quarantine (`--queue`, `--quarantine` add their counts), or the mapping's metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replayer.allow import AllowList
+from replayer.archive import ArchivedRange, Store, find_ranges
+from replayer.aws import Clients, error_code
+from replayer.model import records_lost
+from replayer.watch import find_mappings
+
+__all__ = ["DEFAULT_WINDOW", "MappingAudit", "audit", "lambda_counts"]
+
+DEFAULT_WINDOW = timedelta(hours=24)
+DELIVERED = "OnFailureDestinationDeliveredEventCount"
+DROPPED = "DroppedEventCount"
+_FUNCTION = "function:"
+
+
+@dataclass
+class MappingAudit:
+    """One mapping's row: Lambda's counts, the archive's, the difference and where to look."""
+
+    uuid: str | None
+    function: str | None
+    region: str | None
+    streams: set[str] = field(default_factory=set)
+    delivered: float | None = None  # None: no datapoint (metrics not enabled, or nothing sent)
+    dropped: float | None = None
+    metrics_note: str = ""
+    ranges: int = 0
+    archived: int = 0
+    lost: int = 0
+    at_risk_ranges: int = 0
+    at_risk_records: int = 0
+    range_ids: list[str] = field(default_factory=list)
+
+    @property
+    def difference(self) -> int | None:
+        """Records Lambda sent that the archive does not account for (negative: it holds more)."""
+        if self.delivered is None:
+            return None
+        return int(self.delivered) - self.archived - self.lost
+
+    def where(self, places: Mapping[str, str]) -> str:
+        """What the difference means and where to look (`places`: the queue, DLQ, quarantine lines)."""
+        notes = []
+        diff = self.difference
+        if self.delivered is None:
+            notes.append(
+                self.metrics_note
+                or "no OnFailureDestinationDeliveredEventCount in the window: if the mapping sent failures, "
+                "enable its metrics (MetricsConfig: EventCount)"
+            )
+        elif diff and diff > 0:
+            where = "; ".join(f"{name}: {line}" for name, line in places.items()) or (
+                "the failure queue, its dead-letter queue and the quarantine (give --queue, --quarantine)"
+            )
+            notes.append(f"{diff} records sent on failure are not in the archive: look in {where}")
+        elif diff and diff < 0:
+            notes.append(
+                f"the archive holds {-diff} more records than Lambda reported sending: ranges sent twice, "
+                "bisected batches, or ranges read back whole past the mapping's filter"
+            )
+        if self.dropped:
+            notes.append(
+                f"Lambda dropped {int(self.dropped)} records with no destination: they are gone unless an "
+                "at-risk rescue archived them"
+            )
+        return "; ".join(notes) or "matches"
+
+    def describe(self, places: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "uuid": self.uuid,
+            "function": self.function,
+            "streams": sorted(self.streams),
+            "lambda_delivered": self.delivered,
+            "lambda_dropped": self.dropped,
+            "ranges": self.ranges,
+            "archived": self.archived,
+            "lost": self.lost,
+            "at_risk_ranges": self.at_risk_ranges,
+            "at_risk_records": self.at_risk_records,
+            "difference": self.difference,
+            "where": self.where(places),
+            "range_ids": self.range_ids,
+        }
+
+
+def _when(archived: ArchivedRange) -> datetime | None:
+    failure = archived.failure
+    return failure.timestamp or failure.first_arrival
+
+
+def _key(archived: ArchivedRange) -> tuple[str | None, str | None]:
+    failure = archived.failure
+    uuid = failure.mapping.uuid if failure.mapping is not None and failure.mapping.uuid else failure.mapping_uuid
+    function = failure.source_arn if failure.source_arn and _FUNCTION in failure.source_arn else None
+    if function is None and failure.mapping is not None and failure.mapping.arn:
+        function = failure.mapping.arn
+    return (uuid.lower() if uuid else None), function
+
+
+def tally(
+    ranges: Iterable[ArchivedRange], since: datetime, until: datetime, rows: dict[str, MappingAudit]
+) -> None:
+    """Add the archive's ranges in the window to the rows (by mapping UUID, else by function)."""
+    for archived in ranges:
+        when = _when(archived)
+        if when is None or not since <= when <= until:
+            continue
+        uuid, function = _key(archived)
+        key = uuid or f"function:{function}"
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = MappingAudit(uuid, function, archived.failure.region)
+        row.function = row.function or function
+        row.streams.add(archived.failure.stream_arn)
+        if archived.failure.at_risk:
+            row.at_risk_ranges += 1
+            row.at_risk_records += archived.count
+            continue
+        lost, _ = records_lost(archived.failure, archived.count, archived.gaps)
+        batch = archived.failure.batch_size
+        row.ranges += 1
+        row.archived += archived.count if batch is None else min(archived.count, batch - lost)
+        row.lost += lost
+        row.range_ids.append(archived.failure.range_id)
+
+
+async def lambda_counts(
+    clients: Clients, rows: Sequence[MappingAudit], since: datetime, until: datetime
+) -> None:
+    """Fill each row's `delivered` and `dropped` from CloudWatch (Sum over the window)."""
+    seconds = max(60, math.ceil((until - since).total_seconds() / 60) * 60)
+    by_region: dict[str | None, list[MappingAudit]] = {}
+    for row in rows:
+        if row.uuid:
+            by_region.setdefault(row.region, []).append(row)
+        else:
+            row.metrics_note = "mapping unknown (not found when the ranges were archived): no metrics to compare"
+    for region, members in by_region.items():
+        queries = []
+        for i, row in enumerate(members):
+            function = (row.function or "").split(":")[6] if (row.function or "").count(":") >= 6 else row.function
+            dimension_sets = [[{"Name": "EventSourceMappingUUID", "Value": row.uuid}]]
+            if function:
+                dimension_sets.append(
+                    [{"Name": "FunctionName", "Value": function}, {"Name": "EventSourceMappingUUID", "Value": row.uuid}]
+                )
+            for m, name in enumerate((DELIVERED, DROPPED)):
+                for d, dimensions in enumerate(dimension_sets):
+                    metric = {"Namespace": "AWS/Lambda", "MetricName": name, "Dimensions": dimensions}
+                    queries.append(
+                        {"Id": f"r{i}m{m}d{d}", "MetricStat": {"Metric": metric, "Period": seconds, "Stat": "Sum"}}
+                    )
+        try:
+            client = await clients.get("cloudwatch", region)
+            sums = await _sums(client, queries, since, until)
+        except (ClientError, BotoCoreError) as exc:
+            code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            for row in members:
+                row.metrics_note = f"cannot read Lambda's metrics (cloudwatch:GetMetricData: {code})"
+            continue
+        for i, row in enumerate(members):
+            for m, attribute in enumerate(("delivered", "dropped")):
+                found = [sums[f"r{i}m{m}d{d}"] for d in range(2) if f"r{i}m{m}d{d}" in sums]
+                setattr(row, attribute, found[0] if found else None)
+
+
+async def _sums(client: Any, queries: list[dict[str, Any]], since: datetime, until: datetime) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for at in range(0, len(queries), 500):
+        token: str | None = None
+        for _ in range(20):
+            answer = await client.get_metric_data(
+                MetricDataQueries=queries[at : at + 500],
+                StartTime=since,
+                EndTime=until,
+                **({"NextToken": token} if token else {}),
+            )
+            for result in answer.get("MetricDataResults", []):
+                if result.get("Values"):
+                    sums[result["Id"]] = sums.get(result["Id"], 0.0) + sum(result["Values"])
+            token = answer.get("NextToken")
+            if not token:
+                break
+    return sums
+
+
+async def audit(
+    clients: Clients,
+    store: Store,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    watch_streams: Sequence[str] = (),
+    watch_functions: Sequence[str] = (),
+    allow: AllowList | None = None,
+) -> tuple[list[MappingAudit], datetime, datetime, int]:
+    """The rows (one per mapping), the window, and how many manifests could not be read.
+
+    StoreError when the archive cannot be listed."""
+    until = until or datetime.now(UTC)
+    since = since or until - DEFAULT_WINDOW
+    ranges, unreadable = await find_ranges(store)
+    rows: dict[str, MappingAudit] = {}
+    tally(ranges, since, until, rows)
+    if watch_streams or watch_functions:
+        mappings, _ = await find_mappings(clients, watch_streams, watch_functions, allow or AllowList.of(["*"]))
+        for m in mappings:
+            row = rows.setdefault(m.uuid.lower(), MappingAudit(m.uuid.lower(), m.function_arn, None))
+            row.function = m.function_arn
+            row.streams.add(m.stream_arn)
+            row.region = row.region or m.stream_arn.split(":")[3]
+    ordered = sorted(rows.values(), key=lambda r: (r.function or "", r.uuid or ""))
+    await lambda_counts(clients, ordered, since, until)
+    return ordered, since, until, len(unreadable)
