@@ -27,7 +27,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.allow import AllowList
-from replayer.archive import ArchivedRange, Store, find_ranges
+from replayer.archive import ArchivedRange, Store
+from replayer.archive.read import find_ranges
 from replayer.aws import Clients, error_code
 from replayer.model import records_lost
 from replayer.watch import find_mappings
@@ -117,7 +118,9 @@ def _when(archived: ArchivedRange) -> datetime | None:
 
 def _key(archived: ArchivedRange) -> tuple[str | None, str | None]:
     failure = archived.failure
-    uuid = failure.mapping.uuid if failure.mapping is not None and failure.mapping.uuid else failure.mapping_uuid
+    uuid = (
+        failure.mapping.uuid if failure.mapping is not None and failure.mapping.uuid else failure.mapping_uuid
+    )
     function = failure.source_arn if failure.source_arn and _FUNCTION in failure.source_arn else None
     if function is None and failure.mapping is not None and failure.mapping.arn:
         function = failure.mapping.arn
@@ -161,21 +164,31 @@ async def lambda_counts(
         if row.uuid:
             by_region.setdefault(row.region, []).append(row)
         else:
-            row.metrics_note = "mapping unknown (not found when the ranges were archived): no metrics to compare"
+            row.metrics_note = (
+                "mapping unknown (not found when the ranges were archived): no metrics to compare"
+            )
     for region, members in by_region.items():
         queries = []
         for i, row in enumerate(members):
-            function = (row.function or "").split(":")[6] if (row.function or "").count(":") >= 6 else row.function
+            function = (
+                (row.function or "").split(":")[6] if (row.function or "").count(":") >= 6 else row.function
+            )
             dimension_sets = [[{"Name": "EventSourceMappingUUID", "Value": row.uuid}]]
             if function:
                 dimension_sets.append(
-                    [{"Name": "FunctionName", "Value": function}, {"Name": "EventSourceMappingUUID", "Value": row.uuid}]
+                    [
+                        {"Name": "FunctionName", "Value": function},
+                        {"Name": "EventSourceMappingUUID", "Value": row.uuid},
+                    ]
                 )
             for m, name in enumerate((DELIVERED, DROPPED)):
                 for d, dimensions in enumerate(dimension_sets):
                     metric = {"Namespace": "AWS/Lambda", "MetricName": name, "Dimensions": dimensions}
                     queries.append(
-                        {"Id": f"r{i}m{m}d{d}", "MetricStat": {"Metric": metric, "Period": seconds, "Stat": "Sum"}}
+                        {
+                            "Id": f"r{i}m{m}d{d}",
+                            "MetricStat": {"Metric": metric, "Period": seconds, "Stat": "Sum"},
+                        }
                     )
         try:
             client = await clients.get("cloudwatch", region)
@@ -191,7 +204,9 @@ async def lambda_counts(
                 setattr(row, attribute, found[0] if found else None)
 
 
-async def _sums(client: Any, queries: list[dict[str, Any]], since: datetime, until: datetime) -> dict[str, float]:
+async def _sums(
+    client: Any, queries: list[dict[str, Any]], since: datetime, until: datetime
+) -> dict[str, float]:
     sums: dict[str, float] = {}
     for at in range(0, len(queries), 500):
         token: str | None = None
@@ -199,7 +214,7 @@ async def _sums(client: Any, queries: list[dict[str, Any]], since: datetime, unt
             answer = await client.get_metric_data(
                 MetricDataQueries=queries[at : at + 500],
                 StartTime=since,
-                EndTime=until,
+                EndTime=until + timedelta(minutes=1),  # the minute of `until` whole
                 **({"NextToken": token} if token else {}),
             )
             for result in answer.get("MetricDataResults", []):
@@ -230,7 +245,9 @@ async def audit(
     rows: dict[str, MappingAudit] = {}
     tally(ranges, since, until, rows)
     if watch_streams or watch_functions:
-        mappings, _ = await find_mappings(clients, watch_streams, watch_functions, allow or AllowList.of(["*"]))
+        mappings, _ = await find_mappings(
+            clients, watch_streams, watch_functions, allow or AllowList.of(["*"])
+        )
         for m in mappings:
             row = rows.setdefault(m.uuid.lower(), MappingAudit(m.uuid.lower(), m.function_arn, None))
             row.function = m.function_arn

@@ -193,8 +193,10 @@ def _stream_arn(value: str) -> str:
 
 
 def _function_name(value: str) -> str:
-    if not re.fullmatch(r"(arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:)?[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?",
-                        value.strip()):
+    if not re.fullmatch(
+        r"(arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:)?[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?",
+        value.strip(),
+    ):
         raise ValueError(f"{value!r} is not a function name or ARN")
     return value.strip()
 
@@ -713,7 +715,9 @@ def _watch_problems(r: _Reader, settings: Settings) -> list[str]:
         if not any(fnmatch.fnmatchcase(arn, p) for p in settings.allow_streams)
     ]
     if settings.rescue_at_risk and not any(uri.startswith(("s3://", "file:")) for uri in settings.to):
-        problems.append(f"{r.source('rescue_at_risk')}: needs an s3://BUCKET[/PREFIX] or file:DIR --to to archive into")
+        problems.append(
+            f"{r.source('rescue_at_risk')}: needs an s3://BUCKET[/PREFIX] or file:DIR --to to archive into"
+        )
     return problems
 
 

@@ -30,6 +30,7 @@ converges, and a later failure record of the same records is its own range besid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import time
@@ -42,16 +43,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer import logs
 from replayer.allow import AllowList
-from replayer.archive import find_ranges, stream_path
-from replayer.archive.layout import safe_segment
+from replayer.archive.layout import safe_segment, stream_path
+from replayer.archive.read import find_ranges
 from replayer.archive.store import Store, StoreError, store_from_uri
-from replayer.aws import Clients, error_code
+from replayer.aws import RAW_BODY, Clients, error_code
 from replayer.config import Settings
 from replayer.core import Replayer
 from replayer.mappings import from_esm
 from replayer.model import AT_RISK, Failure, Origin, OutcomeKind, StreamKind, parse_stream_arn
 from replayer.observe import Recorder
 from replayer.sources import readers_for, sinks_for
+from replayer.wire import loads
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -230,7 +232,9 @@ def _dimension_sets(mapping: WatchedMapping) -> list[list[dict[str, str]]]:
         [{"Name": "EventSourceMappingUUID", "Value": uuid}],
     ]
     if mapping.resource:
-        sets.append([{"Name": "FunctionName", "Value": name}, {"Name": "Resource", "Value": mapping.resource}])
+        sets.append(
+            [{"Name": "FunctionName", "Value": name}, {"Name": "Resource", "Value": mapping.resource}]
+        )
     sets.append([{"Name": "FunctionName", "Value": name}])  # all of the function's mappings: the worst
     return sets
 
@@ -263,7 +267,9 @@ async def iterator_ages(
                 if not values or result.get("Id") not in by_id:
                     continue
                 _, uuid, rank, _ = by_id[result["Id"]]
-                newest = max(range(len(values)), key=lambda k: stamps[k].timestamp() if k < len(stamps) else 0)
+                newest = max(
+                    range(len(values)), key=lambda k: stamps[k].timestamp() if k < len(stamps) else 0
+                )
                 stamp = stamps[newest].timestamp() if newest < len(stamps) else now
                 age = float(values[newest]) / 1000 + max(0.0, now - stamp - _PERIOD)
                 if uuid not in best or rank < best[uuid][0]:
@@ -298,7 +304,11 @@ def problems_of(mapping: WatchedMapping, now: datetime) -> tuple[str, ...]:
     problems = []
     if mapping.state in ("Disabled", "Disabling"):
         problems.append(f"the mapping is {mapping.state}: its records age out of the stream unprocessed")
-    elif mapping.state in _STUCK_STATES and mapping.last_modified and now - mapping.last_modified > _STUCK_AFTER:
+    elif (
+        mapping.state in _STUCK_STATES
+        and mapping.last_modified
+        and now - mapping.last_modified > _STUCK_AFTER
+    ):
         minutes = int((now - mapping.last_modified).total_seconds() // 60)
         problems.append(f"the mapping has been {mapping.state} for {minutes} minutes")
     if mapping.last_result and mapping.last_result.upper().startswith("PROBLEM"):
@@ -318,7 +328,7 @@ class Watcher:
         self.recorder = recorder
         self.allow = AllowList.of(settings.allow_streams)
         self._retention: dict[str, float] = {}
-        self._rescued_to: dict[tuple[str, str], str] = {}  # (stream, shard) -> last sequence archived
+        self._rescued: dict[tuple[str, str], str] = {}  # (stream, shard) -> last sequence archived
         self._archives = [u for u in settings.to if u.startswith(("s3://", "file:"))]
         self._replayer: Replayer | None = None
         self._gauges: tuple[Gauge, Gauge, Counter] | None = None
@@ -353,10 +363,8 @@ class Watcher:
                 await self.round()
             except Exception as exc:  # the watch never stops the service
                 log.error("watch_failed", error=f"{type(exc).__name__}: {exc}")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.watch_interval)
-            except TimeoutError:
-                pass
 
     async def round(self) -> list[MappingWatch]:
         """Look at every watched mapping once (and rescue what is at risk, when asked)."""
@@ -379,7 +387,9 @@ class Watcher:
             retention = await self.retention(m.stream_arn)
             age = ages.get(m.uuid)
             left = retention - age if age is not None else None
-            watch = MappingWatch(m, retention, age, left, left is not None and left < margin, problems_of(m, now))
+            watch = MappingWatch(
+                m, retention, age, left, left is not None and left < margin, problems_of(m, now)
+            )
             if watch.at_risk:
                 log.warning(
                     "mapping_at_risk", uuid=m.uuid, function=m.function_arn, stream_arn=m.stream_arn,
@@ -446,7 +456,9 @@ class Watcher:
             return ()
         try:
             client = await self.clients.get(
-                "dynamodbstreams" if parsed.kind is StreamKind.DYNAMODB else "kinesis", parsed.region, parsed.account
+                "dynamodbstreams" if parsed.kind is StreamKind.DYNAMODB else "kinesis",
+                parsed.region,
+                parsed.account,
             )
             shards = await _shards(client, parsed.kind, mapping.stream_arn)
         except (ClientError, BotoCoreError) as exc:
@@ -466,17 +478,22 @@ class Watcher:
     async def _rescued_to(self, stream_arn: str, shard_id: str) -> str | None:
         """The last sequence number an earlier at-risk window of this shard archived (None: none)."""
         key = (stream_arn, shard_id)
-        if key in self._rescued_to:
-            return self._rescued_to[key]
+        if key in self._rescued:
+            return self._rescued[key]
         parsed = parse_stream_arn(stream_arn)
         store: Store | None = store_from_uri(self._archives[0], self.clients) if self._archives else None
         last: int | None = None
         if parsed is not None and store is not None:
-            ranges, _ = await find_ranges(store, [f"{stream_path(parsed)}/{safe_segment(shard_id)}"])
+            try:
+                ranges, _ = await find_ranges(store, [f"{stream_path(parsed)}/{safe_segment(shard_id)}"])
+            except StoreError as exc:
+                if exc.code != "NoSuchDirectory":  # a file: archive not made yet holds nothing
+                    raise
+                ranges = []
             ends = [r.failure.end for r in ranges if r.failure.at_risk]
             last = max(ends) if ends else None
         if last is not None:
-            self._rescued_to[key] = str(last)
+            self._rescued[key] = str(last)
         return str(last) if last is not None else None
 
     async def _rescue_shard(
@@ -516,7 +533,7 @@ class Watcher:
         outcome = await self._archiver().replay(failure)
         saved = outcome.kind in (OutcomeKind.REPLAYED, OutcomeKind.PARTIAL, OutcomeKind.EXPIRED)
         if saved:
-            self._rescued_to[(mapping.stream_arn, shard_id)] = last
+            self._rescued[(mapping.stream_arn, shard_id)] = last
             if self._gauges is not None:
                 self._gauges[2].labels(mapping.uuid).inc(outcome.recovered)
         log.warning(
@@ -574,7 +591,9 @@ async def _shards(client: Any, kind: StreamKind, stream_arn: str) -> list[str]:
             return shards
 
 
-async def _iterator(client: Any, kind: StreamKind, stream_arn: str, shard_id: str, after: str | None) -> str | None:
+async def _iterator(
+    client: Any, kind: StreamKind, stream_arn: str, shard_id: str, after: str | None
+) -> str | None:
     if kind is StreamKind.DYNAMODB:
         kwargs: dict[str, Any] = {"StreamArn": stream_arn, "ShardId": shard_id}
         try:
@@ -610,10 +629,17 @@ async def _window(
         if iterator is None or count >= most:
             break
         extra = {"StreamARN": stream_arn} if kind is StreamKind.KINESIS else {}
-        page = await client.get_records(ShardIterator=iterator, Limit=min(most - count, 1000), **extra)
+        answer = await client.get_records(ShardIterator=iterator, Limit=min(most - count, 1000), **extra)
+        page = (
+            loads(answer[RAW_BODY]) if RAW_BODY in answer else answer
+        )  # GetRecords is kept raw (replayer.aws)
         records = page.get("Records") or []
         for record in records:
-            seq = record["dynamodb"]["SequenceNumber"] if kind is StreamKind.DYNAMODB else record["SequenceNumber"]
+            seq = (
+                record["dynamodb"]["SequenceNumber"]
+                if kind is StreamKind.DYNAMODB
+                else record["SequenceNumber"]
+            )
             first = first or seq
             last = seq
         count += len(records)
@@ -631,7 +657,7 @@ async def _window(
 # ---- the service's hook
 
 
-class watching:  # noqa: N801  (used as `async with watching(...)`, like a function)
+class watching:
     """Runs the watch beside the service while the block runs (nothing when nothing is watched)."""
 
     def __init__(self, settings: Settings, clients: Clients, recorder: Recorder) -> None:
@@ -664,7 +690,10 @@ async def watch_round(settings: Settings, clients: Clients, recorder: Recorder) 
     watcher = kept[1]
     if not watcher.enabled:
         log.warning("watch_not_configured", problem="set REPLAYER_WATCH_STREAMS or REPLAYER_WATCH_FUNCTIONS")
-        return {"watched": [], "note": "nothing is watched: set REPLAYER_WATCH_STREAMS or REPLAYER_WATCH_FUNCTIONS"}
+        return {
+            "watched": [],
+            "note": "nothing is watched: set REPLAYER_WATCH_STREAMS or REPLAYER_WATCH_FUNCTIONS",
+        }
     seen = await watcher.round()
     await watcher.flush_emf(seen)
     return {"watched": [w.describe() for w in seen]}

@@ -19,7 +19,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from replayer.archive import ArchivedRange, Store, find_ranges
+from replayer.archive import ArchivedRange, Store
+from replayer.archive.read import find_ranges
 from replayer.aws import Clients, error_code
 
 __all__ = ["LogLine", "Why", "WhyError", "explain", "find_range"]
@@ -142,7 +143,9 @@ async def explain(clients: Clients, store: Store, range_id: str, *, lines: int =
         window=None,
     )
     if failure.at_risk:
-        why.note = "archived by the at-risk watch before any invocation failed on it: no failed invocation to show"
+        why.note = (
+            "archived by the at-risk watch before any invocation failed on it: no failed invocation to show"
+        )
         return why
     function = _FUNCTION_ARN.match(why.function_arn or "")
     if why.request_id is None or function is None or why.failed_at is None:
@@ -187,7 +190,11 @@ async def _filter(
 ) -> tuple[list[LogLine], bool]:
     found: list[LogLine] = []
     token: str | None = None
-    kwargs: dict[str, Any] = {"logGroupName": group, "startTime": _ms(window[0]), "endTime": _ms(window[1]) + 1}
+    kwargs: dict[str, Any] = {
+        "logGroupName": group,
+        "startTime": _ms(window[0]),
+        "endTime": _ms(window[1]) + 1,
+    }
     if pattern:
         kwargs["filterPattern"] = pattern
     if streams:
@@ -211,7 +218,9 @@ async def _filter(
     except ClientError as exc:
         code = error_code(exc)
         if code in _DENIED:
-            raise WhyError(f"not permitted to read {group}: logs:FilterLogEvents is needed ({code})") from None
+            raise WhyError(
+                f"not permitted to read {group}: logs:FilterLogEvents is needed ({code})"
+            ) from None
         if code == "ResourceNotFoundException":
             raise WhyError(f"log group {group} not found (another account or region, or deleted?)") from None
         raise WhyError(f"reading {group} failed: {code}: {exc}") from None

@@ -11,6 +11,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.core import Replayer
@@ -23,7 +24,9 @@ from tests.support.watch import function, put_metric
 runner = CliRunner()
 
 
-def archive_failure(table: DynamoTable, root: Path, first: int, last: int, *, uuid: str, function_arn: str) -> str:
+def archive_failure(
+    table: DynamoTable, root: Path, first: int, last: int, *, uuid: str, function_arn: str
+) -> str:
     """Replay the failure of records first..last (its mapping known) into a file archive; its range id."""
     record = table.invocation_record(first, last)
     record["requestContext"]["functionArn"] = function_arn
@@ -33,7 +36,9 @@ def archive_failure(table: DynamoTable, root: Path, first: int, last: int, *, uu
 
     async def go() -> str:
         async with Clients() as clients:
-            outcome = await Replayer(clients, [FileSink(root)], find_mappings=False).replay(failure)
+            outcome = await Replayer(
+                clients, [FileSink(root)], allow=AllowList.of(["*"]), find_mappings=False
+            ).replay(failure)
         assert outcome.kind.value == "replayed", outcome.describe()
         return failure.range_id
 
@@ -53,7 +58,9 @@ def test_a_difference_is_shown_and_says_where_to_look(
     matching, short = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
     archive_failure(table, tmp_path, 0, 1, uuid=matching, function_arn=consumer)
     archive_failure(table, tmp_path, 2, 4, uuid=short, function_arn=consumer)
-    put_metric(moto_endpoint, "OnFailureDestinationDeliveredEventCount", 2, {"EventSourceMappingUUID": matching})
+    put_metric(
+        moto_endpoint, "OnFailureDestinationDeliveredEventCount", 2, {"EventSourceMappingUUID": matching}
+    )
     # Lambda says it sent 7 records of the second mapping and dropped 1: the archive has 3 of them
     put_metric(moto_endpoint, "OnFailureDestinationDeliveredEventCount", 4, {"EventSourceMappingUUID": short})
     put_metric(moto_endpoint, "OnFailureDestinationDeliveredEventCount", 3, {"EventSourceMappingUUID": short})
@@ -64,10 +71,19 @@ def test_a_difference_is_shown_and_says_where_to_look(
     result = audit("--from", f"file:{tmp_path}", "--queue", queue, "--json")
     assert result.exit_code == 1, result.output
     rows = {row["uuid"]: row for row in json.loads(result.stdout)["mappings"]}
-    assert (rows[matching]["lambda_delivered"], rows[matching]["archived"], rows[matching]["difference"]) == (2, 2, 0)
+    assert (rows[matching]["lambda_delivered"], rows[matching]["archived"], rows[matching]["difference"]) == (
+        2,
+        2,
+        0,
+    )
     assert rows[matching]["where"] == "matches"
     low = rows[short]
-    assert (low["lambda_delivered"], low["lambda_dropped"], low["archived"], low["difference"]) == (7, 1, 3, 4)
+    assert (low["lambda_delivered"], low["lambda_dropped"], low["archived"], low["difference"]) == (
+        7,
+        1,
+        3,
+        4,
+    )
     assert "4 records sent on failure are not in the archive" in low["where"]
     assert "failure queue: 1 waiting" in low["where"] and "dropped 1 records" in low["where"]
 
@@ -89,7 +105,9 @@ def test_matching_counts_exit_zero_and_unknown_metrics_are_named(
     result = audit("--from", f"file:{tmp_path}", "--json")
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)["mappings"]
-    assert row["lambda_delivered"] is None and "enable its metrics (MetricsConfig: EventCount)" in row["where"]
+    assert (
+        row["lambda_delivered"] is None and "enable its metrics (MetricsConfig: EventCount)" in row["where"]
+    )
     put_metric(moto_endpoint, "OnFailureDestinationDeliveredEventCount", 2, {"EventSourceMappingUUID": uuid})
     assert audit("--from", f"file:{tmp_path}").exit_code == 0
     since = datetime(2020, 1, 1, tzinfo=UTC).isoformat()  # a longer window: the same counts

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from replayer import lambda_handler
-from replayer.archive import find_ranges
+from replayer import lambda_handler, logs
+from replayer.archive.read import find_ranges
 from replayer.archive.store import FileStore
 from replayer.aws import Clients
 from replayer.config import load
@@ -63,13 +63,21 @@ async def test_the_stuck_mapping_only_is_at_risk_warned_and_exported(
 ) -> None:
     world = World(moto_endpoint)
     recorder = Recorder(prometheus=True)
+    logs.configure("warning")  # JSON lines on stderr, as every command configures them
     async with Clients() as clients:
-        seen = {w.mapping.uuid: w for w in await Watcher(watch_settings(world, tmp_path), clients, recorder).round()}
+        seen = {
+            w.mapping.uuid: w
+            for w in await Watcher(watch_settings(world, tmp_path), clients, recorder).round()
+        }
     stuck, healthy = seen[world.stuck_uuid], seen[world.healthy_uuid]
     assert stuck.at_risk and not healthy.at_risk
     assert stuck.margin_seconds is not None and 0 < stuck.margin_seconds <= 0.5 * 3600 + 60
     assert healthy.margin_seconds is not None and healthy.margin_seconds > 23 * 3600
-    labels = {"uuid": world.stuck_uuid, "function": world.function.split(":")[6], "stream": world.stuck.stream_arn}
+    labels = {
+        "uuid": world.stuck_uuid,
+        "function": world.function.split(":")[6],
+        "stream": world.stuck.stream_arn,
+    }
     assert sample(recorder, "replayer_mapping_expiry_margin_seconds", labels) == pytest.approx(
         stuck.margin_seconds
     )
@@ -118,7 +126,9 @@ async def test_the_rescue_archives_the_at_risk_window_in_full_once_and_marks_it(
     assert sample(recorder, "replayer_at_risk_records_archived_total", {"uuid": world.stuck_uuid}) == 5
 
 
-async def test_a_kinesis_retention_is_read_and_a_window_is_bounded(moto_endpoint: str, tmp_path: Path) -> None:
+async def test_a_kinesis_retention_is_read_and_a_window_is_bounded(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
     stream = KinesisStream(moto_endpoint)
     client("kinesis", moto_endpoint).increase_stream_retention_period(
         StreamName=stream.name, RetentionPeriodHours=48
@@ -144,11 +154,15 @@ async def test_a_kinesis_retention_is_read_and_a_window_is_bounded(moto_endpoint
     assert second.rescues[0].start_sequence == puts[3]
 
 
-async def test_a_disabled_mapping_is_a_problem_even_without_metrics(moto_endpoint: str, tmp_path: Path) -> None:
+async def test_a_disabled_mapping_is_a_problem_even_without_metrics(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
     table = DynamoTable(moto_endpoint)
     consumer = function(moto_endpoint)
     mapping(moto_endpoint, consumer, table.stream_arn, Enabled=False)
-    configured = settings("https://sqs.us-east-1.amazonaws.com/1/q", f"file:{tmp_path}", watch_streams=(table.stream_arn,))
+    configured = settings(
+        "https://sqs.us-east-1.amazonaws.com/1/q", f"file:{tmp_path}", watch_streams=(table.stream_arn,)
+    )
     async with Clients() as clients:
         (seen,) = await Watcher(configured, clients, Recorder()).round()
     assert seen.iterator_age_seconds is None and seen.margin_seconds is None and not seen.at_risk
@@ -158,7 +172,11 @@ async def test_a_disabled_mapping_is_a_problem_even_without_metrics(moto_endpoin
 async def test_streams_the_allow_list_refuses_are_not_watched(moto_endpoint: str, tmp_path: Path) -> None:
     world = World(moto_endpoint)
     configured = watch_settings(
-        world, tmp_path, watch_streams=(), watch_functions=(world.function,), allow_streams=(world.healthy.stream_arn,)
+        world,
+        tmp_path,
+        watch_streams=(),
+        watch_functions=(world.function,),
+        allow_streams=(world.healthy.stream_arn,),
     )
     async with Clients() as clients:
         seen = await Watcher(configured, clients, Recorder()).round()
@@ -167,9 +185,16 @@ async def test_streams_the_allow_list_refuses_are_not_watched(moto_endpoint: str
 
 def test_set_up_mistakes_are_found_at_start() -> None:
     stream = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2024-01-01T00:00:00.000"
-    env = {"REPLAYER_QUEUE": "https://sqs.us-east-1.amazonaws.com/123456789012/q", "REPLAYER_TO": "lambda:fix"}
+    env = {
+        "REPLAYER_QUEUE": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+        "REPLAYER_TO": "lambda:fix",
+    }
     with pytest.raises(ConfigError) as refused:
-        load("run", {"watch_streams": [stream], "rescue_at_risk": True}, env | {"REPLAYER_ALLOW_STREAMS": "arn:aws:kinesis:*"})
+        load(
+            "run",
+            {"watch_streams": [stream], "rescue_at_risk": True},
+            env | {"REPLAYER_ALLOW_STREAMS": "arn:aws:kinesis:*"},
+        )
     assert "is not allowed by --allow-stream" in str(refused.value)
     assert "needs an s3://BUCKET[/PREFIX] or file:DIR --to" in str(refused.value)
     with pytest.raises(ConfigError, match="not a DynamoDB or Kinesis stream ARN"):

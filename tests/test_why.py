@@ -11,6 +11,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.core import Replayer
@@ -29,13 +30,18 @@ def failed_range(table: DynamoTable, root: Path, name: str, at: datetime) -> str
     """A range that failed in function `name` (request REQUEST, at `at`), archived; its range id."""
     table.put(3)
     record = table.invocation_record(0, 2)
-    record["requestContext"] |= {"requestId": REQUEST, "functionArn": f"arn:aws:lambda:us-east-1:123456789012:function:{name}"}
+    record["requestContext"] |= {
+        "requestId": REQUEST,
+        "functionArn": f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
+    }
     record["timestamp"] = at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     (failure,) = parse_message(record)
 
     async def go() -> None:
         async with Clients() as clients:
-            await Replayer(clients, [FileSink(root)], find_mappings=False).replay(failure)
+            await Replayer(clients, [FileSink(root)], allow=AllowList.of(["*"]), find_mappings=False).replay(
+                failure
+            )
 
     asyncio.run(go())
     return failure.range_id
@@ -73,7 +79,7 @@ def test_why_shows_the_failing_invocations_lines_and_version(
     result = why(range_id, "--from", f"file:{tmp_path}")
     assert result.exit_code == 0, result.output
     text = result.stdout
-    assert all(len(line) <= 100 for line in text.splitlines())
+    assert all(len(line) <= 100 for line in text.splitlines()), text
     assert f"version 7), request {REQUEST}" in text
     assert "order 42 has no price" in text and "processing 3 records" in text
     assert "something else entirely" not in text
@@ -90,7 +96,12 @@ def test_no_permission_to_read_the_logs_is_one_line(
 ) -> None:
     name, at = unique("consumer"), datetime.now(UTC)
     range_id = failed_range(table, tmp_path, name, at)
-    proxy.add(Rule(lambda r: r.operation == "FilterLogEvents", reply=service_error("logs", 400, "AccessDeniedException")))
+    proxy.add(
+        Rule(
+            lambda r: r.operation == "FilterLogEvents",
+            reply=service_error("logs", 400, "AccessDeniedException"),
+        )
+    )
     result = why(range_id, "--from", f"file:{tmp_path}")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [

@@ -66,7 +66,9 @@ def _place(figures: dict[str, Any]) -> str:
         return f"cannot read ({figures['error']})"
     if "objects" in figures:
         return f"{figures['objects']} objects ({figures.get('location')})"
-    return f"{figures.get('visible', 0)} waiting, {figures.get('in_flight', 0)} in flight ({figures.get('url')})"
+    return (
+        f"{figures.get('visible', 0)} waiting, {figures.get('in_flight', 0)} in flight ({figures.get('url')})"
+    )
 
 
 async def _audit(settings: Settings) -> tuple[list[MappingAudit], dict[str, str], datetime, datetime, int]:
@@ -87,7 +89,11 @@ async def _audit(settings: Settings) -> tuple[list[MappingAudit], dict[str, str]
         places: dict[str, str] = {}
         if settings.queue or settings.quarantine:
             document = await gather_status(clients, queue=settings.queue, quarantine=settings.quarantine)
-            for key, name in (("queue", "failure queue"), ("dead_letter_queue", "its DLQ"), ("quarantine", "quarantine")):
+            for key, name in (
+                ("queue", "failure queue"),
+                ("dead_letter_queue", "its DLQ"),
+                ("quarantine", "quarantine"),
+            ):
                 if key in document:
                     places[name] = _place(document[key])
         return rows, places, since, until, unreadable
@@ -117,7 +123,9 @@ def audit(settings: Settings) -> None:
     if settings.output_format == "table":
         sys.stdout.write(render(rows, places, since, until) + "\n")
         if unreadable:
-            sys.stdout.write(f"{unreadable} manifests could not be read (replayer status --from says which)\n")
+            sys.stdout.write(
+                f"{unreadable} manifests could not be read (replayer status --from says which)\n"
+            )
     else:
         document = {
             "since": since.isoformat(),

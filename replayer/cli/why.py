@@ -26,10 +26,14 @@ WIDTH = 100
 def render(why: Why) -> str:
     """The range, its invocation and its log lines, for people (100 columns: long lines wrap)."""
     failure = why.archived.failure
-    lines = [
-        f"range {why.range_id}: {failure.start_sequence}..{failure.end_sequence} of {failure.shard_id}",
-        f"  {failure.stream_arn}",
-    ]
+    lines = [f"range {why.range_id}"]
+    for text in (
+        f"records {failure.start_sequence}..{failure.end_sequence} of {failure.shard_id}",
+        failure.stream_arn,
+    ):
+        lines += textwrap.wrap(
+            text, WIDTH, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+        )
     if why.function_arn:
         lines.append(
             f"failed in {why.function_arn.rsplit(':function:', 1)[-1]} (version {why.version or '?'}), "
@@ -40,7 +44,9 @@ def render(why: Why) -> str:
             f"at {why.failed_at.isoformat() if why.failed_at else '?'}"
         )
     if why.window and why.log_group:
-        lines.append(f"log lines of {why.log_group}, {why.window[0]:%H:%M:%S} to {why.window[1]:%H:%M:%S} UTC:")
+        lines.append(
+            f"log lines of {why.log_group}, {why.window[0]:%H:%M:%S} to {why.window[1]:%H:%M:%S} UTC:"
+        )
     for line in why.lines:
         for n, text in enumerate(line.message.splitlines() or [""]):
             head = f"  {line.timestamp:%H:%M:%S.%f}"[:14] + "  " if n == 0 else " " * 16
@@ -88,5 +94,7 @@ def why(
     if settings.output_format == "table":
         sys.stdout.write(render(found) + "\n")
     else:
-        sys.stdout.write(json.dumps(found.describe(), indent=None if settings.output_format == "jsonl" else 2) + "\n")
+        sys.stdout.write(
+            json.dumps(found.describe(), indent=None if settings.output_format == "jsonl" else 2) + "\n"
+        )
     raise typer.Exit(0 if found.lines else 1)

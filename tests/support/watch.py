@@ -3,6 +3,7 @@ functions and their stream mappings, Lambda's metrics (PutMetricData), a functio
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,11 @@ def function(endpoint: str, prefix: str = "consumer") -> str:
     iam = client("iam", endpoint)
     role = iam.create_role(RoleName=unique("role"), AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     answer = client("lambda", endpoint).create_function(
-        FunctionName=unique(prefix), Runtime="python3.12", Role=role, Handler="h.h", Code={"ZipFile": EMPTY_ZIP}
+        FunctionName=unique(prefix),
+        Runtime="python3.12",
+        Role=role,
+        Handler="h.h",
+        Code={"ZipFile": EMPTY_ZIP},
     )
     arn: str = answer["FunctionArn"]
     return arn
@@ -31,7 +36,9 @@ def mapping(endpoint: str, function_arn: str, stream_arn: str, **extra: Any) -> 
     return uuid
 
 
-def put_metric(endpoint: str, name: str, value: float, dimensions: dict[str, str], unit: str = "Count") -> None:
+def put_metric(
+    endpoint: str, name: str, value: float, dimensions: dict[str, str], unit: str = "Count"
+) -> None:
     """One datapoint of an AWS/Lambda metric, now, as Lambda would publish it."""
     client("cloudwatch", endpoint).put_metric_data(
         Namespace="AWS/Lambda",
@@ -61,10 +68,8 @@ def iterator_age(endpoint: str, function_arn: str, uuid: str, hours: float) -> N
 def log_lines(endpoint: str, group: str, stream: str, lines: list[tuple[datetime, str]]) -> None:
     """Log events in `group`/`stream` (both created when missing)."""
     logs = client("logs", endpoint)
-    try:
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_group(logGroupName=group)
-    except logs.exceptions.ResourceAlreadyExistsException:
-        pass
     logs.create_log_stream(logGroupName=group, logStreamName=stream)
     logs.put_log_events(
         logGroupName=group,
