@@ -67,6 +67,7 @@ __all__ = [
     "is_schedule_event",
     "iterator_ages",
     "watch_round",
+    "watches",
     "watching",
 ]
 
@@ -166,6 +167,11 @@ class MappingWatch:
             "problems": list(self.problems),
             "rescued": [r.describe() for r in self.rescues],
         }
+
+
+def watches(settings: Settings) -> bool:
+    """True when the settings name something to watch (--watch-stream, --watch-function)."""
+    return bool(settings.watch_streams or settings.watch_functions)
 
 
 def is_schedule_event(event: Mapping[str, Any]) -> bool:
@@ -339,7 +345,7 @@ class Watcher:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.settings.watch_streams or self.settings.watch_functions)
+        return watches(self.settings)
 
     def _archiver(self) -> Replayer:
         """The core with the archive sinks only: at-risk records are kept, never sent to a function

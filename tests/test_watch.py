@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from replayer.config import load
 from replayer.errors import ConfigError
 from replayer.observe import Recorder
 from replayer.watch import Watcher, is_schedule_event
-from tests.support.aws import DynamoTable, KinesisStream, client
+from tests.support.aws import DynamoTable, KinesisStream, client, make_queue
 from tests.support.handler import emf_lines
-from tests.support.service import sample, settings
+from tests.support.net import free_port, http_get
+from tests.support.service import sample, settings, start_replayer, wait_for
 from tests.support.watch import function, iterator_age, mapping
 
 
@@ -229,3 +231,36 @@ def test_the_lambda_deployment_watches_on_its_schedule_and_reports_emf(
     (summary,) = [line for line in emf if "SmallestExpiryMarginSeconds" in line]
     assert summary["MappingsAtRisk"] == 1 and summary["AtRiskRecordsArchived"] == 5
     assert summary["SmallestExpiryMarginSeconds"] == margins[world.stuck_uuid]
+
+
+async def test_replayer_run_watches_beside_its_queue(moto_endpoint: str, tmp_path: Path) -> None:
+    """The service end to end: a process of its own, the margin on /metrics, the warning in its log,
+    the at-risk window in its archive; the healthy stream untouched."""
+    world = World(moto_endpoint)
+    port, log, archive = free_port(), tmp_path / "log.jsonl", tmp_path / "archive"
+    process = start_replayer(
+        moto_endpoint,
+        *("run", "--queue", make_queue(moto_endpoint), "--to", f"file:{archive}", "--allow-stream", "*"),
+        *("--http-port", str(port), "--http-host", "127.0.0.1", "--wait-seconds", "1"),
+        *("--watch-stream", world.stuck.stream_arn, "--watch-stream", world.healthy.stream_arn),
+        *("--at-risk-margin", "2h", "--rescue-at-risk"),
+        log=log,
+    )
+    try:
+        await wait_for(lambda: bool(list(archive.rglob("invocation.json"))), "the at-risk window", 60)
+
+        def at_risk(uuid: str) -> float | None:
+            status, text = http_get(port, "/metrics")
+            lines = [line for line in text.splitlines() if line.startswith("replayer_mapping_at_risk{")]
+            found = [float(line.rsplit(" ", 1)[1]) for line in lines if uuid in line]
+            return found[0] if status == 200 and found else None
+
+        await wait_for(lambda: at_risk(world.healthy_uuid) is not None, "/metrics", 30)
+        assert (at_risk(world.stuck_uuid), at_risk(world.healthy_uuid)) == (1.0, 0.0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert {e["uuid"] for e in events if e.get("event") == "mapping_at_risk"} == {world.stuck_uuid}
+    (manifest,) = [json.loads(p.read_text()) for p in archive.rglob("invocation.json")]
+    assert manifest["marked"] == "at-risk" and manifest["archived"]["records"] == 5

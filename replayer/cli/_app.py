@@ -27,7 +27,7 @@ from replayer.errors import ConfigError
 __all__ = ["app", "command", "load_or_exit", "order_commands", "print_error", "sink_forms", "stderr_console"]
 
 # How `replayer --help` lists the commands: the manual ones, the queue's, then the rest.
-_ORDER = ("replay", "fetch", "redrive", "drain", "run", "status", "audit", "why", "demo")
+_ORDER = ("replay", "fetch", "redrive", "drain", "run", "status", "demo")
 
 
 class _Text:
