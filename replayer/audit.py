@@ -57,6 +57,7 @@ class MappingAudit:
     lost: int = 0
     at_risk_ranges: int = 0
     at_risk_records: int = 0
+    lost_but_rescued: int = 0  # lost records of failure ranges that at-risk windows hold
     range_ids: list[str] = field(default_factory=list)
 
     @property
@@ -86,6 +87,11 @@ class MappingAudit:
                 f"the archive holds {-diff} more records than Lambda reported sending: ranges sent twice, "
                 "bisected batches, or ranges read back whole past the mapping's filter"
             )
+        if self.lost_but_rescued:
+            notes.append(
+                f"{self.lost_but_rescued} of the records reported lost are in at-risk windows: "
+                "the watch archived them before they expired"
+            )
         if self.dropped:
             notes.append(
                 f"Lambda dropped {int(self.dropped)} records with no destination: they are gone unless an "
@@ -105,6 +111,7 @@ class MappingAudit:
             "lost": self.lost,
             "at_risk_ranges": self.at_risk_ranges,
             "at_risk_records": self.at_risk_records,
+            "lost_but_rescued": self.lost_but_rescued,
             "difference": self.difference,
             "where": self.where(places),
             "range_ids": self.range_ids,
@@ -131,6 +138,12 @@ def tally(
     ranges: Iterable[ArchivedRange], since: datetime, until: datetime, rows: dict[str, MappingAudit]
 ) -> None:
     """Add the archive's ranges in the window to the rows (by mapping UUID, else by function)."""
+    ranges = list(ranges)
+    windows: dict[tuple[str, str], list[tuple[int, int]]] = {}  # at-risk windows of each shard, any time
+    for archived in ranges:
+        if archived.failure.at_risk:
+            shard = (archived.failure.stream_arn, archived.failure.shard_id)
+            windows.setdefault(shard, []).append((archived.failure.start, archived.failure.end))
     for archived in ranges:
         when = _when(archived)
         if when is None or not since <= when <= until:
@@ -152,6 +165,9 @@ def tally(
         row.archived += archived.count if batch is None else min(archived.count, batch - lost)
         row.lost += lost
         row.range_ids.append(archived.failure.range_id)
+        kept = windows.get((archived.failure.stream_arn, archived.failure.shard_id), [])
+        if lost and all(any(a <= int(g.first) and int(g.last) <= b for a, b in kept) for g in archived.gaps):
+            row.lost_but_rescued += lost
 
 
 async def lambda_counts(

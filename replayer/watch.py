@@ -81,7 +81,6 @@ _STUCK_STATES = ("Enabling", "Updating", "Creating")
 _STUCK_AFTER = timedelta(minutes=15)
 _MAX_EMPTY_PAGES = 3  # an open shard's tip: empty pages in a row
 _MAX_PAGES = 200  # pages one rescue reads of one shard, however small
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException"}
 
 
 @dataclass(frozen=True, slots=True)
