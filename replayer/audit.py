@@ -3,7 +3,8 @@
 Per event source mapping, over a window (`--since`, default the last 24 hours, to now):
 
 - Lambda's own counts (CloudWatch `AWS/Lambda`, dimension `EventSourceMappingUUID`, else
-  `FunctionName` + `EventSourceMappingUUID`; Sum): `OnFailureDestinationDeliveredEventCount`
+  `FunctionName` + `EventSourceMappingUUID`, else `FunctionName` alone: all of the function's
+  mappings, and the only series when the range's mapping was not found; Sum): `OnFailureDestinationDeliveredEventCount`
   (records sent to the on-failure destination) and `DroppedEventCount` (records dropped with no
   destination). They exist only where the mapping's metrics are enabled (`MetricsConfig:
   {Metrics: [EventCount]}`); without them the row says so.
@@ -170,53 +171,60 @@ def tally(
             row.lost_but_rescued += lost
 
 
+def _function_name(function: str | None) -> str | None:
+    return function.split(":")[6] if function and function.count(":") >= 6 else function
+
+
+def _dimension_sets(row: MappingAudit) -> list[list[dict[str, str]]]:
+    """The series that can stand for the row's mapping, the most specific first; the function's own
+    (all its mappings together) last, and alone when the mapping is unknown."""
+    function = _function_name(row.function)
+    sets = []
+    if row.uuid:
+        sets.append([{"Name": "EventSourceMappingUUID", "Value": row.uuid}])
+        if function:
+            sets.append(
+                [
+                    {"Name": "FunctionName", "Value": function},
+                    {"Name": "EventSourceMappingUUID", "Value": row.uuid},
+                ]
+            )
+    if function:
+        sets.append([{"Name": "FunctionName", "Value": function}])
+    return sets
+
+
 async def lambda_counts(
     clients: Clients, rows: Sequence[MappingAudit], since: datetime, until: datetime
 ) -> None:
     """Fill each row's `delivered` and `dropped` from CloudWatch (Sum over the window)."""
     seconds = max(60, math.ceil((until - since).total_seconds() / 60) * 60)
-    by_region: dict[str | None, list[MappingAudit]] = {}
+    by_region: dict[str | None, list[tuple[MappingAudit, list[list[dict[str, str]]]]]] = {}
     for row in rows:
-        if row.uuid:
-            by_region.setdefault(row.region, []).append(row)
+        sets = _dimension_sets(row)
+        if sets:
+            by_region.setdefault(row.region, []).append((row, sets))
         else:
-            row.metrics_note = (
-                "mapping unknown (not found when the ranges were archived): no metrics to compare"
-            )
+            row.metrics_note = "mapping and function unknown: no metrics to compare"
     for region, members in by_region.items():
         queries = []
-        for i, row in enumerate(members):
-            function = (
-                (row.function or "").split(":")[6] if (row.function or "").count(":") >= 6 else row.function
-            )
-            dimension_sets = [[{"Name": "EventSourceMappingUUID", "Value": row.uuid}]]
-            if function:
-                dimension_sets.append(
-                    [
-                        {"Name": "FunctionName", "Value": function},
-                        {"Name": "EventSourceMappingUUID", "Value": row.uuid},
-                    ]
-                )
+        for i, (_, sets) in enumerate(members):
             for m, name in enumerate((DELIVERED, DROPPED)):
-                for d, dimensions in enumerate(dimension_sets):
+                for d, dimensions in enumerate(sets):
                     metric = {"Namespace": "AWS/Lambda", "MetricName": name, "Dimensions": dimensions}
-                    queries.append(
-                        {
-                            "Id": f"r{i}m{m}d{d}",
-                            "MetricStat": {"Metric": metric, "Period": seconds, "Stat": "Sum"},
-                        }
-                    )
+                    stat = {"Metric": metric, "Period": seconds, "Stat": "Sum"}
+                    queries.append({"Id": f"r{i}m{m}d{d}", "MetricStat": stat})
         try:
             client = await clients.get("cloudwatch", region)
             sums = await _sums(client, queries, since, until)
         except (ClientError, BotoCoreError) as exc:
             code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
-            for row in members:
+            for row, _ in members:
                 row.metrics_note = f"cannot read Lambda's metrics (cloudwatch:GetMetricData: {code})"
             continue
-        for i, row in enumerate(members):
+        for i, (row, sets) in enumerate(members):
             for m, attribute in enumerate(("delivered", "dropped")):
-                found = [sums[f"r{i}m{m}d{d}"] for d in range(2) if f"r{i}m{m}d{d}" in sums]
+                found = [sums[f"r{i}m{m}d{d}"] for d in range(len(sets)) if f"r{i}m{m}d{d}" in sums]
                 setattr(row, attribute, found[0] if found else None)
 
 

@@ -6,7 +6,8 @@ its `requestContext.requestId` is the last failed invocation's, `functionArn` th
 FilterLogEvents for that request id, from 16 minutes before the timestamp (the longest
 invocation, and a minute) to 2 minutes after: the runtime's START line gives the version and the
 log stream; then every line of that stream between START and END is the invocation's (one
-execution environment runs one invocation at a time). At most `lines` lines, 10 pages a call.
+execution environment runs one invocation at a time). When no line names the request, the
+group's lines of that window are shown, said to be such. At most `lines` lines, 10 pages a call.
 """
 
 from __future__ import annotations
@@ -173,9 +174,17 @@ async def explain(clients: Clients, store: Store, range_id: str, *, lines: int =
         )
         found = sorted({(line.timestamp, line.message): line for line in [*found, *whole]}.values(),
                        key=lambda line: line.timestamp)[:lines]  # fmt: skip
+    if (
+        not found
+    ):  # lines that do not carry the request id (a logger of its own): the group's, around the failure
+        found, truncated = await _filter(client, why.log_group, why.window, lines, pattern=None, streams=None)
+        why.note = (
+            f"no line of {why.log_group} names request {why.request_id}: shown are its lines around the "
+            "failure, other invocations' among them"
+            if found
+            else f"no log line in {why.log_group} within the window"
+        )
     why.lines, why.truncated = found, truncated
-    if not found:
-        why.note = f"no log line of request {why.request_id} in {why.log_group} within the window"
     return why
 
 

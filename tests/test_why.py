@@ -113,3 +113,19 @@ def test_an_unknown_range_is_one_line(tmp_path: Path, moto_endpoint: str) -> Non
     result = why("0123456789abcdef", "--from", f"file:{tmp_path}")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "no range 0123456789abcdef" in result.stderr
+
+
+def test_lines_without_the_request_id_are_shown_as_the_groups(
+    table: DynamoTable, moto_endpoint: str, tmp_path: Path
+) -> None:
+    name, at = unique("consumer"), datetime.now(UTC).replace(microsecond=0)
+    range_id = failed_range(table, tmp_path, name, at)
+    log_lines(moto_endpoint, f"/aws/lambda/{name}", "s", [(at - timedelta(seconds=2), "Traceback: boom")])
+    result = why(range_id, "--from", f"file:{tmp_path}")
+    assert result.exit_code == 0 and "Traceback: boom" in result.stdout
+    assert f"names request {REQUEST}: shown are its lines around the failure" in " ".join(
+        result.stdout.split()
+    )
+    empty = why(failed_range(DynamoTable(moto_endpoint), tmp_path / "other", unique("gone"), at), "--from",
+                f"file:{tmp_path / 'other'}")  # fmt: skip
+    assert empty.exit_code == 2 and "not found" in empty.stderr  # no such log group: one line
