@@ -52,6 +52,7 @@ from replayer.core import Replayer
 from replayer.mappings import from_esm
 from replayer.model import AT_RISK, Failure, Origin, OutcomeKind, StreamKind, parse_stream_arn
 from replayer.observe import Recorder
+from replayer.readers.kinesis import GET_RECORDS_BUDGET
 from replayer.sources import readers_for, sinks_for
 from replayer.wire import loads
 
@@ -363,6 +364,11 @@ class Watcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until `stop` is set; a round that fails is logged, and the next one comes."""
+        log.info(
+            "watch_started", streams=list(self.settings.watch_streams), functions=list(self.settings.watch_functions),
+            interval_seconds=self.settings.watch_interval, at_risk_margin_seconds=self.settings.at_risk_margin,
+            rescue=self.settings.rescue_at_risk,
+        )  # fmt: skip
         while not stop.is_set():
             try:
                 await self.round()
@@ -634,6 +640,8 @@ async def _window(
         if iterator is None or count >= most:
             break
         extra = {"StreamARN": stream_arn} if kind is StreamKind.KINESIS else {}
+        if kind is StreamKind.KINESIS:  # the shard's 5 reads a second, shared with every reader here
+            await GET_RECORDS_BUDGET.acquire((stream_arn, shard_id))
         answer = await client.get_records(ShardIterator=iterator, Limit=min(most - count, 1000), **extra)
         page = (
             loads(answer[RAW_BODY]) if RAW_BODY in answer else answer
