@@ -10,7 +10,9 @@ count records that expire. The watch looks, every round, at each watched mapping
   Maximum of the last 15 minutes; by FunctionName + EventSourceMappingUUID, else
   EventSourceMappingUUID, else the function's own, which covers all of its mappings), aged by
   the time since that datapoint;
-- against the stream's retention (24 h for DynamoDB Streams; Kinesis: DescribeStreamSummary):
+- against the stream's retention (24 h for DynamoDB Streams; Kinesis: DescribeStreamSummary), or
+  the mapping's MaximumRecordAgeInSeconds when that is shorter and it has no on-failure
+  destination (it then drops records silently at that age):
   the margin, `retention - age`, exported per mapping (Prometheus gauge
   `replayer_mapping_expiry_margin_seconds`; EMF `MappingExpiryMarginSeconds` in Lambda) and
   warned about (`mapping_at_risk`) under `--at-risk-margin`;
@@ -107,6 +109,16 @@ class WatchedMapping:
         """``NAME:QUALIFIER`` when the mapping invokes a version or alias (the metrics' Resource)."""
         parts = self.function_arn.split(":")
         return f"{parts[6]}:{parts[7]}" if len(parts) >= 8 else None
+
+    @property
+    def drops_after(self) -> float | None:
+        """Seconds after which the mapping discards a record with no failure record anywhere: its
+        MaximumRecordAgeInSeconds when it has no on-failure destination (None: only the retention)."""
+        age = self.config.get("MaximumRecordAgeInSeconds")
+        destination = (self.config.get("DestinationConfig") or {}).get("OnFailure") or {}
+        if isinstance(age, int) and age > 0 and not destination.get("Destination"):
+            return float(age)
+        return None
 
     @classmethod
     def of(cls, esm: Mapping[str, Any]) -> WatchedMapping:
@@ -396,8 +408,9 @@ class Watcher:
         rescued_streams: dict[str, tuple[Rescue, ...]] = {}
         for m in mappings:
             retention = await self.retention(m.stream_arn)
+            limit = min(retention, m.drops_after or retention)  # no destination: dropped at its maximum age
             age = ages.get(m.uuid)
-            left = retention - age if age is not None else None
+            left = limit - age if age is not None else None
             watch = MappingWatch(
                 m, retention, age, left, left is not None and left < margin, problems_of(m, now)
             )

@@ -264,3 +264,20 @@ async def test_replayer_run_watches_beside_its_queue(moto_endpoint: str, tmp_pat
     assert {e["uuid"] for e in events if e.get("event") == "mapping_at_risk"} == {world.stuck_uuid}
     (manifest,) = [json.loads(p.read_text()) for p in archive.rglob("invocation.json")]
     assert manifest["marked"] == "at-risk" and manifest["archived"]["records"] == 5
+
+
+async def test_a_mapping_without_destination_is_measured_against_its_maximum_record_age(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    table = DynamoTable(moto_endpoint)
+    consumer = function(moto_endpoint)
+    dropping = mapping(moto_endpoint, consumer, table.stream_arn, MaximumRecordAgeInSeconds=3600)
+    iterator_age(moto_endpoint, consumer, dropping, 0.9)
+    configured = settings(
+        "https://sqs.us-east-1.amazonaws.com/1/q", f"file:{tmp_path}", watch_streams=(table.stream_arn,),
+        at_risk_margin=600.0,
+    )  # fmt: skip
+    async with Clients() as clients:
+        (seen,) = await Watcher(configured, clients, Recorder()).round()
+    assert seen.retention_seconds == 24 * 3600 and seen.at_risk
+    assert seen.margin_seconds is not None and seen.margin_seconds <= 0.1 * 3600 + 60
