@@ -60,6 +60,7 @@ class MappingAudit:
     at_risk_records: int = 0
     lost_but_rescued: int = 0  # lost records of failure ranges that at-risk windows hold
     range_ids: list[str] = field(default_factory=list)
+    latest: tuple[datetime, str] | None = None  # the latest failure range: when, its id (for `why`)
 
     @property
     def difference(self) -> int | None:
@@ -98,7 +99,10 @@ class MappingAudit:
                 f"Lambda dropped {int(self.dropped)} records with no destination: they are gone unless an "
                 "at-risk rescue archived them"
             )
-        return "; ".join(notes) or "matches"
+        said = "; ".join(notes) or "matches"
+        if self.latest is not None:
+            said += f"; replayer why {self.latest[1][:12]} shows why its latest range failed"
+        return said
 
     def describe(self, places: Mapping[str, str]) -> dict[str, Any]:
         return {
@@ -116,6 +120,7 @@ class MappingAudit:
             "difference": self.difference,
             "where": self.where(places),
             "range_ids": self.range_ids,
+            "latest_range_id": self.latest[1] if self.latest else None,
         }
 
 
@@ -166,6 +171,8 @@ def tally(
         row.archived += archived.count if batch is None else min(archived.count, batch - lost)
         row.lost += lost
         row.range_ids.append(archived.failure.range_id)
+        if row.latest is None or when > row.latest[0]:
+            row.latest = (when, archived.failure.range_id)
         kept = windows.get((archived.failure.stream_arn, archived.failure.shard_id), [])
         if lost and all(any(a <= int(g.first) and int(g.last) <= b for a, b in kept) for g in archived.gaps):
             row.lost_but_rescued += lost

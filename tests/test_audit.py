@@ -78,7 +78,8 @@ def test_a_difference_is_shown_and_says_where_to_look(
         2,
         0,
     )
-    assert rows[matching]["where"] == "matches"
+    assert rows[matching]["where"].startswith("matches; replayer why ")
+    assert rows[matching]["where"].endswith("shows why its latest range failed")
     low = rows[short]
     assert (low["lambda_delivered"], low["lambda_dropped"], low["archived"], low["difference"]) == (
         7,
