@@ -84,6 +84,7 @@ _STUCK_STATES = ("Enabling", "Updating", "Creating")
 _STUCK_AFTER = timedelta(minutes=15)
 _MAX_EMPTY_PAGES = 3  # an open shard's tip: empty pages in a row
 _MAX_PAGES = 200  # pages one rescue reads of one shard, however small
+_MAX_LIST_PAGES = 50  # ListEventSourceMappings pages of one stream or function (100 mappings each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +198,13 @@ def is_schedule_event(event: Mapping[str, Any]) -> bool:
 async def _list(client: Any, **by: str) -> list[Mapping[str, Any]]:
     found: list[Mapping[str, Any]] = []
     marker: str | None = None
-    while True:
+    for _ in range(_MAX_LIST_PAGES):
         page = await client.list_event_source_mappings(**by, **({"Marker": marker} if marker else {}))
         found += page.get("EventSourceMappings", [])
         marker = page.get("NextMarker")
         if not marker:
-            return found
+            break
+    return found
 
 
 def _function_region(function: str) -> str | None:
@@ -491,8 +493,10 @@ class Watcher:
         done = []
         for shard in shards:
             try:
-                rescue = await self._rescue_shard(client, parsed.kind, mapping, watch, shard)
-            except (ClientError, BotoCoreError, StoreError) as exc:
+                # bounded: scanning the window and the core's attempt at it (its own range budget)
+                async with asyncio.timeout(2 * self.settings.range_budget_seconds):
+                    rescue = await self._rescue_shard(client, parsed.kind, mapping, watch, shard)
+            except (ClientError, BotoCoreError, StoreError, TimeoutError) as exc:
                 log.error("rescue_failed", stream_arn=mapping.stream_arn, shard_id=shard, error=str(exc))
                 continue
             if rescue is not None:
