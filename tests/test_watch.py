@@ -25,6 +25,7 @@ from replayer.errors import ConfigError
 from replayer.observe import Recorder
 from replayer.watch import Watcher, is_schedule_event
 from tests.support.aws import DynamoTable, KinesisStream, client, make_queue
+from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.handler import emf_lines
 from tests.support.net import free_port, http_get
 from tests.support.service import sample, settings, start_replayer, wait_for
@@ -281,3 +282,20 @@ async def test_a_mapping_without_destination_is_measured_against_its_maximum_rec
         (seen,) = await Watcher(configured, clients, Recorder()).round()
     assert seen.retention_seconds == 24 * 3600 and seen.at_risk
     assert seen.margin_seconds is not None and seen.margin_seconds <= 0.1 * 3600 + 60
+
+
+async def test_metrics_that_cannot_be_read_leave_the_margin_unknown_and_say_so(
+    moto_endpoint: str, proxy: FaultProxy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = World(moto_endpoint)
+    cut = proxy.add(Rule(lambda r: r.service == "monitoring", drop=True))
+    logs.configure("warning")
+    async with Clients(max_attempts=1) as clients:
+        seen = await Watcher(
+            watch_settings(world, tmp_path, rescue_at_risk=True), clients, Recorder()
+        ).round()
+    assert cut.hits >= 1
+    assert [w.margin_seconds for w in seen] == [None, None] and not any(w.at_risk for w in seen)
+    (warned,) = warnings(capsys.readouterr().err, "watch_metrics_unreadable")
+    assert warned["problem"].startswith("cloudwatch:GetMetricData")
+    assert not list(tmp_path.rglob("*"))  # nothing is rescued on a margin not known
