@@ -84,6 +84,7 @@ _STUCK_STATES = ("Enabling", "Updating", "Creating")
 _STUCK_AFTER = timedelta(minutes=15)
 _MAX_EMPTY_PAGES = 3  # an open shard's tip: empty pages in a row
 _MAX_PAGES = 200  # pages one rescue reads of one shard, however small
+_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
 _MAX_LIST_PAGES = 50  # ListEventSourceMappings pages of one stream or function (100 mappings each)
 
 
@@ -515,7 +516,9 @@ class Watcher:
             try:
                 ranges, _ = await find_ranges(store, [f"{stream_path(parsed)}/{safe_segment(shard_id)}"])
             except StoreError as exc:
-                if exc.code != "NoSuchDirectory":  # a file: archive not made yet holds nothing
+                if exc.code in _DENIED:  # windows may then be archived again, never lost
+                    log.warning("rescue_cannot_list_archive", problem=f"s3:ListBucket: {exc}")
+                elif exc.code != "NoSuchDirectory":  # a file: archive not made yet holds nothing
                     raise
                 ranges = []
             ends = [r.failure.end for r in ranges if r.failure.at_risk]
