@@ -73,10 +73,13 @@ async def _explain(settings: Settings, range_id: str) -> Why:
 @command("why")
 def why(
     settings: Settings,
-    range_id: Annotated[str, typer.Argument(metavar="RANGE_ID", show_default=False)],
+    range_id: Annotated[str, typer.Argument(metavar="RANGE_ID", hidden=True, show_default=False)],
 ) -> None:
     """Why a range failed: its invocation record's request id joined with the function's CloudWatch
     Logs (FilterLogEvents within the invocation's time), the error lines and the function version.
+
+    RANGE_ID is the range id a run, `status` or `audit` printed (a unique prefix of 8 or more
+    characters is enough).
 
     Exit 0 when log lines were found, 1 when none were, 2 when they cannot be read (a permission,
     the archive, the range id).
