@@ -23,6 +23,7 @@ from replayer.aws import Clients
 from replayer.config import load
 from replayer.errors import ConfigError
 from replayer.observe import Recorder
+from replayer.status import archive_inventory
 from replayer.watch import Watcher, is_schedule_event
 from tests.support.aws import DynamoTable, KinesisStream, client, make_queue
 from tests.support.faultproxy import FaultProxy, Rule
@@ -105,6 +106,8 @@ async def test_the_rescue_archives_the_at_risk_window_in_full_once_and_marks_it(
         again = {w.mapping.uuid: w for w in await watcher.round()}
         restarted = {w.mapping.uuid: w for w in await Watcher(configured, clients, Recorder()).round()}
         ranges, unreadable = await find_ranges(FileStore(tmp_path))
+        inventory = await archive_inventory(clients, f"file:{tmp_path}")
+    assert (inventory["ranges"], inventory["at_risk"]) == (1, 1)  # `replayer status --from` counts them
     (rescue,) = first[world.stuck_uuid].rescues
     assert first[world.healthy_uuid].rescues == ()
     assert (rescue.records, rescue.outcome) == (5, "replayed")
