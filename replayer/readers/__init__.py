@@ -19,6 +19,7 @@ from replayer.readers._base import (
     RangeRecords,
     ReadResult,
     StreamReader,
+    judged,
     pages_of,
     shard_lock,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ReadResult",
     "Readers",
     "StreamReader",
+    "judged",
     "known_unfiltered",
     "pages_of",
     "shard_lock",
@@ -69,19 +71,21 @@ class Readers:
         dropped), else `max_records_per_range`. Past the ceiling the range is refused. By
         default a mapping is known unfiltered when the core found it and it has no FilterCriteria.
         """
-        unfiltered = unfiltered or known_unfiltered
         identity = invoke_identity_arn or os.environ.get("REPLAYER_INVOKE_IDENTITY_ARN") or None
-
-        def ceiling(failure: Failure) -> int:
-            if failure.batch_size is not None and unfiltered is not None and unfiltered(failure):
-                return min(failure.batch_size, max_records_per_range)
-            return max_records_per_range
-
+        self._unfiltered = unfiltered or known_unfiltered
+        self.max_records_per_range = max_records_per_range
+        ceiling = self.ceiling
         self.payload = PayloadReader()
         self.dynamodb = DynamoDBReader(clients, max_empty_pages=max_empty_pages, ceiling=ceiling)
         self.kinesis = KinesisReader(
             clients, max_empty_pages=max_empty_pages, invoke_identity_arn=identity, ceiling=ceiling
         )
+
+    def ceiling(self, failure: Failure) -> int:
+        """The most records the failure's range may hold, by its own claims (see `__init__`)."""
+        if failure.batch_size is not None and self._unfiltered(failure):
+            return min(failure.batch_size, self.max_records_per_range)
+        return self.max_records_per_range
 
     def for_failure(self, failure: Failure) -> StreamReader:
         stream: StreamReader = self.dynamodb if failure.kind is StreamKind.DYNAMODB else self.kinesis

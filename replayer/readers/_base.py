@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import operator
 import time
 import weakref
@@ -35,7 +36,10 @@ __all__ = [
     "BaseShardCalls",
     "ShardCalls",
     "ShardReader",
+    "batch_note",
     "decoded_page",
+    "judged",
+    "over_ceiling_reason",
     "pages_of",
     "StreamReader",
     "read_range",
@@ -178,6 +182,48 @@ class ReadResult:
     # Set when the range cannot be a genuine failure record's (it spans more than its batch):
     # the range is rejected, never retried, and nothing is delivered.
     refused: str | None = None
+    # The ceiling the read stopped at (more records than it), when that is why it was refused: the
+    # one refusal that depends on a claim (the batch size) rather than on the stream.
+    over_ceiling: int | None = None
+
+
+def batch_note(failure: Failure, read: int) -> str:
+    """The note of a complete read whose count differs from the batch size its failure claims."""
+    return (
+        f"read {read} records where batchSize says {failure.batch_size} "
+        "(ESM filter criteria or bisected batches can cause this)"
+    )
+
+
+def over_ceiling_reason(failure: Failure, ceiling: int) -> str:
+    """The refusal of a range holding more than `ceiling` records before its end."""
+    return f"{OVER_BATCH}: more than {ceiling} records before sequence {failure.end_sequence}"
+
+
+def judged(result: ReadResult, read_for: Failure, failure: Failure, ceiling: int) -> ReadResult | None:
+    """A read made for the claims of `read_for` as it stands against `failure`'s own (same range):
+    its batch size (through `ceiling`, the most records it may hold) and its note. None when that
+    read cannot tell (it stopped at a lower ceiling than this claim's): the range is read again.
+
+    What messages naming one range may share is the reading; each one's verdict is its own.
+    """
+    if result.refused is not None:
+        if result.over_ceiling is None:
+            return result  # the stream's answer (no such stream, ...), whoever asked
+        if ceiling > result.over_ceiling:
+            return None
+        return dataclasses.replace(
+            result, refused=over_ceiling_reason(failure, ceiling), over_ceiling=ceiling
+        )
+    count = len(result.records)
+    if count > ceiling:
+        return ReadResult(
+            result.records, (), result.notes, True, over_ceiling_reason(failure, ceiling), ceiling
+        )
+    notes = [n for n in result.notes if read_for.batch_size is None or n != batch_note(read_for, count)]
+    if result.complete and failure.batch_size is not None and count != failure.batch_size and not result.gaps:
+        notes.append(batch_note(failure, count))
+    return dataclasses.replace(result, notes=tuple(notes))
 
 
 class StreamReader(Protocol):
@@ -203,6 +249,7 @@ class RangeCollector:
         self._start, self._end = failure.start, failure.end  # parsed once, compared per record
         self.ceiling = ceiling  # records of the range at most: more means it spans more than its batch
         self.refused: str | None = None
+        self.over: int | None = None  # the ceiling, once more records than it were found
         self.records = RangeRecords()
         self.gaps: list[Gap] = []
         self.notes: list[str] = []
@@ -246,7 +293,8 @@ class RangeCollector:
             return True
         records = self.records
         if len(records) >= self.ceiling:
-            self.refuse(f"more than {self.ceiling} records before sequence {self.failure.end_sequence}")
+            self.refused = over_ceiling_reason(self.failure, self.ceiling)
+            self.over, self.done = self.ceiling, True
             return True
         if self._lost_since is not None:
             self._close_gap(seq - 1)
@@ -348,16 +396,13 @@ class RangeCollector:
 
     def result(self, *, complete: bool = True) -> ReadResult:
         if self.refused is not None:
-            return ReadResult(self.records, (), tuple(self.notes), True, self.refused)
+            return ReadResult(self.records, (), tuple(self.notes), True, self.refused, self.over)
         if complete and not self.done:
             self._close_gap(self._end)
         notes = list(self.notes)
         batch = self.failure.batch_size
         if complete and batch is not None and len(self.records) != batch and not self.gaps:
-            notes.append(
-                f"read {len(self.records)} records where batchSize says {batch} "
-                "(ESM filter criteria or bisected batches can cause this)"
-            )
+            notes.append(batch_note(self.failure, len(self.records)))
         return ReadResult(self.records, tuple(self.gaps), tuple(notes), complete)
 
 
