@@ -324,7 +324,9 @@ class Clients:
         assume_roles: AssumeRoles | None = None,
     ) -> None:
         self.assume_roles = assume_roles or AssumeRoles()
-        self._role_sessions: dict[str, Any] = {}  # role ARN -> SDK session signing with its credentials
+        # role ARN -> SDK session signing with its credentials (bounded as the clients are: a session
+        # holds no connection, and the clients made from it are closed with the client cache)
+        self._role_sessions: OrderedDict[str, Any] = OrderedDict()
         self._own_account: str | None = None
         self._session: Any = None  # made with the first client: the SDK loads only when a call is made
         self._config = Config(
@@ -391,7 +393,9 @@ class Clients:
     def _role_session(self, role: str) -> Any:
         """An SDK session whose clients sign with `role`'s credentials, assumed with the default
         ones and refreshed (by botocore, shortly before they expire) for every client it makes."""
-        if role not in self._role_sessions:
+        if role in self._role_sessions:
+            self._role_sessions.move_to_end(role)
+        else:
             from aiobotocore.credentials import (
                 AioAssumeRoleCredentialFetcher,
                 AioCredentialResolver,
@@ -434,6 +438,8 @@ class Clients:
             session = _new_session()
             session.register_component("credential_provider", AioCredentialResolver([_Provider()]))
             self._role_sessions[role] = session
+            while len(self._role_sessions) > self.max_clients:
+                self._role_sessions.popitem(last=False)
         return self._role_sessions[role]
 
     def _retire(self, client: _Deadlined, manager: Any) -> None:

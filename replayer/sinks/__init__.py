@@ -124,7 +124,7 @@ def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
 
 
 def _stdout(uri: str, clients: Clients, options: SinkOptions) -> Sink:
-    return StdoutSink()
+    return StdoutSink(clients=clients)
 
 
 SINK_KINDS: tuple[SinkKind, ...] = (
