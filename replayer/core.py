@@ -202,6 +202,12 @@ class Replayer:
         if result.refused is not None:
             log.warning("range_refused", reason=result.refused, read=len(result.records))
             return rejected(failure, result.refused)
+        if result.conflict is not None:  # nothing delivered: kept (quarantined) with the reason
+            log.error("read_conflict", reason=result.conflict, read=len(result.records))
+            return Outcome(
+                OutcomeKind.CONFLICT, failure, recovered=len(result.records), reason=result.conflict,
+                notes=result.notes,
+            )  # fmt: skip
         if not result.complete:
             log.warning("read_incomplete", notes=list(result.notes), recovered=len(result.records))
             return Outcome(
