@@ -183,6 +183,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _on_off(value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("on", "yes", "true", "1"):
+        return True
+    if word in ("off", "no", "false", "0"):
+        return False
+    raise ValueError(f"{value!r} is not on or off")
+
+
 def _port(value: str) -> int | None:
     if value.strip().lower() in ("off", "none", "no", "false"):
         return None
@@ -380,6 +389,12 @@ OPTIONS: tuple[Option, ...] = (
         _text, "REPLAYER_HTTP_HOST",
     ),
     Option(
+        "status_endpoint", ("--status-endpoint",),
+        "Serve /status on the HTTP port: queue, dead-letter queue and quarantine counts, the archive's "
+        "ranges by outcome, the nearest expiry (gathered at most every 5 s); off: not served.",
+        _cmds("drain", "run"), "on|off", _on_off, "REPLAYER_STATUS_ENDPOINT",
+    ),
+    Option(
         "visibility_timeout", ("--visibility-timeout",),
         "Seconds a held message stays invisible; renewed every third of it.",
         _cmds("drain", "run"), "SECONDS", _whole(1, _SQS_MAX_VISIBILITY), "REPLAYER_VISIBILITY_TIMEOUT",
@@ -512,6 +527,7 @@ class Settings:
     grace_seconds: float = 30.0
     http_port: int | None = None
     http_host: str = "0.0.0.0"  # a container's health checks come from outside its namespace
+    status_endpoint: bool = True
     visibility_timeout: int = 60
     wait_seconds: int = 20
     retry_base_seconds: int = 30
@@ -678,6 +694,8 @@ def _default_text(option: Option, command: str) -> str:
     value = option.default(command)
     if option.name == "http_port" and value is None:
         return "off"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if value is None or value == ():
         return ""
     if option.name == "expiry_warning":

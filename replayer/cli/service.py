@@ -47,6 +47,8 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
     from replayer.sources.sqs import Service
 
     log = logs.get_logger("replayer.service")
+    logs.load_now()  # a line logged once descriptors run out must need no import
+    logs.contain_loop_errors(asyncio.get_running_loop())
     metrics = Recorder(prometheus=True)
     async with clients_for(settings) as clients:
         depth = await _depth(settings, clients)
@@ -71,7 +73,8 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
 
                 http = HttpServer(
                     metrics.registry, alive=lambda: service.alive, ready=lambda: service.ready,
-                    host=settings.http_host, port=settings.http_port, status=status,
+                    host=settings.http_host, port=settings.http_port,
+                    status=status if settings.status_endpoint else None,
                 )  # fmt: skip
                 port = await http.start()
                 settings = dataclasses.replace(settings, http_port=port)  # the port chosen for 0
@@ -109,7 +112,8 @@ def _started(settings: Settings, burst: bool, console: Console, log: Any) -> Non
     if not burst:
         console.print(
             f"replayer run: consuming {settings.queue} into {', '.join(settings.to)}; "
-            f"{settings.concurrency} ranges at once; {listens} (/healthz /readyz /metrics); "
+            f"{settings.concurrency} ranges at once; {listens} (/healthz /readyz /metrics"
+            f"{' /status' if settings.status_endpoint else ''}); "
             "SIGTERM or Ctrl-C stops",
             soft_wrap=True, markup=False, highlight=False,
         )  # fmt: skip
