@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -556,3 +557,44 @@ async def test_status_is_gathered_once_for_many_requests_and_can_be_turned_off()
     assert load("run", {}, env).status_endpoint is True
     assert load("run", {}, {**env, "REPLAYER_STATUS_ENDPOINT": "off"}).status_endpoint is False
     assert load("run", {"status_endpoint": "off"}, env).status_endpoint is False
+
+
+async def test_no_descriptor_left_fails_receives_but_never_ends_the_receive_loop(
+    table: DynamoTable, bucket: str, moto_endpoint: str, capsys: Any
+) -> None:
+    """#21.4: while every file descriptor of the process is taken, receives fail (EMFILE) and so may
+    logging; the loop logs once, backs off and keeps going, and drains once descriptors are back."""
+    import resource
+
+    table.put(2)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    config = settings(queue, f"s3://{bucket}", retry_base_seconds=0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    async with consumer(config) as (service, metrics):
+        running = asyncio.create_task(service.run())
+        await wait_for(lambda: service.ready, "the first receive")
+        taken: list[int] = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+        try:
+            while True:  # every descriptor the process may still open
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            await wait_for(lambda: not service.ready, "a receive failing")
+            await asyncio.sleep(3)  # a few more attempts, backed off
+            assert not running.done() and service.alive
+        finally:
+            for fd in taken:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        send(moto_endpoint, queue, table.invocation_record(0, 1, records))
+        await wait_for(
+            lambda: sample(metrics, "replayer_messages_deleted_total") == 1, "the message settled", 60
+        )
+        service.stop()
+        await running
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if "receive_failed" in line]
+    assert 1 <= len(lines) <= 3, lines  # once per distinct error, not once per attempt
