@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from replayer.allow import AllowList
-from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, range_path
+from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, conflict_records, range_path
 from replayer.archive.manifest import archived_range, fingerprint, pack_records, sha256
 from replayer.archive.read import Damaged, read_records
 from replayer.archive.store import FileStore, S3Store, write_once
@@ -93,7 +93,7 @@ async def read_back(bucket: str, failure: Failure) -> tuple[int, int]:
         return len(records), len(archived.gaps)
 
 
-def test_a_manifest_write_fault_then_a_trimmed_retry_converges_on_the_first_records(
+def test_an_unvouched_records_object_holding_more_than_a_trimmed_retry_read_is_a_conflict_kept_beside(
     table: DynamoTable, bucket: str, proxy: FaultProxy, moto_endpoint: str
 ) -> None:
     table.put(3)
@@ -103,7 +103,8 @@ def test_a_manifest_write_fault_then_a_trimmed_retry_converges_on_the_first_reco
 
     first = replay(failure, s3_sink(bucket))
     assert first.kind is OutcomeKind.RETRY and fault.hits >= 1
-    assert set(objects(moto_endpoint, bucket, failure)) == {RECORDS}  # the manifest never landed
+    earlier = objects(moto_endpoint, bucket, failure)
+    assert set(earlier) == {RECORDS}  # the manifest never landed
 
     proxy.clear()
     trimmed = trim(
@@ -112,35 +113,33 @@ def test_a_manifest_write_fault_then_a_trimmed_retry_converges_on_the_first_reco
     second = replay(failure, s3_sink(bucket))
     assert trimmed.hits >= 1
 
-    # The earlier records object holds the trimmed record: nothing is lost, nothing contradicts.
-    assert second.kind is OutcomeKind.REPLAYED and second.recovered == 3 and not second.gaps
+    # Nothing vouches for the earlier object's extra record (no manifest): the archive does not adopt it.
+    assert second.kind is OutcomeKind.CONFLICT and not second.settled
     stored = objects(moto_endpoint, bucket, failure)
-    assert set(stored) == {RECORDS, MANIFEST}
-    manifest = json.loads(stored[MANIFEST])
-    assert manifest["archived"]["records"] == 3 and manifest["archived"]["missing"] == []
-    assert manifest["records_sha256"] == sha256(stored[RECORDS])
-    assert manifest["archived"]["first_sequence"] == stream[0]["dynamodb"]["SequenceNumber"]
-    assert [r["dynamodb"]["SequenceNumber"] for r in lines(stored[RECORDS])] == [
-        r["dynamodb"]["SequenceNumber"] for r in stream
-    ]
-    assert asyncio.run(read_back(bucket, failure)) == (3, 0)  # redrive accepts it
+    assert stored[RECORDS] == earlier[RECORDS]  # never overwritten
+    (beside,) = set(stored) - {RECORDS}
+    assert beside == conflict_records(sha256(stored[beside]))  # this attempt's records, kept beside
+    assert len(lines(stored[beside])) == 2 and MANIFEST not in stored
+    folder = f"s3://{bucket}/archive/{range_path(failure)}"
+    assert f"{folder}/{RECORDS}: " in second.reason and f"{folder}/{beside}" in second.reason
+    assert sha256(earlier[RECORDS]) in second.reason and sha256(stored[beside]) in second.reason
+    assert "no manifest vouches for it" in second.reason
 
 
-def test_a_retry_that_lost_more_keeps_the_first_attempts_loss_report(
+def test_a_retry_that_lost_more_adopts_the_vouched_archive_and_its_loss_report(
     table: DynamoTable, bucket: str, proxy: FaultProxy, moto_endpoint: str
 ) -> None:
     table.put(4)
     stream = table.stream_records()
     seq = [r["dynamodb"]["SequenceNumber"] for r in stream]
     failure = parse_record(table.invocation_record(0, 3, stream))
-    fail_manifest_writes(proxy)
     trim(proxy, seq[0])
     first = replay(failure, s3_sink(bucket))
-    assert first.kind is OutcomeKind.RETRY
-    assert set(objects(moto_endpoint, bucket, failure)) == {RECORDS, LOSS_REPORT}
+    assert first.kind is OutcomeKind.PARTIAL and first.recovered == 3
+    assert set(objects(moto_endpoint, bucket, failure)) == {RECORDS, LOSS_REPORT, MANIFEST}
 
     proxy.clear()
-    trim(proxy, seq[0], seq[1])  # one more record gone by the retry
+    trim(proxy, seq[0], seq[1])  # one more record gone by the retry: the manifest vouches for it
     second = replay(failure, s3_sink(bucket))
 
     assert second.kind is OutcomeKind.PARTIAL and second.recovered == 3
@@ -271,7 +270,9 @@ def test_drain_quarantines_a_conflicting_range_with_both_digests_and_keeps_the_a
     assert sha256(forged) in quarantined["reason"] and "this attempt's" in quarantined["reason"]
     assert queue_counts(moto_endpoint, queue) == (0, 0)
     stored = objects(moto_endpoint, bucket, failure)
-    assert stored == {RECORDS: forged}  # never overwritten, never declared complete
+    assert stored.pop(RECORDS) == forged  # never overwritten, never declared complete
+    (beside,) = stored  # what this attempt read, kept beside it
+    assert beside == conflict_records(sha256(stored[beside])) and len(lines(stored[beside])) == 2
 
 
 @pytest.mark.parametrize("count", [0, 1, 1000, 2500])
