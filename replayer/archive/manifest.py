@@ -230,10 +230,10 @@ def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 def _records(data: bytes, failure: Failure) -> Iterator[tuple[str, bytes]]:
     """(sequence number, line) of each record of a records object; ValueError unless they fit the range,
     in order, within its ceiling."""
-    last, count = -1, 0
+    last = -1
     for n, line in _lines(data):
-        if not line.strip():
-            continue
+        if not line.strip():  # replayer writes none (and a bomb of empty lines stops here)
+            raise ValueError(f"line {n} of the records object is empty")
         try:
             sequence_number = _sequence_number(json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
@@ -243,8 +243,7 @@ def _records(data: bytes, failure: Failure) -> Iterator[tuple[str, bytes]]:
         sequence = int(sequence_number)
         if not failure.start <= sequence <= failure.end or sequence <= last:
             raise ValueError(f"line {n} of the records object is out of the range or out of order")
-        count += 1
-        if count > MAX_RECORDS:
+        if n > MAX_RECORDS:  # every line is a record
             raise ValueError(f"it holds more than {MAX_RECORDS} records, a range's ceiling")
         last = sequence
         yield sequence_number, line
