@@ -204,6 +204,18 @@ def _queue(value: str) -> str:
     return value.strip()
 
 
+_KMS_KEY = re.compile(
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key/[A-Za-z0-9-]{1,64}|alias/[A-Za-z0-9/_-]{1,250})"
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]{1,250})$"
+)
+
+
+def _manifest_key(value: str) -> str:
+    if not _KMS_KEY.match(value.strip()):
+        raise ValueError(f"{value!r} is not a KMS key id, key ARN, alias/NAME or alias ARN")
+    return value.strip()
+
+
 def _quarantine(value: str) -> str:
     problem = quarantine_problem(value.strip())
     if problem:
@@ -258,6 +270,13 @@ OPTIONS: tuple[Option, ...] = (
         _cmds("redrive", "status"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
     ),
     Option(
+        "manifest_key", ("--manifest-key",),
+        "KMS HMAC key (id, ARN or alias) that signs every archive manifest written (kms:GenerateMac) and "
+        "must have signed every one read back (kms:VerifyMac): redrive, status and retries refuse the rest. "
+        "Unset: the archive prefix is trusted storage.",
+        _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY",
+    ),
+    Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
         _cmds("fetch"), "ARN", required=_cmds("fetch"),
     ),
@@ -306,7 +325,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "show", ("--show",), "Print the records that would be sent (JSON Lines on stdout); with --dry-run.",
-        _cmds("replay", "fetch"),
+        _cmds("replay", "fetch", "redrive"),
     ),
     Option(
         "force", ("--force",), "Re-drive ranges even if already re-driven to that function.", _cmds("redrive"),
@@ -315,7 +334,7 @@ OPTIONS: tuple[Option, ...] = (
         "allow_streams", ("--allow-stream",),
         "Glob on the stream ARN a record may name; any other stream is rejected, never read. "
         "Repeatable. Unset: no stream (deny by default); '*' allows every stream.",
-        _READERS, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+        _READERS | {"redrive"}, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
     ),
     Option(
         "assume_roles", ("--assume-role",),
@@ -335,7 +354,7 @@ OPTIONS: tuple[Option, ...] = (
         "range_budget_seconds", ("--range-budget",),
         "Time one attempt at a range may take, reading and delivering (e.g. 300, 5m); past it the "
         "range is retried later and its message's visibility is no longer extended.",
-        _READERS, "DURATION", _duration(12 * 3600), "REPLAYER_RANGE_BUDGET",
+        _READERS | {"redrive"}, "DURATION", _duration(12 * 3600), "REPLAYER_RANGE_BUDGET",
     ),
     Option(
         "call_deadline_seconds", ("--call-deadline",),
@@ -499,6 +518,7 @@ class Settings:
     to: tuple[str, ...] = ()
     queue: str | None = None
     redrive_from: str | None = None
+    manifest_key: str | None = None
     stream_arn: str | None = None
     shard_id: str | None = None
     start: str | None = None

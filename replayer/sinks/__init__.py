@@ -65,6 +65,7 @@ class SinkOptions:
     no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
     selection: Selection | None = None  # --where/--since/--until/--limit: narrows what lambda: sinks send
     invoke_identity_arn: str | None = None  # Kinesis invokeIdentityArn override; None: the target's role
+    manifest_key: str | None = None  # archives: the KMS HMAC key signing and checking manifests
 
     @classmethod
     def of(cls, settings: Settings, *, selection: Selection | None = None) -> SinkOptions:
@@ -77,6 +78,7 @@ class SinkOptions:
             invoke_time_limit=settings.invoke_time_limit,
             selection=selection,
             invoke_identity_arn=settings.invoke_identity_arn,
+            manifest_key=settings.manifest_key,
         )
 
 
@@ -99,7 +101,10 @@ def _archive(uri: str, clients: Clients, options: SinkOptions) -> Sink:
     if location is None:
         raise ConfigError(f"--to {uri!r}: no bucket or directory; expected {describe_uri_forms()}")
     kind, where, prefix = location
-    return S3Sink(clients, where, prefix) if kind == "s3" else FileSink(where, clients)
+    key = options.manifest_key
+    if kind == "s3":
+        return S3Sink(clients, where, prefix, manifest_key=key)
+    return FileSink(where, clients, manifest_key=key)
 
 
 def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
