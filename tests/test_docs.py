@@ -55,6 +55,8 @@ PAGES = sorted(
 PAGES_TO_COME = {"kafka.md", "redrive.md", "quarantine.md", "watch.md", "performance.md"}
 # What a ```console block may run: what no test here has.
 INFRASTRUCTURE = re.compile(r"^(?:docker|sam|kubectl)\b|\b(?:docker|sam|kubectl) |^make image\b")
+# An outer make's settings (under `make test`) and the Makefile's own variables: not a user's shell.
+MAKE_SETTINGS = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PLATFORM", "PYTHON", "LAMBDA_ZIP", "VENV", "IMAGE")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)\s*$")
 DIRECTIVE = re.compile(r"^\s*<!-- docs-test: (?P<key>[\w ]+?): (?P<value>.*?) -->\s*$")
 
@@ -109,7 +111,7 @@ def user_environment(**more: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "REPLAYER_")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+        if not k.startswith(("AWS_", "REPLAYER_")) and k not in MAKE_SETTINGS
     }
     env |= {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}", "NO_COLOR": "1", "COLUMNS": "100"}
     return env | more
