@@ -1,4 +1,4 @@
-"""The one option table: README, every command's --help and the Lambda's environment agree with it."""
+"""The one option table: the docs, every command's --help and the Lambda's environment agree with it."""
 
 from __future__ import annotations
 

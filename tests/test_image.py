@@ -176,7 +176,7 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "
 
 
 def program(image: Built) -> str:
-    """The program the image's entrypoint runs (`docker run --entrypoint` takes it, README)."""
+    """The program the image's entrypoint runs (`docker run --entrypoint` takes it, docs/running.md)."""
     entrypoint: list[str] = image.config["Entrypoint"]
     return entrypoint[0]
 
@@ -240,7 +240,7 @@ def test_the_image_drains_a_queue_into_s3(
 def test_the_entrypoint_serves_healthz_and_the_healthcheck_passes(
     image: Built, bucket: str, moto_endpoint: str, tmp_path: Path
 ) -> None:
-    """`docker run IMAGE --queue URL --to ...` (README): the entrypoint with the service's flags."""
+    """`docker run IMAGE --queue URL --to ...` (docs/running.md): the entrypoint with the service's flags."""
     port = free_port()
     queue = make_queue(moto_endpoint)
     env = {"AWS_ENDPOINT_URL": moto_endpoint, **AWS_ENV, "REPLAYER_HTTP_HOST": "127.0.0.1"}
