@@ -280,6 +280,23 @@ def test_demo_serve_prints_the_world_the_examples_use(served: Served) -> None:
     assert json.loads(done.stdout)["queue"]["visible"] == 1, done.stdout
 
 
+def test_demo_serve_never_overwrites_a_failure_json(tmp_path: Path) -> None:
+    mine = tmp_path / FAILURE_RECORD
+    mine.write_text("my own\n")
+    done = subprocess.run(
+        [str(BIN / "replayer"), "demo", "--serve"],
+        cwd=tmp_path,
+        env=user_environment(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and FAILURE_RECORD in done.stderr
+    assert mine.read_text() == "my own\n"
+
+
 def repair_functions(page_blocks: list[Block]) -> set[str]:
     return {name for block in page_blocks for name in re.findall(r"lambda:([A-Za-z0-9_-]+)", block.text)}
 
