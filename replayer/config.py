@@ -3,7 +3,7 @@
 Each option is declared once: its setting name (a `Settings` field, which holds the default),
 its flags, its `REPLAYER_*` variable, its parser, its help text and metavar, the commands that
 take it (`lambda` is the Lambda handler's environment). The CLI's options, the environment
-reading of every command, the Lambda's settings and the README's option table all come from it,
+reading of every command, the Lambda's settings and the docs' option table all come from it,
 so a flag and its variable can never mean two things.
 
 Everything is parsed here, from strings, so that every problem is found at start-up and
@@ -705,7 +705,7 @@ def _warnings(
         )
 
 
-# ---- the README's option table
+# ---- the docs' option table (docs/configuration.md)
 
 
 def _default_text(option: Option, command: str) -> str:
@@ -736,7 +736,7 @@ def help_text(option: Option, command: str, sinks: str = SINK_FORMS) -> str:
 
 
 def markdown_table(sinks: str = SINK_FORMS) -> str:
-    """The README's option table: every option, its variable, defaults and commands."""
+    """The docs' option table (docs/configuration.md): every option, its variable, defaults and commands."""
     lines = [
         "| option | environment variable | default | commands | meaning |",
         "| --- | --- | --- | --- | --- |",
@@ -759,7 +759,7 @@ def markdown_table(sinks: str = SINK_FORMS) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m replayer.config --markdown: the README's option table
+if __name__ == "__main__":  # python -m replayer.config --markdown: the docs' option table
     import sys
 
     if sys.argv[1:] != ["--markdown"]:

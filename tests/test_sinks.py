@@ -177,9 +177,9 @@ def test_one_registry_names_every_sink_kind_for_help_errors_and_the_readme() -> 
     with pytest.raises(ConfigError) as bad:
         sink_from_uri("http://x", Clients())
     assert forms in str(bad.value)
-    readme = (ROOT / "README.md").read_text()
-    between = readme.split("<!-- sinks:start -->\n", 1)[1].split("\n<!-- sinks:end -->", 1)[0]
-    assert between == sink_table_markdown(), "README's sink table: paste replayer.sinks.sink_table_markdown()"
+    page = (ROOT / "docs" / "cli.md").read_text()
+    between = page.split("<!-- sinks:start -->\n", 1)[1].split("\n<!-- sinks:end -->", 1)[0]
+    assert between == sink_table_markdown(), "paste replayer.sinks.sink_table_markdown() into docs/cli.md"
 
 
 def consumer_function(moto_endpoint: str) -> tuple[str, str]:

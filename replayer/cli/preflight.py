@@ -71,7 +71,7 @@ def _failed(what: str, exc: Exception, missing: str, fix: str) -> str:
     if code in _MISSING:
         return f"{what}: {missing}; {fix}"
     if code in _DENIED:
-        return f"{what}: access denied ({code}); grant the permission in the IAM policy (see the README's IAM section)"
+        return f"{what}: access denied ({code}); grant the permission in the IAM policy (docs/configuration.md, IAM)"
     return f"{what}: {exc}"
 
 

@@ -2,7 +2,7 @@
 
 Every sink follows `Sink` (``deliver(failure, result) -> Delivery``). Adding one is its
 module plus one `SinkKind` row below: `sink_from_uri`, the `--to` help text
-(`describe_uri_forms`), configuration errors and the README's sink table
+(`describe_uri_forms`), configuration errors and the docs' sink table
 (`sink_table_markdown`) all come from that table.
 """
 
@@ -169,7 +169,7 @@ def durable_kinds() -> str:
 
 
 def sink_table_markdown() -> str:
-    """The README's sink table (a test keeps README.md equal to it)."""
+    """The docs' sink table (a test keeps docs/cli.md equal to it)."""
     rows = ["| `--to` | what it does | keeps loss reports |", "| --- | --- | --- |"]
     rows += [f"| `{k.form}` | {k.description} | {'yes' if k.durable else 'no'} |" for k in SINK_KINDS]
     return "\n".join(rows)
