@@ -19,6 +19,7 @@ from replayer.errors import ConfigError
 from replayer.selection import Selection
 from replayer.sinks._base import Delivery, Sink, SinkError
 from replayer.sinks.archive import ArchiveSink, FileSink, S3Sink
+from replayer.sinks.guard import Guard
 from replayer.sinks.lambda_ import (
     DEFAULT_INVOKE_TIME_LIMIT,
     DEFAULT_MAX_INVOCATIONS,
@@ -65,6 +66,7 @@ class SinkOptions:
     no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
     selection: Selection | None = None  # --where/--since/--until/--limit: narrows what lambda: sinks send
     invoke_identity_arn: str | None = None  # Kinesis invokeIdentityArn override; None: the target's role
+    guard: Guard | None = None  # pacing, breaker, staleness; one per process, shared by its lambda: sinks
 
     @classmethod
     def of(cls, settings: Settings, *, selection: Selection | None = None) -> SinkOptions:
@@ -77,6 +79,7 @@ class SinkOptions:
             invoke_time_limit=settings.invoke_time_limit,
             selection=selection,
             invoke_identity_arn=settings.invoke_identity_arn,
+            guard=Guard.of(settings),
         )
 
 
@@ -120,6 +123,7 @@ def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
         invoke_time_limit=options.invoke_time_limit,
         selection=options.selection,
         invoke_identity_arn=options.invoke_identity_arn,
+        guard=options.guard,
     )
 
 

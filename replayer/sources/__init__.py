@@ -61,6 +61,8 @@ def sinks_for(
     sinks = [sink_from_uri(uri, clients, options) for uri in settings.to]
     if recorder is None:
         return sinks
+    if options.guard is not None:
+        recorder.watch(options.guard)
     return [TimedSink(sink, recorder) for sink in sinks]
 
 
