@@ -300,3 +300,33 @@ def test_a_run_is_cancelled_from_another_process_and_resumed(
     assert [(r["name"], r["state"]) for r in listed["runs"]] == [("slow", "completed")]
     again = run("runs", "cancel", "slow", "--from", source)
     assert again.exit_code == 1 and "not running" in again.stderr
+
+
+def test_skip_stale_without_batchgetitem_is_a_pre_flight_error_before_any_invocation(
+    table: DynamoTable, bucket: str, repair: RepairFunction, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    table.put(2)
+    archive(table, [(0, 1)], f"s3://{bucket}/p", tmp_path)
+    proxy.add(Rule(lambda r: r.operation == "BatchGetItem", respond=aws_error("AccessDeniedException")))
+    result = run("redrive", "--from", f"s3://{bucket}/p", "--to", f"lambda:{repair.name}", "--skip-stale")
+    assert result.exit_code == 2, result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "dynamodb:BatchGetItem" in line and table.name in line
+    assert repair.calls() == []
+
+
+def test_replay_stops_on_the_breaker_too(
+    table: DynamoTable, ministack: Ministack, lambda_endpoint: str, tmp_path: Path
+) -> None:
+    repair = RepairFunction(ministack, FAIL_ON='"x"')
+    table.put(8)
+    path = tmp_path / "ranges.json"
+    path.write_text(json.dumps([table.invocation_record(i, i + 1) for i in range(0, 8, 2)]))
+    result = run(
+        "replay", str(path), "--to", f"lambda:{repair.name}", "--invoke-retries", "0", "--error-window", "2",
+        "--stop-at-error-rate", "1", "--concurrency", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stopped"]["by"] == "breaker" and len(repair.calls()) == 2
+    assert [r["outcome"] for r in summary["ranges"]] == ["retry"] * 4

@@ -23,6 +23,7 @@ from replayer.report import Report, render
 if TYPE_CHECKING:
     from replayer.cli.preflight import Checks
     from replayer.core import Scheduler
+    from replayer.sinks.guard import Guard
 
 T = TypeVar("T")
 NOT_STARTED = "not started: interrupted; run the command again to work on it"
@@ -39,6 +40,7 @@ __all__ = [
     "setup",
     "show_progress",
     "stop_on_signals",
+    "stopped",
     "work_through",
 ]
 
@@ -200,6 +202,17 @@ async def work_through(
                 scheduler_for(advance), items, failure_of, stop=stop, grace=settings.grace_seconds
             )
     return Report(outcomes, interrupted=stop.signal, notes=interrupted_note(stop, outcomes))
+
+
+def stopped(report: Report, guard: Guard, stop: Stop) -> Report:
+    """The report of a run whose breaker tripped (`guard` stopped it, not a signal): exit 3, saying why."""
+    from replayer.report import STOPPED_BY_BREAKER
+
+    if guard.stopped is None or stop.signal is not None or not guard.breaker.trips:
+        return report
+    left = sum(1 for o in report.outcomes if o.kind is OutcomeKind.RETRY)
+    note = f"stopped: {guard.stopped}; {left} ranges not done (retry): run the command again once fixed"
+    return replace(report, stopped=STOPPED_BY_BREAKER, stop_reason=guard.stopped, notes=[*report.notes, note])
 
 
 def interrupted_note(stop: Stop, outcomes: Iterable[Outcome]) -> list[str]:

@@ -126,6 +126,9 @@ def redrive(settings: Settings) -> None:
         settings = named_run(settings, console)
     try:
         report = asyncio.run(_redrive(settings, selection, show_progress(settings, console)))
+    except ConfigError as exc:  # --skip-stale's pre-flight, once the archive named the tables
+        print_error(console, exc)
+        raise typer.Exit(2) from None
     except StoreError as exc:
         # an archive that is not there is a usage error; one that failed to answer is not
         missing = exc.code in ("NoSuchBucket", "NoSuchDirectory")

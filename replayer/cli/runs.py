@@ -98,6 +98,13 @@ async def recorded(
     from replayer.sinks.guard.run import RecordedRun
 
     guard = targets[0].guard  # one per process: every target shares it
+    if settings.skip_stale and not settings.no_preflight:
+        from replayer.cli.preflight import Checks, preflight
+
+        streams = sorted({failure_of(r).stream_arn for r in ranges})
+        problems = await preflight(Checks(read_tables=streams))
+        if problems:
+            raise ConfigError("pre-flight: " + "; ".join(problems) + " (nothing was invoked)")
     if settings.latest_per_key:
         await _prime(settings, archive, ranges, targets[0])
     run = RecordedRun(archive, name, guard, clients, command="redrive", options=run_options(settings))

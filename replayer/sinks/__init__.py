@@ -69,8 +69,11 @@ class SinkOptions:
     guard: Guard | None = None  # pacing, breaker, staleness; one per process, shared by its lambda: sinks
 
     @classmethod
-    def of(cls, settings: Settings, *, selection: Selection | None = None) -> SinkOptions:
-        """The options a command's settings give (every command builds its sinks the same way)."""
+    def of(
+        cls, settings: Settings, *, selection: Selection | None = None, guard: Guard | None = None
+    ) -> SinkOptions:
+        """The options a command's settings give (every command builds its sinks the same way);
+        `guard`: the process's re-drive guard (default: a new one from the settings)."""
         return cls(
             max_records_per_invoke=settings.max_records_per_invoke,
             invoke_retries=settings.invoke_retries,
@@ -79,7 +82,7 @@ class SinkOptions:
             invoke_time_limit=settings.invoke_time_limit,
             selection=selection,
             invoke_identity_arn=settings.invoke_identity_arn,
-            guard=Guard.of(settings),
+            guard=guard or Guard.of(settings),
         )
 
 
