@@ -46,6 +46,7 @@ _WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI com
 _CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
 _READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _OUTPUTS = ("table", "json", "jsonl")
 # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or an emulator's http://host:port/ACCOUNT/NAME.
@@ -481,13 +482,13 @@ OPTIONS: tuple[Option, ...] = (
         "lambda: sinks, DynamoDB: read each record's item back (BatchGetItem, consistent, within --rate) "
         "and send only records the table still holds (the item equals its NewImage; for REMOVE: no item). "
         "Needs dynamodb:BatchGetItem on the table.",
-        _WORK,
+        _WORK | {"lambda"}, env="REPLAYER_SKIP_STALE",
     ),
     Option(
         "latest_per_key", ("--latest-per-key",),
         "lambda: sinks, DynamoDB: of the selected records sharing an item key, send only the newest (the "
         "others are superseded); redrive: across every range selected.",
-        _WORK,
+        _WORK | {"lambda"}, env="REPLAYER_LATEST_PER_KEY",
     ),
     Option(
         "run_name", ("--run",),
@@ -657,8 +658,14 @@ class _Reader:
         return split_list(text) if option.repeat else [text]
 
     def value(self, option: Option) -> Any:
-        if option.metavar is None:  # switches and counters: flags only
+        if option.metavar is None:  # switches and counters: flags, or a switch's variable (true/false)
             raw = self.flags.get(option.name)
+            if raw is None or raw is False:
+                text = self.env.get(option.env, "").strip().lower() if option.env and not option.count else ""
+                if text in _TRUE or text in _FALSE:
+                    return text in _TRUE
+                if text:
+                    self.problems.append(f"{option.env}: {text!r} is not true or false")
             return option.default(self.command) if raw is None else raw
         texts = self.texts(option)
         if texts is None:
