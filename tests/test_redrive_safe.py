@@ -7,6 +7,7 @@ the suite's own, or succeeds; the table's items change after their records were 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -97,6 +98,10 @@ async def test_in_the_service_an_open_breaker_pauses_then_lets_one_trial_through
     assert breaker.state == OPEN and breaker.trips == 2
     now[0] = 2.0
     await breaker.admit()
+    breaker.abandon()  # the trial was throttled (or cut short): it says nothing, the next one is the trial
+    assert breaker.state == OPEN and breaker.trips == 2
+    await breaker.admit()
+    assert breaker.state == HALF_OPEN
     breaker.record(False)
     assert breaker.state == CLOSED and breaker.failed == 0
 
@@ -330,3 +335,42 @@ def test_replay_stops_on_the_breaker_too(
     summary = json.loads(result.stdout)
     assert summary["stopped"]["by"] == "breaker" and len(repair.calls()) == 2
     assert [r["outcome"] for r in summary["ranges"]] == ["retry"] * 4
+
+
+async def test_in_the_service_the_breaker_pauses_tries_again_and_nothing_is_dead_lettered(
+    table: DynamoTable, moto_endpoint: str, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    from replayer.aws import Clients
+    from replayer.observe import Recorder
+    from replayer.sources import build_replayer
+    from replayer.sources.sqs import Service
+    from tests.support.aws import make_queue, queue_counts, send
+    from tests.support.service import sample, settings, wait_for
+
+    repair = RepairFunction(ministack, FAIL_FIRST="2")
+    table.put(6)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, *(table.invocation_record(i, i + 1, records) for i in range(0, 6, 2)))
+    config = settings(
+        queue, f"lambda:{repair.name}", concurrency=1, invoke_retries=1, error_window=2, stop_at_error_rate=1.0,
+        breaker_cooldown=1.0, retry_base_seconds=1, retry_max_seconds=1,
+    )  # fmt: skip
+    metrics = Recorder(prometheus=True)
+    async with Clients() as clients:
+        replayer, _ = build_replayer(config, clients, metrics)
+        service = Service(config, replayer, recorder=metrics)
+        running = asyncio.create_task(service.run())
+        try:
+            await wait_for(lambda: queue_counts(moto_endpoint, queue) == (0, 0), "the queue to empty", 120)
+        finally:
+            service.stop()
+            summary = await running
+    assert summary.messages["deleted"] == 3
+    assert sample(metrics, "replayer_redrive_breaker_trips_total") == 1
+    assert sample(metrics, "replayer_redrive_failed_invocations_total") == 2
+    assert sample(metrics, "replayer_redrive_sent_total") == 6
+    assert sample(metrics, "replayer_redrive_breaker_open") == 0  # closed again after the trial
+    times = repair.call_times()
+    assert times[2] - times[1] >= 0.8  # the pause: the trial came after the cool-down, not at once
+    assert sorted(r for c in repair.calls()[2:] for r in seqs(c)) == sorted(seqs(records))

@@ -241,10 +241,9 @@ class Guard:
         while True:
             async with self.pacer.slot():
                 self._may_start()
-                await self.breaker.admit()
                 await self.pacer.take(len(records))
                 self._may_start()
-                await self.breaker.admit()
+                await self.breaker.admit()  # once: in the service, the trial after a pause goes from here
                 tally.invocations += 1
                 self._add("invocations", 1)
                 try:
@@ -254,6 +253,7 @@ class Guard:
                         self._add("failed_invocations", 1)
                         self.breaker.record(True, str(exc))
                         raise
+                    self.breaker.abandon()  # a throttle says nothing of the function's health
                     throttles += 1
                     tally.throttled += 1
                     self._add("throttled", 1)
@@ -262,6 +262,9 @@ class Guard:
                     if throttles > self.throttle_waits:
                         raise SinkError(f"{exc} (throttled {throttles} times in a row)") from exc
                     continue
+                except BaseException:  # cancelled (the range's budget): no result to count
+                    self.breaker.abandon()
+                    raise
             confirmed = len(records) - len(remaining)
             tally.sent += confirmed
             self._add("sent", confirmed)

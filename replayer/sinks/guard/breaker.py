@@ -103,6 +103,13 @@ class Breaker:
                 f"(--stop-at-error-rate {threshold:g} of --error-window {self.window})"
             )
 
+    def abandon(self) -> None:
+        """An admitted invocation ended without a result (throttled, cancelled): a trial is tried again."""
+        if self.state == HALF_OPEN and self._probing:
+            self.state, self._probing = OPEN, False
+            self._opened_at = self._clock() - (self.cooldown or 0.0)  # the next invocation is the trial
+            self._changed.set()
+
     def _open(self, reason: str) -> None:
         self.state, self.reason = OPEN, reason
         self._opened_at = self._clock()
