@@ -57,14 +57,15 @@ AsJson = Annotated[bool, typer.Option("--json", help="One JSON document, for scr
 # ---- a run on the record (redrive)
 
 
-def run_options(settings: Settings) -> dict[str, Any]:
-    """The options a run was started with: those not at their defaults (for the ledger)."""
-    defaults = Settings()
+def run_options(settings: Settings, command: str = "redrive") -> dict[str, Any]:
+    """The options a run was started with: those not at the command's defaults (for the ledger)."""
+    from replayer.config import options_for
+
     chosen = {}
-    for f in dataclasses.fields(Settings):
-        value = getattr(settings, f.name)
-        if f.name != "warnings" and value != getattr(defaults, f.name):
-            chosen[f.name] = list(value) if isinstance(value, tuple) else value
+    for option in options_for(command):
+        value = getattr(settings, option.name)
+        if value != option.default(command):
+            chosen[option.name] = list(value) if isinstance(value, tuple) else value
     return chosen
 
 
