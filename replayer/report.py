@@ -202,6 +202,7 @@ def progress(
         TextColumn,
         TimeRemainingColumn,
     )
+    from rich.table import Column
 
     class _Status(ProgressColumn):
         def render(self, task: Any) -> Text:
@@ -209,12 +210,12 @@ def progress(
 
     bar = Progress(
         TextColumn(f"[bold]{what}"),
-        BarColumn(),
+        BarColumn(bar_width=4 if status is not None else 40),  # room for the status within 100 columns
         MofNCompleteColumn(),
         TextColumn("{task.fields[records]} records"),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        *([_Status()] if status is not None else []),
+        *([_Status(table_column=Column(no_wrap=True, overflow="ellipsis"))] if status is not None else []),
         console=console,
         transient=True,
         redirect_stderr=True,

@@ -299,9 +299,9 @@ class Guard:
         }
 
     def line(self) -> str:
-        """The progress line's tail: ``12.0 rec/s, 2 in flight, breaker closed, 3 stale, 1 superseded``."""
+        """The progress line's tail: ``12/s, 2 in flight, breaker closed, 3 stale, 1 superseded``."""
         s = self.status()
         breaker = s["breaker"] if s["breaker"] != CLOSED or self.stopped is None else "stopped"
-        parts = [f"{s['rate']:g} rec/s", f"{s['in_flight']} in flight", f"breaker {breaker}"]
+        parts = [f"{s['rate']:g}/s", f"{s['in_flight']} in flight", f"breaker {breaker}"]
         parts += [f"{s[k]} {k}" for k in ("stale", "superseded", "throttled") if s[k]]
         return ", ".join(parts)
