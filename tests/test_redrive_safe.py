@@ -260,6 +260,14 @@ def test_latest_per_key_sends_only_the_newest_record_of_each_item_across_ranges(
     accounts = show(f"s3://{bucket}/l", "latest")["ranges"]
     assert [(a["sent"], a["superseded"]) for a in accounts] == [(0, 2), (3, 0)]
     assert accounts[0]["superseded_records"] == stream[:2]
+    # After --where: a record not selected supersedes nothing (the v1 records are the newest selected).
+    before = len(repair.calls())
+    where = json.dumps({"dynamodb": {"NewImage": {"payload": {"S": ["v1"]}}}})
+    code, _ = redrive(
+        f"s3://{bucket}/l", "--to", f"lambda:{repair.name}", "--latest-per-key", "--where", where, "--force"
+    )
+    assert code == 0
+    assert sorted(r for c in repair.calls()[before:] for r in seqs(c)) == sorted([*stream[:2], stream[4]])
 
 
 def test_a_run_is_cancelled_from_another_process_and_resumed(

@@ -56,6 +56,7 @@ COUNTS = {
 # left for later. `Guard()` waits none (the sink alone, as before); commands' guards (`Guard.of`) do.
 MAX_THROTTLES = 8
 _LISTED = 10  # sequence numbers listed in a note
+MAX_TALLIES = 10_000  # ranges' tallies kept at once
 
 
 class RunStopped(SinkError):
@@ -131,7 +132,7 @@ class Guard:
         self.tallies: dict[str, RangeTally] = {}
         self.stopped: str | None = None  # why no invocation starts any more
         self.on_stop: list[Callable[[str], None]] = []
-        self._newest: dict[str, int] = {}  # --latest-per-key: item -> newest sequence seen or primed
+        self._newest: dict[str, int] = {}  # --latest-per-key: item -> newest sequence `prime` was shown
         self.totals = dict.fromkeys(COUNTS, 0)
         self.count: Callable[[str, int], None] | None = None  # a metrics recorder's, when one watches
         if self.breaker.cooldown is None:
@@ -164,6 +165,10 @@ class Guard:
             tell(reason)
 
     def tally(self, range_id: str) -> RangeTally:
+        """The range's tally (a run's ledger takes it when the range ends; the oldest are dropped past
+        `MAX_TALLIES`, so a service that keeps no ledger keeps no growing table)."""
+        if range_id not in self.tallies and len(self.tallies) >= MAX_TALLIES:
+            self.tallies.pop(next(iter(self.tallies)))
         return self.tallies.setdefault(range_id, RangeTally(range_id))
 
     # ---- what is sent
@@ -193,8 +198,8 @@ class Guard:
         if failure.kind is not StreamKind.DYNAMODB or not (self.skip_stale or self.latest_per_key):
             return kept
         if self.latest_per_key:
-            self.prime(failure, kept)
-            older = [r for r in kept if self._older(failure, r)]
+            newest = self._newest_of(failure, kept)
+            older = [r for r in kept if newest.get(self._item(failure, parsed(r)) or "", -1) > r.sequence]
             tally.superseded += [r.sequence_number for r in older]
             self._add("superseded", len(older))
             gone = {r.sequence_number for r in older}
@@ -208,9 +213,14 @@ class Guard:
             log.info("records_not_sent", stale=len(tally.stale), superseded=len(tally.superseded))
         return kept
 
-    def _older(self, failure: Failure, record: StreamRecord) -> bool:
-        key = self._item(failure, parsed(record))
-        return key is not None and self._newest.get(key, -1) > record.sequence
+    def _newest_of(self, failure: Failure, records: Sequence[StreamRecord]) -> dict[str, int]:
+        """Each item's newest sequence number among `records` and what `prime` was shown (redrive)."""
+        newest: dict[str, int] = {}
+        for record in records:
+            key = self._item(failure, parsed(record))
+            if key is not None:
+                newest[key] = max(record.sequence, newest.get(key, -1), self._newest.get(key, -1))
+        return newest
 
     def notes(self, uri: str, failure: Failure) -> tuple[str, ...]:
         """Lines for the range's outcome: the records not sent, and why."""
