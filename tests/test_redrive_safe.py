@@ -151,6 +151,9 @@ def test_rate_and_ramp_hold_the_function_to_the_rate(
         for j in range(i + 1, len(times)):
             between = sum(len(c) for c in calls[i:j])
             assert between <= 10 * (times[j] - times[i]) + 5 + 10, (i, j, times)
+    print(
+        f"paced: {35 / (times[-1] - times[0]):.1f} records/s between the first and last invocation (--rate 10)"
+    )
     ledger = show(f"s3://{bucket}/a", "paced")
     assert ledger["state"] == "completed" and ledger["totals"] == {
         "ranges": 4, "sent": 40, "stale": 0, "superseded": 0, "failed": 0,
