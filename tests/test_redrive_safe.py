@@ -385,3 +385,40 @@ async def test_in_the_service_the_breaker_pauses_tries_again_and_nothing_is_dead
     times = repair.call_times()
     assert times[2] - times[1] >= 0.8  # the pause: the trial came after the cool-down, not at once
     assert sorted(r for c in repair.calls()[2:] for r in seqs(c)) == sorted(seqs(records))
+
+
+def test_the_lambda_deployment_skips_stale_records_by_its_environment_and_says_so_in_emf(
+    table: DynamoTable,
+    repair: RepairFunction,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import copy
+
+    import structlog
+
+    from replayer import lambda_handler
+    from tests.support.events import load_event
+    from tests.support.handler import LambdaContext, emf_lines
+
+    ddb = table.ddb
+    for i in range(3):
+        ddb.put_item(TableName=table.name, Item=item(f"item-{i}", "v1", i))
+    record = table.invocation_record(0, 2)
+    stream = seqs(table.stream_records())
+    ddb.put_item(TableName=table.name, Item=item("item-1", "v2", 1))  # after the failure: record 1 is stale
+    message = copy.deepcopy(load_event("sqs_lambda_event_ddb.json")["Records"][0])
+    message.update(messageId="m-1", body=json.dumps(record))
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "replayer")  # EMF: the Lambda environment (stdout)
+    monkeypatch.setenv("REPLAYER_TO", f"lambda:{repair.name}")
+    monkeypatch.setenv("REPLAYER_SKIP_STALE", "true")
+    monkeypatch.setenv("REPLAYER_RATE", "50")
+    try:
+        answer = lambda_handler.handler({"Records": [message]}, LambdaContext())
+    finally:
+        lambda_handler.reset()
+        structlog.reset_defaults()
+    assert answer["batchItemFailures"] == []
+    assert [seqs(c) for c in repair.calls()] == [[stream[0], stream[2]]]
+    metrics = emf_lines(capsys.readouterr().out)[-1]
+    assert (metrics["RedriveSent"], metrics["RedriveStale"], metrics["RedriveInvocations"]) == (2, 1, 1)
