@@ -46,6 +46,7 @@ _WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI com
 _CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
 _READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _OUTPUTS = ("table", "json", "jsonl")
 # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or an emulator's http://host:port/ACCOUNT/NAME.
@@ -220,6 +221,25 @@ def _quarantine(value: str) -> str:
     problem = quarantine_problem(value.strip())
     if problem:
         raise ValueError(problem)
+    return value.strip()
+
+
+def _fraction(value: str) -> float | None:
+    """A breaker threshold: a fraction above 0 and at most 1, or off."""
+    if value.strip().lower() in ("off", "none", "no", "false"):
+        return None
+    number = _number(0, 1)(value)
+    if number <= 0:
+        raise ValueError(f"{value} is out of range (above 0, at most 1; or off)")
+    return number
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _run_name(value: str) -> str:
+    if not _RUN_NAME.match(value.strip()):
+        raise ValueError(f"{value!r} is not a run name (letters, digits, '.', '_', '-'; at most 64)")
     return value.strip()
 
 
@@ -460,6 +480,57 @@ OPTIONS: tuple[Option, ...] = (
         _WORK | {"lambda"}, "SECONDS", _number(1, 86_400), "REPLAYER_INVOKE_TIME_LIMIT",
     ),
     Option(
+        "rate", ("--rate",),
+        "lambda: sinks: records per second at most, over every invocation of the process (a token "
+        "bucket); unset: as fast as the function answers.",
+        _WORK | {"lambda"}, "N", _number(0.001, 1_000_000), "REPLAYER_RATE",
+    ),
+    Option(
+        "ramp_seconds", ("--ramp",),
+        "lambda: sinks: start at a tenth of --rate and rise linearly to it over this long (e.g. 60, 5m).",
+        _WORK | {"lambda"}, "DURATION", _duration(86_400), "REPLAYER_RAMP",
+    ),
+    Option(
+        "max_inflight", ("--max-inflight",), "lambda: sinks: invocations at once, at most, in the process.",
+        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_MAX_INFLIGHT",
+    ),
+    Option(
+        "stop_at_error_rate", ("--stop-at-error-rate",),
+        "lambda: sinks: the breaker. When this fraction of the last --error-window invocations failed "
+        "(throttling not counted), no invocation starts: the run ends stopped, exit 3 (run: pauses for "
+        "--breaker-cooldown, then tries one invocation); off: never.",
+        _WORK | {"lambda"}, "FRACTION", _fraction, "REPLAYER_STOP_AT_ERROR_RATE",
+    ),
+    Option(
+        "error_window", ("--error-window",), "lambda: sinks: the invocations the breaker looks back on.",
+        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_ERROR_WINDOW",
+    ),
+    Option(
+        "breaker_cooldown", ("--breaker-cooldown",),
+        "run, Lambda: how long a tripped breaker pauses re-driving before one invocation tries again.",
+        _cmds("run", "lambda"), "DURATION", _duration(3600), "REPLAYER_BREAKER_COOLDOWN",
+        defaults={"run": 60.0, "lambda": 60.0},
+    ),
+    Option(
+        "skip_stale", ("--skip-stale",),
+        "lambda: sinks, DynamoDB: read each record's item back (BatchGetItem, consistent, within --rate) "
+        "and send only records the table still holds (the item equals its NewImage; for REMOVE: no item). "
+        "Needs dynamodb:BatchGetItem on the table.",
+        _WORK | {"lambda"}, env="REPLAYER_SKIP_STALE",
+    ),
+    Option(
+        "latest_per_key", ("--latest-per-key",),
+        "lambda: sinks, DynamoDB: of the selected records sharing an item key, send only the newest (the "
+        "others are superseded); redrive: across every range selected.",
+        _WORK | {"lambda"}, env="REPLAYER_LATEST_PER_KEY",
+    ),
+    Option(
+        "run_name", ("--run",),
+        "redrive: the run's name in the archive's ledger (runs/NAME/); a rerun of a name resumes it. "
+        "Unset: a generated name, printed first.",
+        _cmds("redrive"), "NAME", _run_name,
+    ),
+    Option(
         "no_filter", ("--no-filter",),
         "lambda: sinks: send every record of the range, not only those its event source mapping's "
         "FilterCriteria admits (the function never saw the others). Archives keep every record anyway.",
@@ -557,6 +628,15 @@ class Settings:
     invoke_retries: int = 3
     max_invocations: int = 100  # lambda: sinks, per batch
     invoke_time_limit: float = 900.0  # lambda: sinks, seconds per batch
+    rate: float | None = None  # lambda: sinks, records per second
+    ramp_seconds: float = 0.0
+    max_inflight: int | None = None
+    stop_at_error_rate: float | None = 0.5
+    error_window: int = 10
+    breaker_cooldown: float | None = None  # None: a tripped breaker stops the run (run, Lambda: 60 s)
+    skip_stale: bool = False
+    latest_per_key: bool = False
+    run_name: str | None = None
     no_filter: bool = False
     invoke_identity_arn: str | None = None
     log_level: str = "warning"
@@ -614,8 +694,14 @@ class _Reader:
         return split_list(text) if option.repeat else [text]
 
     def value(self, option: Option) -> Any:
-        if option.metavar is None:  # switches and counters: flags only
+        if option.metavar is None:  # switches and counters: flags, or a switch's variable (true/false)
             raw = self.flags.get(option.name)
+            if raw is None or raw is False:
+                text = self.env.get(option.env, "").strip().lower() if option.env and not option.count else ""
+                if text in _TRUE or text in _FALSE:
+                    return text in _TRUE
+                if text:
+                    self.problems.append(f"{option.env}: {text!r} is not true or false")
             return option.default(self.command) if raw is None else raw
         texts = self.texts(option)
         if texts is None:

@@ -41,6 +41,7 @@ class Checks:
     streams: Sequence[str] = ()  # stream ARNs named by the input (each checked once)
     archive: str | None = None  # redrive --from
     assume_roles: Sequence[str] = ()  # --assume-role: streams of other accounts are checked with their role
+    read_tables: Sequence[str] = ()  # --skip-stale: DynamoDB stream ARNs whose tables are read back
 
 
 def _endpoint() -> str | None:
@@ -145,6 +146,26 @@ async def _stream(arn: str, clients: Clients) -> str | None:
     )
 
 
+async def _table_reads(arn: str, clients: Clients) -> str | None:
+    """--skip-stale reads items back: a BatchGetItem of a key no table has is refused by IAM first
+    (AccessDeniedException) and by the table's key schema only when allowed (ValidationException)."""
+    parsed = parse_stream_arn(arn)
+    if parsed is None or parsed.kind is not StreamKind.DYNAMODB:
+        return None
+    client = await clients.get("dynamodb", parsed.region, parsed.account)
+    probe = {parsed.name: {"Keys": [{"replayer-preflight": {"S": "-"}}], "ConsistentRead": True}}
+    exc = await _call(client.batch_get_item(RequestItems=probe))
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
+    if exc is None or code == "ValidationException":
+        return None
+    if code in _DENIED:
+        return (
+            f"--skip-stale: table {parsed.name}: access denied ({code}); --skip-stale needs "
+            "dynamodb:BatchGetItem on it (the templates' SkipStale parameter grants it)"
+        )
+    return _failed(f"--skip-stale: table {parsed.name}", exc, "no such table", "check the stream's table")
+
+
 async def preflight(checks: Checks) -> list[str]:
     """Every problem found, one line each; an empty list when the command may start."""
     endpoint = _endpoint()
@@ -165,6 +186,7 @@ async def preflight(checks: Checks) -> list[str]:
         if checks.queue:
             calls.append(_queue(checks.queue, clients))
         calls += [_stream(arn, clients) for arn in dict.fromkeys(checks.streams)]
+        calls += [_table_reads(arn, clients) for arn in dict.fromkeys(checks.read_tables)]
         answers = await asyncio.gather(*calls)
     problems = [a for a in answers if a]
     unreachable = [p for p in problems if "cannot reach AWS" in p]

@@ -30,6 +30,7 @@ from replayer.readers import RangeRecords, ReadResult
 from replayer.selection import Selection, to_send
 from replayer.sinks._base import Delivery, SinkError
 from replayer.sinks._identity import Roles, with_identity
+from replayer.sinks.guard import Guard
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -230,6 +231,7 @@ class LambdaSink:
         invoke_time_limit: float = DEFAULT_INVOKE_TIME_LIMIT,
         selection: Selection | None = None,
         invoke_identity_arn: str | None = None,
+        guard: Guard | None = None,
     ) -> None:
         if max_records_per_invoke is not None and max_records_per_invoke < 1:
             raise ConfigError("--max-records-per-invoke must be at least 1")
@@ -252,6 +254,7 @@ class LambdaSink:
         self.roles = Roles(clients)
         self.selection = selection
         self.invoke_identity_arn = invoke_identity_arn  # the override; None: the target's role
+        self.guard = guard or Guard()  # pacing, the breaker, staleness: shared by the process's sinks
 
     @property
     def uri(self) -> str:
@@ -285,6 +288,7 @@ class LambdaSink:
         records = self.admitted(
             failure, read if isinstance(read, RangeRecords) else sorted(read, key=lambda r: r.sequence)
         )
+        records = await self.guard.select(failure, records, self._clients)  # stale, superseded: not sent
         if failure.kind is StreamKind.KINESIS and records:  # as Lambda does: the role of the function invoked
             role = self.invoke_identity_arn or await self.roles.role_of(
                 self.target.function, self.target.region, self.target.account
@@ -303,7 +307,7 @@ class LambdaSink:
             invocations += await self._deliver_batch(batch, failure, redrive_id)
         if records:
             log.info("range_redriven", function=self.uri, records=len(records), invocations=invocations)
-        return Delivery(self.uri)
+        return Delivery(self.uri, notes=self.guard.notes(self.uri, failure))
 
     async def _deliver_batch(self, batch: tuple[StreamRecord, ...], failure: Failure, redrive_id: str) -> int:
         """Invoke until every record of `batch` is confirmed; the number of invocations it took.
@@ -365,6 +369,10 @@ class LambdaSink:
         return invocations
 
     async def _invoke(self, records: tuple[StreamRecord, ...], context: str) -> tuple[StreamRecord, ...]:
+        """One invocation, paced, within the breaker, throttling waited out (`replayer.sinks.guard`)."""
+        return await self.guard.invoke(records, lambda: self._invoke_once(records, context))
+
+    async def _invoke_once(self, records: tuple[StreamRecord, ...], context: str) -> tuple[StreamRecord, ...]:
         """One synchronous invocation; the records it left unconfirmed. Throttling and 5xx are botocore's."""
         client = await self._clients.get("lambda", self.target.region, self.target.account)
         extra = {"Qualifier": self.target.qualifier} if self.target.qualifier else {}
@@ -377,6 +385,7 @@ class LambdaSink:
                 **extra,
             )
             answer: bytes = await response["Payload"].read()
+            self.guard.executed(response.get("ExecutedVersion"))
         except ClientError as exc:
             raise SinkError(f"{self.uri}: {error_code(exc) or exc}") from exc
         except BotoCoreError as exc:

@@ -204,6 +204,18 @@ class RepairFunction:
         )
         return [json.loads(s3.get_object(Bucket=self.bucket, Key=k)["Body"].read())["Records"] for k in keys]
 
+    def call_times(self) -> list[float]:
+        """When each invocation started (epoch seconds, the function's own clock), in invocation order."""
+        s3 = self.ms.client("s3")
+        keys = sorted(
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="calls/")
+            for o in page.get("Contents", [])
+        )
+        return [
+            float(json.loads(s3.get_object(Bucket=self.bucket, Key=k)["Body"].read())["_at"]) for k in keys
+        ]
+
     def received(self) -> list[dict[str, Any]]:
         return [r for call in self.calls() for r in call]
 
