@@ -41,10 +41,11 @@ __all__ = [
 ]
 
 # The commands that take options, in the order `--help` lists them; `lambda` is the handler.
-COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "status", "lambda")
+COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "status", "audit", "why", "lambda")
 _WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI commands that do work
 _CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
 _READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
+_WATCHERS = frozenset({"run", "lambda"})  # who watches mappings for records at risk (replayer.watch)
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -193,6 +194,23 @@ def _on_off(value: str) -> bool:
     raise ValueError(f"{value!r} is not on or off")
 
 
+def _stream_arn(value: str) -> str:
+    from replayer.model import parse_stream_arn
+
+    if parse_stream_arn(value.strip()) is None:
+        raise ValueError(f"{value!r} is not a DynamoDB or Kinesis stream ARN (globs are not watched)")
+    return value.strip()
+
+
+def _function_name(value: str) -> str:
+    if not re.fullmatch(
+        r"(arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:)?[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?",
+        value.strip(),
+    ):
+        raise ValueError(f"{value!r} is not a function name or ARN")
+    return value.strip()
+
+
 def _port(value: str) -> int | None:
     if value.strip().lower() in ("off", "none", "no", "false"):
         return None
@@ -276,7 +294,8 @@ def _cmds(*names: str) -> frozenset[str]:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "queue", ("--queue",), "The SQS queue URL to consume (the on-failure destination).",
-        (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
+        (_CONSUMERS - {"lambda"}) | {"status", "audit"}, "URL", _queue, "REPLAYER_QUEUE",
+        required=_cmds("drain", "run"),
     ),
     Option(
         "to", ("--to",),
@@ -287,7 +306,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "redrive_from", ("--from",), "The archive written by --to: s3://BUCKET[/PREFIX] or file:DIR.",
-        _cmds("redrive", "status"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
+        _cmds("redrive", "status", "audit", "why"), "URI", _text, "REPLAYER_REDRIVE_FROM",
+        required=_cmds("redrive", "audit", "why"),
     ),
     Option(
         "manifest_key", ("--manifest-key",),
@@ -320,8 +340,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "since", ("--since",),
         "Only records that arrived (approximately) at or after this time (ISO 8601, UTC when no zone); "
-        "redrive: also only ranges whose first record did.",
-        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
+        "redrive: also only ranges whose first record did; audit: the start of the window compared "
+        "(default: 24 hours ago).",
+        _cmds("replay", "fetch", "redrive", "audit"), "ISO_TIME",
     ),
     Option(
         "until", ("--until",),
@@ -355,6 +376,18 @@ OPTIONS: tuple[Option, ...] = (
         "Glob on the stream ARN a record may name; any other stream is rejected, never read. "
         "Repeatable. Unset: no stream (deny by default); '*' allows every stream.",
         _READERS | {"redrive"}, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+    ),
+    Option(
+        "watch_streams", ("--watch-stream",),
+        "A stream (ARN, no glob; --allow-stream must allow it) whose event source mappings are watched for "
+        "records close to expiry (IteratorAge against the retention). Repeatable.",
+        _WATCHERS | {"audit"}, "ARN", _stream_arn, "REPLAYER_WATCH_STREAMS", repeat=True,
+    ),
+    Option(
+        "watch_functions", ("--watch-function",),
+        "A function (name or ARN) whose stream event source mappings are watched, for the streams "
+        "--allow-stream allows. Repeatable.",
+        _WATCHERS | {"audit"}, "FUNCTION", _function_name, "REPLAYER_WATCH_FUNCTIONS", repeat=True,
     ),
     Option(
         "assume_roles", ("--assume-role",),
@@ -403,7 +436,7 @@ OPTIONS: tuple[Option, ...] = (
         "quarantine", ("--quarantine",),
         "Where malformed and not-allowed messages go before being deleted: s3://BUCKET[/PREFIX] or an "
         "SQS queue URL. Unset: they stay on the queue for its redrive policy.",
-        _CONSUMERS | {"status"}, "URI", _quarantine, "REPLAYER_QUARANTINE",
+        _CONSUMERS | {"status", "audit"}, "URI", _quarantine, "REPLAYER_QUARANTINE",
     ),
     Option(
         "concurrency", ("--concurrency",), "Ranges worked on at once, earliest expiry deadline first.",
@@ -548,6 +581,28 @@ OPTIONS: tuple[Option, ...] = (
         _READERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_EXPIRY_WARNING",
     ),
     Option(
+        "at_risk_margin", ("--at-risk-margin",),
+        "A watched mapping is at risk when its oldest unprocessed record (IteratorAge) is this close to "
+        "the stream's retention: a warning, and with --rescue-at-risk its shards are archived.",
+        _WATCHERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_AT_RISK_MARGIN",
+    ),
+    Option(
+        "rescue_at_risk", ("--rescue-at-risk",),
+        "Archive the shards of an at-risk mapping's stream (from the trim horizon, or after what was "
+        "already rescued, to the newest record) into the --to archives, marked at-risk.",
+        _WATCHERS, None, _text, "REPLAYER_RESCUE_AT_RISK",
+    ),
+    Option(
+        "at_risk_max_records", ("--at-risk-max-records",),
+        "Most records one rescue archives of one shard per round (the next round goes on from there); "
+        "at most --max-records-per-range.",
+        _WATCHERS, "N", _whole(1, 1_000_000), "REPLAYER_AT_RISK_MAX_RECORDS",
+    ),
+    Option(
+        "watch_interval", ("--watch-interval",), "How often run looks at the watched mappings.",
+        _cmds("run"), "DURATION", _duration(86_400), "REPLAYER_WATCH_INTERVAL",
+    ),
+    Option(
         "dry_run", ("--dry-run",),
         "Plan: report each range and what it would send (replay, fetch: read from the stream, with the "
         "mapping, records matched / total, first and last sequence); write and invoke nothing.",
@@ -559,9 +614,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "output", ("--output", "-o"), "How the result is printed: table, json or jsonl (one line per range).",
-        (_WORK - {"run"}) | {"status"}, "FORMAT", _choice(*_OUTPUTS),
+        (_WORK - {"run"}) | {"status", "audit", "why"}, "FORMAT", _choice(*_OUTPUTS),
     ),
-    Option("as_json", ("--json",), "Same as --output json.", (_WORK - {"run"}) | {"status"}),
+    Option("as_json", ("--json",), "Same as --output json.", (_WORK - {"run"}) | {"status", "audit", "why"}),
     Option(
         "watch", ("--watch",), "status: print again every SECONDS until interrupted.", _cmds("status"),
         "SECONDS", _number(1, 86_400),
@@ -605,6 +660,8 @@ class Settings:
     show: bool = False
     watch: float | None = None
     allow_streams: tuple[str, ...] = ()
+    watch_streams: tuple[str, ...] = ()
+    watch_functions: tuple[str, ...] = ()
     assume_roles: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0
@@ -641,6 +698,10 @@ class Settings:
     invoke_identity_arn: str | None = None
     log_level: str = "warning"
     expiry_warning: float = 7200.0  # seconds
+    at_risk_margin: float = 6 * 3600.0  # seconds
+    rescue_at_risk: bool = False
+    at_risk_max_records: int = 10_000
+    watch_interval: float = 60.0  # seconds
     dry_run: bool = False
     no_preflight: bool = False
     output: str = "table"
@@ -748,6 +809,7 @@ def load(
     templates = {spec for spec in settings.assume_roles if "=" not in spec}
     if len(templates) > 1:
         r.problems.append(f"{r.source('assume_roles')}: at most one role ARN template, not {len(templates)}")
+    r.problems += _watch_problems(r, settings)
     if settings.retry_base_seconds > settings.retry_max_seconds:
         r.problems.append(
             f"retry delays: base {settings.retry_base_seconds}s is more than max {settings.retry_max_seconds}s"
@@ -755,6 +817,22 @@ def load(
     if r.problems:
         raise ConfigError(_problems(r.problems))
     return replace(settings, warnings=tuple(_warnings(command, settings, durable_check)))
+
+
+def _watch_problems(r: _Reader, settings: Settings) -> list[str]:
+    """What is wrong with the at-risk watch's settings: streams not allowed, a rescue with no archive."""
+    import fnmatch
+
+    problems = [
+        f"{r.source('watch_streams')}: {arn} is not allowed by --allow-stream (replayer never touches it)"
+        for arn in settings.watch_streams
+        if not any(fnmatch.fnmatchcase(arn, p) for p in settings.allow_streams)
+    ]
+    if settings.rescue_at_risk and not any(uri.startswith(("s3://", "file:")) for uri in settings.to):
+        problems.append(
+            f"{r.source('rescue_at_risk')}: needs an s3://BUCKET[/PREFIX] or file:DIR --to to archive into"
+        )
+    return problems
 
 
 def _required(option: Option) -> str:
@@ -804,7 +882,7 @@ def _default_text(option: Option, command: str) -> str:
         return "on" if value else "off"
     if value is None or value == ():
         return ""
-    if option.name == "expiry_warning":
+    if option.name in ("expiry_warning", "at_risk_margin", "watch_interval"):
         return f"{value / 3600:g}h" if value % 3600 == 0 else f"{value:g}s"
     return f"{value:g}" if isinstance(value, float) else str(value)
 

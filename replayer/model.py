@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, overload
 
 __all__ = [
+    "AT_RISK",
     "Failure",
     "Gap",
     "Origin",
@@ -33,6 +34,11 @@ __all__ = [
 class StreamKind(StrEnum):
     DYNAMODB = "dynamodb"
     KINESIS = "kinesis"
+
+
+# The condition of a range the at-risk watch archived (`replayer.watch`) before any failure record
+# named it: its manifest marks it `at-risk`, not `failed`.
+AT_RISK = "AtRisk"
 
 
 class Origin(StrEnum):
@@ -177,6 +183,11 @@ class Failure:
     @property
     def region(self) -> str:
         return self.arn.region
+
+    @property
+    def at_risk(self) -> bool:
+        """True for a window the at-risk watch archived (no failure record named it)."""
+        return self.condition == AT_RISK
 
     @property
     def range_id(self) -> str:

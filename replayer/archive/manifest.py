@@ -318,6 +318,9 @@ def manifest_fields(
     return dict(
         {
             "format": FORMAT,
+            "marked": "at-risk"
+            if failure.at_risk
+            else "failed",  # at-risk: archived before any failure record
             "range": failure.describe(),
             "archived": _span(packed, gaps, notes),
             "records_object": records_location if packed and packed.count else None,

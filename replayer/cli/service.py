@@ -46,6 +46,7 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
     from replayer.sinks.guard import Guard
     from replayer.sources import build_replayer, clients_for
     from replayer.sources.sqs import Service
+    from replayer.watch import watching
 
     log = logs.get_logger("replayer.service")
     logs.load_now()  # a line logged once descriptors run out must need no import
@@ -92,7 +93,8 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
                 loop.add_signal_handler(sig, stop, sig)
             _started(settings, burst, console, log)
             try:
-                summary = await service.run()
+                async with watching(settings, clients, metrics):  # run: the at-risk watch (replayer.watch)
+                    summary = await service.run()
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
