@@ -131,6 +131,23 @@ def assume_role_problem(spec: str) -> str | None:
     )
 
 
+def _kafka_brokers(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`SOURCE_GLOB=HOST:PORT[,HOST:PORT...]` entries, separated by spaces or semicolons."""
+    from replayer.model import kafka_servers
+
+    entries = []
+    for entry in re.split(r"[\s;]+", value.strip()):
+        glob, equals, servers = entry.rpartition("=")
+        listed = kafka_servers(servers) if equals and glob else None
+        if listed is None:
+            raise ValueError(
+                f"{entry!r} is not SOURCE_GLOB=HOST:PORT[,HOST:PORT...] "
+                "(e.g. 'arn:aws:kafka:*:cluster/orders/*=b-1.example:9098' or 'kafka://*=127.0.0.1:9092')"
+            )
+        entries.append((glob, listed))
+    return tuple(entries)
+
+
 def _assume_role(value: str) -> str:
     spec = value.strip()
     if problem := assume_role_problem(spec):
@@ -307,6 +324,13 @@ OPTIONS: tuple[Option, ...] = (
         "Glob on the stream ARN a record may name; any other stream is rejected, never read. "
         "Repeatable. Unset: no stream (deny by default); '*' allows every stream.",
         _READERS, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+    ),
+    Option(
+        "kafka_brokers", ("--kafka-brokers",),
+        "Kafka: the brokers of the sources (MSK cluster ARN, or kafka://HOST:PORT,... for self-managed "
+        "Kafka) matching SOURCE_GLOB, reached in plaintext; entries separated by spaces. Other sources: "
+        "their event source mapping's brokers and authentication. A record's bootstrapServers is never used.",
+        _READERS, "SOURCE_GLOB=HOST:PORT[,HOST:PORT...]", _kafka_brokers, "REPLAYER_KAFKA_BROKERS",
     ),
     Option(
         "assume_roles", ("--assume-role",),
@@ -499,6 +523,7 @@ class Settings:
     show: bool = False
     watch: float | None = None
     allow_streams: tuple[str, ...] = ()
+    kafka_brokers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     assume_roles: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0

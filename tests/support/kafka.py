@@ -83,13 +83,21 @@ class KafkaShim:
     upstream_port: int
     port: int = field(default_factory=free_port)
     log_start: dict[tuple[str, int], int] = field(default_factory=dict)
+    log_end: dict[tuple[str, int], int] = field(default_factory=dict)
     connections: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _latest: set[tuple[str, int]] = field(default_factory=set)
 
     def move_log_start(self, topic: str, partition: int, offset: int) -> None:
         """As DeleteRecords (or retention) would: offsets below `offset` are gone from the partition."""
         self.log_start[(topic, partition)] = offset
+
+    def set_log_end(self, topic: str, partition: int, offset: int) -> None:
+        """The partition's log end offset as Kafka answers it: one past its last offset (Tansu answers
+        one past the last batch's base offset, which a batch of several records or holes is not)."""
+        self.log_end[(topic, partition)] = offset
 
     def start(self) -> None:
         ready = threading.Event()
@@ -111,31 +119,50 @@ class KafkaShim:
             raise RuntimeError("the Kafka shim did not start")
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+        if self._loop is None or self._thread is None:
+            return
+        loop = self._loop
+
+        async def close() -> None:
+            tasks = [t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(close(), loop)
+        self._thread.join(10)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        if task is not None:  # the server keeps no reference to its handlers' tasks
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
             client_w.close()
             return
         asked: dict[int, tuple[int, int]] = {}  # correlation id -> (api key, version)
+        latest: dict[int, set[tuple[str, int]]] = {}  # correlation id -> partitions asked their log end
 
         async def requests() -> None:
             while frame := await _frame(client_r):
                 key, version, correlation = struct.unpack(">hhi", frame[:8])
                 asked[correlation] = (key, version)
+                if key == _LIST_OFFSETS and self.log_end:
+                    latest[correlation] = _asked_latest(version, frame)
                 upstream_w.write(struct.pack(">i", len(frame)) + frame)
                 await upstream_w.drain()
+            upstream_w.close()  # the client left: so does the upstream connection
 
         async def responses() -> None:
             while frame := await _frame(upstream_r):
                 correlation = struct.unpack(">i", frame[:4])[0]
                 key, version = asked.pop(correlation, (-1, -1))
-                if self.log_start:
+                self._latest = latest.pop(correlation, set())
+                if self.log_start or self.log_end:
                     frame = frame[:4] + self._rewrite(key, version, frame[4:])
                 client_w.write(struct.pack(">i", len(frame)) + frame)
                 await client_w.drain()
@@ -172,9 +199,17 @@ class KafkaShim:
         self, key: int, topic: str, values: Sequence[Any], names: Sequence[str]
     ) -> tuple[Any, ...]:
         fields = dict(zip(names, values, strict=True))
-        start = self.log_start.get((topic, fields["partition"]))
+        where = (topic, fields["partition"])
+        end = self.log_end.get(where)
+        if end is not None and key == _LIST_OFFSETS and where in self._latest and "offset" in fields:
+            fields["offset"] = end
+        if end is not None and key == _FETCH:
+            fields["highwater_offset"] = end
+            if "last_stable_offset" in fields:
+                fields["last_stable_offset"] = end
+        start = self.log_start.get(where)
         if start is None:
-            return tuple(values)
+            return tuple(fields[n] for n in names)
         if key == _LIST_OFFSETS and "offset" in fields and 0 <= fields["offset"] < start:
             fields["offset"] = start
         if key == _FETCH:
@@ -187,6 +222,23 @@ class KafkaShim:
             if "log_start_offset" in fields:
                 fields["log_start_offset"] = max(fields["log_start_offset"], start)
         return tuple(fields[n] for n in names)
+
+
+def _asked_latest(version: int, frame: bytes) -> set[tuple[str, int]]:
+    """The partitions a ListOffsets request asks the log end of (timestamp -1)."""
+    from aiokafka.protocol import offset
+
+    request_class = getattr(offset, f"OffsetRequest_v{version}", None)
+    if request_class is None:
+        return set()
+    client_id_length = struct.unpack(">h", frame[8:10])[0]
+    request = request_class.decode(frame[10 + max(client_id_length, 0) :])
+    return {
+        (topic, partition[0])
+        for topic, partitions in request.topics
+        for partition in partitions
+        if partition[-1] == -1 or (len(partition) > 2 and partition[2] == -1)
+    }
 
 
 async def _frame(reader: asyncio.StreamReader) -> bytes | None:
@@ -315,10 +367,12 @@ async def produce(
 
 
 async def produce_with_holes(
-    bootstrap: str, topic: str, partition: int, kept: Sequence[int], timestamp: int
+    broker: Tansu, topic: str, partition: int, kept: Sequence[int], timestamp: int
 ) -> list[Sent]:
     """One record batch holding only the offsets `kept` (relative to where the partition stands,
-    first 0), as a compacted log holds a batch whose other records compaction removed."""
+    first 0), as a compacted log holds a batch whose other records compaction removed; the shim
+    then answers the partition's log end as Kafka would (one past the batch's last offset)."""
+    bootstrap = broker.bootstrap
     from aiokafka import TopicPartition
     from aiokafka.client import AIOKafkaClient
     from aiokafka.protocol.produce import ProduceRequest
@@ -351,4 +405,76 @@ async def produce_with_holes(
     (_, [(_, error, base, *_)]) = answer.topics[0]
     if error:
         raise RuntimeError(f"raw produce to {topic}-{partition} failed: error {error}")
+    broker.shim.set_log_end(topic, partition, base + max(kept) + 1)
     return [Sent(topic, partition, base + d, b"k%d" % d, b"v%d" % d, (), timestamp + d) for d in kept]
+
+
+MSK_ARN = "arn:aws:kafka:us-east-1:123456789012:cluster/test-cluster/0b5e1c9a-7d1e-4a3b-9c1e-2f3a4b5c6d7e-1"
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:consumer"
+
+
+def invocation_record(
+    ranges: dict[tuple[str, int], tuple[int, int]],
+    *,
+    source: str | None = MSK_ARN,
+    bootstrap_servers: str = "b-1.test-cluster.example:9098",
+    batch_size: int | None = None,
+    condition: str = "RetryAttemptsExhausted",
+) -> dict[str, Any]:
+    """The record a Kafka event source mapping sends when it gives up on a batch (no eventSourceArn:
+    self-managed Kafka)."""
+    info: dict[str, Any] = {
+        "batchSize": batch_size or sum(last - first + 1 for first, last in ranges.values()),
+        "bootstrapServers": bootstrap_servers,
+        "payloadSize": 1024,
+        "recordsInfo": {
+            f"{topic}-{partition}": {
+                "firstRecordOffset": str(first),
+                "lastRecordOffset": str(last),
+                "firstRecordTimestamp": "2026-01-01T00:00:00.000Z",
+                "lastRecordTimestamp": "2026-01-01T00:00:01.000Z",
+            }
+            for (topic, partition), (first, last) in ranges.items()
+        },
+    }
+    if source is not None:
+        info["eventSourceArn"] = source
+    payload_size = condition == "MaximumPayloadSizeExceeded"
+    return {
+        "requestContext": {
+            "requestId": "6a1d2c3b-0000-4000-8000-000000000000",
+            "functionArn": FUNCTION_ARN,
+            "condition": condition,
+            "approximateInvokeCount": 1 if payload_size else 3,
+        },
+        "responseContext": None
+        if payload_size
+        else {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": "2026-01-01T00:00:05.000Z",
+        "KafkaBatchInfo": info,
+    }
+
+
+class Trap:
+    """A listener that counts who connects: brokers a message names must never be contacted."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.0)
+        self.port: int = self.sock.getsockname()[1]
+
+    def connections(self) -> int:
+        count = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, OSError):
+                return count
+            conn.close()
+            count += 1
+
+    def close(self) -> None:
+        self.sock.close()
