@@ -239,6 +239,7 @@ class Failure:
         }
         if self.kind is StreamKind.KAFKA:
             described["topic"], described["partition"] = self.topic, self.partition
+            described["bootstrap_servers"] = self.bootstrap_servers  # as the record said: for the event only
         if self.mapping is not None:
             described["mapping"] = self.mapping.describe()
         return described
@@ -289,6 +290,7 @@ class Failure:
             ),  # its filter decides what lambda: sinks get
             topic=kafka[0] if kafka else None,
             partition=kafka[1] if kafka else None,
+            bootstrap_servers=_kafka_servers_text(described) if kafka else None,
         )
         if kafka is not None and shard != kafka_shard_id(*kafka):
             raise ValueError("range.shard_id does not match its topic and partition")
@@ -357,6 +359,11 @@ def _kafka_fields(described: Mapping[str, Any], parsed: StreamArn | None) -> tup
     ):
         raise ValueError("range.partition is not a partition number")
     return topic, partition
+
+
+def _kafka_servers_text(described: Mapping[str, Any]) -> str | None:
+    servers = described.get("bootstrap_servers")
+    return servers if isinstance(servers, str) and kafka_servers(servers) is not None else None
 
 
 def _optional_time(value: Any, what: str) -> datetime | None:

@@ -204,6 +204,16 @@ class RepairFunction:
         )
         return [json.loads(s3.get_object(Bucket=self.bucket, Key=k)["Body"].read())["Records"] for k in keys]
 
+    def events(self) -> list[dict[str, Any]]:
+        """Every invocation's whole event, in invocation order (Kafka events key records by topic-partition)."""
+        s3 = self.ms.client("s3")
+        keys = sorted(
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="calls/")
+            for o in page.get("Contents", [])
+        )
+        return [json.loads(s3.get_object(Bucket=self.bucket, Key=k)["Body"].read()) for k in keys]
+
     def received(self) -> list[dict[str, Any]]:
         return [r for call in self.calls() for r in call]
 
