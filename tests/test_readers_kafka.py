@@ -223,3 +223,19 @@ async def test_an_inline_payload_that_is_the_range_is_used_else_the_topic_is_rea
         read_instead = await readers.for_failure(failure).read(failure)
     assert decoded(read_instead) == [event_of(s) for s in sent]
     assert "not used" in read_instead.notes[0]
+
+
+def test_a_mappings_filter_sees_a_kafka_records_value_decoded() -> None:
+    from replayer.filtering import FilterCriteria, filter_document
+    from replayer.model import StreamKind
+
+    record = {
+        "topic": "t",
+        "partition": 0,
+        "offset": 1,
+        "value": base64.b64encode(b'{"kind": "order"}').decode(),
+    }
+    criteria = FilterCriteria.from_api({"Filters": [{"Pattern": '{"value": {"kind": ["order"]}}'}]})
+    assert criteria.matches(filter_document(StreamKind.KAFKA, record))
+    binary = {**record, "value": base64.b64encode(b"\xff\x00").decode()}
+    assert not criteria.matches(filter_document(StreamKind.KAFKA, binary))
