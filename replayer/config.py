@@ -148,6 +148,16 @@ def _kafka_brokers(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(entries)
 
 
+def _kafka_topic(value: str) -> tuple[str, str]:
+    """`CLUSTER=TOPIC`: an MSK cluster ARN or kafka://servers, and a topic name."""
+    from replayer.model import kafka_topic_ok
+
+    cluster, equals, topic = value.strip().rpartition("=")
+    if not (equals and cluster and kafka_topic_ok(topic)):
+        raise ValueError(f"{value!r} is not CLUSTER=TOPIC (e.g. 'kafka://127.0.0.1:9092=failed-records')")
+    return cluster, topic
+
+
 def _assume_role(value: str) -> str:
     spec = value.strip()
     if problem := assume_role_problem(spec):
@@ -253,6 +263,17 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "queue", ("--queue",), "The SQS queue URL to consume (the on-failure destination).",
         (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
+    ),
+    Option(
+        "kafka_topic", ("--kafka-topic",),
+        "A Kafka dead-letter topic to consume instead of --queue (a Kafka-topic on-failure destination): "
+        "CLUSTER=TOPIC, the cluster named as in --allow-stream (its brokers: --kafka-brokers, else MSK's).",
+        _cmds("drain", "run"), "CLUSTER=TOPIC", _kafka_topic, "REPLAYER_KAFKA_TOPIC",
+    ),
+    Option(
+        "kafka_group", ("--kafka-group",),
+        "The consumer group of --kafka-topic: its offsets move only past records whose ranges are settled.",
+        _cmds("drain", "run"), "GROUP", _text, "REPLAYER_KAFKA_GROUP",
     ),
     Option(
         "to", ("--to",),
@@ -507,6 +528,8 @@ class Settings:
 
     to: tuple[str, ...] = ()
     queue: str | None = None
+    kafka_topic: tuple[str, str] | None = None
+    kafka_group: str = "replayer"
     redrive_from: str | None = None
     stream_arn: str | None = None
     shard_id: str | None = None
@@ -640,6 +663,8 @@ def load(
         values[option.name] = r.value(option)
     for option in options_for(command):
         missing = values[option.name] is None or values[option.name] == ()
+        if option.name == "queue" and values.get("kafka_topic"):
+            missing = False  # the failure source is a Kafka dead-letter topic
         if missing and command in option.required and not (option.name == "to" and values.get("dry_run")):
             r.problems.append(_required(option))
     settings = replace(Settings(), **values)
@@ -651,6 +676,8 @@ def load(
     templates = {spec for spec in settings.assume_roles if "=" not in spec}
     if len(templates) > 1:
         r.problems.append(f"{r.source('assume_roles')}: at most one role ARN template, not {len(templates)}")
+    if settings.queue and settings.kafka_topic:
+        r.problems.append("--queue and --kafka-topic: consume one failure source, not both")
     if settings.retry_base_seconds > settings.retry_max_seconds:
         r.problems.append(
             f"retry delays: base {settings.retry_base_seconds}s is more than max {settings.retry_max_seconds}s"

@@ -49,13 +49,22 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
     log = logs.get_logger("replayer.service")
     metrics = Recorder(prometheus=True)
     async with clients_for(settings) as clients:
-        depth = await _depth(settings, clients)
+        depth = await _depth(settings, clients) if settings.queue else None
         replayer, quarantine = build_replayer(settings, clients, metrics)
         with progress(console, depth, show and burst, what="messages") as advance:
-            service = Service(
-                settings, replayer, recorder=metrics, quarantine=quarantine, burst=burst,
-                on_settled=lambda _job, _action: advance(None),
-            )  # fmt: skip
+            service: Any
+            if settings.kafka_topic is not None:  # a Kafka dead-letter topic instead of the queue
+                from replayer.sources.kafka_topic import DeadLetterTopic
+
+                service = DeadLetterTopic(
+                    settings, replayer, replayer.readers.kafka, recorder=metrics, quarantine=quarantine,
+                    burst=burst,
+                )  # fmt: skip
+            else:
+                service = Service(
+                    settings, replayer, recorder=metrics, quarantine=quarantine, burst=burst,
+                    on_settled=lambda _job, _action: advance(None),
+                )  # fmt: skip
             http = None
             if settings.http_port is not None:
                 from replayer.observe.http import HttpServer
@@ -108,7 +117,7 @@ def _started(settings: Settings, burst: bool, console: Console, log: Any) -> Non
     )
     if not burst:
         console.print(
-            f"replayer run: consuming {settings.queue} into {', '.join(settings.to)}; "
+            f"replayer run: consuming {settings.queue or settings.kafka_topic} into {', '.join(settings.to)}; "
             f"{settings.concurrency} ranges at once; {listens} (/healthz /readyz /metrics); "
             "SIGTERM or Ctrl-C stops",
             soft_wrap=True, markup=False, highlight=False,

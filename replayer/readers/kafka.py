@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer import logs
 from replayer.aws import Clients
-from replayer.model import Failure, Gap, StreamKind, kafka_servers
+from replayer.model import Failure, Gap, StreamKind, kafka_servers, parse_stream_arn
 from replayer.readers._base import DEFAULT_MAX_RECORDS_PER_RANGE, RangeCollector, ReadResult
 from replayer.wire import dumps, loads
 
@@ -43,6 +43,7 @@ __all__ = [
     "KafkaEndpoint",
     "KafkaPayloadReader",
     "KafkaReader",
+    "NoEndpoint",
     "auth_of_mapping",
     "client_options",
     "kafka_event_record",
@@ -274,6 +275,23 @@ class KafkaReader:
             if fnmatch.fnmatchcase(source, glob):
                 return servers
         return None
+
+    async def cluster_endpoint(self, source: str) -> KafkaEndpoint:
+        """A cluster's own brokers (a dead-letter topic's, which no mapping reads): `--kafka-brokers`,
+        else for MSK `kafka:GetBootstrapBrokers` with IAM authentication."""
+        servers = self.configured(source)
+        if servers is not None:
+            return KafkaEndpoint(servers)
+        parsed = parse_stream_arn(source)
+        if parsed is None or parsed.kind is not StreamKind.KAFKA:
+            raise NoEndpoint(f"no --kafka-brokers entry matches {source}")
+        auth = KafkaAuth("iam", region=parsed.region)
+        kafka = await self._clients.get("kafka", parsed.region, parsed.account)
+        servers = msk_brokers(await kafka.get_bootstrap_brokers(ClusterArn=source), auth)
+        if not servers:
+            raise NoEndpoint(f"kafka:GetBootstrapBrokers names no IAM brokers for {source}")
+        options = client_options(auth, token_provider=MskTokens(parsed.region))
+        return KafkaEndpoint(servers, auth, "kafka:GetBootstrapBrokers", options)
 
     async def endpoint(self, failure: Failure) -> KafkaEndpoint:
         """Where to read the failure's cluster: configuration first, else the mapping and MSK."""
