@@ -149,7 +149,12 @@ def test_sam_function_and_queues() -> None:
     assert resources["FailureDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
     variables = function["Environment"]["Variables"]
     assert {"REPLAYER_TO", "REPLAYER_ALLOW_STREAMS", "REPLAYER_QUARANTINE"} <= set(variables)
-    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {"DynamoDBStreamArns", "KinesisStreamArns", "KafkaClusterArns", "SelfManagedKafkaSources"}
+    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {
+        "DynamoDBStreamArns",
+        "KinesisStreamArns",
+        "KafkaClusterArns",
+        "SelfManagedKafkaSources",
+    }
     # The queue stays invisible longer than a function can run on it.
     assert resources["FailureQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
 
