@@ -27,9 +27,24 @@ from botocore.exceptions import ClientError
 
 from replayer import logs
 from replayer.aws import Clients, error_code
-from replayer.model import Failure, Origin, SourceMapping
+from replayer.model import (
+    KAFKA_SELF_MANAGED,
+    Failure,
+    Origin,
+    SourceMapping,
+    kafka_self_managed_source,
+    kafka_servers,
+)
 
-__all__ = ["MappingFinder", "esm_uuid_from_key", "from_esm", "from_pipe", "summary", "with_mappings"]
+__all__ = [
+    "MappingFinder",
+    "esm_uuid_from_key",
+    "from_esm",
+    "from_pipe",
+    "reads_source",
+    "summary",
+    "with_mappings",
+]
 
 log = logs.get_logger(__name__)
 
@@ -130,6 +145,8 @@ class MappingFinder:
 
     async def _esm(self, failure: Failure) -> SourceMapping:
         function = _FUNCTION_ARN.fullmatch(failure.source_arn or "")
+        if function is None and failure.self_managed:  # no ARN of its own to tell a region by
+            return _unknown(LAMBDA_ESM, f"{failure.source_arn!r} is not a function ARN")
         region = function["region"] if function else failure.region
         # The mapping lives in its function's account: that account's role (--assume-role) reads it.
         account = function["account"] if function else failure.arn.account
@@ -161,14 +178,27 @@ class MappingFinder:
             return _refused(PIPE, exc, "pipes:DescribePipe")
 
 
+def reads_source(mapping: Mapping[str, Any], source: str) -> bool:
+    """True when an event source mapping reads `source`: its EventSourceArn, or for self-managed
+    Kafka (``kafka://servers``, which has no ARN) its bootstrap servers."""
+    if not source.startswith(KAFKA_SELF_MANAGED):
+        return bool(mapping.get("EventSourceArn") == source)
+    endpoints = (mapping.get("SelfManagedEventSource") or {}).get("Endpoints") or {}
+    listed = [s for s in endpoints.get("KAFKA_BOOTSTRAP_SERVERS") or [] if isinstance(s, str)]
+    servers = kafka_servers(",".join(listed)) if listed else None
+    return servers is not None and kafka_self_managed_source(servers) == source
+
+
 async def _list_esms(client: Any, function: str, stream_arn: str) -> list[Mapping[str, Any]]:
     found: list[Mapping[str, Any]] = []
     marker: str | None = None
+    # A self-managed cluster has no ARN to ask for: the function's mappings are matched by servers.
+    by_source = {} if stream_arn.startswith(KAFKA_SELF_MANAGED) else {"EventSourceArn": stream_arn}
     while True:
         page = await client.list_event_source_mappings(
-            FunctionName=function, EventSourceArn=stream_arn, **({"Marker": marker} if marker else {})
+            FunctionName=function, **by_source, **({"Marker": marker} if marker else {})
         )
-        found += [m for m in page.get("EventSourceMappings", []) if m.get("EventSourceArn") == stream_arn]
+        found += [m for m in page.get("EventSourceMappings", []) if reads_source(m, stream_arn)]
         marker = page.get("NextMarker")
         if not marker:
             return found

@@ -185,3 +185,29 @@ def test_kafka_brokers_from_the_flag_or_the_environment() -> None:
     for bad in ("nonsense", "kafka://*=", "=127.0.0.1:9092", "kafka://*=host:99999"):
         with pytest.raises(ConfigError, match="SOURCE_GLOB=HOST:PORT"):
             config.load("replay", {"to": ["-"], "kafka_brokers": bad}, env={})
+
+
+def test_a_mapping_reads_a_self_managed_cluster_by_its_servers_and_msk_by_its_arn() -> None:
+    from replayer.mappings import reads_source
+
+    self_managed = {
+        "SelfManagedEventSource": {
+            "Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["B.example:9092", "a.example:9092"]}
+        }
+    }
+    assert reads_source(self_managed, "kafka://a.example:9092,b.example:9092")
+    assert not reads_source(self_managed, "kafka://a.example:9092")
+    msk = {"EventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/c/u"}
+    assert reads_source(msk, "arn:aws:kafka:us-east-1:123456789012:cluster/c/u")
+    assert not reads_source(msk, "kafka://a.example:9092,b.example:9092")
+
+
+async def test_a_self_managed_range_without_a_function_arn_has_no_mapping_to_find() -> None:
+    from replayer.mappings import MappingFinder
+
+    record = invocation_record({("orders", 0): (0, 1)}, source=None)
+    record["requestContext"]["functionArn"] = "arn:aws:iam::123456789012:role/not-a-function"
+    [failure] = parse_message(record)
+    async with Clients() as clients:
+        found = await MappingFinder(clients).find(failure)
+    assert found is not None and not found.found and "not a function ARN" in found.note

@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer import logs
 from replayer.aws import Clients
+from replayer.mappings import reads_source
 from replayer.model import Failure, Gap, StreamKind, kafka_servers, parse_stream_arn
 from replayer.readers._base import DEFAULT_MAX_RECORDS_PER_RANGE, RangeCollector, ReadResult
 from replayer.wire import dumps, loads
@@ -342,7 +343,9 @@ class KafkaReader:
         for _ in range(100):  # pages of mappings of one function: bounded
             page = await client.list_event_source_mappings(**kwargs, **({"Marker": marker} if marker else {}))
             for mapping in page.get("EventSourceMappings", []):
-                if failure.topic in (mapping.get("Topics") or []) and self._same_cluster(failure, mapping):
+                if failure.topic in (mapping.get("Topics") or []) and reads_source(
+                    mapping, failure.stream_arn
+                ):
                     return dict(mapping)
             marker = page.get("NextMarker")
             if not marker:
@@ -350,15 +353,6 @@ class KafkaReader:
         raise NoEndpoint(
             f"no event source mapping of {function} reads {failure.topic} on {failure.stream_arn}"
         )
-
-    @staticmethod
-    def _same_cluster(failure: Failure, mapping: Mapping[str, Any]) -> bool:
-        if not failure.self_managed:
-            return bool(mapping.get("EventSourceArn") == failure.stream_arn)
-        endpoints = (mapping.get("SelfManagedEventSource") or {}).get("Endpoints") or {}
-        listed = ",".join(s for s in endpoints.get("KAFKA_BOOTSTRAP_SERVERS") or [] if isinstance(s, str))
-        servers = kafka_servers(listed) if listed else None
-        return servers is not None and "kafka://" + ",".join(servers) == failure.stream_arn
 
     async def _secret(self, failure: Failure, arn: str) -> Mapping[str, Any]:
         parts = arn.split(":")
