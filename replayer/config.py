@@ -133,6 +133,33 @@ def assume_role_problem(spec: str) -> str | None:
     )
 
 
+def _kafka_brokers(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`SOURCE_GLOB=HOST:PORT[,HOST:PORT...]` entries, separated by spaces or semicolons."""
+    from replayer.model import kafka_servers
+
+    entries = []
+    for entry in re.split(r"[\s;]+", value.strip()):
+        glob, equals, servers = entry.rpartition("=")
+        listed = kafka_servers(servers) if equals and glob else None
+        if listed is None:
+            raise ValueError(
+                f"{entry!r} is not SOURCE_GLOB=HOST:PORT[,HOST:PORT...] "
+                "(e.g. 'arn:aws:kafka:*:cluster/orders/*=b-1.example:9098' or 'kafka://*=127.0.0.1:9092')"
+            )
+        entries.append((glob, listed))
+    return tuple(entries)
+
+
+def _kafka_topic(value: str) -> tuple[str, str]:
+    """`CLUSTER=TOPIC`: an MSK cluster ARN or kafka://servers, and a topic name."""
+    from replayer.model import kafka_topic_ok
+
+    cluster, equals, topic = value.strip().rpartition("=")
+    if not (equals and cluster and kafka_topic_ok(topic)):
+        raise ValueError(f"{value!r} is not CLUSTER=TOPIC (e.g. 'kafka://127.0.0.1:9092=failed-records')")
+    return cluster, topic
+
+
 def _assume_role(value: str) -> str:
     spec = value.strip()
     if problem := assume_role_problem(spec):
@@ -298,6 +325,17 @@ OPTIONS: tuple[Option, ...] = (
         required=_cmds("drain", "run"),
     ),
     Option(
+        "kafka_topic", ("--kafka-topic",),
+        "A Kafka dead-letter topic to consume instead of --queue (a Kafka-topic on-failure destination): "
+        "CLUSTER=TOPIC, the cluster named as in --allow-stream (its brokers: --kafka-brokers, else MSK's).",
+        _cmds("drain", "run"), "CLUSTER=TOPIC", _kafka_topic, "REPLAYER_KAFKA_TOPIC",
+    ),
+    Option(
+        "kafka_group", ("--kafka-group",),
+        "The consumer group of --kafka-topic: its offsets move only past records whose ranges are settled.",
+        _cmds("drain", "run"), "GROUP", _text, "REPLAYER_KAFKA_GROUP",
+    ),
+    Option(
         "to", ("--to",),
         "Where recovered records go: {sinks}. Repeatable: delivered in the order given "
         "(redrive: lambda: repair functions only).",
@@ -388,6 +426,13 @@ OPTIONS: tuple[Option, ...] = (
         "A function (name or ARN) whose stream event source mappings are watched, for the streams "
         "--allow-stream allows. Repeatable.",
         _WATCHERS | {"audit"}, "FUNCTION", _function_name, "REPLAYER_WATCH_FUNCTIONS", repeat=True,
+    ),
+    Option(
+        "kafka_brokers", ("--kafka-brokers",),
+        "Kafka: the brokers of the sources (MSK cluster ARN, or kafka://HOST:PORT,... for self-managed "
+        "Kafka) matching SOURCE_GLOB, reached in plaintext; entries separated by spaces. Other sources: "
+        "their event source mapping's brokers and authentication. A record's bootstrapServers is never used.",
+        _READERS, "SOURCE_GLOB=HOST:PORT[,HOST:PORT...]", _kafka_brokers, "REPLAYER_KAFKA_BROKERS",
     ),
     Option(
         "assume_roles", ("--assume-role",),
@@ -643,6 +688,8 @@ class Settings:
 
     to: tuple[str, ...] = ()
     queue: str | None = None
+    kafka_topic: tuple[str, str] | None = None
+    kafka_group: str = "replayer"
     redrive_from: str | None = None
     manifest_key: str | None = None
     stream_arn: str | None = None
@@ -662,6 +709,7 @@ class Settings:
     allow_streams: tuple[str, ...] = ()
     watch_streams: tuple[str, ...] = ()
     watch_functions: tuple[str, ...] = ()
+    kafka_brokers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     assume_roles: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0
@@ -798,6 +846,8 @@ def load(
         values[option.name] = r.value(option)
     for option in options_for(command):
         missing = values[option.name] is None or values[option.name] == ()
+        if option.name == "queue" and values.get("kafka_topic"):
+            missing = False  # the failure source is a Kafka dead-letter topic
         if missing and command in option.required and not (option.name == "to" and values.get("dry_run")):
             r.problems.append(_required(option))
     settings = replace(Settings(), **values)
@@ -810,6 +860,8 @@ def load(
     if len(templates) > 1:
         r.problems.append(f"{r.source('assume_roles')}: at most one role ARN template, not {len(templates)}")
     r.problems += _watch_problems(r, settings)
+    if settings.queue and settings.kafka_topic:
+        r.problems.append("--queue and --kafka-topic: consume one failure source, not both")
     if settings.retry_base_seconds > settings.retry_max_seconds:
         r.problems.append(
             f"retry delays: base {settings.retry_base_seconds}s is more than max {settings.retry_max_seconds}s"

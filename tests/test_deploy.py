@@ -150,7 +150,12 @@ def test_sam_function_and_queues() -> None:
     assert resources["FailureDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
     variables = function["Environment"]["Variables"]
     assert {"REPLAYER_TO", "REPLAYER_ALLOW_STREAMS", "REPLAYER_QUARANTINE"} <= set(variables)
-    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {"DynamoDBStreamArns", "KinesisStreamArns"}
+    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {
+        "DynamoDBStreamArns",
+        "KinesisStreamArns",
+        "KafkaClusterArns",
+        "SelfManagedKafkaSources",
+    }
     # The queue stays invisible longer than a function can run on it.
     assert resources["FailureQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
 
@@ -482,3 +487,26 @@ def test_image_entrypoint_serves_healthz(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
+def test_kafka_reads_only_the_allowed_clusters_and_secrets(path: Path, role: str) -> None:
+    found = statements(load(path), role)
+    connect = found["ConnectKafkaClusters"]
+    assert set(as_list(connect["Action"])) == {"kafka-cluster:Connect", "kafka:GetBootstrapBrokers"}
+    assert refs(connect["Resource"]) == {"KafkaClusterArns"}  # the same parameter feeds --allow-stream
+    topics = found["ReadKafkaTopics"]
+    assert set(as_list(topics["Action"])) == {"kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"}
+    assert topics["Resource"]["Fn::Sub"].endswith(":kafka:${AWS::Region}:${AWS::AccountId}:topic/*")
+    secrets = found["ReadKafkaSecrets"]
+    assert as_list(secrets["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert refs(secrets["Resource"]) == {"KafkaSecretArns"}
+
+
+def test_sam_joins_the_kafka_vpc_only_when_given_subnets() -> None:
+    template = load(SAM)
+    function = template["Resources"]["ReplayerFunction"]["Properties"]
+    assert function["VpcConfig"]["Fn::If"][0] == "InKafkaVpc"
+    assert function["Environment"]["Variables"]["REPLAYER_KAFKA_BROKERS"] == {"Ref": "KafkaBrokers"}
+    managed = template["Resources"]["ReplayerRole"]["Properties"]["ManagedPolicyArns"]["Fn::If"]
+    assert managed[0] == "InKafkaVpc" and "AWSLambdaVPCAccessExecutionRole" in managed[1][0]["Fn::Sub"]

@@ -192,6 +192,9 @@ def _sequence_number(record: Any) -> str | None:
             part = record.get(outer)
             if isinstance(part, Mapping) and isinstance(part.get(inner), str) and part[inner].isdigit():
                 return str(part[inner])
+        offset = record.get("offset")  # a Kafka record: its offset in its partition
+        if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 and "topic" in record:
+            return str(offset)
     return None
 
 

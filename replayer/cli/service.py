@@ -53,14 +53,23 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
     logs.contain_loop_errors(asyncio.get_running_loop())
     metrics = Recorder(prometheus=True)
     async with clients_for(settings) as clients:
-        depth = await _depth(settings, clients)
+        depth = await _depth(settings, clients) if settings.queue else None
         guard = Guard.of(settings)  # run: a tripped breaker pauses; drain: it stops taking messages
         replayer, quarantine = build_replayer(settings, clients, metrics, guard=guard)
         with progress(console, depth, show and burst, what="messages") as advance:
-            service = Service(
-                settings, replayer, recorder=metrics, quarantine=quarantine, burst=burst,
-                on_settled=lambda _job, _action: advance(None),
-            )  # fmt: skip
+            service: Any
+            if settings.kafka_topic is not None:  # a Kafka dead-letter topic instead of the queue
+                from replayer.sources.kafka_topic import DeadLetterTopic
+
+                service = DeadLetterTopic(
+                    settings, replayer, replayer.readers.kafka, recorder=metrics, quarantine=quarantine,
+                    burst=burst,
+                )  # fmt: skip
+            else:
+                service = Service(
+                    settings, replayer, recorder=metrics, quarantine=quarantine, burst=burst,
+                    on_settled=lambda _job, _action: advance(None),
+                )  # fmt: skip
             guard.on_stop.append(lambda _reason: service.stop())
             http = None
             if settings.http_port is not None:
@@ -122,7 +131,7 @@ def _started(settings: Settings, burst: bool, console: Console, log: Any) -> Non
     )
     if not burst:
         console.print(
-            f"replayer run: consuming {settings.queue} into {', '.join(settings.to)}; "
+            f"replayer run: consuming {settings.queue or settings.kafka_topic} into {', '.join(settings.to)}; "
             f"{settings.concurrency} ranges at once; {listens} (/healthz /readyz /metrics"
             f"{' /status' if settings.status_endpoint else ''}); "
             "SIGTERM or Ctrl-C stops",
