@@ -157,8 +157,8 @@ class MappingFinder:
             found = await self._pipe(failure)
         else:
             found = await self._esm(failure)
-        if not found.found:
-            log.warning("mapping_unknown", kind=found.kind, source_arn=failure.source_arn, note=found.note)
+        if not found.found:  # a warning only where a filter would apply: the lambda: sink says so
+            log.info("mapping_unknown", kind=found.kind, source_arn=failure.source_arn, note=found.note)
         elif found.filters:
             log.info(
                 "mapping_filter", kind=found.kind, uuid=found.uuid, arn=found.arn, filters=len(found.filters)

@@ -184,13 +184,14 @@ def test_sam_other_accounts_use_one_role_name_and_may_assume_only_it() -> None:
         .replace("${CrossAccountRoleName}", "replayer-reader")
     )
     grant = statements(template, "ReplayerRole")["ReadOtherAccounts"]
+    allowed = {"REPLAYER_ALLOW_STREAMS": "*"}
     assert grant["Action"] == "sts:AssumeRole"
     assert grant["Resource"]["Fn::Sub"].endswith(":iam::*:role/${CrossAccountRoleName}")
-    settings = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": rendered})
+    settings = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": rendered, **allowed})
     roles = AssumeRoles.of(settings.assume_roles)
     assert roles.role_for("222233334444", "111122223333") == "arn:aws:iam::222233334444:role/replayer-reader"
     assert roles.role_for("111122223333", "111122223333") is None  # our own account: default credentials
-    unset = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": when_empty})
+    unset = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": when_empty, **allowed})
     assert unset.assume_roles == ()
 
 

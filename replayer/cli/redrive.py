@@ -145,8 +145,8 @@ def redrive(settings: Settings) -> None:
     except (ConfigError, ValueError) as exc:
         print_error(console, exc)
         raise typer.Exit(2) from None
+    preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))  # dry runs too
     if not settings.dry_run:
-        preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))
         settings = named_run(settings, console)
     try:
         report = asyncio.run(_redrive(settings, selection, show_progress(settings, console)))

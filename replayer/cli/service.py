@@ -125,11 +125,12 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
 
 
 def _started(settings: Settings, burst: bool, console: Console, log: Any) -> None:
-    """One line for people (run: where it listens, what it consumes) and the same as a log event."""
+    """A log event saying where it listens and what it consumes; on a terminal, the same for people
+    (stderr that is not a terminal carries JSON log lines only)."""
     listens = (
         f"http://{settings.http_host}:{settings.http_port}" if settings.http_port is not None else "no HTTP"
     )
-    if not burst:
+    if not burst and console.is_terminal:
         console.print(
             f"replayer run: consuming {settings.queue or settings.kafka_topic} into {', '.join(settings.to)}; "
             f"{settings.concurrency} ranges at once; {listens} (/healthz /readyz /metrics"

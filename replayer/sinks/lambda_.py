@@ -49,6 +49,8 @@ __all__ = [
     "chunks",
     "client_context",
     "event_payload",
+    "function_error",
+    "log_tail",
     "parse_target",
     "unconfirmed",
 ]
@@ -214,14 +216,38 @@ def unconfirmed(records: Sequence[StreamRecord], answer: bytes) -> tuple[StreamR
     return tuple(records[lowest:]) if lowest is not None else ()
 
 
-def _error_type(answer: bytes) -> str | None:
-    """The errorType of a function error's answer; its errorMessage may quote records, so it is not kept."""
+_MAX_ERROR_CHARS = 200  # of a function's errorMessage in a reason: one line of a report, not a dump
+_TAIL_LINES = 5  # of the LogResult tail logged at -v
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def function_error(answer: bytes) -> str:
+    """`errorType: errorMessage` of a function error's answer, on one line, capped at 200 characters
+    (the message is the function's own words and may quote a record: never more than that)."""
     try:
         document = json.loads(answer)
     except ValueError:
-        return None
-    kind = document.get("errorType") if isinstance(document, dict) else None
-    return kind if isinstance(kind, str) else None
+        return ""
+    if not isinstance(document, dict):
+        return ""
+    kind, message = document.get("errorType"), document.get("errorMessage")
+    parts = [p for p in (kind, message) if isinstance(p, str) and p.strip()]
+    return _one_line(": ".join(parts), _MAX_ERROR_CHARS)
+
+
+def log_tail(encoded: object) -> list[str]:
+    """The last lines of an invocation's base64 `LogResult` (LogType=Tail: its last 4 KB)."""
+    if not isinstance(encoded, str) or not encoded:
+        return []
+    try:
+        text = base64.b64decode(encoded).decode("utf-8", "replace")
+    except ValueError:
+        return []
+    return [_one_line(line, 300) for line in text.splitlines() if line.strip()][-_TAIL_LINES:]
 
 
 class LambdaSink:
@@ -293,6 +319,11 @@ class LambdaSink:
             ) from exc
         if len(kept) != len(records):
             log.info("records_filtered", function=self.uri, sent=len(kept), read=len(records))
+        mapping = failure.mapping
+        if (
+            self.apply_filter and mapping is not None and not mapping.found
+        ):  # where an unknown mapping matters
+            log.warning("mapping_unknown", function=self.uri, kind=mapping.kind, note=mapping.note)
         return kept
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
@@ -403,6 +434,8 @@ class LambdaSink:
         """One synchronous invocation; the records it left unconfirmed. Throttling and 5xx are botocore's."""
         client = await self._clients.get("lambda", self.target.region, self.target.account)
         extra = {"Qualifier": self.target.qualifier} if self.target.qualifier else {}
+        if logs.enabled("info"):  # -v: the function's log tail comes back with the answer
+            extra["LogType"] = "Tail"
         try:
             response = await client.invoke(
                 FunctionName=self.target.function,
@@ -418,10 +451,11 @@ class LambdaSink:
         except BotoCoreError as exc:
             raise SinkError(f"{self.uri}: {exc}") from exc
         if response.get("FunctionError"):
-            kind = _error_type(answer)
-            raise FunctionFailed(
-                f"function error {response['FunctionError']}" + (f" ({kind})" if kind else "")
-            )
+            error = function_error(answer)
+            if tail := log_tail(response.get("LogResult")):
+                log.info("function_log_tail", function=self.uri, tail=tail)
+            kind = f"function error {response['FunctionError']}"  # its own words first: what a row shows
+            raise FunctionFailed(f"{error} ({kind})" if error else kind)
         return unconfirmed(records, answer)
 
     def _log_retry(self, state: RetryCallState) -> None:

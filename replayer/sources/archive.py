@@ -94,7 +94,7 @@ class Selection:
         return sorted(folders)
 
     def matches(self, failure: Failure) -> bool:
-        if self.range_ids and failure.range_id not in self.range_ids:
+        if self.range_ids and not any(failure.range_id.startswith(p) for p in self.range_ids):  # or a prefix
             return False
         if self.stream_arns and not any(fnmatch.fnmatchcase(failure.stream_arn, p) for p in self.stream_arns):
             return False
