@@ -15,6 +15,7 @@ loop, for every warm invocation after it.
 
 from __future__ import annotations
 
+import atexit
 import gc
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         from replayer.sources.lambda_ import LambdaRuntime
 
         _runtime = LambdaRuntime.from_env()
+        atexit.unregister(reset)
+        atexit.register(reset)  # a script calling the handler: its clients close before the loop goes
         return _runtime.invoke(event, context)
     finally:
         if paused:

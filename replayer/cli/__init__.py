@@ -25,6 +25,7 @@ COMMANDS = {
     "run": "service",
     "drain": "service",
     "status": "status",
+    "runs": "runs",
     "audit": "audit",
     "why": "why",
 }

@@ -77,8 +77,9 @@ async def _gather(settings: Settings) -> dict[str, Any]:
 
     async with Clients() as clients:
         return await gather_status(
-            clients, queue=settings.queue, quarantine=settings.quarantine, archive=settings.redrive_from
-        )
+            clients, queue=settings.queue, quarantine=settings.quarantine, archive=settings.redrive_from,
+            manifest_key=settings.manifest_key,
+        )  # fmt: skip
 
 
 @command("status")

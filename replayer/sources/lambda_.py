@@ -251,7 +251,7 @@ class LambdaRuntime:
         for ticket in unique:
             outcome = ticket.result()
             if outcome is None:  # cut at the hard floor: it comes back when its visibility lapses
-                log.warning("out_of_time", range_id=ticket.key)
+                log.warning("out_of_time", range_id=ticket.item.range_id)
                 outcome = Outcome(OutcomeKind.RETRY, ticket.item, reason=OUT_OF_TIME)
             outcomes.append(outcome)
         outcomes += refused
