@@ -3,6 +3,8 @@
 Takes SQS events (answers ``batchItemFailures`` for every message not settled), SNS
 events and S3 event notifications for S3 on-failure-destination objects (both raise when
 something is not settled, so Lambda's own retries and on-failure destination take over).
+Where `REPLAYER_WATCH_STREAMS` or `REPLAYER_WATCH_FUNCTIONS` is set, an EventBridge schedule event
+runs one round of the at-risk watch (`replayer.watch`) and answers what it saw.
 
 Configuration comes from ``REPLAYER_*`` environment variables (``REPLAYER_TO``,
 ``REPLAYER_ALLOW_STREAMS``, ``REPLAYER_QUARANTINE``, ``REPLAYER_CONCURRENCY``,

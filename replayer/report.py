@@ -21,6 +21,9 @@ from rich.text import Text
 from replayer.model import Outcome, OutcomeKind, parse_stream_arn
 
 __all__ = [
+    "CANCELLED",
+    "STOPPED_BY_BREAKER",
+    "STOP_CODES",
     "RANGE_ID_SHOWN",
     "Report",
     "exit_code",
@@ -44,6 +47,10 @@ _STYLE = {
     OutcomeKind.SKIPPED: "cyan",
 }
 _FINE = {OutcomeKind.REPLAYED, OutcomeKind.PLANNED, OutcomeKind.SKIPPED}
+# A run that stopped starting work before it was through: the breaker tripped (3), or it was
+# cancelled from elsewhere (`replayer runs cancel`, 4). What was not sent is left for a rerun.
+STOPPED_BY_BREAKER, CANCELLED = "breaker", "cancelled"
+STOP_CODES = {STOPPED_BY_BREAKER: 3, CANCELLED: 4}
 _MESSAGE_COUNTS = ("received", "deleted", "retried", "quarantined", "left", "released")
 
 
@@ -55,6 +62,9 @@ class Report:
     messages: Mapping[str, int] | None = None  # drain: what became of the queue's messages
     interrupted: str | None = None  # the signal that stopped the run, if one did
     notes: Sequence[str] = field(default=())  # lines for people after the table
+    stopped: str | None = None  # STOPPED_BY_BREAKER or CANCELLED: the run stopped starting work
+    stop_reason: str | None = None  # why, with the function's last error
+    run: str | None = None  # the run's name in the archive's ledger
 
     @property
     def exit_code(self) -> int:
@@ -62,6 +72,8 @@ class Report:
             return 143
         if self.interrupted:
             return 130
+        if self.stopped:
+            return STOP_CODES.get(self.stopped, 3)
         code = exit_code(self.outcomes)
         if self.messages and any(self.messages.get(k, 0) for k in ("retried", "left", "released")):
             code = max(code, 1)
@@ -94,6 +106,10 @@ def summary(outcomes: Sequence[Outcome] | Report) -> dict[str, Any]:
         document["messages"] = {k: report.messages.get(k, 0) for k in _MESSAGE_COUNTS}
     if report.interrupted:
         document["interrupted"] = report.interrupted
+    if report.run:
+        document["run"] = report.run
+    if report.stopped:
+        document["stopped"] = {"by": report.stopped, "reason": report.stop_reason}
     document["exit_code"] = report.exit_code
     return document
 
@@ -254,22 +270,37 @@ def render(
 
 
 @contextmanager
-def progress(console: Console, total: int | None, enabled: bool, *, what: str = "ranges") -> Iterator[
-    Callable[[Outcome | None], None]
-]:  # fmt: skip
-    """A progress bar on a terminal (done/total ranges, records recovered, ETA); a no-op elsewhere."""
+def progress(
+    console: Console, total: int | None, enabled: bool, *, what: str = "ranges",
+    status: Callable[[], str] | None = None,
+) -> Iterator[Callable[[Outcome | None], None]]:  # fmt: skip
+    """A progress bar on a terminal (done/total ranges, records recovered, ETA, and `status()`:
+    lambda: sinks' rate, in flight, breaker, stale and superseded); a no-op elsewhere."""
     if not enabled:
         yield lambda _outcome: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Column
+
+    class _Status(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(status() if status is not None else "")
 
     bar = Progress(
         TextColumn(f"[bold]{what}"),
-        BarColumn(),
+        BarColumn(bar_width=4 if status is not None else 40),  # room for the status within 100 columns
         MofNCompleteColumn(),
         TextColumn("{task.fields[records]} records"),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        *([_Status(table_column=Column(no_wrap=True, overflow="ellipsis"))] if status is not None else []),
         console=console,
         transient=True,
         redirect_stderr=True,

@@ -272,9 +272,9 @@ def test_h_help_order_and_completion() -> None:
     assert run("replay", "-h").exit_code == 0
 
 
-def test_the_readme_walk_through_record_replays(table: DynamoTable, tmp_path: Path) -> None:
-    """The README's example invocation record is one replayer reads (a dry run plans it)."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_walk_through_record_replays(table: DynamoTable, tmp_path: Path) -> None:
+    """The walk-through's example invocation record is one replayer reads (a dry run plans it)."""
+    readme = (ROOT / "docs" / "getting-started.md").read_text()
     block = readme.split("<!-- example-record:start -->", 1)[1].split("<!-- example-record:end -->", 1)[0]
     record = json.loads(block.split("```json", 1)[1].split("```", 1)[0])
     result = run("replay", "--dry-run", "--json", input=json.dumps(record))

@@ -1,4 +1,4 @@
-"""The one option table: README, every command's --help and the Lambda's environment agree with it."""
+"""The one option table: the docs, every command's --help and the Lambda's environment agree with it."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ def _help(command: str) -> str:
     return result.stdout
 
 
-def test_the_readme_option_table_is_generated_from_the_table() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_option_table_is_generated_from_the_table() -> None:
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     start, end = "<!-- options-table:start -->\n", "<!-- options-table:end -->"
-    assert start in readme and end in readme, "README.md lost its option table markers"
+    assert start in readme and end in readme, "docs/configuration.md lost its option table markers"
     shown = readme[readme.index(start) + len(start) : readme.index(end)]
     assert shown == config.markdown_table(), "regenerate it: python -m replayer.config --markdown"
 
@@ -88,7 +88,7 @@ def test_the_lambdas_environment_is_the_tables() -> None:
     env = dict.fromkeys(variables, "") | {"REPLAYER_TO": "s3://archive-bucket", "REPLAYER_ALLOW_STREAMS": "*"}
     settings = load("lambda", {}, env)
     assert settings.to == ("s3://archive-bucket",)
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     for env in lambda_env:
         assert f"`{env}`" in readme
 

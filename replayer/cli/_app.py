@@ -107,7 +107,7 @@ def print_error(console: Console, error: object) -> None:
 
 
 def sink_forms() -> str:
-    """The `--to` URI forms, as the help and the README name them."""
+    """The `--to` URI forms, as the help and the docs name them."""
     return config.SINK_FORMS
 
 

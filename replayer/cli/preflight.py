@@ -57,6 +57,7 @@ class Checks:
     streams: Sequence[str] = ()  # stream ARNs named by the input (each checked once)
     archive: str | None = None  # redrive --from
     assume_roles: Sequence[str] = ()  # --assume-role: streams of other accounts are checked with their role
+    read_tables: Sequence[str] = ()  # --skip-stale: DynamoDB stream ARNs whose tables are read back
 
 
 # botocore's errors that say the AWS set-up (profile, config file, credentials, region) is wrong:
@@ -115,7 +116,7 @@ def _failed(what: str, exc: Exception, missing: str, fix: str) -> str:
     if code in _MISSING:
         return f"{what}: {missing}; {fix}"
     if code in _DENIED:
-        return f"{what}: access denied ({code}); grant the permission in the IAM policy (see the README's IAM section)"
+        return f"{what}: access denied ({code}); grant the permission in the IAM policy (docs/configuration.md, IAM)"
     return f"{what}: {exc}"
 
 
@@ -189,6 +190,26 @@ async def _stream(arn: str, clients: Clients) -> str | None:
     return _failed(arn, exc, NO_SUCH_STREAM, "check the stream ARN (and AWS_REGION or the account)")
 
 
+async def _table_reads(arn: str, clients: Clients) -> str | None:
+    """--skip-stale reads items back: a BatchGetItem of a key no table has is refused by IAM first
+    (AccessDeniedException) and by the table's key schema only when allowed (ValidationException)."""
+    parsed = parse_stream_arn(arn)
+    if parsed is None or parsed.kind is not StreamKind.DYNAMODB:
+        return None
+    client = await clients.get("dynamodb", parsed.region, parsed.account)
+    probe = {parsed.name: {"Keys": [{"replayer-preflight": {"S": "-"}}], "ConsistentRead": True}}
+    exc = await _call(client.batch_get_item(RequestItems=probe))
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
+    if exc is None or code == "ValidationException":
+        return None
+    if code in _DENIED:
+        return (
+            f"--skip-stale: table {parsed.name}: access denied ({code}); --skip-stale needs "
+            "dynamodb:BatchGetItem on it (the templates' SkipStale parameter grants it)"
+        )
+    return _failed(f"--skip-stale: table {parsed.name}", exc, "no such table", "check the stream's table")
+
+
 async def preflight(checks: Checks) -> list[str]:
     """Every problem found, one line each; an empty list when the command may start."""
     try:
@@ -216,6 +237,7 @@ async def _preflight(checks: Checks) -> list[str]:
         if checks.queue:
             calls.append(_queue(checks.queue, clients))
         calls += [_stream(arn, clients) for arn in dict.fromkeys(checks.streams)]
+        calls += [_table_reads(arn, clients) for arn in dict.fromkeys(checks.read_tables)]
         answers = await asyncio.gather(*calls)
     problems = [a for a in answers if a]
     unreachable = [p for p in problems if "cannot reach AWS" in p]

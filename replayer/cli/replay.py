@@ -88,17 +88,24 @@ async def _plans(settings: Settings, failures: Sequence[Failure], selection: Sel
 async def _replay(
     settings: Settings, failures: Sequence[Failure], show: bool, selection: Selection
 ) -> Report:
+    from replayer.cli._work import Stop, stopped
+    from replayer.sinks.guard import Guard
     from replayer.sources import build_replayer, clients_for
 
+    guard, stop = Guard.of(settings), Stop()
+    guard.on_stop.append(stop.halt)  # the breaker tripped: no range starts
     async with clients_for(settings) as clients:
-        replayer, _ = build_replayer(settings, clients, selection=selection)
-        return await work_through(
+        replayer, _ = build_replayer(settings, clients, selection=selection, guard=guard)
+        report = await work_through(
             settings,
             lambda advance: replayer.scheduler(concurrency=settings.concurrency, on_done=advance),
             failures,
             _itself,
             show=show,
+            stop=stop,
+            status=guard.line if any(u.startswith("lambda:") for u in settings.to) else None,
         )
+    return stopped(report, guard, stop)
 
 
 def _itself(failure: Failure) -> Failure:
@@ -133,7 +140,9 @@ def _work(settings: Settings, failures: Sequence[Failure], bad: Sequence[Outcome
         console.print("nothing was read or written", soft_wrap=True)
         raise typer.Exit(2)
     streams = [f.stream_arn for f in failures if f.payload is None and allow.allows(f.stream_arn)]
-    preflight_or_exit(settings, Checks(sinks=settings.to, streams=streams))  # dry runs too: same answer
+    read_tables = streams if settings.skip_stale else []  # --skip-stale reads the tables back
+    checks = Checks(sinks=settings.to, streams=streams, read_tables=read_tables)
+    preflight_or_exit(settings, checks)  # dry runs too: same answer
     if settings.dry_run:
         finish(settings, Report([*bad, *_plan(settings, failures, allow, selection)]))
     report = Report([])

@@ -25,7 +25,8 @@ from replayer.parse._json import (
     required_string,
     truncate,
 )
-from replayer.parse._records import looks_like_record, parse_record
+from replayer.parse._kafka import KAFKA_BATCH_INFO, parse_kafka_record
+from replayer.parse._records import BATCH_INFO_KINDS, looks_like_record, parse_record
 
 __all__ = [
     "MAX_ENVELOPE_DEPTH",
@@ -146,7 +147,7 @@ def _message(message: object, path: str, depth: int, *, payloads: bool = False) 
         raise ParseError(f"envelopes nested more than {MAX_ENVELOPE_DEPTH} deep", path)
     obj = _as_object(message, path)
     if looks_like_record(obj):
-        return [parse_record(obj, path, payloads=payloads)]
+        return _invocation_record(obj, path, payloads)
     if _is_sns_notification(obj):
         return _message(_sns_notification_message(obj, path), f"{path}.Message", depth + 1)
     if "Records" in obj:
@@ -157,6 +158,15 @@ def _message(message: object, path: str, depth: int, *, payloads: bool = False) 
         f"keys seen: {keys_seen(obj)}",
         path,
     )
+
+
+def _invocation_record(record: Mapping[str, Any], path: str, payloads: bool) -> list[Failure]:
+    """A stream's record is one range; a Kafka record, one range per topic-partition it names."""
+    if KAFKA_BATCH_INFO not in record:
+        return [parse_record(record, path, payloads=payloads)]
+    if any(key in record for key in BATCH_INFO_KINDS):
+        raise ParseError(f"has both {KAFKA_BATCH_INFO} and a stream's batch info; expected exactly one", path)
+    return parse_kafka_record(record, path, payloads=payloads)
 
 
 def _as_object(message: object, path: str) -> Mapping[str, Any]:

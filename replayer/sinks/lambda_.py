@@ -30,6 +30,8 @@ from replayer.readers import RangeRecords, ReadResult
 from replayer.selection import Selection, to_send
 from replayer.sinks._base import Delivery, SinkError
 from replayer.sinks._identity import Roles, with_identity
+from replayer.sinks.guard import Guard
+from replayer.sinks.kafka_event import kafka_envelope
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -138,31 +140,41 @@ class FunctionFailed(Exception):
     """The function failed the invocation, or did not confirm every record: try again."""
 
 
-def event_payload(records: Sequence[StreamRecord]) -> bytes:
-    """The event Lambda's event source mapping would have sent for these records."""
-    return _HEAD + b",".join(r.json for r in records) + _TAIL
+def event_payload(records: Sequence[StreamRecord], envelope: tuple[bytes, bytes] = (_HEAD, _TAIL)) -> bytes:
+    """The event Lambda's event source mapping would have sent for these records (`envelope`: the
+    bytes around them, ``{"Records":[`` and ``]}`` but for Kafka: `envelope_of`)."""
+    return envelope[0] + b",".join(r.json for r in records) + envelope[1]
+
+
+def envelope_of(failure: Failure) -> tuple[bytes, bytes]:
+    """The bytes around a range's records in the event its mapping sends."""
+    return kafka_envelope(failure) if failure.kind is StreamKind.KAFKA else (_HEAD, _TAIL)
 
 
 def chunks(
-    records: Sequence[StreamRecord], *, max_records: int, max_bytes: int = DEFAULT_MAX_PAYLOAD
+    records: Sequence[StreamRecord],
+    *,
+    max_records: int,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD,
+    envelope: int = _ENVELOPE,
 ) -> Iterator[tuple[StreamRecord, ...]]:
     """Consecutive runs of `records`, each at most `max_records` long with a payload of at most `max_bytes`.
 
     A record too large to travel alone raises ValueError before anything is yielded.
     """
     for r in records:
-        if _ENVELOPE + len(r.json) > max_bytes:
+        if envelope + len(r.json) > max_bytes:
             raise ValueError(
                 f"record {r.sequence_number} is {len(r.json)} bytes: a synchronous invocation carries at most "
                 f"{max_bytes} bytes, so this range cannot be re-driven to a function"
             )
     current: list[StreamRecord] = []
-    size = _ENVELOPE
+    size = envelope
     for r in records:
         extra = len(r.json) + (1 if current else 0)  # the comma before it
         if current and (len(current) >= max_records or size + extra > max_bytes):
             yield tuple(current)
-            current, size, extra = [], _ENVELOPE, len(r.json)
+            current, size, extra = [], envelope, len(r.json)
         current.append(r)
         size += extra
     if current:
@@ -193,6 +205,8 @@ def unconfirmed(records: Sequence[StreamRecord], answer: bytes) -> tuple[StreamR
     lowest: int | None = None
     for n, item in enumerate(items):
         ident = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if isinstance(ident, dict):  # Kafka: {"partition": "<topic>-<partition>", "offset": N}
+            ident = str(ident.get("offset"))
         index = position.get(int(ident)) if isinstance(ident, str) and _DIGITS.fullmatch(ident) else None
         if index is None:
             raise FunctionFailed(
@@ -256,6 +270,7 @@ class LambdaSink:
         invoke_time_limit: float = DEFAULT_INVOKE_TIME_LIMIT,
         selection: Selection | None = None,
         invoke_identity_arn: str | None = None,
+        guard: Guard | None = None,
     ) -> None:
         if max_records_per_invoke is not None and max_records_per_invoke < 1:
             raise ConfigError("--max-records-per-invoke must be at least 1")
@@ -278,6 +293,7 @@ class LambdaSink:
         self.roles = Roles(clients)
         self.selection = selection
         self.invoke_identity_arn = invoke_identity_arn  # the override; None: the target's role
+        self.guard = guard or Guard()  # pacing, the breaker, staleness: shared by the process's sinks
 
     @property
     def uri(self) -> str:
@@ -316,27 +332,38 @@ class LambdaSink:
         records = self.admitted(
             failure, read if isinstance(read, RangeRecords) else sorted(read, key=lambda r: r.sequence)
         )
+        records = await self.guard.select(failure, records, self._clients)  # stale, superseded: not sent
         if failure.kind is StreamKind.KINESIS and records:  # as Lambda does: the role of the function invoked
             role = self.invoke_identity_arn or await self.roles.role_of(
                 self.target.function, self.target.region, self.target.account
             )
             records = list(with_identity(failure, records, role, replace=True))
+        envelope = envelope_of(failure)
         try:
             batches = list(
                 chunks(
-                    records, max_records=self.records_per_invoke(failure), max_bytes=self.max_payload_bytes
+                    records,
+                    max_records=self.records_per_invoke(failure),
+                    max_bytes=self.max_payload_bytes,
+                    envelope=len(envelope[0]) + len(envelope[1]),
                 )
             )
         except ValueError as exc:  # retried like any sink failure: the message stays, then dead-letters
             raise SinkError(f"{self.uri}: {exc}") from exc
         invocations = 0
         for batch in batches:
-            invocations += await self._deliver_batch(batch, failure, redrive_id)
+            invocations += await self._deliver_batch(batch, failure, redrive_id, envelope)
         if records:
             log.info("range_redriven", function=self.uri, records=len(records), invocations=invocations)
-        return Delivery(self.uri)
+        return Delivery(self.uri, notes=self.guard.notes(self.uri, failure))
 
-    async def _deliver_batch(self, batch: tuple[StreamRecord, ...], failure: Failure, redrive_id: str) -> int:
+    async def _deliver_batch(
+        self,
+        batch: tuple[StreamRecord, ...],
+        failure: Failure,
+        redrive_id: str,
+        envelope: tuple[bytes, bytes],
+    ) -> int:
         """Invoke until every record of `batch` is confirmed; the number of invocations it took.
 
         Like Lambda's own checkpointing: an invocation that confirms records moves the batch
@@ -377,7 +404,7 @@ class LambdaSink:
                     invocations += 1
                     context = client_context(failure, invocations, redrive_id)
                     try:
-                        remaining = await self._invoke(pending, context)
+                        remaining = await self._invoke(pending, context, envelope)
                     except FunctionFailed:
                         stalled += 1
                         raise
@@ -395,7 +422,15 @@ class LambdaSink:
             ) from exc
         return invocations
 
-    async def _invoke(self, records: tuple[StreamRecord, ...], context: str) -> tuple[StreamRecord, ...]:
+    async def _invoke(
+        self, records: tuple[StreamRecord, ...], context: str, envelope: tuple[bytes, bytes] = (_HEAD, _TAIL)
+    ) -> tuple[StreamRecord, ...]:
+        """One invocation, paced, within the breaker, throttling waited out (`replayer.sinks.guard`)."""
+        return await self.guard.invoke(records, lambda: self._invoke_once(records, context, envelope))
+
+    async def _invoke_once(
+        self, records: tuple[StreamRecord, ...], context: str, envelope: tuple[bytes, bytes] = (_HEAD, _TAIL)
+    ) -> tuple[StreamRecord, ...]:
         """One synchronous invocation; the records it left unconfirmed. Throttling and 5xx are botocore's."""
         client = await self._clients.get("lambda", self.target.region, self.target.account)
         extra = {"Qualifier": self.target.qualifier} if self.target.qualifier else {}
@@ -405,11 +440,12 @@ class LambdaSink:
             response = await client.invoke(
                 FunctionName=self.target.function,
                 InvocationType="RequestResponse",
-                Payload=event_payload(records),
+                Payload=event_payload(records, envelope),
                 ClientContext=context,
                 **extra,
             )
             answer: bytes = await response["Payload"].read()
+            self.guard.executed(response.get("ExecutedVersion"))
         except ClientError as exc:
             raise SinkError(f"{self.uri}: {error_code(exc) or exc}") from exc
         except BotoCoreError as exc:
