@@ -365,7 +365,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "to", ("--to",),
-        "Where recovered records go: {sinks}. Repeatable: delivered in the order given.",
+        "Where recovered records go: {sinks}. Repeatable.",
         _WORK | {"lambda"}, "URI", _text, "REPLAYER_TO", repeat=True,
         required=_cmds("replay", "fetch", "redrive", "drain", "run", "lambda"), panel=_SINKS,
         only={"redrive": "Repair functions (lambda:) only."},
@@ -377,10 +377,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "manifest_key", ("--manifest-key",),
-        "KMS HMAC key (id, ARN or alias) that signs every archive manifest written (kms:GenerateMac) and "
-        "must have signed every one read back (kms:VerifyMac): redrive, status and retries refuse the rest. "
-        "Unset: the archive prefix is trusted storage.",
-        _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY", panel=_TRUST,
+        "KMS HMAC key (id, ARN or alias) signing the archive manifests written; those read back must verify.",
+        _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY", panel=_TRUST, tuning=True,
+        more="(kms:GenerateMac, kms:VerifyMac.) Redrive, status and retries refuse the rest. Unset: the archive "
+        "prefix is trusted storage.",
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
@@ -406,8 +406,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "since", ("--since",),
-        "Only records that arrived at or after this time (ISO 8601; UTC if no zone).",
+        "Only records that arrived at or after this time (ISO 8601).",
         _cmds("replay", "fetch", "redrive", "audit"), "ISO_TIME", panel=_SELECT,
+        more="Arrival times are the stream's approximate ones; without a zone: UTC.",
         only={
             "redrive": "Also only ranges whose first record did.",
             "audit": "The start of the window compared (default: 24 hours ago).",
@@ -421,8 +422,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "where", ("--where",),
-        "lambda: sinks: only records matching this event-filter pattern (JSON or @FILE), as Lambda "
-        "matches a mapping's FilterCriteria.",
+        "lambda: sinks: records matching this event pattern (JSON or @FILE).",
         _cmds("replay", "fetch", "redrive"), "PATTERN", _where, panel=_SELECT,
     ),
     Option(
@@ -442,8 +442,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "allow_streams", ("--allow-stream",),
-        "Glob on the stream ARNs that may be read; any other is rejected, never read. Repeatable; "
-        "'*': every stream.",
+        "Glob on the stream ARNs that may be read (others: rejected). Repeatable; '*': all.",
         _READERS | {"redrive"}, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
         more="Unset: no stream (deny by default): drain, run and the Lambda refuse to start, replay and fetch "
         "stop at pre-flight naming the streams to allow.", panel=_TRUST,
@@ -462,15 +461,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "kafka_brokers", ("--kafka-brokers",),
-        "Kafka: the brokers of the sources (MSK cluster ARN, or kafka://HOST:PORT,... for self-managed "
-        "Kafka) matching SOURCE_GLOB, reached in plaintext; entries separated by spaces. Other sources: "
-        "their event source mapping's brokers and authentication. A record's bootstrapServers is never used.",
-        _READERS, "SOURCE_GLOB=HOST:PORT[,HOST:PORT...]", _kafka_brokers, "REPLAYER_KAFKA_BROKERS", panel=_INPUT,
+        "Kafka: the brokers of the sources matching GLOB (an MSK cluster ARN, or kafka://HOST:PORT,...), "
+        "in plaintext.",
+        _READERS, "GLOB=BROKERS", _kafka_brokers, "REPLAYER_KAFKA_BROKERS", panel=_INPUT, tuning=True,
+        more="BROKERS is HOST:PORT[,HOST:PORT...]; entries separated by spaces. Other sources: their event "
+        "source mapping's brokers and authentication. A record's bootstrapServers is never used.",
     ),
     Option(
         "assume_roles", ("--assume-role",),
-        "The role for another account's streams and functions: ACCOUNT=ROLE_ARN, or a role ARN "
-        "template with {{account}}. Repeatable.",
+        "Role for another account: ACCOUNT=ROLE_ARN, or an ARN template with {{account}}. Repeatable.",
         _READERS | {"redrive"}, "ACCOUNT=ROLE_ARN", _assume_role, "REPLAYER_ASSUME_ROLES", repeat=True,
         more="Our own account and any other use the default credentials; --allow-stream still decides "
         "what is read.", panel=_TRUST,
@@ -518,7 +517,7 @@ OPTIONS: tuple[Option, ...] = (
         _CONSUMERS | {"status", "audit"}, "URI", _quarantine, "REPLAYER_QUARANTINE", panel=_SINKS,
     ),
     Option(
-        "concurrency", ("--concurrency",), "Ranges worked on at once, earliest expiry deadline first.",
+        "concurrency", ("--concurrency",), "Ranges at once, earliest expiry deadline first.",
         (_WORK - {"fetch"}) | {"lambda"}, "N", _whole(1, 256), "REPLAYER_CONCURRENCY", defaults={"redrive": 4}, panel=_OUTPUT,
     ),
     Option(
@@ -594,25 +593,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "rate", ("--rate",),
-        "lambda: sinks: records per second at most, over every invocation of the process (a token "
-        "bucket); unset: as fast as the function answers.",
+        "lambda: sinks: records per second at most, in the whole process.",
         _WORK | {"lambda"}, "N", _number(0.001, 1_000_000), "REPLAYER_RATE", panel=_REPAIR,
+        more="(A token bucket.) Unset: as fast as the function answers.",
     ),
     Option(
         "ramp_seconds", ("--ramp",),
         "lambda: sinks: start at a tenth of --rate and rise linearly to it over this long (e.g. 60, 5m).",
-        _WORK | {"lambda"}, "DURATION", _duration(86_400), "REPLAYER_RAMP", panel=_REPAIR,
+        _WORK | {"lambda"}, "DURATION", _duration(86_400), "REPLAYER_RAMP", panel=_REPAIR, tuning=True,
     ),
     Option(
         "max_inflight", ("--max-inflight",), "lambda: sinks: invocations at once, at most, in the process.",
-        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_MAX_INFLIGHT", panel=_REPAIR,
+        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_MAX_INFLIGHT", panel=_REPAIR, tuning=True,
     ),
     Option(
         "stop_at_error_rate", ("--stop-at-error-rate",),
-        "lambda: sinks: the breaker. When this fraction of the last --error-window invocations failed "
-        "(throttling not counted), no invocation starts: the run ends stopped, exit 3 (run: pauses for "
-        "--breaker-cooldown, then tries one invocation); off: never.",
-        _WORK | {"lambda"}, "FRACTION", _fraction, "REPLAYER_STOP_AT_ERROR_RATE", panel=_REPAIR,
+        "lambda: sinks: the breaker: stop when this fraction of the last --error-window invocations "
+        "failed; off: never.",
+        _WORK | {"lambda"}, "FRACTION", _fraction, "REPLAYER_STOP_AT_ERROR_RATE", panel=_REPAIR, tuning=True,
+        more="(Throttling is not counted.) No invocation starts: the run ends stopped, exit 3 (run: pauses "
+        "for --breaker-cooldown, then tries one invocation).",
     ),
     Option(
         "error_window", ("--error-window",), "lambda: sinks: the invocations the breaker looks back on.",
@@ -626,16 +626,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "skip_stale", ("--skip-stale",),
-        "lambda: sinks, DynamoDB: read each record's item back (BatchGetItem, consistent, within --rate) "
-        "and send only records the table still holds (the item equals its NewImage; for REMOVE: no item). "
-        "Needs dynamodb:BatchGetItem on the table.",
+        "lambda: sinks, DynamoDB: only records whose item is still as they left it.",
         _WORK | {"lambda"}, env="REPLAYER_SKIP_STALE", panel=_REPAIR,
+        more="Each record's item is read back (BatchGetItem, consistent, within --rate): the item equals its "
+        "NewImage; for REMOVE: no item. Needs dynamodb:BatchGetItem on the table.",
     ),
     Option(
         "latest_per_key", ("--latest-per-key",),
-        "lambda: sinks, DynamoDB: of the selected records sharing an item key, send only the newest (the "
-        "others are superseded); redrive: across every range selected.",
+        "lambda: sinks, DynamoDB: only the newest record of each item key.",
         _WORK | {"lambda"}, env="REPLAYER_LATEST_PER_KEY", panel=_REPAIR,
+        only={"redrive": "Across every range selected."}, more="(The others are superseded.)",
     ),
     Option(
         "run_name", ("--run",),
@@ -645,7 +645,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "no_filter", ("--no-filter",),
-        "lambda: sinks: send every record of the range, not only those its mapping's FilterCriteria admits.",
+        "lambda: sinks: every record, even those the mapping's filter drops.",
         _WORK, panel=_SELECT, more="(The function never saw the others.) Archives keep every record anyway.",
     ),
     Option(
@@ -981,16 +981,16 @@ def _default_text(option: Option, command: str) -> str:
 
 
 def help_text(option: Option, command: str, sinks: str = SINK_FORMS) -> str:
-    """The option's help for `command`, in the one style: text, then [default: X; env: VAR]."""
-    extras = []
+    """The option's help for `command`, in the one style: text, then [default: X]. Its variable is in
+    the docs' option table (`--help` says so once, under the panels)."""
     default = _default_text(option, command)
-    if default:
-        extras.append(f"default: {default}")
-    if option.env:
-        extras.append(f"env: {option.env}")
-    tail = f" [{'; '.join(extras)}]" if extras else ""
+    tail = f" [default: {default}]" if default else ""
     own = f" {option.only[command]}" if command in option.only else ""
-    return option.help.format(sinks=sinks) + own + tail
+    text = option.help.format(sinks=sinks)
+    if option.panel == _REPAIR:  # the panel's title says it: lambda: sinks only
+        text = re.sub(r"^lambda: sinks(: |, )", "", text)
+        text = text[0].upper() + text[1:]
+    return text + own + tail
 
 
 def markdown_table(sinks: str = SINK_FORMS) -> str:

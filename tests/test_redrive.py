@@ -314,13 +314,16 @@ def test_redrive_honours_allow_stream_and_denies_by_default(
     monkeypatch.delenv("REPLAYER_ALLOW_STREAMS")
     to = ("--to", f"lambda:{repair.name}")
 
-    for extra, why in (((), "no --allow-stream is configured"), (("--allow-stream", "*other*"), "not in")):
-        code, summary = redrive(f"file:{root}", *to, *extra)
+    for extra in ([], ["--dry-run"]):  # none allowed: stopped before any invocation, naming the flag to add
+        result = run("redrive", "--from", f"file:{root}", *to, *extra)
+        assert result.exit_code == 2, result.output
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert f"the archive names 1 stream; to read them add: --allow-stream {table.stream_arn}" in line
+    for dry in ((), ("--dry-run",)):  # another stream allowed: this one's ranges are rejected
+        code, summary = redrive(f"file:{root}", *to, "--allow-stream", "*other*", *dry)
         assert code == 1
         (outcome,) = summary["ranges"]
-        assert outcome["outcome"] == "rejected" and why in outcome["reason"]
-        code, summary = redrive(f"file:{root}", *to, *extra, "--dry-run")
-        assert summary["ranges"][0]["outcome"] == "rejected"
+        assert outcome["outcome"] == "rejected" and "not in" in outcome["reason"]
     assert repair.calls() == [] and markers(root, parse_message(table.invocation_record(0, 1))[0]) == []
 
     code, summary = redrive(f"file:{root}", *to, "--allow-stream", table.stream_arn)

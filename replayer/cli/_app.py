@@ -142,12 +142,17 @@ def _doc(text: str) -> str:
     return escape("\n\n".join(" ".join(p.split()) for p in paragraphs))
 
 
-def _epilog(options: tuple[Option, ...]) -> str | None:
-    """The tuning options a command also takes, named (not explained) under its help's panels."""
+def _epilog(options: tuple[Option, ...]) -> str:
+    """Under the panels: where the variables are, and the tuning options, named (not explained)."""
+    example = next((o for o in options if o.env), None)
+    text = "Options are also read from REPLAYER_ variables"
+    if example is not None:
+        text += f" ({example.flag}: {example.env})"
+    text += "; the docs' option table lists each."
     tuning = [o.flag for o in options if o.tuning]
-    if not tuning:
-        return None
-    return escape(f"Tuning (each with a REPLAYER_ variable; the docs' option table): {' '.join(tuning)}")
+    if tuning:
+        text += f" Also: {' '.join(tuning)}"
+    return escape(text)
 
 
 def load_or_exit(name: str, flags: dict[str, Any]) -> Settings:

@@ -34,6 +34,7 @@ __all__ = [
     "finish",
     "interrupted_note",
     "log_level",
+    "no_stream_allowed",
     "preflight_or_exit",
     "results_stream",
     "run_batch",
@@ -87,6 +88,17 @@ def preflight_or_exit(settings: Settings, checks: Checks) -> None:
             print_error(console, f"pre-flight: {problem}")
         console.print("nothing was read or written (--no-preflight skips these checks)", soft_wrap=True)
         raise typer.Exit(2)
+
+
+def no_stream_allowed(failures: Iterable[Failure], source: str) -> str:
+    """The line that stops a command with no stream allowed: the streams `source` names, the flags to add."""
+    streams = list(dict.fromkeys(f.stream_arn for f in failures))
+    flags = " ".join(f"--allow-stream {arn}" for arn in streams)
+    named = f"{source} names 1 stream" if len(streams) == 1 else f"{source} names {len(streams)} streams"
+    return (
+        f"no stream is allowed (--allow-stream, or REPLAYER_ALLOW_STREAMS; deny by default): {named}; "
+        f"to read them add: {flags}"
+    )
 
 
 def _table_console(out: TextIO) -> Console:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from replayer.cli._app import command, print_error
-from replayer.cli._work import finish, preflight_or_exit, setup, show_progress
+from replayer.cli._work import finish, no_stream_allowed, preflight_or_exit, setup, show_progress
 from replayer.cli.runs import recorded
 from replayer.config import Settings
 from replayer.errors import ConfigError
@@ -71,6 +71,8 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
         )  # fmt: skip
         ranges, bad = await redriver.find(selection, concurrency=max(8, concurrency))
         ranges = [r for r in ranges if not settings.shards or r.failure.shard_id in settings.shards]
+        if not settings.allow_streams and ranges:  # every range would be rejected: said before any invoke
+            raise ConfigError(f"pre-flight: {no_stream_allowed((r.failure for r in ranges), 'the archive')}")
         if settings.dry_run:
             return Report(bad + await _dry_run(settings, redriver, ranges))
         done = await recorded(  # the run on the record in the archive's ledger (runs/NAME/)

@@ -13,7 +13,14 @@ import typer
 from replayer.allow import AllowList
 from replayer.cli import start_up_done
 from replayer.cli._app import command, print_error, stderr_console
-from replayer.cli._work import finish, preflight_or_exit, setup, show_progress, work_through
+from replayer.cli._work import (
+    finish,
+    no_stream_allowed,
+    preflight_or_exit,
+    setup,
+    show_progress,
+    work_through,
+)
 from replayer.config import Settings
 from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Origin, Outcome
@@ -112,17 +119,6 @@ def _itself(failure: Failure) -> Failure:
     return failure
 
 
-def _none_allowed(failures: Sequence[Failure]) -> str:
-    """The line that stops a replay with no stream allowed: the streams named, the flags to add."""
-    streams = list(dict.fromkeys(f.stream_arn for f in failures))
-    flags = " ".join(f"--allow-stream {arn}" for arn in streams)
-    named = "the input names 1 stream" if len(streams) == 1 else f"the input names {len(streams)} streams"
-    return (
-        f"no stream is allowed (--allow-stream, or REPLAYER_ALLOW_STREAMS; deny by default): {named}; "
-        f"to read them add: {flags}"
-    )
-
-
 def _work(settings: Settings, failures: Sequence[Failure], bad: Sequence[Outcome]) -> None:
     """Replay (or plan) `failures`, then report; `bad` are inputs that did not parse."""
     from replayer.cli.preflight import Checks
@@ -136,7 +132,7 @@ def _work(settings: Settings, failures: Sequence[Failure], bad: Sequence[Outcome
         raise typer.Exit(2) from None
     failures = [f for f in failures if selection.takes(f)]
     if allow.empty and failures:  # every range would be rejected: a set-up mistake, said before any work
-        print_error(console, f"pre-flight: {_none_allowed(failures)}")
+        print_error(console, f"pre-flight: {no_stream_allowed(failures, 'the input')}")
         console.print("nothing was read or written", soft_wrap=True)
         raise typer.Exit(2)
     streams = [f.stream_arn for f in failures if f.payload is None and allow.allows(f.stream_arn)]
