@@ -135,6 +135,7 @@ def _where(o: Outcome) -> str:
     then where its report or records went."""
     went = o.report_uri or ", ".join(o.delivered_to)
     if o.kind is OutcomeKind.REPLAYED:
+        went = ", ".join(_sink_of(location, o) for location in o.delivered_to) or went
         where = f"{_ALREADY} in {went}" if _already(o) else went or o.reason
     else:
         where = o.reason or went
@@ -142,6 +143,19 @@ def _where(o: Outcome) -> str:
             where = f"{o.reason} ({'report: ' if o.report_uri else 'delivered to '}{went})"
     missing = ", ".join(f"{g.first}..{g.last}" for g in o.gaps)
     return (where or "-") + (f"; missing {missing}" if missing else "")
+
+
+def _sink_of(location: str, o: Outcome) -> str:
+    """The sink a range went to (s3://BUCKET/PREFIX, file:DIR), not its folder there (--json has it)."""
+    from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, range_path  # loaded when printed
+
+    if o.failure is None or "/" not in location:
+        return location
+    parts = location.split("/")
+    if parts[-1] in (RECORDS, MANIFEST, LOSS_REPORT):
+        parts.pop()
+    folder = range_path(o.failure).count("/") + 1  # its segments (escaped, never split)
+    return "/".join(parts[:-folder]) if len(parts) > folder else location
 
 
 def short_stream(arn: str) -> str:
