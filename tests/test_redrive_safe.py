@@ -173,7 +173,8 @@ def test_a_failing_function_trips_the_breaker_early_and_a_rerun_resumes_the_rest
     code, summary = redrive(source, "--to", to, *options, codes=(3,))
     assert code == 3 and summary["exit_code"] == 3 and summary["stopped"]["by"] == "breaker"
     assert "2 of the last" in summary["stopped"]["reason"]
-    assert "the function's last error: function error" in summary["stopped"]["reason"]
+    reason = summary["stopped"]["reason"]  # the function's own error type and message first (#22.6)
+    assert "the function's last error: " in reason and "(function error Unhandled)" in reason
     assert len(repair.calls()) == 2  # stopped early: 2 of 10 ranges tried, none after the trip
     kinds = [r["outcome"] for r in summary["ranges"]]
     assert kinds == ["retry"] * 10
