@@ -42,7 +42,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("replayer.core", "replayer.plan")),  # plan: the dry run's counterpart of core
     ("observe", ("replayer.observe", "replayer.status")),  # status: what is pending, for people and /status
     ("settle", ("replayer.settle",)),
-    ("sources", ("replayer.sources",)),
+    ("sources", ("replayer.sources", "replayer.watch")),  # watch: at-risk windows are a source of ranges
+    ("reconcile", ("replayer.audit", "replayer.why")),  # what Lambda says against the archive, and logs
     (
         "entry points",
         ("replayer.cli", "replayer.report", "replayer.lambda_handler", "replayer.demo", "replayer.__main__"),
