@@ -53,7 +53,7 @@ PAGES = sorted(
     + [p for p in (ROOT / "docs").rglob("*.md") if not any(part.startswith(".") for part in p.parts)]
 )
 # Pages named in mkdocs.yml's nav before their authors add them (the lead merges them in).
-PAGES_TO_COME = {"kafka.md", "redrive.md", "quarantine.md", "watch.md", "performance.md"}
+PAGES_TO_COME = {"performance.md"}
 # What a ```console block may run: what no test here has.
 INFRASTRUCTURE = re.compile(r"^(?:docker|sam|kubectl)\b|\b(?:docker|sam|kubectl) |^make image\b")
 # An outer make's settings (under `make test`) and the Makefile's own variables: not a user's shell.
@@ -317,14 +317,20 @@ def repair_functions(page_blocks: list[Block]) -> set[str]:
 
 
 def deploy_repair(ms: Ministack, name: str) -> None:
-    """A function `name` in ministack that records what it receives (once per session)."""
+    """A function `name` in ministack that records what it receives and succeeds.
+
+    Made once per session; each page gets it back as made (a page's set-up may reconfigure it).
+    """
     lam = ms.client("lambda")
+    bucket = f"docs-{name}"
     try:
         lam.get_function(FunctionName=name)
     except lam.exceptions.ResourceNotFoundException:
-        bucket = f"docs-{name}"
         ms.client("s3").create_bucket(Bucket=bucket)
         ms.deploy(name, LAMBDAS / "repair", "handler.handler", {"OUT_BUCKET": bucket})
+        return
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"OUT_BUCKET": bucket}})
+    ms.wait_active(name)
 
 
 def reset(endpoint: str) -> None:
