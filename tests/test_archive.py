@@ -28,6 +28,7 @@ from replayer.archive.layout import (
     conflict_records,
     legacy_range_path,
     range_path,
+    redrive_marker,
     safe_segment,
 )
 from replayer.archive.manifest import (
@@ -48,6 +49,7 @@ from replayer.parse import parse_record
 from replayer.readers import ReadResult
 from replayer.settle import Action, decide
 from replayer.sinks import FileSink, SinkError, SinkOptions, sink_from_uri
+from replayer.sources.archive import Selection
 from tests.support.aws import DynamoTable, client, json_objects, make_queue, queue_counts, send
 from tests.support.faultproxy import FaultProxy, Request, Rule
 
@@ -602,3 +604,7 @@ def test_the_layout_is_portable_and_an_archive_of_0_1_0_is_still_read(tmp_path: 
     (found,), bad = asyncio.run(find_ranges(FileStore(tmp_path)))
     assert not bad and found.folder == legacy_range_path(failure) and found.count == 2
     assert len(asyncio.run(read_records(FileStore(tmp_path), found))) == 2
+    folders = Selection(stream_arns=(failure.stream_arn,)).folders()  # `redrive --stream-arn ARN`
+    assert [r.folder for r in asyncio.run(find_ranges(FileStore(tmp_path), folders))[0]] == [found.folder]
+    assert redrive_marker("repair:live", legacy=True) == "redriven/repair:live.json"  # 0.1.0's markers count
+    assert redrive_marker("repair:live") == "redriven/repair%3Alive.json"

@@ -390,10 +390,12 @@ def test_with_a_manifest_key_redrive_refuses_what_replayer_did_not_write(
 
     code, summary = redrive(f"file:{root}", *to, "--manifest-key", key_id)
     assert code == 1
-    outcomes = {r["range"]["range_id"] if r["range"] else "bad": r for r in summary["ranges"]}
+    outcomes = {r["range"]["range_id"]: r for r in summary["ranges"]}  # the range is named
     assert outcomes[signed.range_id]["outcome"] == "replayed"
-    assert outcomes["bad"]["outcome"] == "rejected"
-    assert f"carries no MAC, and --manifest-key {key_id} is configured" in outcomes["bad"]["reason"]
+    assert outcomes[unsigned.range_id]["outcome"] == "rejected"
+    assert (
+        f"carries no MAC, and --manifest-key {key_id} is configured" in outcomes[unsigned.range_id]["reason"]
+    )
     assert [seqs(c) for c in repair.calls()] == [seqs(stream[0:2])]
 
     doc = json.loads((folder(root, signed) / "invocation.json").read_bytes())
@@ -403,7 +405,8 @@ def test_with_a_manifest_key_redrive_refuses_what_replayer_did_not_write(
     assert all(r["outcome"] == "rejected" for r in summary["ranges"])
     assert any("its MAC is not valid" in r["reason"] for r in summary["ranges"])
     assert len(repair.calls()) == 1
-    assert unsigned.range_id not in {r["range"]["range_id"] for r in summary["ranges"] if r["range"]}
+    code, summary = redrive(f"file:{root}", *to, "--manifest-key", key_id, "--range-id", signed.range_id)
+    assert [r["range"]["range_id"] for r in summary["ranges"]] == [signed.range_id]  # selected ones only
 
 
 def drip_records(proxy: FaultProxy, seconds: float) -> None:
