@@ -271,6 +271,7 @@ def test_a_damaged_archive_is_rejected_and_nothing_is_invoked(
         ["--to", "lambda:ok", "--since", "last tuesday"],
         ["--to", "lambda:ok", "--stream-arn", "not-an-arn"],
         ["--to", "lambda:bad/name"],
+        ["--to", "lambda:ok", "--manifest-key", "not-a-key"],
     ],
 )
 def test_bad_options_exit_2(args: list[str], tmp_path: Path) -> None:
