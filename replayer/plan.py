@@ -35,16 +35,12 @@ class RangePlan:
 
     def outcome(self, to: Sequence[str]) -> Outcome:
         where = ", ".join(to) or "(no --to given)"
-        if self.problem:
-            return Outcome(
-                OutcomeKind.PLANNED,
-                self.failure,
-                reason=f"would read {self.failure.stream_arn}: {self.problem}",
-            )
+        if self.problem:  # the range (its stream, shard, sequence numbers) is described beside the reason
+            return Outcome(OutcomeKind.PLANNED, self.failure, reason=self.problem)
         reason = (
-            f"would read {self.failure.stream_arn}: {len(self.read)} records {_span(self.read)}"
-            + (f", {self.missing} spans gone" if self.missing else "")
-            + f"; would send {len(self.sent)} of {len(self.read)} {_span(self.sent)} to {where}"
+            f"would read {len(self.read)} records"
+            + (f" ({self.missing} spans gone)" if self.missing else "")
+            + f", send {len(self.sent)} of {len(self.read)} {_span(self.sent)} to {where}"
             + f"; {mappings.summary(self.failure.mapping)}"
         )
         return Outcome(OutcomeKind.PLANNED, self.failure, recovered=len(self.sent), reason=reason)

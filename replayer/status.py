@@ -154,6 +154,7 @@ async def archive_inventory(
         "ranges": len(ranges),
         **counts,
         "redriven": sum(1 for r in ranges if r.markers),
+        "at_risk": sum(1 for r in ranges if r.failure.at_risk),  # windows the at-risk watch archived
         "damaged": sum(1 for u in unreadable if not u.transient) + len(damaged),
         "unreadable": sum(1 for u in unreadable if u.transient),
         "records": sum(r.count for r in ranges),

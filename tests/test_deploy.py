@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def test_cfn_lint_is_not_a_rubber_stamp(tmp_path: Path) -> None:
 
 
 # Actions AWS authorizes only on "*" (no resource-level permissions): alone in their statements.
-UNSCOPABLE = {"lambda:ListEventSourceMappings"}
+UNSCOPABLE = {"lambda:ListEventSourceMappings", "cloudwatch:GetMetricData"}
 
 
 @pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
@@ -149,7 +150,12 @@ def test_sam_function_and_queues() -> None:
     assert resources["FailureDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
     variables = function["Environment"]["Variables"]
     assert {"REPLAYER_TO", "REPLAYER_ALLOW_STREAMS", "REPLAYER_QUARANTINE"} <= set(variables)
-    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {"DynamoDBStreamArns", "KinesisStreamArns"}
+    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {
+        "DynamoDBStreamArns",
+        "KinesisStreamArns",
+        "KafkaClusterArns",
+        "SelfManagedKafkaSources",
+    }
     # The queue stays invisible longer than a function can run on it.
     assert resources["FailureQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
 
@@ -178,13 +184,14 @@ def test_sam_other_accounts_use_one_role_name_and_may_assume_only_it() -> None:
         .replace("${CrossAccountRoleName}", "replayer-reader")
     )
     grant = statements(template, "ReplayerRole")["ReadOtherAccounts"]
+    allowed = {"REPLAYER_ALLOW_STREAMS": "*"}
     assert grant["Action"] == "sts:AssumeRole"
     assert grant["Resource"]["Fn::Sub"].endswith(":iam::*:role/${CrossAccountRoleName}")
-    settings = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": rendered})
+    settings = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": rendered, **allowed})
     roles = AssumeRoles.of(settings.assume_roles)
     assert roles.role_for("222233334444", "111122223333") == "arn:aws:iam::222233334444:role/replayer-reader"
     assert roles.role_for("111122223333", "111122223333") is None  # our own account: default credentials
-    unset = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": when_empty})
+    unset = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": when_empty, **allowed})
     assert unset.assume_roles == ()
 
 
@@ -384,8 +391,14 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """
     where = tmp_path_factory.mktemp("image")
     wheels = where / "wheels"
+    # built from a copy of what the Dockerfile copies: setuptools writes build/ beside pyproject.toml
+    source = where / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "replayer", source / "replayer", ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), str(source)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -475,3 +488,26 @@ def test_image_entrypoint_serves_healthz(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
+def test_kafka_reads_only_the_allowed_clusters_and_secrets(path: Path, role: str) -> None:
+    found = statements(load(path), role)
+    connect = found["ConnectKafkaClusters"]
+    assert set(as_list(connect["Action"])) == {"kafka-cluster:Connect", "kafka:GetBootstrapBrokers"}
+    assert refs(connect["Resource"]) == {"KafkaClusterArns"}  # the same parameter feeds --allow-stream
+    topics = found["ReadKafkaTopics"]
+    assert set(as_list(topics["Action"])) == {"kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"}
+    assert topics["Resource"]["Fn::Sub"].endswith(":kafka:${AWS::Region}:${AWS::AccountId}:topic/*")
+    secrets = found["ReadKafkaSecrets"]
+    assert as_list(secrets["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert refs(secrets["Resource"]) == {"KafkaSecretArns"}
+
+
+def test_sam_joins_the_kafka_vpc_only_when_given_subnets() -> None:
+    template = load(SAM)
+    function = template["Resources"]["ReplayerFunction"]["Properties"]
+    assert function["VpcConfig"]["Fn::If"][0] == "InKafkaVpc"
+    assert function["Environment"]["Variables"]["REPLAYER_KAFKA_BROKERS"] == {"Ref": "KafkaBrokers"}
+    managed = template["Resources"]["ReplayerRole"]["Properties"]["ManagedPolicyArns"]["Fn::If"]
+    assert managed[0] == "InKafkaVpc" and "AWSLambdaVPCAccessExecutionRole" in managed[1][0]["Fn::Sub"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from replayer.model import Failure, StreamArn
+from replayer.model import KAFKA_SELF_MANAGED, Failure, StreamArn, StreamKind, parse_stream_arn
 
 __all__ = [
     "LOSS_REPORT",
@@ -28,6 +28,7 @@ __all__ = [
     "conflict_records",
     "legacy_range_path",
     "legacy_stream_path",
+    "kafka_source_path",
     "range_path",
     "redrive_marker",
     "safe_segment",
@@ -74,9 +75,30 @@ def stream_path(arn: StreamArn) -> str:
 
 
 def range_path(failure: Failure) -> str:
-    """``kind/account/region/stream[/label]/shard/start-end``: the range's archive folder."""
+    """``kind/account/region/stream[/label]/shard/start-end``: the range's archive folder
+    (Kafka: ``kafka/.../topic/partition/first-last``, see `kafka_source_path`)."""
+    if failure.kind is StreamKind.KAFKA:
+        parts = (str(failure.topic), str(failure.partition), f"{failure.start}-{failure.end}")
+        return "/".join((kafka_source_path(failure.stream_arn), *(safe_segment(p) for p in parts)))
     tail = (failure.shard_id, f"{failure.start}-{failure.end}")
     return "/".join((stream_path(failure.arn), *(safe_segment(p) for p in tail)))
+
+
+_MAX_SERVERS_SEGMENT = 128  # longer server lists are named by their digest (keys stay short)
+
+
+def kafka_source_path(source: str) -> str:
+    """A Kafka cluster's folder: ``kafka/account/region/cluster/uuid`` for MSK (as `stream_path`),
+    ``kafka/self-managed/host:port,host:port`` for a self-managed cluster (its servers, as named)."""
+    if not source.startswith(KAFKA_SELF_MANAGED):
+        parsed = parse_stream_arn(source)
+        if parsed is None or parsed.kind is not StreamKind.KAFKA:
+            raise ValueError(f"not a Kafka source: {source!r}")
+        return stream_path(parsed)
+    servers = source[len(KAFKA_SELF_MANAGED) :]
+    if len(servers) > _MAX_SERVERS_SEGMENT:
+        servers = "servers-" + hashlib.sha256(servers.encode()).hexdigest()[:32]
+    return "/".join(safe_segment(p) for p in (StreamKind.KAFKA.value, "self-managed", servers))
 
 
 def legacy_stream_path(arn: StreamArn) -> str:

@@ -192,6 +192,9 @@ def _sequence_number(record: Any) -> str | None:
             part = record.get(outer)
             if isinstance(part, Mapping) and isinstance(part.get(inner), str) and part[inner].isdigit():
                 return str(part[inner])
+        offset = record.get("offset")  # a Kafka record: its offset in its partition
+        if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 and "topic" in record:
+            return str(offset)
     return None
 
 
@@ -306,6 +309,9 @@ def manifest_fields(
     return dict(
         {
             "format": FORMAT,
+            "marked": "at-risk"
+            if failure.at_risk
+            else "failed",  # at-risk: archived before any failure record
             "range": failure.describe(),
             "archived": _span(packed, gaps, notes),
             "records_object": records_location if packed and packed.count else None,

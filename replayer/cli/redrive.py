@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING
 import typer
 
 from replayer.cli._app import command, print_error
-from replayer.cli._work import finish, preflight_or_exit, setup, show_progress, work_through
+from replayer.cli._work import finish, preflight_or_exit, setup, show_progress
+from replayer.cli.runs import recorded
 from replayer.config import Settings
 from replayer.errors import ConfigError
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.report import Report
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from replayer.archive.manifest import ArchivedRange
     from replayer.aws import Clients
     from replayer.plan import ArchivedSend
@@ -60,8 +63,9 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
     concurrency = settings.concurrency
     async with clients_for(settings) as clients:
         archive = archive_from_uri(settings.redrive_from or "", clients)
+        targets = _targets(settings, clients)
         redriver = Redriver(
-            archive, _targets(settings, clients), force=settings.force,
+            archive, targets, force=settings.force,
             allow=AllowList.of(settings.allow_streams), range_budget=settings.range_budget_seconds,
             manifest_key=ManifestKey(clients, settings.manifest_key) if settings.manifest_key else None,
         )  # fmt: skip
@@ -69,13 +73,11 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
         ranges = [r for r in ranges if not settings.shards or r.failure.shard_id in settings.shards]
         if settings.dry_run:
             return Report(bad + await _dry_run(settings, redriver, ranges))
-        done = await work_through(
-            settings,
-            lambda advance: redriver.scheduler(concurrency=concurrency, on_done=advance),
-            in_shard_order(ranges),
-            _failure,
-            show=show,
-        )
+        done = await recorded(  # the run on the record in the archive's ledger (runs/NAME/)
+            settings, name=settings.run_name or "", archive=archive, clients=clients, targets=targets,
+            ranges=in_shard_order(ranges), failure_of=_failure, show=show,
+            scheduler_for=lambda advance: redriver.scheduler(concurrency=concurrency, on_done=advance),
+        )  # fmt: skip
         return dataclasses.replace(done, outcomes=[*bad, *done.outcomes])
 
 
@@ -97,6 +99,18 @@ async def _dry_run(settings: Settings, redriver: Redriver, ranges: list[Archived
                 sys.stdout.writelines(record.json.decode() + "\n" for record in send.sent)
         sys.stdout.flush()
     return outcomes
+
+
+def named_run(settings: Settings, console: Console) -> Settings:
+    """The settings with the run's name (--run, or a generated one), printed first."""
+    from replayer.sinks.guard.run import generated_name
+
+    name = settings.run_name or generated_name()
+    console.print(
+        f"run {name} (replayer runs show {name} --from {settings.redrive_from})",
+        soft_wrap=True, markup=False, highlight=False,
+    )  # fmt: skip
+    return dataclasses.replace(settings, run_name=name)
 
 
 def _failure(archived: ArchivedRange) -> Failure:
@@ -131,10 +145,14 @@ def redrive(settings: Settings) -> None:
     except (ConfigError, ValueError) as exc:
         print_error(console, exc)
         raise typer.Exit(2) from None
+    preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))  # dry runs too
     if not settings.dry_run:
-        preflight_or_exit(settings, Checks(sinks=settings.to, archive=settings.redrive_from))
+        settings = named_run(settings, console)
     try:
         report = asyncio.run(_redrive(settings, selection, show_progress(settings, console)))
+    except ConfigError as exc:  # --skip-stale's pre-flight, once the archive named the tables
+        print_error(console, exc)
+        raise typer.Exit(2) from None
     except StoreError as exc:
         # an archive that is not there is a usage error; one that failed to answer is not
         missing = exc.code in ("NoSuchBucket", "NoSuchDirectory")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from replayer.archive.layout import range_path
@@ -11,10 +10,10 @@ from replayer.archive.mac import ManifestKey
 from replayer.archive.store import FileStore, S3Store, Store, StoreError
 from replayer.archive.write import ArchiveConflict, write_range
 from replayer.aws import Clients
-from replayer.model import Failure, StreamKind, StreamRecord
-from replayer.readers import ReadResult, pages_of
+from replayer.model import Failure
+from replayer.readers import ReadResult
 from replayer.sinks._base import Delivery, SinkError
-from replayer.sinks._identity import Roles, failed_function, with_identity
+from replayer.sinks._identity import Roles, as_delivered
 
 __all__ = ["ArchiveConflict", "ArchiveSink", "FileSink", "S3Sink"]
 
@@ -45,13 +44,8 @@ class ArchiveSink:
         return self.store.uri
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
-        records = result.records
-        parts: Iterable[Sequence[StreamRecord]] = pages_of(records)  # a page at a time, never the range
-        function = failed_function(failure)
-        if self.roles is not None and function is not None and failure.kind is StreamKind.KINESIS and records:
-            # Archived as Lambda delivered them: invokeIdentityArn is the role of the function that failed.
-            role = await self.roles.role_of(*function)
-            parts = (with_identity(failure, page, role) for page in pages_of(records))
+        # A page at a time, never the range; as Lambda delivered them (Kinesis: invokeIdentityArn).
+        parts = await as_delivered(self.roles, failure, result.records)
         try:
             written = await write_range(
                 self.store, failure, parts, result.gaps, result.notes, key=self.manifest_key

@@ -94,7 +94,7 @@ class Selection:
         return sorted(folders)
 
     def matches(self, failure: Failure) -> bool:
-        if self.range_ids and failure.range_id not in self.range_ids:
+        if self.range_ids and not any(failure.range_id.startswith(p) for p in self.range_ids):  # or a prefix
             return False
         if self.stream_arns and not any(fnmatch.fnmatchcase(failure.stream_arn, p) for p in self.stream_arns):
             return False
@@ -313,12 +313,14 @@ class _Marked:
         return self.target.uri
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
-        await self.target.deliver(failure, result)
+        sent = await self.target.deliver(failure, result)  # its notes: stale, superseded records
         selection = self.target.selection
         if selection is not None and selection.narrows_records:
             # part of the range went: a marker would make a later full re-drive skip the rest
             return Delivery(
-                self.uri, self.report, notes=(f"{self.uri}: selected records only, no marker written",)
+                self.uri,
+                self.report,
+                notes=(*sent.notes, f"{self.uri}: selected records only, no marker written"),
             )
         key = f"{self.folder}/{redrive_marker(self.target.target.spec)}"
         try:
@@ -332,7 +334,7 @@ class _Marked:
                 "a rerun re-drives this range again"
             ) from exc
         kept = () if created else (f"{self.uri}: an earlier marker was kept",)
-        return Delivery(self.uri, self.report, already_there=not created, notes=kept)
+        return Delivery(self.uri, self.report, already_there=not created, notes=(*sent.notes, *kept))
 
 
 def _folder(archived: ArchivedRange) -> str:
