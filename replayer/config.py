@@ -377,10 +377,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "manifest_key", ("--manifest-key",),
-        "KMS HMAC key (id, ARN or alias) that signs every archive manifest written (kms:GenerateMac) and "
-        "must have signed every one read back (kms:VerifyMac): redrive, status and retries refuse the rest. "
-        "Unset: the archive prefix is trusted storage.",
-        _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY", panel=_TRUST,
+        "KMS HMAC key signing every archive manifest; what it did not sign is refused when read back.",
+        _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY", panel=_TRUST, tuning=True,
+        more="A key id, ARN or alias of a KMS key with KeySpec HMAC_256 (kms:GenerateMac when writing, "
+        "kms:VerifyMac when reading: redrive, status and retries adopting an earlier attempt's folder). "
+        "Unset: the archive prefix is trusted storage (docs/archive.md).",
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
