@@ -446,8 +446,8 @@ OPTIONS: tuple[Option, ...] = (
         "Glob on the stream ARNs that may be read; any other is rejected, never read. Repeatable; "
         "'*': every stream.",
         _READERS | {"redrive"}, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
-        more="Unset: no stream (deny by default): drain, run and the Lambda refuse to start, replay and fetch "
-        "stop at pre-flight naming the streams to allow.", panel=_TRUST,
+        more="Unset: no stream (deny by default): drain, run, redrive and the Lambda refuse to start, replay "
+        "and fetch stop at pre-flight naming the streams to allow.", panel=_TRUST,
     ),
     Option(
         "watch_streams", ("--watch-stream",),

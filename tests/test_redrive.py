@@ -315,13 +315,17 @@ def test_redrive_honours_allow_stream_and_denies_by_default(
     monkeypatch.delenv("REPLAYER_ALLOW_STREAMS")
     to = ("--to", f"lambda:{repair.name}")
 
-    for extra, why in (((), "no --allow-stream is configured"), (("--allow-stream", "*other*"), "not in")):
-        code, summary = redrive(f"file:{root}", *to, *extra)
+    for dry in ((), ("--dry-run",)):  # none allowed: a set-up mistake, one line, exit 2
+        refused = run("redrive", "--from", f"file:{root}", *to, *dry)
+        assert refused.exit_code == 2
+        assert (
+            refused.output.count("\n") == 1 and "--allow-stream (or REPLAYER_ALLOW_STREAMS)" in refused.output
+        )
+    for dry in ((), ("--dry-run",)):
+        code, summary = redrive(f"file:{root}", *to, "--allow-stream", "*other*", *dry)
         assert code == 1
         (outcome,) = summary["ranges"]
-        assert outcome["outcome"] == "rejected" and why in outcome["reason"]
-        code, summary = redrive(f"file:{root}", *to, *extra, "--dry-run")
-        assert summary["ranges"][0]["outcome"] == "rejected"
+        assert outcome["outcome"] == "rejected" and "it is not in --allow-stream" in outcome["reason"]
     assert repair.calls() == [] and markers(root, parse_message(table.invocation_record(0, 1))[0]) == []
 
     code, summary = redrive(f"file:{root}", *to, "--allow-stream", table.stream_arn)
