@@ -293,10 +293,12 @@ def emf_metric_names() -> set[str]:
     """Every metric name the handler can emit (`observe.emf.flush` over the recorder's tally)."""
     from replayer.observe import MESSAGE_EVENTS
     from replayer.observe.emf import metric_name
+    from replayer.sinks.guard import COUNTS as REDRIVE_COUNTS
 
     counts = [f"messages_{e}" for e in MESSAGE_EVENTS]
     counts += [f"ranges_{kind.value}" for kind in OutcomeKind]
     counts += ["ranges_near_expiry", "records_recovered", "records_lost", "deliveries_already_there"]
+    counts += [f"redrive_{name}" for name in REDRIVE_COUNTS]  # the lambda: sinks' guard
     return {metric_name(c) for c in counts} | {"ReadSeconds", "SinkSeconds"}
 
 
