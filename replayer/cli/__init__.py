@@ -26,6 +26,8 @@ COMMANDS = {
     "drain": "service",
     "status": "status",
     "runs": "runs",
+    "audit": "audit",
+    "why": "why",
 }
 
 

@@ -94,12 +94,6 @@ class _Prometheus:
             self.counters[name] = (PromCounter(f"replayer_{name}", help_text, registry=r), ())
         self.in_flight = Gauge("replayer_ranges_in_flight", "Ranges being read or delivered now", registry=r)
         self.held = Gauge("replayer_messages_held", "Messages held invisible by this process", registry=r)
-        self.deadline = Gauge(
-            "replayer_nearest_expiry_seconds",
-            "Seconds until the earliest expiry deadline among held ranges (+Inf when none)",
-            registry=r,
-        )
-        self.deadline.set(math.inf)
         self.to_expiry = Gauge(
             "replayer_seconds_to_nearest_expiry",
             "Seconds until the first records of the ranges this process holds, not yet saved, leave "
@@ -224,7 +218,6 @@ class Recorder:
         if self._prometheus is not None:
             self._prometheus.in_flight.set(in_flight)
             self._prometheus.held.set(held)
-            self._prometheus.deadline.set(nearest_expiry)
             self._prometheus.to_expiry.set(nearest_expiry)
             self._prometheus.near_expiry.set(near_expiry)
 

@@ -43,6 +43,7 @@ def readers_for(settings: Settings, clients: Clients, recorder: Recorder | None 
     options: dict[str, Any] = {
         "invoke_identity_arn": settings.invoke_identity_arn,
         "max_records_per_range": settings.max_records_per_range,
+        "kafka_brokers": settings.kafka_brokers,
     }
     if recorder is None:
         return Readers(clients, **options)
