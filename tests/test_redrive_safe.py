@@ -173,13 +173,13 @@ def test_a_failing_function_trips_the_breaker_early_and_a_rerun_resumes_the_rest
     code, summary = redrive(source, "--to", to, *options, codes=(3,))
     assert code == 3 and summary["exit_code"] == 3 and summary["stopped"]["by"] == "breaker"
     assert "2 of the last" in summary["stopped"]["reason"]
-    assert "the function's last error: function error" in summary["stopped"]["reason"]
+    assert "the function's last error: Runtime.HandlerError: told to fail" in summary["stopped"]["reason"]
     assert len(repair.calls()) == 2  # stopped early: 2 of 10 ranges tried, none after the trip
     kinds = [r["outcome"] for r in summary["ranges"]]
     assert kinds == ["retry"] * 10
     assert sum("not started: the run stopped" in r["reason"] for r in summary["ranges"]) == 8
     ledger = show(source, "fix-1")
-    assert ledger["state"] == "stopped" and "function error" in ledger["last_error"]
+    assert ledger["state"] == "stopped" and "told to fail on this record" in ledger["last_error"]
     assert ledger["totals"]["failed"] == 4 and ledger["totals"]["sent"] == 0
 
     repair.configure()  # the fix: the function succeeds now
