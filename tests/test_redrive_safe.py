@@ -422,3 +422,27 @@ def test_the_lambda_deployment_skips_stale_records_by_its_environment_and_says_s
     assert [seqs(c) for c in repair.calls()] == [[stream[0], stream[2]]]
     metrics = emf_lines(capsys.readouterr().out)[-1]
     assert (metrics["RedriveSent"], metrics["RedriveStale"], metrics["RedriveInvocations"]) == (2, 1, 1)
+
+
+def test_drain_stops_taking_messages_when_the_breaker_trips_and_loses_none(
+    table: DynamoTable, moto_endpoint: str, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    from tests.support.aws import make_queue, queue_counts, send
+
+    repair = RepairFunction(ministack, FAIL_ON='"x"')
+    table.put(8)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, *(table.invocation_record(i, i + 1, records) for i in range(0, 8, 2)))
+    result = run(
+        "drain", "--queue", queue, "--to", f"lambda:{repair.name}", "--invoke-retries", "0",
+        "--error-window", "2", "--stop-at-error-rate", "1", "--concurrency", "1", "--wait-seconds", "1",
+        "--json",
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stopped"]["by"] == "breaker" and "told to fail" in summary["stopped"]["reason"]
+    assert len(repair.calls()) == 2  # nothing invoked after the trip
+    assert summary["messages"]["deleted"] == 0
+    visible, in_flight = queue_counts(moto_endpoint, queue)
+    assert visible + in_flight == 4  # every message is still on the queue
