@@ -54,6 +54,7 @@ from replayer.core import Replayer
 from replayer.mappings import from_esm
 from replayer.model import AT_RISK, Failure, Origin, OutcomeKind, StreamKind, parse_stream_arn
 from replayer.observe import Recorder
+from replayer.readers import shard_lock
 from replayer.readers.kinesis import GET_RECORDS_BUDGET
 from replayer.sources import readers_for, sinks_for
 from replayer.wire import loads
@@ -532,7 +533,9 @@ class Watcher:
     ) -> Rescue | None:
         after = await self._rescued_to(mapping.stream_arn, shard_id)
         most = min(self.settings.at_risk_max_records, self.settings.max_records_per_range)
-        bounds = await _window(client, kind, mapping.stream_arn, shard_id, after, most)
+        probe = Failure(kind, mapping.stream_arn, shard_id, "0", "0")  # names the shard, for its lock
+        async with shard_lock(probe):  # one reader a shard in this process: the scan waits its turn too
+            bounds = await _window(client, kind, mapping.stream_arn, shard_id, after, most)
         if bounds is None:
             return None  # nothing new in the shard
         first, last, count = bounds

@@ -12,9 +12,12 @@ from typing import Any
 from typer.testing import CliRunner
 
 from replayer.allow import AllowList
+from replayer.archive.store import FileStore
+from replayer.archive.write import write_range
 from replayer.aws import Clients
 from replayer.cli import app
 from replayer.core import Replayer
+from replayer.model import AT_RISK, Failure, StreamKind, StreamRecord
 from replayer.parse import parse_message
 from replayer.sinks import FileSink
 from tests.support.aws import DynamoTable, unique
@@ -129,3 +132,12 @@ def test_lines_without_the_request_id_are_shown_as_the_groups(
     empty = why(failed_range(DynamoTable(moto_endpoint), tmp_path / "other", unique("gone"), at), "--from",
                 f"file:{tmp_path / 'other'}")  # fmt: skip
     assert empty.exit_code == 2 and "not found" in empty.stderr  # no such log group: one line
+
+
+def test_an_at_risk_window_has_no_failed_invocation_to_show(tmp_path: Path, moto_endpoint: str) -> None:
+    stream = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-01-01T00:00:00.000"
+    window = Failure(StreamKind.DYNAMODB, stream, "shardId-1", "100", "100", condition=AT_RISK)
+    record = StreamRecord("100", json.dumps({"dynamodb": {"SequenceNumber": "100"}}).encode())
+    asyncio.run(write_range(FileStore(tmp_path), window, [[record]], ()))
+    result = why(window.range_id, "--from", f"file:{tmp_path}", "--json")
+    assert result.exit_code == 1 and "archived by the at-risk watch" in json.loads(result.stdout)["note"]
