@@ -127,6 +127,14 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1 and args[0] in result.stderr
 
 
+def test_the_runs_commands_help_renders_within_100_columns() -> None:
+    for command in (["runs"], ["runs", "show"], ["runs", "cancel"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "100"}, terminal_width=100)
+        assert result.exit_code == 0, result.output
+        assert "s3://BUCKET[/PREFIX]" in result.output
+        assert all(len(line) <= 100 for line in result.output.splitlines())
+
+
 # ---- end to end
 
 

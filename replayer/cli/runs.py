@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from replayer.cli._app import app, print_error, stderr_console
 from replayer.cli._work import Stop, work_through
@@ -42,15 +43,15 @@ _WIDTH = 100
 runs_app = typer.Typer(
     help="The named runs in an archive's ledger (redrive --run NAME): list, show one, cancel one.",
     no_args_is_help=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",  # as the app's: every help text here is escaped
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(runs_app, name="runs")
 
 From = Annotated[
     str | None,
-    typer.Option("--from", metavar="URI", help="The archive: s3://BUCKET[/PREFIX] or file:DIR "
-                 "[env: REPLAYER_REDRIVE_FROM]", show_default=False),
+    typer.Option("--from", metavar="URI", help=escape("The archive: s3://BUCKET[/PREFIX] or file:DIR "
+                 "[env: REPLAYER_REDRIVE_FROM]"), show_default=False),
 ]  # fmt: skip
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON document, for scripts.")]
 
