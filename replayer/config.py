@@ -611,8 +611,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "stop_at_error_rate", ("--stop-at-error-rate",),
         "lambda: sinks: the breaker. When this fraction of the last --error-window invocations failed "
-        "(throttling not counted), no invocation starts: the run ends stopped, exit 3 (run: pauses for "
-        "--breaker-cooldown, then tries one invocation); off: never.",
+        "(throttling not counted), no invocation starts: the run ends stopped, exit 3 (the service and the "
+        "Lambda pause for --breaker-cooldown instead, then try one invocation); off: never.",
         _WORK | {"lambda"}, "FRACTION", _fraction, "REPLAYER_STOP_AT_ERROR_RATE", panel=_REPAIR,
     ),
     Option(
