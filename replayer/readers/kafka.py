@@ -50,6 +50,7 @@ __all__ = [
     "kafka_event_record",
     "kafka_payload",
     "msk_brokers",
+    "msk_iam_token",
 ]
 
 log = logs.get_logger(__name__)
@@ -176,8 +177,30 @@ def _load_client_certificate(
         context.load_cert_chain(cert_file, key_file, password=password if isinstance(password, str) else None)
 
 
+MSK_TOKEN_SECONDS = 900  # what AWS's own signer library gives a token
+
+
+def msk_iam_token(region: str, credentials: Any) -> tuple[str, float]:
+    """An MSK IAM authentication token and when it expires (epoch seconds): a SigV4-presigned
+    ``GET https://kafka.REGION.amazonaws.com/?Action=kafka-cluster:Connect``, base64url without
+    padding, as aws-msk-iam-sasl-signer-python makes it (a test compares the two). Made here with
+    botocore so the Lambda zip carries no second signer and its command-line dependencies."""
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+
+    request = AWSRequest(
+        method="GET", url=f"https://kafka.{region}.amazonaws.com/", params={"Action": "kafka-cluster:Connect"}
+    )
+    SigV4QueryAuth(credentials, "kafka-cluster", region, expires=MSK_TOKEN_SECONDS).add_auth(request)
+    request.params = {"User-Agent": "lambda-stream-replayer"}
+    url = str(request.prepare().url)
+    token = base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+    return token, time.time() + MSK_TOKEN_SECONDS
+
+
 class MskTokens:
-    """MSK IAM tokens (SASL/OAUTHBEARER), signed with the default credentials, reused until near expiry."""
+    """MSK IAM tokens (SASL/OAUTHBEARER for aiokafka), signed with the default credentials, reused
+    until a minute before they expire."""
 
     def __init__(self, region: str) -> None:
         self.region = region
@@ -185,11 +208,16 @@ class MskTokens:
 
     async def token(self) -> str:
         if self._token is None or self._token[1] - time.time() < 60:
-            from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
-
-            token, expiry_ms = await asyncio.to_thread(MSKAuthTokenProvider.generate_auth_token, self.region)
-            self._token = (token, expiry_ms / 1000)
+            self._token = await asyncio.to_thread(self._sign)
         return self._token[0]
+
+    def _sign(self) -> tuple[str, float]:
+        import botocore.session
+
+        credentials = botocore.session.get_session().get_credentials()
+        if credentials is None:
+            raise NoEndpoint("no AWS credentials to sign MSK IAM tokens with")
+        return msk_iam_token(self.region, credentials.get_frozen_credentials())
 
     def extensions(self) -> dict[str, str]:
         return {}
