@@ -170,3 +170,36 @@ async def archive_one(kafka_broker: Tansu, topic: str, tmp_path: Path) -> None:
             clients,
         )
         assert (await replayer.replay(failures[0])).kind is OutcomeKind.REPLAYED
+
+
+def test_replay_a_file_of_kafka_records_with_a_named_cluster_allowed(
+    kafka_broker: Tansu, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from replayer.cli import app
+
+    topic = f"cli-{uuid.uuid4().hex[:6]}"
+
+    async def prepare() -> None:
+        await create_topic(kafka_broker.bootstrap, topic, 2)
+        await produce(kafka_broker.bootstrap, topic, [(i % 2, b"k", b"v%d" % i, []) for i in range(6)])
+
+    asyncio.run(prepare())
+    records = tmp_path / "failures.jsonl"
+    records.write_text(json.dumps(invocation_record({(topic, 0): (0, 2), (topic, 1): (1, 2)})) + "\n")
+    archive = tmp_path / "archive"
+    result = CliRunner().invoke(
+        app,
+        [
+            "replay", str(records), "--allow-stream", MSK_ARN,  # a literal cluster ARN: checked before work
+            "--kafka-brokers", f"{MSK_ARN}={kafka_broker.bootstrap}", "--to", f"file:{archive}", "--json",
+        ],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert sorted(r["recovered"] for r in summary["ranges"]) == [2, 3]
+    assert (archive / f"{CLUSTER_FOLDER}/{topic}/1/1-2/invocation.json").exists()
