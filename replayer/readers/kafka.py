@@ -501,6 +501,11 @@ class _PartitionRead:
                 continue
             messages = batch.get(self.tp, [])
             if not messages:
+                position = await consumer.position(self.tp)
+                if position > self.next:  # the fetch stepped over offsets with no record (markers, holes)
+                    self._missing(position, GONE_INSIDE)
+                    self.next = position
+                    continue
                 empty += 1
                 if empty >= reader.max_empty_polls:
                     books.notes.append(
