@@ -239,3 +239,14 @@ def test_a_mappings_filter_sees_a_kafka_records_value_decoded() -> None:
     assert criteria.matches(filter_document(StreamKind.KAFKA, record))
     binary = {**record, "value": base64.b64encode(b"\xff\x00").decode()}
     assert not criteria.matches(filter_document(StreamKind.KAFKA, binary))
+
+
+def test_since_and_until_see_a_kafka_records_timestamp() -> None:
+    from decimal import Decimal
+
+    from replayer.filtering import filter_document
+    from replayer.model import StreamKind
+    from replayer.selection import arrival
+
+    record = {"topic": "t", "partition": 0, "offset": 1, "timestamp": 1_767_225_600_250, "value": ""}
+    assert arrival(StreamKind.KAFKA, filter_document(StreamKind.KAFKA, record)) == Decimal("1767225600.25")
