@@ -90,7 +90,7 @@ def drain(broker: Tansu, dlt: str, group: str, tmp_path: Path, *extra: str) -> A
         [
             "drain", "--kafka-topic", f"kafka://{broker.bootstrap}={dlt}", "--kafka-group", group,
             "--kafka-brokers", f"kafka://*={broker.bootstrap}", "--allow-stream", "kafka://*",
-            "--to", f"file:{tmp_path}", "--wait-seconds", "1", "--no-preflight", "--json", *extra,
+            "--to", f"file:{tmp_path}", "--wait-seconds", "1", "--json", *extra,
         ],
         catch_exceptions=False,
     )  # fmt: skip
