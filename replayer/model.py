@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, overload
 
 __all__ = [
+    "AT_RISK",
     "Failure",
     "Gap",
     "KAFKA_SELF_MANAGED",
@@ -40,6 +41,11 @@ class StreamKind(StrEnum):
     DYNAMODB = "dynamodb"
     KINESIS = "kinesis"
     KAFKA = "kafka"  # Amazon MSK or self-managed Apache Kafka: topic-partition + offsets
+
+
+# The condition of a range the at-risk watch archived (`replayer.watch`) before any failure record
+# named it: its manifest marks it `at-risk`, not `failed`.
+AT_RISK = "AtRisk"
 
 
 class Origin(StrEnum):
@@ -212,6 +218,11 @@ class Failure:
     @property
     def region(self) -> str:
         return self.arn.region
+
+    @property
+    def at_risk(self) -> bool:
+        """True for a window the at-risk watch archived (no failure record named it)."""
+        return self.condition == AT_RISK
 
     @property
     def range_id(self) -> str:

@@ -422,8 +422,10 @@ def test_a_page_is_taken_as_record_by_record_whatever_it_holds(
             if by_page:
                 books.add_page(page, seqs, lambda records: [b'{"n":%d}' % r for r in records])
             else:
-                for seq in seqs:
+                for at, seq in enumerate(seqs):
                     if books.add(seq, b'{"n":%s}' % seq.encode()):
+                        rest = seqs[at + 1 :]  # what follows the range's end is still looked at
+                        books.after_end(rest, lambda i, rest=rest: b'{"n":%s}' % rest[i].encode())
                         break
         return (
             tuple(books.records),
@@ -435,3 +437,84 @@ def test_a_page_is_taken_as_record_by_record_whatever_it_holds(
         )
 
     assert books_after(by_page=True) == books_after(by_page=False)
+
+
+# ---------------------------------------------------------------- #21.8: a misbehaving endpoint
+
+
+def page_rule(change: Any) -> Rule:
+    """The proxy rewrites the first GetRecords answer: `change(records)` -> records."""
+    return Rule(
+        op("GetRecords"), rewrite=lambda _r, body: {**body, "Records": change(body["Records"])}, times=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("last", "order", "missing"),
+    [
+        (4, [0, 3, 2, 1, 4], [1, 2]),  # two records after a later one
+        (2, [0, 1, 3, 2, 4], [2]),  # the range's last record after the one that ends it
+    ],
+)
+async def test_a_page_out_of_order_reports_each_record_it_could_not_take(
+    last: int, order: list[int], missing: list[int], table: DynamoTable, proxy: FaultProxy
+) -> None:
+    table.put(5)
+    stream = table.stream_records()
+    proxy.add(page_rule(lambda records: [records[i] for i in order]))
+    result = await read(failure_of(table, 0, last))
+    sequences = [stream[i]["dynamodb"]["SequenceNumber"] for i in missing]
+    assert [(g.first, g.last) for g in result.gaps] == [(s, s) for s in sequences]
+    assert all("out of order" in g.reason for g in result.gaps)
+    assert len(result.records) + len(missing) == last + 1  # every record is taken or reported
+
+
+async def test_a_sequence_number_repeated_with_other_content_is_a_conflict_not_a_silent_pick(
+    table: DynamoTable, proxy: FaultProxy, tmp_path: Any
+) -> None:
+    from replayer.allow import AllowList
+    from replayer.core import Replayer
+    from replayer.model import OutcomeKind
+    from replayer.sinks import FileSink
+
+    table.put(3)
+
+    def forged_twin(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        twin = json.loads(json.dumps(records[1]))
+        twin["dynamodb"]["NewImage"] = {"pk": {"S": "forged"}}
+        return [records[0], records[1], twin, records[2]]
+
+    proxy.add(page_rule(forged_twin))
+    async with Clients() as clients:
+        replayer = Replayer(clients, [FileSink(tmp_path)], allow=AllowList.of(["*"]), find_mappings=False)
+        outcome = await replayer.replay(failure_of(table, 0, 2))
+    assert outcome.kind is OutcomeKind.CONFLICT and "two different records" in outcome.reason
+    assert not list(tmp_path.iterdir())  # nothing delivered
+
+
+async def test_a_page_repeating_a_record_as_it_was_loses_nothing(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    table.put(3)
+    proxy.add(page_rule(lambda records: [records[0], records[1], records[0], records[1], records[2]]))
+    result = await read(failure_of(table, 0, 2))
+    assert len(result.records) == 3 and not result.gaps and result.refused is None and result.conflict is None
+
+
+async def test_a_page_larger_than_dynamodb_streams_allows_is_refused_unread(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    from replayer.aws import MAX_ANSWER_BYTES
+    from replayer.readers import TOO_LARGE
+
+    table.put(2)
+    cap = MAX_ANSWER_BYTES["DynamoDBStreams_20120810.GetRecords"]
+
+    def bloated(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        records[0]["dynamodb"]["NewImage"]["padding"] = {"S": "x" * (cap + 1)}
+        return records
+
+    proxy.add(page_rule(bloated))
+    result = await read(failure_of(table, 0, 1))
+    assert result.refused is not None and result.refused.startswith(TOO_LARGE)
+    assert f"more than {cap} bytes" in result.refused and not result.records

@@ -53,13 +53,22 @@ _MAX_S3_KEY_BYTES = 1024
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def parse_document(text: str | bytes, path: str = "<input>", *, payloads: bool = False) -> list[Failure]:
+def parse_document(
+    text: str | bytes,
+    path: str = "<input>",
+    *,
+    payloads: bool = False,
+    errors: list[ParseError] | None = None,
+) -> list[Failure]:
     """A file's content -> its failures, in order.
 
     The content is one JSON message, a JSON array of messages, or JSON Lines (one message
     a line, blank lines ignored); each message goes through `parse_message`. Error paths
     name the element (``<input>[3]...``) or the line (``<input>:7.$...``). `payloads` as
     for `parse_message` (a file the operator names is trusted with them).
+
+    `errors`: when given, an element or line that does not parse is appended to it and the
+    others are still parsed (each input its own outcome); otherwise the first one raises.
     """
     body = decode_text(text, path)
     if not body.strip():
@@ -67,22 +76,51 @@ def parse_document(text: str | bytes, path: str = "<input>", *, payloads: bool =
     try:
         value = loads_str(body, path)
     except ExtraDataError:
-        return _json_lines(body, path, payloads)
+        return _json_lines(body, path, payloads, errors)
+    except ParseError:
+        if _looks_like_json_lines(body):  # JSON Lines whose first line is broken
+            return _json_lines(body, path, payloads, errors)
+        raise
     if isinstance(value, list):
         return [
             failure
             for i, item in enumerate(value)
-            for failure in parse_message(item, f"{path}[{i}]", payloads=payloads)
+            for failure in _part(item, f"{path}[{i}]", payloads, errors)
         ]
     return parse_message(value, path, payloads=payloads)
 
 
-def _json_lines(body: str, path: str, payloads: bool) -> list[Failure]:
+def _part(message: object, path: str, payloads: bool, errors: list[ParseError] | None) -> list[Failure]:
+    """One element or line of a document; its ParseError collected in `errors` when given."""
+    if errors is None:
+        return _message(message, path, 0, payloads=payloads)
+    try:
+        return _message(message, path, 0, payloads=payloads)
+    except ParseError as exc:
+        errors.append(exc)
+        return []
+
+
+def _looks_like_json_lines(body: str) -> bool:
+    """Several lines, one of which is a whole JSON object by itself (a pretty-printed document's are not)."""
+    lines = [line for line in body.split("\n") if line.strip()]
+    if len(lines) < 2:
+        return False
+    for line in lines:
+        try:
+            if isinstance(loads_str(line, "$"), Mapping):
+                return True
+        except ParseError:
+            continue
+    return False
+
+
+def _json_lines(body: str, path: str, payloads: bool, errors: list[ParseError] | None) -> list[Failure]:
     # Split on "\n" only: str.splitlines would also split on U+2028 and friends, legal inside JSON strings.
     failures: list[Failure] = []
     for number, line in enumerate(body.split("\n"), start=1):
         if line.strip():
-            failures += parse_message(line, f"{path}:{number}.$", payloads=payloads)
+            failures += _part(line, f"{path}:{number}.$", payloads, errors)
     return failures
 
 

@@ -15,10 +15,12 @@ from replayer.readers._base import (
     DEFAULT_MAX_RECORDS_PER_RANGE,
     NO_SUCH_STREAM,
     OVER_BATCH,
+    TOO_LARGE,
     RangeCollector,
     RangeRecords,
     ReadResult,
     StreamReader,
+    judged,
     pages_of,
     shard_lock,
 )
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_RECORDS_PER_RANGE",
     "NO_SUCH_STREAM",
     "OVER_BATCH",
+    "TOO_LARGE",
     "DynamoDBReader",
     "KafkaReader",
     "KinesisReader",
@@ -40,6 +43,7 @@ __all__ = [
     "ReadResult",
     "Readers",
     "StreamReader",
+    "judged",
     "known_unfiltered",
     "pages_of",
     "shard_lock",
@@ -73,14 +77,10 @@ class Readers:
         default a mapping is known unfiltered when the core found it and it has no FilterCriteria.
         `kafka_brokers`: the `--kafka-brokers` (source glob, servers) pairs Kafka ranges are read from.
         """
-        unfiltered = unfiltered or known_unfiltered
         identity = invoke_identity_arn or os.environ.get("REPLAYER_INVOKE_IDENTITY_ARN") or None
-
-        def ceiling(failure: Failure) -> int:
-            if failure.batch_size is not None and unfiltered is not None and unfiltered(failure):
-                return min(failure.batch_size, max_records_per_range)
-            return max_records_per_range
-
+        self._unfiltered = unfiltered or known_unfiltered
+        self.max_records_per_range = max_records_per_range
+        ceiling = self.ceiling
         self.payload = PayloadReader()
         self.dynamodb = DynamoDBReader(clients, max_empty_pages=max_empty_pages, ceiling=ceiling)
         self.kinesis = KinesisReader(
@@ -88,6 +88,12 @@ class Readers:
         )
         self.kafka = KafkaReader(clients, brokers=kafka_brokers, ceiling=ceiling)
         self.kafka_payload = KafkaPayloadReader()
+
+    def ceiling(self, failure: Failure) -> int:
+        """The most records the failure's range may hold, by its own claims (see `__init__`)."""
+        if failure.batch_size is not None and self._unfiltered(failure):
+            return min(failure.batch_size, self.max_records_per_range)
+        return self.max_records_per_range
 
     def for_failure(self, failure: Failure) -> StreamReader:
         if failure.kind is StreamKind.KAFKA:

@@ -102,6 +102,8 @@ class _ShardCalls(BaseShardCalls):
                 ShardIterator=iterator, Limit=self.books.page_limit(self.reader.page_limit)
             )
         except ClientError as exc:
+            if self.refused_answer(exc):
+                return {}  # an empty page with no next iterator: the books say why
             code = error_code(exc)
             if code not in ("ExpiredIteratorException", "TrimmedDataAccessException"):
                 raise

@@ -361,9 +361,12 @@ class KafkaReader:
     async def _mapping(self, failure: Failure) -> Mapping[str, Any]:
         """The function's Kafka event source mapping that reads the range's cluster and topic."""
         function = failure.source_arn or ""
-        parts = function.split(":")
-        region, account = (parts[3], parts[4]) if len(parts) > 4 else (None, None)
-        client = await self._clients.get("lambda", region, account)
+        # Where the cluster is (MSK), or our own account and region (self-managed): never where the
+        # record's functionArn says (a message never picks the account, region or role).
+        if failure.self_managed:
+            client = await self._clients.get("lambda")
+        else:
+            client = await self._clients.get("lambda", failure.arn.region, failure.arn.account)
         kwargs: dict[str, Any] = {"FunctionName": function}
         if not failure.self_managed:
             kwargs["EventSourceArn"] = failure.stream_arn

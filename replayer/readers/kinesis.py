@@ -35,6 +35,8 @@ log = logs.get_logger(__name__)
 # The minimum a Kinesis stream keeps records; assumed only when DescribeStreamSummary fails.
 DEFAULT_RETENTION = timedelta(hours=24)
 MAX_PAGE = 10_000  # GetRecords' own ceiling
+MAX_RECORD_BYTES = 10 * 1024 * 1024  # a record's data at most (10 MiB, where a stream opts in; 1 MiB else)
+MAX_DATA_BASE64 = 4 * -(-MAX_RECORD_BYTES // 3)  # as GetRecords carries it
 
 
 class ShardBudget:
@@ -185,6 +187,8 @@ class _ShardCalls(BaseShardCalls):
                 StreamARN=self.failure.stream_arn,
             )
         except ClientError as exc:
+            if self.refused_answer(exc):
+                return {}  # an empty page with no next iterator: the books say why
             code = error_code(exc)
             if code == "ExpiredIteratorException":
                 return None
@@ -208,6 +212,12 @@ class _ShardCalls(BaseShardCalls):
 
     def feed(self, page: Page) -> int:
         records = page.records
+        if records and (largest := max(len(r.get("Data") or "") for r in records)) > MAX_DATA_BASE64:
+            self.books.too_large(
+                f"a record of shard {self.failure.shard_id} holds {largest} characters of base64 data, "
+                f"more than a Kinesis record's {MAX_RECORD_BYTES} bytes"
+            )
+            return len(records)
         self.books.add_page(records, [r["SequenceNumber"] for r in records], self._events)
         return len(records)
 

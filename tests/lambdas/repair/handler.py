@@ -1,8 +1,8 @@
 """The repair function the tests deploy to ministack: it keeps what it received and fails on request.
 
 Every invocation first writes its event to S3 (``OUT_BUCKET``, key ``calls/NNNNNN.json``,
-numbered in invocation order), so a test reads back exactly what the function received and
-in which order, failed invocations included. Behaviour comes from environment variables:
+numbered in invocation order, with the time it started as ``_at``), so a test reads back
+exactly what the function received, when and in which order, failed invocations included. Behaviour comes from environment variables:
 
 - ``FAIL_FIRST=N``: raise on the first N invocations (counted across cold starts);
 - ``FAIL_ON=TEXT``: raise when any record contains TEXT;
@@ -78,8 +78,11 @@ def handler(event, context):
     bucket = os.environ["OUT_BUCKET"]
     # Kafka events key their records by topic-partition; the streams' are a list.
     records = event.get("Records") or [r for part in (event.get("records") or {}).values() for r in part]
+    started = time.time()
     n = _count(bucket, "calls/")
-    s3.put_object(Bucket=bucket, Key=f"calls/{n:06d}.json", Body=json.dumps(event).encode())
+    s3.put_object(
+        Bucket=bucket, Key=f"calls/{n:06d}.json", Body=json.dumps({**event, "_at": started}).encode()
+    )
     if os.environ.get("VALIDATE") == "powertools":
         _validate(json.loads(json.dumps(event)))  # a copy: Powertools' Kafka model decodes headers in place
     if os.environ.get("SLEEP"):
