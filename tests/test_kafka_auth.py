@@ -188,7 +188,11 @@ def test_kafka_brokers_from_the_flag_or_the_environment() -> None:
     assert (
         config.load(
             "run",
-            {"to": ["-"], "queue": "https://sqs.us-east-1.amazonaws.com/123456789012/q"},
+            {
+                "to": ["-"],
+                "queue": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+                "allow_streams": ["*"],
+            },
             env={"REPLAYER_KAFKA_BROKERS": text},
         ).kafka_brokers
         == expected

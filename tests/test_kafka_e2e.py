@@ -153,7 +153,8 @@ def test_an_archived_kafka_range_is_redriven_later_in_the_kafka_event_shape(
     assert event["eventSource"] == "SelfManagedKafka" and event["bootstrapServers"] == kafka_broker.bootstrap
     assert [r["offset"] for r in event["records"][f"{topic}-0"]] == [0, 1, 2, 3]
     assert (
-        tmp_path / f"kafka/self-managed/{kafka_broker.bootstrap}/{topic}/0/0-3/redriven/{repair.name}.json"
+        tmp_path
+        / f"kafka/self-managed/{kafka_broker.bootstrap.replace(':', '%3A')}/{topic}/0/0-3/redriven/{repair.name}.json"
     ).exists()
 
 

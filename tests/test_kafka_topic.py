@@ -108,7 +108,7 @@ def test_a_dead_letter_topic_is_drained_and_committed_past_settled_records(
     for s in sent:
         assert (
             tmp_path
-            / f"kafka/self-managed/{kafka_broker.bootstrap}/{source}/0/{s.offset}-{s.offset}/invocation.json"
+            / f"kafka/self-managed/{kafka_broker.bootstrap.replace(':', '%3A')}/{source}/0/{s.offset}-{s.offset}/invocation.json"
         ).exists()
     assert (
         asyncio.run(committed(kafka_broker, dlt, group)) == 5

@@ -35,7 +35,12 @@ from replayer import logs
 from replayer.aws import Clients
 from replayer.mappings import reads_source
 from replayer.model import Failure, Gap, StreamKind, kafka_servers, parse_stream_arn
-from replayer.readers._base import DEFAULT_MAX_RECORDS_PER_RANGE, RangeCollector, ReadResult
+from replayer.readers._base import (
+    DEFAULT_MAX_RECORDS_PER_RANGE,
+    RangeCollector,
+    ReadResult,
+    over_ceiling_reason,
+)
 from replayer.wire import dumps, loads
 
 __all__ = [
@@ -551,8 +556,11 @@ class _PartitionRead:
             self._missing(failure.end + 1, GONE_INSIDE)
             books.done = True
             return True
-        if len(books.records) >= books.ceiling:
-            books.refuse(f"more than {books.ceiling} records before offset {failure.end}")
+        if (
+            len(books.records) >= books.ceiling
+        ):  # as the streams' books refuse it (the core judges it per claim)
+            books.refused = over_ceiling_reason(failure, books.ceiling)
+            books.over, books.done = books.ceiling, True
             return True
         event = kafka_event_record(message)
         self.bytes += len(event)
