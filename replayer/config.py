@@ -377,10 +377,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "manifest_key", ("--manifest-key",),
-        "KMS HMAC key (id, ARN or alias) signing the archive manifests written; those read back must verify.",
+        "KMS HMAC key signing every archive manifest; what it did not sign is refused when read back.",
         _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY", panel=_TRUST, tuning=True,
-        more="(kms:GenerateMac, kms:VerifyMac.) Redrive, status and retries refuse the rest. Unset: the archive "
-        "prefix is trusted storage.",
+        more="A key id, ARN or alias of a KMS key with KeySpec HMAC_256 (kms:GenerateMac when writing, "
+        "kms:VerifyMac when reading: redrive, status and retries adopting an earlier attempt's folder). "
+        "Unset: the archive prefix is trusted storage (docs/archive.md).",
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
@@ -444,8 +445,8 @@ OPTIONS: tuple[Option, ...] = (
         "allow_streams", ("--allow-stream",),
         "Glob on the stream ARNs that may be read (others: rejected). Repeatable; '*': all.",
         _READERS | {"redrive"}, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
-        more="Unset: no stream (deny by default): drain, run and the Lambda refuse to start, replay and fetch "
-        "stop at pre-flight naming the streams to allow.", panel=_TRUST,
+        more="Unset: no stream (deny by default): drain, run, redrive and the Lambda refuse to start, replay "
+        "and fetch stop at pre-flight naming the streams to allow.", panel=_TRUST,
     ),
     Option(
         "watch_streams", ("--watch-stream",),
@@ -461,11 +462,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "kafka_brokers", ("--kafka-brokers",),
-        "Kafka: the brokers of the sources matching GLOB (an MSK cluster ARN, or kafka://HOST:PORT,...), "
-        "in plaintext.",
+        "Kafka: GLOB=HOST:PORT[,HOST:PORT]: the brokers (plaintext) of clusters matching GLOB.",
         _READERS, "GLOB=BROKERS", _kafka_brokers, "REPLAYER_KAFKA_BROKERS", panel=_INPUT, tuning=True,
-        more="BROKERS is HOST:PORT[,HOST:PORT...]; entries separated by spaces. Other sources: their event "
-        "source mapping's brokers and authentication. A record's bootstrapServers is never used.",
+        more=(
+            "GLOB matches the cluster's name: its MSK cluster ARN, or kafka://HOST:PORT,... for self-managed "
+            "Kafka; entries are separated by spaces. Other clusters: their event source mapping's brokers "
+            "and authentication (docs/kafka.md). A record's bootstrapServers is never used."
+        ),
     ),
     Option(
         "assume_roles", ("--assume-role",),
@@ -611,8 +614,8 @@ OPTIONS: tuple[Option, ...] = (
         "lambda: sinks: the breaker: stop when this fraction of the last --error-window invocations "
         "failed; off: never.",
         _WORK | {"lambda"}, "FRACTION", _fraction, "REPLAYER_STOP_AT_ERROR_RATE", panel=_REPAIR, tuning=True,
-        more="(Throttling is not counted.) No invocation starts: the run ends stopped, exit 3 (run: pauses "
-        "for --breaker-cooldown, then tries one invocation).",
+        more="(Throttling is not counted.) No invocation starts: the run ends stopped, exit 3 (the service and "
+        "the Lambda pause for --breaker-cooldown instead, then try one invocation).",
     ),
     Option(
         "error_window", ("--error-window",), "lambda: sinks: the invocations the breaker looks back on.",

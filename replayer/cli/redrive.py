@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from replayer.cli._app import command, print_error
-from replayer.cli._work import finish, no_stream_allowed, preflight_or_exit, setup, show_progress
+from replayer.cli._work import finish, preflight_or_exit, setup, show_progress
 from replayer.cli.runs import recorded
 from replayer.config import Settings
 from replayer.errors import ConfigError
@@ -71,14 +71,13 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
         )  # fmt: skip
         ranges, bad = await redriver.find(selection, concurrency=max(8, concurrency))
         ranges = [r for r in ranges if not settings.shards or r.failure.shard_id in settings.shards]
-        if not settings.allow_streams and ranges:  # every range would be rejected: said before any invoke
-            raise ConfigError(f"pre-flight: {no_stream_allowed((r.failure for r in ranges), 'the archive')}")
         if settings.dry_run:
             return Report(bad + await _dry_run(settings, redriver, ranges))
         done = await recorded(  # the run on the record in the archive's ledger (runs/NAME/)
             settings, name=settings.run_name or "", archive=archive, clients=clients, targets=targets,
             ranges=in_shard_order(ranges), failure_of=_failure, show=show,
             scheduler_for=lambda advance: redriver.scheduler(concurrency=concurrency, on_done=advance),
+            may_read=lambda r: redriver.refusal(r.failure) is None,
         )  # fmt: skip
         return dataclasses.replace(done, outcomes=[*bad, *done.outcomes])
 
@@ -140,6 +139,13 @@ def redrive(settings: Settings) -> None:
     from replayer.sources.archive import archive_from_uri
 
     console = setup(settings)
+    if not settings.allow_streams:  # deny by default: nothing would be re-driven
+        print_error(
+            console,
+            "--allow-stream (or REPLAYER_ALLOW_STREAMS) is required: redrive re-drives only the streams "
+            "it allows (deny by default; '*' allows every stream)",
+        )
+        raise typer.Exit(2)
     try:
         selection = _selection(settings)
         archive_from_uri(settings.redrive_from or "", Clients())
