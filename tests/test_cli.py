@@ -303,7 +303,7 @@ def test_run_says_where_it_listens_and_what_it_consumes(moto_endpoint: str, tmp_
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
     assert first.startswith(f"replayer run: consuming {queue} into file:{tmp_path}; 8 ranges at once; ")
-    assert re.search(r"http://127\.0\.0\.1:[1-9][0-9]* \(/healthz /readyz /metrics\)", first)
+    assert re.search(r"http://127\.0\.0\.1:[1-9][0-9]* \(/healthz /readyz /metrics /status\)", first)
     assert process.returncode == 0
 
 
