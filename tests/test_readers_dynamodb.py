@@ -501,7 +501,7 @@ async def test_a_page_repeating_a_record_as_it_was_loses_nothing(
     assert len(result.records) == 3 and not result.gaps and result.refused is None and result.conflict is None
 
 
-async def test_a_page_larger_than_dynamodb_streams_allows_is_refused_unread(
+async def test_a_record_larger_than_dynamodb_streams_allows_on_a_page_is_refused_unread(
     table: DynamoTable, proxy: FaultProxy
 ) -> None:
     from replayer.aws import MAX_ANSWER_BYTES
@@ -514,7 +514,29 @@ async def test_a_page_larger_than_dynamodb_streams_allows_is_refused_unread(
         records[0]["dynamodb"]["NewImage"]["padding"] = {"S": "x" * (cap + 1)}
         return records
 
-    proxy.add(page_rule(bloated))
+    rule = proxy.add(
+        Rule(op("GetRecords"), rewrite=lambda _r, body: {**body, "Records": bloated(body["Records"])})
+    )
     result = await read(failure_of(table, 0, 1))
+    assert rule.hits == 10  # asked again with half as many records, 1000 down to 1: one alone is too large
     assert result.refused is not None and result.refused.startswith(TOO_LARGE)
     assert f"more than {cap} bytes" in result.refused and not result.records
+
+
+async def test_a_page_of_records_larger_than_dynamodb_streams_allows_is_asked_again_smaller(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    """moto does not split pages at 1 MB as DynamoDB Streams does: 20 records of 300 KB come as one
+    6 MB answer, past the cap; asked again with fewer records a call, the range is read whole."""
+    table.put(20, payload="p" * 300_000)
+    limits: list[int] = []
+
+    def asked(request: Request) -> bool:
+        if request.operation == "GetRecords":
+            limits.append(json.loads(request.body)["Limit"])
+        return False  # only watching
+
+    proxy.add(Rule(asked))
+    result = await read(failure_of(table, 0, 19))
+    assert result.refused is None and not result.gaps and len(result.records) == 20
+    assert limits[0] == 1000 and min(limits) < 20  # asked again with fewer

@@ -11,7 +11,7 @@ import time
 import weakref
 import zlib
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -565,22 +565,33 @@ class ShardReader:
 class BaseShardCalls:
     """The state every stream's `ShardCalls` keeps for one range: the client and the books."""
 
-    def __init__(self, client: Any, failure: Failure, ceiling: int) -> None:
+    def __init__(self, client: Any, failure: Failure, ceiling: int, most: int) -> None:
         self.client = client
         self.failure = failure
         self.books = RangeCollector(failure, ceiling=ceiling)
+        self.most = most  # records a GetRecords call asks for at most
 
     async def describe_stream(self) -> None:
         """Describe the range's stream (one cheap call); ClientError when it cannot be."""
         raise NotImplementedError
 
-    def refused_answer(self, exc: ClientError) -> bool:
-        """True (the books refuse the range) when `exc` says the answer was larger than the stream's
-        documented maximum (`replayer.aws.MAX_ANSWER_BYTES`)."""
-        if error_code(exc) != ANSWER_TOO_LARGE:
-            return False
-        self.books.too_large(f"a GetRecords answer of shard {self.failure.shard_id}: {exc}")
-        return True
+    async def get_records(self, call: Callable[[int], Awaitable[Any]]) -> Any:
+        """`call(limit)`'s GetRecords answer. One larger than the stream's documented maximum allows
+        (`replayer.aws.MAX_ANSWER_BYTES`: read no further than that) is asked for again with half as
+        many records (this range's later pages too); when even one record is too large, the books
+        refuse the range and an empty page with no next iterator is given back."""
+        while True:
+            asked = self.books.page_limit(self.most)
+            try:
+                return await call(asked)
+            except ClientError as exc:
+                if error_code(exc) != ANSWER_TOO_LARGE:
+                    raise
+                if asked <= 1:
+                    self.books.too_large(f"a GetRecords answer of shard {self.failure.shard_id}: {exc}")
+                    return {}
+                self.most = asked // 2
+                log.warning("page_too_large", asked=asked, asking=self.most)
 
     async def not_found(self, exc: ClientError) -> None:
         """The books after a ResourceNotFoundException reading the range: a stream that does not
