@@ -540,3 +540,11 @@ async def test_a_page_of_records_larger_than_dynamodb_streams_allows_is_asked_ag
     result = await read(failure_of(table, 0, 19))
     assert result.refused is None and not result.gaps and len(result.records) == 20
     assert limits[0] == 1000 and min(limits) < 20  # asked again with fewer
+
+
+def test_range_records_find_a_record_by_its_sequence_number_in_any_page() -> None:
+    records = RangeRecords([StreamRecord(str(1000 + 2 * i), b'{"n":%d}' % i) for i in range(2500)])
+    assert records.find("1000") == b'{"n":0}'
+    assert records.find("02998") == b'{"n":999}'  # compared as numbers, in the first sealed page
+    assert records.find(str(1000 + 2 * 2499)) == b'{"n":2499}'  # the open page
+    assert records.find("1001") is None and records.find("999") is None and records.find("9999") is None

@@ -66,11 +66,12 @@ class _SealedPage:
     """A full page of records: their sequence numbers and one compressed blob of their JSON Lines
     (what the archive stores: packing a page is then one decompression, no per-record work)."""
 
-    __slots__ = ("blob", "ends", "sequence_numbers")
+    __slots__ = ("blob", "ends", "first", "last", "sequence_numbers")
 
     def __init__(self, page: RecordPage) -> None:
         # The sequence numbers too: as strings they are a tenth of a page's memory; compressed, ~nothing.
         self.sequence_numbers = zlib.compress("\n".join(page.sequence_numbers).encode(), 1)
+        self.first, self.last = int(page.sequence_numbers[0]), int(page.sequence_numbers[-1])
         self.ends = array("L", accumulate(len(json) + 1 for json in page.jsons))  # line ends, newlines in
         self.blob = zlib.compress(page.lines(), 1)  # level 1: cheap, ~5x smaller
 
@@ -120,12 +121,14 @@ class RangeRecords(Sequence[StreamRecord]):
         self._count += len(jsons)
 
     def find(self, sequence_number: str) -> bytes | None:
-        """The JSON of the record with this sequence number, None when none was kept (a page at a
-        time: for the rare check of a record read again, not for every record)."""
-        for page in self.pages():
-            for at, kept in enumerate(page.sequence_numbers):
-                if int(kept) == int(sequence_number):
-                    return page[at].json
+        """The JSON of the record with this sequence number, None when none was kept (records are
+        kept in sequence order: only the page that would hold it is decompressed)."""
+        seq = int(sequence_number)
+        sealed = next((p for p in self._sealed if p.first <= seq <= p.last), None)
+        page = sealed.records() if sealed is not None else self._open
+        for at, kept in enumerate(page.sequence_numbers):
+            if int(kept) == seq:
+                return page[at].json
         return None
 
     def pages(self) -> Iterator[RecordPage]:
