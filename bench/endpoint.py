@@ -21,8 +21,10 @@ bench/latency_proxy.py:
 prints one JSON line (``endpoint``, ``proxied`` when --delay-ms is given, ``queue_url`` and
 ``ranges`` when --shape is given), then serves until SIGTERM/SIGINT. Point clients at
 ``proxied`` with AWS_ENDPOINT_URL (any credentials, region us-east-1). Shapes: a = 50 ranges
-x 1,000 on 10 shards, b = 50 x 1,000 on one shard, c = 10 x 10,000 on 10 shards; ``--kind
-kinesis`` makes Kinesis streams instead of DynamoDB ones.
+x 1,000 on 10 shards, b = 50 x 1,000 on one shard, c = 10 x 10,000 on 10 shards (small records);
+e = 300 x 1,000 on 10 shards, f = 1,000 x 100 on 50 shards, g = 300 x 1,000 on one shard
+(records with both images, as NEW_AND_OLD_IMAGES streams carry); ``--kind kinesis`` makes
+Kinesis streams instead of DynamoDB ones.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -40,9 +43,10 @@ import sys
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from xml.sax.saxutils import escape
 
 import orjson
@@ -52,18 +56,48 @@ REGION = "us-east-1"
 # The records' creation time: this process's start, so no range is near its 24 h retention.
 EPOCH = int(time.time())
 
-# name -> (ranges, records per range, shards): the benchmark's shapes
-SHAPES = {"a": (50, 1000, 10), "b": (50, 1000, 1), "c": (10, 10_000, 10)}
+# name -> (ranges, records per range, shards, record style): the benchmark's shapes (bench/run.py's)
+SHAPES = {
+    "a": (50, 1000, 10, "small"),
+    "b": (50, 1000, 1, "small"),
+    "c": (10, 10_000, 10, "small"),
+    "e": (300, 1000, 10, "images"),
+    "f": (1000, 100, 50, "images"),
+    "g": (300, 1000, 1, "images"),
+}
+# Record styles: "small" (one image, ~450 bytes of JSON, one string padding most of it) and
+# "images" (what a table streaming NEW_AND_OLD_IMAGES sends on an update: keys and both images,
+# strings, numbers, string and number sets, binary, a map, a boolean; SizeBytes ~400).
+STYLES = ("small", "images")
 
 
 # ---------------------------------------------------------------- streams
 
 
+class _Made(Sequence[bytes]):
+    """A shard's records made when a page asks for them (a soak's million records are never all held)."""
+
+    def __init__(self, make: Callable[[int], bytes], count: int) -> None:
+        self._make, self._count = make, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self._make(i) for i in range(*index.indices(self._count))]
+        return self._make(index)
+
+
 @dataclass
 class Shard:
     shard_id: str
-    sequence: list[int]  # ascending
-    records: list[bytes]  # each record's JSON, as GetRecords carries it
+    sequence: Sequence[int]  # ascending
+    records: Sequence[bytes]  # each record's JSON, as GetRecords carries it
 
     def index(self, seq: int, after: bool = False) -> int:
         import bisect
@@ -79,6 +113,7 @@ class Stream:
     shards: list[Shard]
     batch: int = 100  # the BatchSize of the mapping reading it (a range's size)
     pages: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
+    lazy: bool = False  # records made per page, pages not kept
 
 
 def _dynamodb_record(stream: str, seq: int, j: int) -> bytes:
@@ -107,6 +142,48 @@ def _dynamodb_record(stream: str, seq: int, j: int) -> bytes:
     )
 
 
+def _image_record(stream: str, seq: int, j: int) -> bytes:
+    """A MODIFY record of a table streaming NEW_AND_OLD_IMAGES: keys, both images (~400 bytes)."""
+    keys = {"pk": {"S": f"customer#{j % 9973:06d}"}, "sk": {"S": f"order#{j:010d}"}}
+    old = {
+        **keys,
+        "status": {"S": "PAID"},
+        "total": {"N": f"{(j * 7919) % 100_000}.{j % 100:02d}"},
+        "items": {"N": str(1 + j % 9)},
+        "tags": {"SS": ["gift", f"region-{j % 7}"]},
+        "ratings": {"NS": [str(j % 11), "4.5"]},
+        "digest": {"B": base64.b64encode(hashlib.md5(b"%d" % j).digest()).decode()},
+        "shipTo": {"M": {"city": {"S": "Lyon"}, "zip": {"S": f"690{j % 10:02d}"}}},
+        "gift": {"BOOL": j % 3 == 0},
+        "updatedAt": {"S": _iso(EPOCH + j // 1000)},
+    }
+    new = {
+        **old,
+        "status": {"S": "SHIPPED"},
+        "carrier": {"S": "colissimo"},
+        "tracking": {"S": f"6A{j:011d}"},
+        "updatedAt": {"S": _iso(EPOCH + j // 1000 + 1)},
+    }
+    return orjson.dumps(
+        {
+            "eventID": hashlib.md5(f"{stream}{seq}".encode()).hexdigest(),
+            "eventName": "MODIFY",
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": REGION,
+            "dynamodb": {
+                "ApproximateCreationDateTime": EPOCH + j // 1000,
+                "Keys": keys,
+                "NewImage": new,
+                "OldImage": old,
+                "SequenceNumber": str(seq),
+                "SizeBytes": 402,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            },
+        }
+    )
+
+
 def _kinesis_record(seq: int, j: int) -> bytes:
     data = base64.b64encode(orjson.dumps({"order": j, "total": j * 7, "note": "x" * 160})).decode()
     return orjson.dumps(
@@ -119,8 +196,25 @@ def _kinesis_record(seq: int, j: int) -> bytes:
     )
 
 
-def make_stream(kind: str, name: str, shards: int, records_per_shard: int) -> Stream:
-    """A stream of `shards` open shards holding `records_per_shard` records each."""
+def make_stream(
+    kind: str, name: str, shards: int, records_per_shard: int, style: str = "small", lazy: bool = False
+) -> Stream:
+    """A stream of `shards` open shards holding `records_per_shard` records each (DynamoDB
+    records of `style`: see STYLES); `lazy`: each page's records made when it is asked for."""
+    if style not in STYLES:
+        raise ValueError(f"record style {style!r}: one of {', '.join(STYLES)}")
+    dynamodb_record = _image_record if style == "images" else _dynamodb_record
+    if lazy:
+        if kind != "dynamodb":
+            raise ValueError("lazy streams are DynamoDB streams")
+        arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}/stream/2025-11-26T00:00:00.000"
+        lazy_shards = []
+        for s in range(shards):
+            base = 10**26 * (s + 1)
+            seqs = range(base, base + records_per_shard * 100, 100)
+            make = functools.partial(lambda seqs, i: dynamodb_record(name, seqs[i], i), seqs)
+            lazy_shards.append(Shard(f"shardId-{EPOCH:020d}-{s:08x}", seqs, _Made(make, records_per_shard)))
+        return Stream(kind, name, arn, lazy_shards, lazy=True)
     if kind == "dynamodb":
         arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}/stream/2025-11-26T00:00:00.000"
     else:
@@ -131,7 +225,7 @@ def make_stream(kind: str, name: str, shards: int, records_per_shard: int) -> St
             shard_id = f"shardId-{EPOCH:020d}-{s:08x}"  # 37 characters, as AWS's
             base = 10**26 * (s + 1)  # 27 digits
             seqs = [base + i * 100 for i in range(records_per_shard)]
-            recs = [_dynamodb_record(name, q, i) for i, q in enumerate(seqs)]
+            recs = [dynamodb_record(name, q, i) for i, q in enumerate(seqs)]
         else:
             shard_id = f"shardId-{s:012d}"
             base = 49 * 10**54 + s * 10**40  # 56 digits
@@ -238,7 +332,9 @@ class Endpoint:
         kind = spec.get("kind", "dynamodb")
         ranges, size, shards = int(spec["ranges"]), int(spec["records"]), int(spec["shards"])
         per_shard = -(-ranges // shards) * size
-        stream = make_stream(kind, spec["name"], shards, per_shard)
+        stream = make_stream(
+            kind, spec["name"], shards, per_shard, spec.get("style", "small"), bool(spec.get("lazy"))
+        )
         stream.batch = size
         self.streams[stream.arn] = stream
         self.streams[stream.name] = stream
@@ -363,6 +459,20 @@ class Endpoint:
             return 200, {}, orjson.dumps({"queue_url": queue.url, "messages": len(queue.messages)})
         if path == "/_bench/stats":
             return 200, {}, orjson.dumps(self.stats())
+        if path.startswith("/_bench/manifests/"):  # ranges archived complete under a prefix
+            bucket, _, prefix = path.removeprefix("/_bench/manifests/").partition("/")
+            names = self.buckets.get(bucket, {})
+            done = sum(1 for k in names if k.startswith(prefix) and k.endswith("/invocation.json"))
+            return 200, {}, orjson.dumps({"manifests": done})
+        if path.startswith("/_bench/depth/"):  # cheap enough to poll: messages not yet deleted
+            queue = self.queues.get(path.removeprefix("/_bench/depth/"))
+            return 200, {}, orjson.dumps({"messages": len(queue.messages) if queue else None})
+        if path == "/_bench/forget" and method == "POST":  # a soak's objects: keys and ETags kept, bodies not
+            for objects in self.buckets.values():
+                for key, (data, meta) in objects.items():
+                    if data:
+                        objects[key] = (b"", meta)
+            return 200, {}, b"{}"
         if path == "/_bench/reset" and method == "POST":
             self.buckets = {b: {} for b in self.buckets}
             self.counts.clear()
@@ -496,7 +606,8 @@ class Endpoint:
             )
             if len(stream.pages) > 4096:
                 stream.pages.clear()
-            stream.pages[key] = page
+            if not stream.lazy:
+                stream.pages[key] = page
         return page
 
     # -- SQS
@@ -785,7 +896,7 @@ async def _serve(args: argparse.Namespace) -> None:
         info["proxied"] = f"http://127.0.0.1:{proxy.stdout.readline().strip()}"
         info["proxy_pid"] = proxy.pid
     if args.shape:
-        ranges, size, shards = SHAPES[args.shape]
+        ranges, size, shards, style = SHAPES[args.shape]
         made = endpoint.add_streams(
             {
                 "kind": args.kind,
@@ -793,6 +904,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 "ranges": ranges,
                 "records": size,
                 "shards": shards,
+                "style": style,
             }
         )
         lines = [orjson.dumps(r).decode() for r in made]

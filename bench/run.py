@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.run --smoke               # tiny sizes, one run (make test runs it)
     .venv/bin/python -m bench.run --shapes a,d --repeat 5
     .venv/bin/python -m bench.run --cold-start --write bench/RESULTS.md
+    .venv/bin/python -m bench.run --shapes backlog --baseline-once   # #26's shapes: e to k
 
 bench/endpoint.py answers from memory (pages serialized once at start; almost no CPU per
 request) in its own process, behind bench/latency_proxy.py (20 ms per request), so what is
@@ -13,6 +14,18 @@ measured is the client. Shapes:
     b  50 ranges x 1,000 records on one shard   (ranges read one after another)
     c  10 ranges x 10,000 records on 10 shards  (memory: compared with 10 x 1,000, a's small run)
     d  `replayer drain` of a queue holding a's invocation records (compared with `replay` of a)
+
+and the backlog after an outage (#26), records shaped like a NEW_AND_OLD_IMAGES stream's (keys
+and both images: strings, numbers, sets, binary; ~1.1 KB of JSON each):
+
+    e  300 ranges x 1,000 records on 10 shards
+    f  1,000 ranges x 100 records on 50 shards  (many small ranges: the shape after bisecting)
+    g  300 ranges x 1,000 records on one shard
+    h, i  `replayer drain`, `replayer run` of a queue holding e's ranges (compared with e's replay)
+    j, k  `replayer drain`, `replayer run` of a queue holding f's ranges (compared with f's replay)
+
+`run` never ends by itself: its wall is until the endpoint has seen every message deleted; it is
+then stopped (SIGTERM), and its CPU and peak RSS include the stop.
 
 Every client runs at two sizes (the shape and one fifth of it), so its CPU splits into a
 start-up part and a marginal cost per record (the slope between the two). The floor is what
@@ -25,10 +38,12 @@ process's own (os.wait4); the endpoint's and the proxy's CPU are shown apart.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,8 +69,9 @@ class Shape:
     ranges: int
     records: int
     shards: int
-    client: str  # replay | drain
+    client: str  # replay | drain | run
     note: str
+    style: str = "small"  # the records: bench/endpoint.py's STYLES
 
     @property
     def total(self) -> int:
@@ -64,20 +80,43 @@ class Shape:
     def small(self) -> Shape:
         """The same shape at a fifth of the ranges (at least 2): the second size for the CPU slope."""
         ranges = max(2, self.ranges // 5)
-        return Shape(self.name, ranges, self.records, min(self.shards, ranges), self.client, self.note)
+        return dataclasses.replace(self, ranges=ranges, shards=min(self.shards, ranges))
 
+    @property
+    def base(self) -> str:
+        """The replay shape whose ranges a drain or run shape reads."""
+        return _SAME_AS.get(self.name, self.name)
+
+
+# drain/run shapes -> the replay shape whose ranges they read (and whose replay they are compared with)
+_SAME_AS = {"d": "a", "h": "e", "i": "e", "j": "f", "k": "f"}
 
 SHAPES = {
     "a": Shape("a", 50, 1000, 10, "replay", "50 x 1,000 on 10 shards"),
     "b": Shape("b", 50, 1000, 1, "replay", "50 x 1,000 on one shard"),
     "c": Shape("c", 10, 10_000, 10, "replay", "10 x 10,000 on 10 shards"),
     "d": Shape("d", 50, 1000, 10, "drain", "drain of a queue holding (a)"),
+    # the backlog after an outage (#26): records with both images, as NEW_AND_OLD_IMAGES streams send
+    "e": Shape("e", 300, 1000, 10, "replay", "300 x 1,000 on 10 shards", "images"),
+    "f": Shape("f", 1000, 100, 50, "replay", "1,000 x 100 on 50 shards", "images"),
+    "g": Shape("g", 300, 1000, 1, "replay", "300 x 1,000 on one shard", "images"),
+    "h": Shape("h", 300, 1000, 10, "drain", "drain of a queue holding (e)", "images"),
+    "i": Shape("i", 300, 1000, 10, "run", "run fed a queue holding (e)", "images"),
+    "j": Shape("j", 1000, 100, 50, "drain", "drain of a queue holding (f)", "images"),
+    "k": Shape("k", 1000, 100, 50, "run", "run fed a queue holding (f)", "images"),
 }
 SMOKE = {
     "a": Shape("a", 10, 20, 5, "replay", "smoke"),
     "b": Shape("b", 10, 20, 1, "replay", "smoke"),
     "c": Shape("c", 5, 100, 5, "replay", "smoke"),
     "d": Shape("d", 10, 20, 5, "drain", "smoke"),
+    "e": Shape("e", 10, 30, 5, "replay", "smoke", "images"),
+    "f": Shape("f", 20, 5, 10, "replay", "smoke", "images"),
+    "g": Shape("g", 10, 30, 1, "replay", "smoke", "images"),
+    "h": Shape("h", 10, 30, 5, "drain", "smoke", "images"),
+    "i": Shape("i", 10, 30, 5, "run", "smoke", "images"),
+    "j": Shape("j", 20, 5, 10, "drain", "smoke", "images"),
+    "k": Shape("k", 20, 5, 10, "run", "smoke", "images"),
 }
 
 
@@ -138,7 +177,7 @@ class Bench:
             AWS_DEFAULT_REGION="us-east-1",
             REPLAYER_ALLOW_STREAMS="*",
         )
-        self._made: dict[tuple[str, int, int, int], list[str]] = {}
+        self._made: dict[tuple[str, int, int, int, str], list[str]] = {}
 
     def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = orjson.dumps(body) if body is not None else None
@@ -147,23 +186,25 @@ class Bench:
 
     def ranges(self, shape: Shape) -> list[str]:
         """The shape's invocation records (JSON lines), its streams made on first use."""
-        key = (shape.name, shape.ranges, shape.records, shape.shards)
+        # drain and run read the very ranges of the replay shape they are compared with
+        key = (shape.base, shape.ranges, shape.records, shape.shards, shape.style)
         if key not in self._made:
             made = self.control(
                 "streams",
                 {
                     "kind": "dynamodb",
-                    "name": f"bench-{shape.name}-{shape.ranges}x{shape.records}",
+                    "name": f"bench-{shape.base}-{shape.ranges}x{shape.records}-{shape.shards}",
                     "ranges": shape.ranges,
                     "records": shape.records,
                     "shards": shape.shards,
+                    "style": shape.style,
                 },
             )
             self._made[key] = [orjson.dumps(r).decode() for r in made["ranges"]]
         return self._made[key]
 
     def ranges_file(self, shape: Shape) -> Path:
-        path = self.workdir / f"{shape.name}-{shape.ranges}x{shape.records}.jsonl"
+        path = self.workdir / f"{shape.base}-{shape.ranges}x{shape.records}-{shape.shards}.jsonl"
         if not path.exists():
             path.write_text("\n".join(self.ranges(shape)) + "\n")
         return path
@@ -176,10 +217,13 @@ class Bench:
                 str(self.ranges_file(shape)),
                 f"s3://bench/{run_id}",
             ]
-        common = ["--to", f"s3://bench/{run_id}", "--concurrency", str(CONCURRENCY), "--json"]
-        if who == "drain":
+        common = ["--to", f"s3://bench/{run_id}", "--concurrency", str(CONCURRENCY)]
+        if who in ("drain", "run"):
             queue = self.control("fill", {"queue": f"q-{run_id}", "bodies": self.ranges(shape)})["queue_url"]
-            return [str(BIN / "replayer"), "drain", "--queue", queue, *common]
+            if who == "run":  # no summary of its own: the archive's manifests are counted instead
+                return [str(BIN / "replayer"), who, "--queue", queue, *common, "--http-port", "0"]
+            return [str(BIN / "replayer"), who, "--queue", queue, *common, "--json"]
+        common.append("--json")
         return [str(BIN / "replayer"), "replay", str(self.ranges_file(shape)), *common]
 
     def measure(self, who: str, shape: Shape, run_id: str) -> Run:
@@ -190,16 +234,25 @@ class Bench:
         with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
             t0 = time.perf_counter()
             proc = subprocess.Popen(cmd, env=self.env, stdout=out_file, stderr=err_file)
+            wall = None
+            if who == "run":  # it never ends by itself: its wall is until the queue is empty, then stop it
+                wall = self.until_emptied(f"q-{run_id}", proc, t0)
+                proc.send_signal(signal.SIGTERM)
             # wait4: this child's own rusage (user+sys, peak RSS), nothing of the endpoint or proxy
             _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t0
+            wall = wall if wall is not None else time.perf_counter() - t0
             out_file.seek(0)
             err_file.seek(0)
             out, err = out_file.read().decode(), err_file.read().decode()
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             raise SystemExit(f"{' '.join(cmd[:3])} exited {code}:\n{out[-2000:]}\n{err[-2000:]}")
-        records = int(out.strip().splitlines()[-1]) if who == "baseline" else _recovered(out)
+        if who == "baseline":
+            records = int(out.strip().splitlines()[-1])
+        elif who == "run":
+            records = self.control(f"manifests/bench/{run_id}/")["manifests"] * shape.records
+        else:
+            records = _recovered(out)
         if records != shape.total:
             raise SystemExit(
                 f"{who} recovered {records} records of shape {shape.name}, expected {shape.total}"
@@ -215,6 +268,14 @@ class Bench:
             requests,
         )
 
+    def until_emptied(self, queue: str, proc: subprocess.Popen[bytes], t0: float) -> float:
+        """Seconds from `t0` until every message of `queue` is deleted (polled every 5 ms)."""
+        while self.control(f"depth/{queue}")["messages"]:
+            if proc.poll() is not None:
+                raise SystemExit(f"replayer run exited {proc.returncode} before emptying {queue}")
+            time.sleep(0.005)
+        return time.perf_counter() - t0
+
     def close(self) -> None:
         self.server.close()
 
@@ -223,10 +284,27 @@ def _recovered(out: str) -> int:
     return int(json.loads(out)["totals"]["records_recovered"])
 
 
-def run_shape(bench: Bench, shape: Shape, repeat: int, with_baseline: bool, floor: Floor) -> Result:
+GROUPS = {"issue15": "a,b,c,d", "backlog": "e,f,g,h,i,j,k", "all": ",".join(SHAPES)}
+
+
+def _shape_names(spec: str) -> list[str]:
+    names = []
+    for part in spec.split(","):
+        names += GROUPS[part.strip()].split(",") if part.strip() in GROUPS else [part.strip()]
+    unknown = [n for n in names if n not in SHAPES]
+    if unknown:
+        raise SystemExit(
+            f"--shapes: unknown {', '.join(unknown)} (shapes {','.join(SHAPES)}; groups {', '.join(GROUPS)})"
+        )
+    return names
+
+
+def run_shape(
+    bench: Bench, shape: Shape, repeat: int, with_baseline: bool, floor: Floor, baseline_repeat: int = 0
+) -> Result:
     result = Result(shape)
     for i in range(repeat):
-        plan = [("baseline", shape)] if with_baseline else []
+        plan = [("baseline", shape)] if with_baseline and i < (baseline_repeat or repeat) else []
         plan += [(shape.client, shape), (f"{shape.client}-small", shape.small())]
         for who, sized in plan:
             run = bench.measure(who.removesuffix("-small"), sized, f"{shape.name}-{who}-{i}")
@@ -261,15 +339,18 @@ class Floor:
     half at times on this VM), and reported as the median of the samples.
     """
 
-    def __init__(self, bench: Bench) -> None:
-        first = json.loads(bench.ranges(Shape("floor", 1, 1000, 1, "replay", ""))[0])["DDBStreamBatchInfo"]
+    def __init__(self, bench: Bench, style: str = "small") -> None:
+        self.style = style
+        first = json.loads(bench.ranges(Shape("floor", 1, 1000, 1, "replay", "", style))[0])[
+            "DDBStreamBatchInfo"
+        ]
         self.arn = first["streamArn"]
         iterator = _post_json(
             bench.server.endpoint,
             "DynamoDBStreams_20120810.GetShardIterator",
             {"StreamArn": self.arn, "ShardId": first["shardId"], "ShardIteratorType": "TRIM_HORIZON"},
         )
-        self.page = bench.workdir / "floor-page.json"
+        self.page = bench.workdir / f"floor-page-{style}.json"
         self.page.write_bytes(
             _post_raw(
                 bench.server.endpoint,
@@ -331,13 +412,12 @@ def cold_start(bench: Bench) -> dict[str, float] | None:
 
 def report(
     results: list[Result],
-    floor: Floor,
+    floors: dict[str, Floor],
     delay_ms: float,
     repeat: int,
     startup: tuple[float, float] | None,
     cold: dict[str, float] | None,
 ) -> str:
-    floor_us = floor.us
     rows = [
         "| shape | client | wall s | records/s | x baseline | client CPU s | start-up CPU s | marginal µs/rec "
         "| x floor | peak RSS MB | GetShardIterator+GetRecords / range | endpoint+proxy CPU s |",
@@ -346,7 +426,7 @@ def report(
     base_walls = {r.shape.name: r.median("baseline", "wall") for r in results if "baseline" in r.runs}
     for r in results:
         sh = r.shape
-        base = base_walls.get(sh.name, base_walls.get("a") if sh.name == "d" else None)
+        base = base_walls.get(sh.base)
         for who in r.runs:
             small = who.endswith("-small")
             sized = sh.small() if small else sh
@@ -372,11 +452,16 @@ def report(
         "",
         *rows,
         "",
-        f"Floor (orjson decode of a 1,000-record page, one key added, orjson encode, gzip level 1), "
-        f"measured in this run: {floor_us:.1f} µs per record (median of {len(floor.samples)} samples, one in a "
-        f"fresh process before the first client run and after each: {min(floor.samples):.1f} to {max(floor.samples):.1f})",
     ]
+    for style, floor in floors.items():
+        lines.append(
+            f"Floor (orjson decode of a 1,000-record page, one key added, orjson encode, gzip level 1), "
+            f"{style} records, measured in this run: {floor.us:.1f} µs per record (median of {len(floor.samples)} "
+            f"samples, one in a fresh process before the first client run and after each: "
+            f"{min(floor.samples):.1f} to {max(floor.samples):.1f})"
+        )
     lines += [line for r in results if (line := one_shard_line(r, delay_ms))]
+    lines += queue_lines(results)
     if startup is not None:
         lines.append(
             f"Start-up CPU above a bare interpreter: `import replayer.cli` {startup[0]:.3f} s, "
@@ -389,6 +474,24 @@ def report(
             f"/ {cold['first_cpu_s']:.3f} s CPU, peak RSS {cold['rss_mb']:.0f} MB"
         )
     return "\n".join(lines)
+
+
+def queue_lines(results: list[Result]) -> list[str]:
+    """`drain` and `run` against `replay` of the same ranges (the medians of their walls)."""
+    replays = {r.shape.name: r for r in results if r.shape.client == "replay" and "replay" in r.runs}
+    lines = []
+    for r in results:
+        if r.shape.client == "replay" or r.shape.base not in replays:
+            continue
+        who, replay = r.shape.client, replays[r.shape.base]
+        wall, against = r.median(who, "wall"), replay.median("replay", "wall")
+        walls = ", ".join(f"{run.wall:.2f}" for run in r.runs[who])
+        replay_walls = ", ".join(f"{run.wall:.2f}" for run in replay.runs["replay"])
+        lines.append(
+            f"{r.shape.name} ({who} of {r.shape.base}'s ranges): wall {wall:.2f} s against replay's {against:.2f} s: "
+            f"{(wall / against - 1) * 100:+.0f} % (runs: {walls}; replay's: {replay_walls})"
+        )
+    return lines
 
 
 def one_shard_line(result: Result, delay_ms: float) -> str | None:
@@ -416,7 +519,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run: keeps the harness working")
-    parser.add_argument("--shapes", default="a,b,c,d", help="comma-separated: a,b,c,d")
+    parser.add_argument(
+        "--shapes",
+        default="a,b,c,d",
+        help=f"comma-separated shape names ({','.join(SHAPES)}) or groups ({', '.join(GROUPS)})",
+    )
+    parser.add_argument(
+        "--baseline-once", action="store_true", help="the (slow) baseline once per shape, not --repeat times"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the (slow) hand-written baseline")
@@ -432,17 +542,22 @@ def main() -> int:
     bench = Bench(delay, workdir)
     try:
         results = []
-        floor = Floor(bench)
-        for name in args.shapes.split(","):
-            shape = table[name.strip()]
+        floors: dict[str, Floor] = {}
+        for name in _shape_names(args.shapes):
+            shape = table[name]
             with_baseline = not args.no_baseline and shape.client == "replay"
-            results.append(run_shape(bench, shape, repeat, with_baseline, floor))
+            if shape.style not in floors:
+                floors[shape.style] = Floor(bench, shape.style)
+            baseline_repeat = 1 if args.baseline_once else repeat
+            results.append(
+                run_shape(bench, shape, repeat, with_baseline, floors[shape.style], baseline_repeat)
+            )
         startup = startup_cpu(1 if args.smoke else 5)
         cold = cold_start(bench) if args.cold_start else None
     finally:
         bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    text = report(results, floor, delay, repeat, startup, cold)
+    text = report(results, floors, delay, repeat, startup, cold)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}\n\n{text}")
     if args.write:

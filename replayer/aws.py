@@ -610,12 +610,23 @@ class SqsQueue:
             QueueUrl=self.url, ReceiptHandle=receipt, VisibilityTimeout=seconds
         )
 
-    async def change_visibility_batch(self, receipts: list[str], seconds: int) -> list[tuple[int, str]]:
-        """ChangeMessageVisibilityBatch for up to 10 receipts; the (index, error code) of each failure."""
+    async def change_visibility_batch(
+        self, receipts: list[str], seconds: int | list[int]
+    ) -> list[tuple[int, str]]:
+        """ChangeMessageVisibilityBatch for up to 10 receipts (one timeout for all, or one each);
+        the (index, error code) of each failure."""
+        each = seconds if isinstance(seconds, list) else [seconds] * len(receipts)
         entries = [
-            {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": seconds} for i, r in enumerate(receipts)
+            {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": s}
+            for i, (r, s) in enumerate(zip(receipts, each, strict=True))
         ]
         answer = await (await self._sqs()).change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+        return [(int(f.get("Id", 0)), str(f.get("Code"))) for f in answer.get("Failed") or []]
+
+    async def delete_batch(self, receipts: list[str]) -> list[tuple[int, str]]:
+        """DeleteMessageBatch for up to 10 receipts; the (index, error code) of each failure."""
+        entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(receipts)]
+        answer = await (await self._sqs()).delete_message_batch(QueueUrl=self.url, Entries=entries)
         return [(int(f.get("Id", 0)), str(f.get("Code"))) for f in answer.get("Failed") or []]
 
     async def send(self, body: str, attributes: dict[str, Any]) -> str:

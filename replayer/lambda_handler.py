@@ -3,6 +3,8 @@
 Takes SQS events (answers ``batchItemFailures`` for every message not settled), SNS
 events and S3 event notifications for S3 on-failure-destination objects (both raise when
 something is not settled, so Lambda's own retries and on-failure destination take over).
+Where `REPLAYER_WATCH_STREAMS` or `REPLAYER_WATCH_FUNCTIONS` is set, an EventBridge schedule event
+runs one round of the at-risk watch (`replayer.watch`) and answers what it saw.
 
 Configuration comes from ``REPLAYER_*`` environment variables (``REPLAYER_TO``,
 ``REPLAYER_ALLOW_STREAMS``, ``REPLAYER_QUARANTINE``, ``REPLAYER_CONCURRENCY``,
@@ -13,6 +15,7 @@ loop, for every warm invocation after it.
 
 from __future__ import annotations
 
+import atexit
 import gc
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +41,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         from replayer.sources.lambda_ import LambdaRuntime
 
         _runtime = LambdaRuntime.from_env()
+        atexit.unregister(reset)
+        atexit.register(reset)  # a script calling the handler: its clients close before the loop goes
         return _runtime.invoke(event, context)
     finally:
         if paused:

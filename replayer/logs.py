@@ -36,6 +36,7 @@ __all__ = [
     "clear",
     "configure",
     "contain_loop_errors",
+    "enabled",
     "get_logger",
     "load_now",
     "range_context",
@@ -190,13 +191,22 @@ class _StderrLogger:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
+_level = logging.WARNING  # the level `configure` was last asked for
+
+
+def enabled(level: str) -> bool:
+    """Whether lines at `level` are logged (e.g. whether to ask for what only they would show)."""
+    return _METHOD_LEVELS.get(level, logging.CRITICAL) >= _level
+
+
 def configure(level: str = "warning", *, json: bool = True) -> None:
     """Log at `level` and above to stderr, as JSON lines (or plain text for people)."""
-    global _pending
+    global _pending, _level
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
     setup = _Setup(numeric, json)
+    _level = numeric
     if "structlog" in sys.modules:
         _pending = None
         _apply(setup)

@@ -8,15 +8,35 @@ import sys
 from tests.support import ROOT
 
 
-def test_bench_smoke_runs_every_shape_and_client_on_the_canned_endpoint() -> None:
+def _smoke(*args: str) -> tuple[str, set[tuple[str, str]]]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "bench.run", "--smoke", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| ") and ": " in line]
-    seen = {(row[1].strip()[0], row[2].strip()) for row in rows}
+    return out.stdout, {(row[1].strip()[0], row[2].strip()) for row in rows}
+
+
+def test_bench_smoke_runs_every_shape_and_client_on_the_canned_endpoint() -> None:
+    stdout, seen = _smoke()
     for shape in "abc":
         assert {(shape, "baseline"), (shape, "replay"), (shape, "replay-small")} <= seen
     assert {("d", "drain"), ("d", "drain-small")} <= seen
-    assert "Floor (orjson decode" in out.stdout
-    assert "Start-up CPU above a bare interpreter" in out.stdout
+    assert "Floor (orjson decode" in stdout
+    assert "Start-up CPU above a bare interpreter" in stdout
+
+
+def test_bench_smoke_runs_the_backlog_shapes_with_both_images_records() -> None:
+    """#26's shapes: replay, drain and run of the same ranges, records with both images."""
+    stdout, seen = _smoke("--shapes", "backlog")
+    for shape in "efg":
+        assert {(shape, "baseline"), (shape, "replay"), (shape, "replay-small")} <= seen
+    for shape, who in (("h", "drain"), ("i", "run"), ("j", "drain"), ("k", "run")):
+        assert {(shape, who), (shape, f"{who}-small")} <= seen
+    assert "images records, measured in this run" in stdout
+    assert "h (drain of e's ranges)" in stdout and "k (run of f's ranges)" in stdout
+    assert "g (one shard)" in stdout

@@ -378,7 +378,7 @@ async def test_sigterm_mid_work_loses_nothing(
         assert metric(text, "replayer_messages_deleted_total") == 2
         assert metric(text, "replayer_ranges_in_flight") == 1
         assert metric(text, "replayer_records_recovered_total") == 4
-        assert 0 < metric(text, "replayer_nearest_expiry_seconds") <= 24 * 3600
+        assert 0 < metric(text, "replayer_seconds_to_nearest_expiry") <= 24 * 3600
         assert metric(text, "replayer_read_seconds_count") == 2
         assert await asyncio.to_thread(http_get, port, "/healthz") == (200, "ok\n")
         assert (await asyncio.to_thread(http_get, port, "/readyz"))[0] == 200

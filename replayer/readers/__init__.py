@@ -7,7 +7,7 @@ trimmed data) and say exactly what they could not recover.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from replayer.aws import Clients
 from replayer.model import Failure, StreamKind
@@ -25,6 +25,7 @@ from replayer.readers._base import (
     shard_lock,
 )
 from replayer.readers.dynamodb import DynamoDBReader
+from replayer.readers.kafka import KafkaPayloadReader, KafkaReader, kafka_payload
 from replayer.readers.kinesis import KinesisReader
 from replayer.readers.payload import PayloadReader, StreamInstead, payload_problem
 
@@ -34,6 +35,7 @@ __all__ = [
     "OVER_BATCH",
     "TOO_LARGE",
     "DynamoDBReader",
+    "KafkaReader",
     "KinesisReader",
     "PayloadReader",
     "RangeCollector",
@@ -64,6 +66,7 @@ class Readers:
         invoke_identity_arn: str | None = None,
         max_records_per_range: int = DEFAULT_MAX_RECORDS_PER_RANGE,
         unfiltered: Callable[[Failure], bool] | None = None,
+        kafka_brokers: Sequence[tuple[str, tuple[str, ...]]] = (),
     ) -> None:
         """`invoke_identity_arn` (default: env REPLAYER_INVOKE_IDENTITY_ARN) fills Kinesis
         events' `invokeIdentityArn`, the role Lambda invoked with; unknown, it is left out.
@@ -72,6 +75,7 @@ class Readers:
         says its mapping is known to have no filter (a filtered batch spans records its filter
         dropped), else `max_records_per_range`. Past the ceiling the range is refused. By
         default a mapping is known unfiltered when the core found it and it has no FilterCriteria.
+        `kafka_brokers`: the `--kafka-brokers` (source glob, servers) pairs Kafka ranges are read from.
         """
         identity = invoke_identity_arn or os.environ.get("REPLAYER_INVOKE_IDENTITY_ARN") or None
         self._unfiltered = unfiltered or known_unfiltered
@@ -82,6 +86,8 @@ class Readers:
         self.kinesis = KinesisReader(
             clients, max_empty_pages=max_empty_pages, invoke_identity_arn=identity, ceiling=ceiling
         )
+        self.kafka = KafkaReader(clients, brokers=kafka_brokers, ceiling=ceiling)
+        self.kafka_payload = KafkaPayloadReader()
 
     def ceiling(self, failure: Failure) -> int:
         """The most records the failure's range may hold, by its own claims (see `__init__`)."""
@@ -90,6 +96,11 @@ class Readers:
         return self.max_records_per_range
 
     def for_failure(self, failure: Failure) -> StreamReader:
+        if failure.kind is StreamKind.KAFKA:
+            if failure.payload is None:
+                return self.kafka
+            made = kafka_payload(failure)
+            return self.kafka_payload if not isinstance(made, str) else StreamInstead(self.kafka, made)
         stream: StreamReader = self.dynamodb if failure.kind is StreamKind.DYNAMODB else self.kinesis
         if failure.payload is None:
             return stream

@@ -3,8 +3,9 @@
 `decide` is the rule (delete / retry / quarantine / leave); `retry_delay` how long a
 retried message stays away; `Settler` performs the decision for the SQS service, the
 Lambda runtime and the CLI's drain alike: it quarantines (falling back to a retry when
-the quarantine cannot take the message), deletes or delays the SQS message, and logs and
-counts what happened under one literal name per action.
+the quarantine cannot take the message), deletes or delays the SQS message (ten messages
+to a call: `settle.batch`), and logs and counts what happened under one literal name per
+action.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from replayer.core import OUT_OF_TIME
 from replayer.model import Outcome, OutcomeKind
 from replayer.observe import Recorder
 from replayer.parse import Message
+from replayer.settle.batch import Batches, EntryFailed
 from replayer.settle.quarantine import Quarantine, QuarantineError
 
 __all__ = ["Action", "Decision", "Settler", "decide", "retry_delay"]
 
 log = logs.get_logger("replayer.settle")
 
-_AWS_TROUBLE = (ClientError, BotoCoreError, OSError, TimeoutError)
+_AWS_TROUBLE = (ClientError, BotoCoreError, OSError, TimeoutError, EntryFailed)
 _SQS_MAX_VISIBILITY = 43_200
 
 
@@ -113,6 +115,13 @@ class Settler:
         self.retry_base_seconds = retry_base_seconds
         self.retry_max_seconds = retry_max_seconds
         self.deletes = deletes
+        self._batches: dict[str, Batches] = {}  # by queue URL: the service settles one queue's messages
+
+    def _batched(self, queue: SqsQueue) -> Batches:
+        batches = self._batches.get(queue.url)
+        if batches is None or batches.queue is not queue:
+            batches = self._batches[queue.url] = Batches(queue)
+        return batches
 
     async def settle(
         self,
@@ -157,7 +166,7 @@ class Settler:
                 self.recorder.message("deleted")
             return
         try:
-            await queue.delete(message.receipt)
+            await self._batched(queue).delete(message.receipt)
         except _AWS_TROUBLE as exc:  # it will come back, and its ranges are already archived
             log.error("delete_failed", error=str(exc))
             return
@@ -189,8 +198,7 @@ class Settler:
             self.recorder.message("left")
         if queue is None or message.receipt is None or decision.reason == OUT_OF_TIME:
             return
-        try:
-            async with queue.visibility_lock:
-                await queue.change_visibility(message.receipt, delay)
+        try:  # under the queue's visibility lock, as every visibility change (settle.batch)
+            await self._batched(queue).change_visibility(message.receipt, delay)
         except _AWS_TROUBLE as exc:  # it comes back when its current visibility lapses anyway
             log.warning("change_visibility_failed", error=str(exc))

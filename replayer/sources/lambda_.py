@@ -29,6 +29,7 @@ from replayer.parse import LambdaEvent, Message, S3Object, lambda_event, parse_m
 from replayer.settle import Action, Decision, Settler
 from replayer.sinks import keeps_reports, sink_problem
 from replayer.sources import build_replayer, clients_for
+from replayer.watch import is_schedule_event, watch_round, watches
 
 __all__ = ["LambdaRuntime", "UnsettledError", "settings_from_env"]
 
@@ -112,6 +113,9 @@ class LambdaRuntime:
         logs.clear()
         source = "unknown"
         try:
+            if is_schedule_event(event) and watches(self.settings):  # the at-risk watch's scheduled round
+                source = "aws.events"
+                return await watch_round(self.settings, self.clients, self.recorder)
             try:
                 incoming = lambda_event(event)
             except ParseError as exc:  # not an event this function takes: a deployment mistake

@@ -97,6 +97,7 @@ def _log_safely(event: str, **values: Any) -> None:
 
 
 KEPT_OUTCOMES = 1000  # outcomes a `run` keeps for its final summary
+RECEIVES_AT_ONCE = 4  # ReceiveMessage calls in flight at once while the queue is deep
 
 
 @dataclass
@@ -166,6 +167,7 @@ class Service:
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._seen: set[str] = set()  # burst mode: message ids already worked on in this run
+        self._deep = False  # the last receive came back full: receive for all the room at once
 
     # ---- public
 
@@ -231,11 +233,7 @@ class Service:
                 await self._until_stopped(self._room.wait())
                 continue
             try:
-                messages = await queue.receive(
-                    at_most=room,
-                    wait_seconds=0 if traffic else self.settings.wait_seconds,
-                    visibility_timeout=self.settings.visibility_timeout,
-                )
+                messages = await self._receive(queue, room, 0 if traffic else self.settings.wait_seconds)
                 if self.burst and not messages and traffic and await queue.visible() > 0:
                     traffic = False  # a short poll's false empty: long-poll again
                     continue
@@ -257,6 +255,33 @@ class Service:
                 traffic = True
             if messages:
                 await self._accept(messages, queue)
+
+    async def _receive(self, queue: SqsQueue, room: int, wait_seconds: int) -> list[dict[str, Any]]:
+        """Up to `room` messages. While the queue is deep (the last receive came back full), one
+        ReceiveMessage per ten messages of room, at once (up to RECEIVES_AT_ONCE): the workers are
+        fed in one round trip, not one per ten messages. The extra receives are short polls (a deep
+        queue answers at once); a receive that fails while others bring messages is logged, not
+        raised (its messages, if any, come back after their visibility timeout)."""
+        calls = min(RECEIVES_AT_ONCE, -(-room // 10)) if self._deep else 1
+        asks = [min(10, room - 10 * i) for i in range(calls)]
+        visibility = self.settings.visibility_timeout
+        results = await asyncio.gather(
+            *(
+                queue.receive(
+                    at_most=n, wait_seconds=wait_seconds if i == 0 else 0, visibility_timeout=visibility
+                )
+                for i, n in enumerate(asks)
+            ),
+            return_exceptions=True,
+        )
+        messages = [m for r in results if isinstance(r, list) for m in r]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors and (not messages or not all(isinstance(e, Exception) for e in errors)):
+            raise errors[0]
+        for error in errors:
+            log.warning("receive_failed", error=str(error), receives=calls)
+        self._deep = any(isinstance(r, list) and len(r) >= 10 for r in results)
+        return messages
 
     async def _skip_seen(self, messages: list[dict[str, Any]], queue: SqsQueue) -> list[dict[str, Any]]:
         """Burst mode works each message once: one that comes back (a short retry delay) is put back."""

@@ -99,6 +99,7 @@ class Response:
     headers: dict[str, str]
     body: bytes
     cut: bool = False  # send the headers and half the body, then close: an answer cut off mid-way
+    drip: float = 0.0  # send the headers, then the body one byte every `drip` seconds
 
 
 @dataclass
@@ -123,6 +124,8 @@ class Rule:
     drop_after: bool = False
     # Forward first, then send only half of the answer's body.
     cut: bool = False
+    # Forward first, then send the answer's body one byte every `drip` seconds (a stalling peer).
+    drip: float = 0.0
     # An answer given verbatim: (status, headers, body) - for errors in XML (S3) or REST-JSON (Lambda).
     reply: tuple[int, dict[str, str], bytes] | None = None
 
@@ -332,6 +335,13 @@ class FaultProxy:
                             self.send_header(k, v)
                     self.send_header("Content-Length", str(len(response.body)))
                     self.end_headers()
+                    if response.drip:
+                        self.wfile.flush()
+                        for i in range(len(response.body)):
+                            self.wfile.write(response.body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(response.drip)
+                        return
                     if response.cut:
                         self.wfile.write(response.body[: len(response.body) // 2])
                         self.wfile.flush()
@@ -426,6 +436,8 @@ class FaultProxy:
             response = Response(response.status, headers, json.dumps(rewritten).encode())
         if rule is not None and rule.cut:
             response = Response(response.status, response.headers, response.body, cut=True)
+        if rule is not None and rule.drip:
+            response = Response(response.status, response.headers, response.body, drip=rule.drip)
         return response
 
     def _forward(self, request: Request) -> Response:
