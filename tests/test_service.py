@@ -553,7 +553,11 @@ async def test_status_is_gathered_once_for_many_requests_and_can_be_turned_off()
         assert (await asyncio.to_thread(http_get, port, "/healthz")) == (200, "ok\n")
     finally:
         await off.close()
-    env = {"REPLAYER_QUEUE": "https://sqs.us-east-1.amazonaws.com/123456789012/q", "REPLAYER_TO": "-"}
+    env = {
+        "REPLAYER_QUEUE": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+        "REPLAYER_TO": "-",
+        "REPLAYER_ALLOW_STREAMS": "*",
+    }
     assert load("run", {}, env).status_endpoint is True
     assert load("run", {}, {**env, "REPLAYER_STATUS_ENDPOINT": "off"}).status_endpoint is False
     assert load("run", {"status_endpoint": "off"}, env).status_endpoint is False
