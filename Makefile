@@ -37,6 +37,7 @@ test: lint typecheck pytest
 # The container image built with buildah and run (root, buildah and mmdebstrap installed: .ci/run
 # installs them on CI); removes what it built at the end.
 image-test: $(VENV)/.test
+	@command -v buildah > /dev/null || { echo "make image-test: needs buildah (apt-get install buildah mmdebstrap)" >&2; exit 2; }
 	$(BIN)/pytest -m image tests/test_image.py
 
 # The documentation site (MkDocs + Material) into site/; `$(BIN)/mkdocs serve` to read it live.

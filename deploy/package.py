@@ -38,7 +38,21 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "deploy" / "build" / "replayer-lambda.zip"  # deploy/template.yaml's CodeUri
 PLATFORMS = ("manylinux2014_x86_64", "manylinux2014_aarch64")
 # The AWS services replayer's code makes clients for: botocore's models of every other one are left out.
-SERVICES = ("cloudwatch", "dynamodbstreams", "kafka", "kinesis", "lambda", "pipes", "s3", "secretsmanager", "sqs", "sts")
+SERVICES = (
+    "cloudwatch",
+    "dynamodb",
+    "dynamodbstreams",
+    "kafka",
+    "kinesis",
+    "kms",
+    "lambda",
+    "logs",
+    "pipes",
+    "s3",
+    "secretsmanager",
+    "sqs",
+    "sts",
+)
 # The extra that names the command line's own dependencies: not in the zip.
 CLI_EXTRA = "cli"
 # The earliest time a zip entry can carry; SOURCE_DATE_EPOCH (if set) wins.

@@ -377,10 +377,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "manifest_key", ("--manifest-key",),
-        "KMS HMAC key (id, ARN or alias) that signs every archive manifest written (kms:GenerateMac) and "
-        "must have signed every one read back (kms:VerifyMac): redrive, status and retries refuse the rest. "
-        "Unset: the archive prefix is trusted storage.",
-        _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY", panel=_TRUST,
+        "KMS HMAC key signing every archive manifest; what it did not sign is refused when read back.",
+        _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY", panel=_TRUST, tuning=True,
+        more="A key id, ARN or alias of a KMS key with KeySpec HMAC_256 (kms:GenerateMac when writing, "
+        "kms:VerifyMac when reading: redrive, status and retries adopting an earlier attempt's folder). "
+        "Unset: the archive prefix is trusted storage (docs/archive.md).",
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
@@ -445,8 +446,8 @@ OPTIONS: tuple[Option, ...] = (
         "Glob on the stream ARNs that may be read; any other is rejected, never read. Repeatable; "
         "'*': every stream.",
         _READERS | {"redrive"}, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
-        more="Unset: no stream (deny by default): drain, run and the Lambda refuse to start, replay and fetch "
-        "stop at pre-flight naming the streams to allow.", panel=_TRUST,
+        more="Unset: no stream (deny by default): drain, run, redrive and the Lambda refuse to start, replay "
+        "and fetch stop at pre-flight naming the streams to allow.", panel=_TRUST,
     ),
     Option(
         "watch_streams", ("--watch-stream",),

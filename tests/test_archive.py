@@ -28,6 +28,7 @@ from replayer.archive.layout import (
     conflict_records,
     legacy_range_path,
     range_path,
+    redrive_marker,
     safe_segment,
 )
 from replayer.archive.manifest import (
@@ -48,8 +49,9 @@ from replayer.parse import parse_record
 from replayer.readers import ReadResult
 from replayer.settle import Action, decide
 from replayer.sinks import FileSink, SinkError, SinkOptions, sink_from_uri
+from replayer.sources.archive import Selection
 from tests.support.aws import DynamoTable, client, json_objects, make_queue, queue_counts, send
-from tests.support.faultproxy import FaultProxy, Request, Rule
+from tests.support.faultproxy import FaultProxy, Request, Rule, trimmed_iterators
 
 
 def replay(failure: Failure, to: str) -> Outcome:
@@ -332,6 +334,14 @@ def genuine_lines(failure: Failure, tmp_path: Path) -> list[bytes]:
     ).splitlines()
 
 
+def read_range(table: DynamoTable, n: int, tmp_path: Path) -> tuple[Failure, list[str], list[bytes]]:
+    """A range of `n` records put in the table: the failure, its sequence numbers, its archived lines."""
+    table.put(n)
+    stream = table.stream_records()
+    failure = parse_record(table.invocation_record(0, n - 1, stream))
+    return failure, [r["dynamodb"]["SequenceNumber"] for r in stream], genuine_lines(failure, tmp_path)
+
+
 def forged_line(sequence_number: str) -> bytes:
     return json.dumps({"dynamodb": {"SequenceNumber": sequence_number}, "eventID": "forged"}).encode()
 
@@ -361,15 +371,7 @@ def test_planted_records_for_a_range_the_stream_no_longer_holds_are_never_adopte
     )
     planted = gzip.compress(forged_line(str(first - 20)) + b"\n")
     plant(moto_endpoint, bucket, failure, RECORDS, planted)
-    proxy.add(
-        Rule(
-            lambda r: (
-                r.operation == "GetShardIterator"
-                and r.json().get("ShardIteratorType") == "AT_SEQUENCE_NUMBER"
-            ),
-            respond=(400, {"__type": "TrimmedDataAccessException", "message": "trimmed"}),
-        )
-    )
+    proxy.add(trimmed_iterators())
 
     outcome = replay(failure, s3_sink(bucket))
 
@@ -381,11 +383,7 @@ def test_planted_records_for_a_range_the_stream_no_longer_holds_are_never_adopte
 def test_a_planted_superset_with_a_forged_record_between_genuine_ones_is_a_conflict(
     table: DynamoTable, bucket: str, proxy: FaultProxy, moto_endpoint: str, tmp_path: Path
 ) -> None:
-    table.put(3)
-    stream = table.stream_records()
-    seq = [r["dynamodb"]["SequenceNumber"] for r in stream]
-    failure = parse_record(table.invocation_record(0, 2, stream))
-    genuine = genuine_lines(failure, tmp_path)
+    failure, seq, genuine = read_range(table, 3, tmp_path)
     planted = gzip.compress(b"\n".join([genuine[0], forged_line(seq[1]), genuine[2]]) + b"\n")
     plant(moto_endpoint, bucket, failure, RECORDS, planted)
     trim(proxy, seq[1])  # the stream holds no record between the two (sequence numbers are sparse)
@@ -427,11 +425,7 @@ def vouching_manifest(failure: Failure, body: bytes) -> bytes:
 def test_without_a_key_a_vouching_manifest_is_trusted_with_a_key_only_a_valid_mac_is(
     table: DynamoTable, bucket: str, proxy: FaultProxy, moto_endpoint: str, tmp_path: Path
 ) -> None:
-    table.put(2)
-    stream = table.stream_records()
-    seq = [r["dynamodb"]["SequenceNumber"] for r in stream]
-    failure = parse_record(table.invocation_record(0, 1, stream))
-    genuine = genuine_lines(failure, tmp_path)
+    failure, seq, genuine = read_range(table, 2, tmp_path)
     planted = gzip.compress(forged_line(seq[0]) + b"\n" + genuine[1] + b"\n")
     plant(moto_endpoint, bucket, failure, RECORDS, planted)
     plant(moto_endpoint, bucket, failure, MANIFEST, vouching_manifest(failure, planted))
@@ -602,3 +596,7 @@ def test_the_layout_is_portable_and_an_archive_of_0_1_0_is_still_read(tmp_path: 
     (found,), bad = asyncio.run(find_ranges(FileStore(tmp_path)))
     assert not bad and found.folder == legacy_range_path(failure) and found.count == 2
     assert len(asyncio.run(read_records(FileStore(tmp_path), found))) == 2
+    folders = Selection(stream_arns=(failure.stream_arn,)).folders()  # `redrive --stream-arn ARN`
+    assert [r.folder for r in asyncio.run(find_ranges(FileStore(tmp_path), folders))[0]] == [found.folder]
+    assert redrive_marker("repair:live", legacy=True) == "redriven/repair:live.json"  # 0.1.0's markers count
+    assert redrive_marker("repair:live") == "redriven/repair%3Alive.json"

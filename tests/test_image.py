@@ -59,8 +59,8 @@ class Built:
 
 
 def size_in_mb(report: str) -> float:
-    number, unit = re.search(r"size ([\d.]+) (kB|MB|GB)", report).groups()  # type: ignore[union-attr]
-    return float(number) * {"kB": 0.001, "MB": 1, "GB": 1000}[unit]
+    number, unit = re.search(r"size ([\d.]+) ([kKMG]B)", report).groups()  # type: ignore[union-attr]
+    return float(number) * {"kB": 0.001, "KB": 0.001, "MB": 1, "GB": 1000}[unit]
 
 
 def buildah_ids(kind: str) -> set[str]:
@@ -117,7 +117,10 @@ def build(request: pytest.FixtureRequest) -> Built:
     reports = [line for line in done.stdout.splitlines() if line.startswith("image: ")]
     assert len(reports) == 1 and reports[0].startswith(f"image: {TAG} "), done.stdout[-2000:]
     report = reports[0]
-    assert len(re.findall(r"size [\d.]+ (?:kB|MB|GB)", report)) == 1, report  # one size: this build's
+    # one line, one size: this build's (`buildah images NAME` once put a second size on a line of its own)
+    assert re.fullmatch(r"image: \S+ from \S+ by buildah, size [\d.]+ [kKMG]B, built in \d+ s", report), (
+        report
+    )
     # the size and build time in the run's output, past the output capturing
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")

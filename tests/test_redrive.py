@@ -271,6 +271,7 @@ def test_a_damaged_archive_is_rejected_and_nothing_is_invoked(
         ["--to", "lambda:ok", "--since", "last tuesday"],
         ["--to", "lambda:ok", "--stream-arn", "not-an-arn"],
         ["--to", "lambda:bad/name"],
+        ["--to", "lambda:ok", "--manifest-key", "not-a-key"],
     ],
 )
 def test_bad_options_exit_2(args: list[str], tmp_path: Path) -> None:
@@ -314,13 +315,17 @@ def test_redrive_honours_allow_stream_and_denies_by_default(
     monkeypatch.delenv("REPLAYER_ALLOW_STREAMS")
     to = ("--to", f"lambda:{repair.name}")
 
-    for extra, why in (((), "no --allow-stream is configured"), (("--allow-stream", "*other*"), "not in")):
-        code, summary = redrive(f"file:{root}", *to, *extra)
+    for dry in ((), ("--dry-run",)):  # none allowed: a set-up mistake, one line, exit 2
+        refused = run("redrive", "--from", f"file:{root}", *to, *dry)
+        assert refused.exit_code == 2
+        assert (
+            refused.output.count("\n") == 1 and "--allow-stream (or REPLAYER_ALLOW_STREAMS)" in refused.output
+        )
+    for dry in ((), ("--dry-run",)):
+        code, summary = redrive(f"file:{root}", *to, "--allow-stream", "*other*", *dry)
         assert code == 1
         (outcome,) = summary["ranges"]
-        assert outcome["outcome"] == "rejected" and why in outcome["reason"]
-        code, summary = redrive(f"file:{root}", *to, *extra, "--dry-run")
-        assert summary["ranges"][0]["outcome"] == "rejected"
+        assert outcome["outcome"] == "rejected" and "it is not in --allow-stream" in outcome["reason"]
     assert repair.calls() == [] and markers(root, parse_message(table.invocation_record(0, 1))[0]) == []
 
     code, summary = redrive(f"file:{root}", *to, "--allow-stream", table.stream_arn)
@@ -332,8 +337,9 @@ def test_redrive_show_prints_what_would_be_sent(table: DynamoTable, tmp_path: Pa
     root = tmp_path / "archive"
     (failure,) = archive(table, [(0, 2)], f"file:{root}", tmp_path)
     result = run(
-        "redrive", "--from", f"file:{root}", "--to", "lambda:nobody", "--dry-run", "--show", "--json"
-    )
+        "redrive", "--from", f"file:{root}", "--to", "lambda:nobody", "--dry-run", "--show", "--json",
+        "--no-preflight",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     shown = [json.loads(line) for line in result.stdout.splitlines()]
     assert seqs(shown) == seqs(table.stream_records())
@@ -390,10 +396,12 @@ def test_with_a_manifest_key_redrive_refuses_what_replayer_did_not_write(
 
     code, summary = redrive(f"file:{root}", *to, "--manifest-key", key_id)
     assert code == 1
-    outcomes = {r["range"]["range_id"] if r["range"] else "bad": r for r in summary["ranges"]}
+    outcomes = {r["range"]["range_id"]: r for r in summary["ranges"]}  # the range is named
     assert outcomes[signed.range_id]["outcome"] == "replayed"
-    assert outcomes["bad"]["outcome"] == "rejected"
-    assert f"carries no MAC, and --manifest-key {key_id} is configured" in outcomes["bad"]["reason"]
+    assert outcomes[unsigned.range_id]["outcome"] == "rejected"
+    assert (
+        f"carries no MAC, and --manifest-key {key_id} is configured" in outcomes[unsigned.range_id]["reason"]
+    )
     assert [seqs(c) for c in repair.calls()] == [seqs(stream[0:2])]
 
     doc = json.loads((folder(root, signed) / "invocation.json").read_bytes())
@@ -403,7 +411,8 @@ def test_with_a_manifest_key_redrive_refuses_what_replayer_did_not_write(
     assert all(r["outcome"] == "rejected" for r in summary["ranges"])
     assert any("its MAC is not valid" in r["reason"] for r in summary["ranges"])
     assert len(repair.calls()) == 1
-    assert unsigned.range_id not in {r["range"]["range_id"] for r in summary["ranges"] if r["range"]}
+    code, summary = redrive(f"file:{root}", *to, "--manifest-key", key_id, "--range-id", signed.range_id)
+    assert [r["range"]["range_id"] for r in summary["ranges"]] == [signed.range_id]  # selected ones only
 
 
 def drip_records(proxy: FaultProxy, seconds: float) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer.aws import Clients, error_code
+from replayer.wire import dumps
 
 __all__ = ["ALGORITHM", "MAC_FIELD", "ManifestKey", "MacError", "MacUnavailable"]
 
@@ -60,8 +61,8 @@ class ManifestKey:
 
     async def sign(self, document: Mapping[str, Any]) -> dict[str, Any]:
         """`document` with its ``mac`` (MacUnavailable when KMS cannot make one now)."""
-        # The MAC is of the document as a reader will parse it: JSON round-trips what it holds.
-        parsed = json.loads(json.dumps(dict(document), default=str))
+        # The MAC is of the document as a reader will parse it: the bytes it is written as, parsed.
+        parsed = json.loads(dumps(dict(document)))
         kms = await self._kms()
         try:
             answer = await kms.generate_mac(

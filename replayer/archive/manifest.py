@@ -288,23 +288,11 @@ def manifest_document(
     packed: PackedRecords | None,
     gaps: Sequence[Gap],
     notes: Sequence[str],
-    *,
-    records_location: str | None,
-    loss_report_location: str | None = None,
-    loss_report_sha256: str | None = None,
+    **where: str | None,
 ) -> bytes:
-    """The manifest kept beside the records: the invocation record, what was archived, its digests."""
-    return dumps(
-        manifest_fields(
-            failure,
-            packed,
-            gaps,
-            notes,
-            records_location=records_location,
-            loss_report_location=loss_report_location,
-            loss_report_sha256=loss_report_sha256,
-        )
-    )
+    """The manifest kept beside the records: the invocation record, what was archived, its digests
+    (`where`: `manifest_fields`' locations and the loss report's digest)."""
+    return dumps(manifest_fields(failure, packed, gaps, notes, **where))
 
 
 def manifest_fields(

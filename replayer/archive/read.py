@@ -18,7 +18,7 @@ from replayer.archive.layout import LOSS_REPORT, MANIFEST, RECORDS, REDRIVEN, ra
 from replayer.archive.mac import MacError, MacUnavailable, ManifestKey
 from replayer.archive.manifest import MAX_OBJECT_BYTES, ArchivedRange, archived_range, sha256, unpack_records
 from replayer.archive.store import Store, StoreError, TooLarge
-from replayer.model import StreamRecord
+from replayer.model import Failure, StreamRecord
 
 __all__ = ["Damaged", "Unreadable", "check_ranges", "find_ranges", "read_records"]
 
@@ -34,6 +34,7 @@ class Unreadable:
     location: str
     reason: str
     transient: bool
+    failure: Failure | None = None  # the range it names, when it could be read that far
 
 
 async def find_ranges(
@@ -62,6 +63,7 @@ async def find_ranges(
     async def one(folder: str) -> ArchivedRange | Unreadable:
         key = f"{folder}/{MANIFEST}"
         async with slots:
+            archived = None
             try:
                 body = await store.read(key)
                 if body is None:
@@ -71,9 +73,13 @@ async def find_ranges(
                     await manifest_key.verify(json.loads(body))
                 return archived
             except (StoreError, MacUnavailable) as exc:
-                return Unreadable(store.location(key), str(exc), transient=True)
+                failure = archived.failure if archived else None
+                return Unreadable(store.location(key), str(exc), transient=True, failure=failure)
             except (ValueError, MacError) as exc:  # TooLarge and MacError are ValueErrors too
-                return Unreadable(store.location(key), f"bad manifest: {exc}", transient=False)
+                failure = archived.failure if archived else None
+                return Unreadable(
+                    store.location(key), f"bad manifest: {exc}", transient=False, failure=failure
+                )
 
     found = await asyncio.gather(*(one(folder) for folder in sorted(manifests)))
     ranges = [r for r in found if isinstance(r, ArchivedRange)]

@@ -289,24 +289,24 @@ def _read_below(root: Path, parts: list[str], limit: int) -> bytes | None:
 def _list_below(root: Path, parts: list[str]) -> list[str]:
     """Every regular file below ``root/parts...`` (relative to root); links are neither listed nor followed."""
     try:
-        folder = _folder(root, parts)
-        fd = folder.__enter__()
-    except FileNotFoundError:
+        with _folder(root, parts) as fd:
+            return list(_files(fd, "/".join(parts)))
+    except FileNotFoundError:  # nothing archived there (yet); a file gone mid-walk is skipped in _files
         return []
-    listed: list[str] = []
-    try:
-        base = "/".join(parts)
-        for path, _dirs, names, dirfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
-            rel = path.removeprefix(".").strip("/")
-            for name in names:
-                if name.startswith(".tmp-"):  # write_once's partial files
-                    continue
+
+
+def _files(fd: int, base: str) -> Iterator[str]:
+    for path, _dirs, names, dirfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        rel = path.removeprefix(".").strip("/")
+        for name in names:
+            if name.startswith(".tmp-"):  # write_once's partial files
+                continue
+            try:
                 if not stat.S_ISREG(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
-                    continue
-                listed.append("/".join(p for p in (base, rel, name) if p))
-    finally:
-        folder.__exit__(None, None, None)
-    return listed
+                    continue  # a link (never followed), a FIFO, a socket
+            except FileNotFoundError:
+                continue  # gone since it was listed
+            yield "/".join(p for p in (base, rel, name) if p)
 
 
 class FileStore:

@@ -260,9 +260,9 @@ class _Writer:
             raise self.conflict(
                 f"the records object there is unusable: {exc}", sha256(data), RECORDS
             ) from None
-        await self.check_adoptable(held)
+        extra = await self.check_adoptable(held)
         # More than this attempt read (its read is short): only a manifest replayer wrote may vouch for it.
-        if _beyond(held, self.read) and (why := await self.unvouched(held)):
+        if extra and (why := await self.unvouched(held)):
             raise self.conflict(
                 f"the records object there holds {held.count - self.read.count} records this attempt "
                 f"could not read, and {why}",
@@ -271,9 +271,9 @@ class _Writer:
             )
         return held
 
-    async def check_adoptable(self, held: PackedRecords) -> None:
+    async def check_adoptable(self, held: PackedRecords) -> list[str]:
         """A conflict unless `held` holds every record this attempt read, byte for byte, and any more
-        only in the spans this read reports missing (the stream no longer holds them)."""
+        only in the spans this read reports missing (the stream no longer holds them); those more."""
         if lacking := await in_packers(held.holds, self.read):
             raise self.conflict(
                 f"the records object there lacks or differs in {len(lacking)} records this attempt read "
@@ -289,6 +289,7 @@ class _Writer:
                 held.sha256,
                 RECORDS,
             )
+        return extra
 
     async def unvouched(self, held: PackedRecords) -> str | None:
         """Why no manifest replayer wrote vouches for `held` (None: one does)."""

@@ -138,6 +138,13 @@ def redrive(settings: Settings) -> None:
     from replayer.sources.archive import archive_from_uri
 
     console = setup(settings)
+    if not settings.allow_streams:  # deny by default: nothing would be re-driven
+        print_error(
+            console,
+            "--allow-stream (or REPLAYER_ALLOW_STREAMS) is required: redrive re-drives only the streams "
+            "it allows (deny by default; '*' allows every stream)",
+        )
+        raise typer.Exit(2)
     try:
         selection = _selection(settings)
         archive_from_uri(settings.redrive_from or "", Clients())

@@ -162,10 +162,11 @@ class Redriver:
         return ranges, [
             Outcome(
                 OutcomeKind.RETRY if u.transient else OutcomeKind.REJECTED,
-                None,
+                u.failure,  # known when the manifest was read that far (e.g. one without a valid MAC)
                 reason=f"{u.location}: {u.reason}",
             )
             for u in unreadable
+            if u.failure is None or selection.matches(u.failure)
         ]
 
     def _due(self, archived: ArchivedRange) -> tuple[list[LambdaSink], list[LambdaSink]]:

@@ -40,6 +40,7 @@ __all__ = [
     "aws_error",
     "record_proof",
     "service_error",
+    "trimmed_iterators",
 ]
 
 
@@ -146,6 +147,17 @@ def aws_error(
 
 def op(name: str) -> Callable[[Request], bool]:
     return lambda r: r.operation == name
+
+
+def trimmed_iterators() -> Rule:
+    """What DynamoDB Streams answers for a range past its retention: every AT_SEQUENCE_NUMBER iterator
+    is refused with TrimmedDataAccessException."""
+    return Rule(
+        lambda r: (
+            r.operation == "GetShardIterator" and r.json().get("ShardIteratorType") == "AT_SEQUENCE_NUMBER"
+        ),
+        respond=(400, {"__type": "TrimmedDataAccessException", "message": "trimmed"}),
+    )
 
 
 def slow_shard(stream_arn: str) -> Callable[[Request], bool]:
