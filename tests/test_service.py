@@ -546,6 +546,24 @@ async def test_status_is_gathered_once_for_many_requests_and_can_be_turned_off()
     assert {a[0] for a in answers} == {200} and json.loads(answers[0][1]) == {"queue": {"visible": 1}}
     assert gathered == 1
 
+    async def failing() -> dict[str, Any]:
+        nonlocal gathered
+        gathered += 1
+        raise RuntimeError("no answer")
+
+    gathered = 0
+    broken = HttpServer(
+        Recorder(prometheus=True).registry, alive=lambda: True, ready=lambda: True, host="127.0.0.1",
+        port=0, status=failing,
+    )  # fmt: skip
+    port = await broken.start()
+    try:
+        answers = [await asyncio.to_thread(http_get, port, "/status") for _ in range(5)]
+    finally:
+        await broken.close()
+    assert {a[0] for a in answers} == {503} and "no answer" in answers[0][1]
+    assert gathered == 1  # a failed gathering is kept as long as an answer
+
     off = HttpServer(Recorder(prometheus=True).registry, alive=lambda: True, ready=lambda: True, port=0)
     port = await off.start()
     try:
