@@ -463,10 +463,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "kafka_brokers", ("--kafka-brokers",),
-        "Kafka: the brokers of the sources (MSK cluster ARN, or kafka://HOST:PORT,... for self-managed "
-        "Kafka) matching SOURCE_GLOB, reached in plaintext; entries separated by spaces. Other sources: "
-        "their event source mapping's brokers and authentication. A record's bootstrapServers is never used.",
-        _READERS, "SOURCE_GLOB=HOST:PORT[,HOST:PORT...]", _kafka_brokers, "REPLAYER_KAFKA_BROKERS", panel=_INPUT,
+        "Kafka: GLOB=HOST:PORT[,HOST:PORT]: the brokers (plaintext) of clusters matching GLOB.",
+        _READERS, "GLOB=BROKERS", _kafka_brokers, "REPLAYER_KAFKA_BROKERS", panel=_INPUT,
+        more=(
+            " GLOB matches the cluster's name: its MSK cluster ARN, or kafka://HOST:PORT,... for self-managed "
+            "Kafka; entries are separated by spaces. Other clusters: their event source mapping's brokers "
+            "and authentication (docs/kafka.md). A record's bootstrapServers is never used."
+        ),
     ),
     Option(
         "assume_roles", ("--assume-role",),
@@ -611,8 +614,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "stop_at_error_rate", ("--stop-at-error-rate",),
         "lambda: sinks: the breaker. When this fraction of the last --error-window invocations failed "
-        "(throttling not counted), no invocation starts: the run ends stopped, exit 3 (run: pauses for "
-        "--breaker-cooldown, then tries one invocation); off: never.",
+        "(throttling not counted), no invocation starts: the run ends stopped, exit 3 (the service and the "
+        "Lambda pause for --breaker-cooldown instead, then try one invocation); off: never.",
         _WORK | {"lambda"}, "FRACTION", _fraction, "REPLAYER_STOP_AT_ERROR_RATE", panel=_REPAIR,
     ),
     Option(

@@ -28,7 +28,7 @@ from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.logs import range_context
 from replayer.mappings import MappingFinder
-from replayer.model import Failure, Outcome, OutcomeKind
+from replayer.model import Failure, Outcome, OutcomeKind, StreamKind
 from replayer.readers import Readers, ReadResult, judged
 from replayer.sinks import ArchiveConflict, Delivery, Sink, SinkError
 
@@ -392,13 +392,20 @@ def _itself(failure: Failure) -> Failure:
 
 def cap_ranges(failures: Iterable[Failure], limit: int) -> tuple[list[Failure], list[Outcome]]:
     """A message's distinct ranges to work on (the first `limit`), and a rejection for each one
-    past them: a failure record names one range; a message naming many is not AWS's doing."""
+    past them: a failure record names one range; a message naming many is not AWS's doing.
+    A Kafka record names one range per partition of its batch (at most 1,000, bounded when
+    parsed): its ranges count as one."""
     distinct = list({f.range_id: f for f in failures}.values())
-    if len(distinct) <= limit:
+    counted: dict[object, int] = {}
+    for f in distinct:
+        counted.setdefault(id(f.raw) if f.kind is StreamKind.KAFKA else f.range_id, len(counted))
+    number = [counted[id(f.raw) if f.kind is StreamKind.KAFKA else f.range_id] for f in distinct]
+    if len(counted) <= limit:
         return distinct, []
-    reason = f"the message names {len(distinct)} ranges, more than the {limit} a message may name"
-    log.warning("too_many_ranges", ranges=len(distinct), limit=limit)
-    return distinct[:limit], [rejected(f, reason) for f in distinct[limit:]]
+    reason = f"the message names {len(counted)} ranges, more than the {limit} a message may name"
+    log.warning("too_many_ranges", ranges=len(counted), limit=limit)
+    kept = [f for f, n in zip(distinct, number, strict=True) if n < limit]
+    return kept, [rejected(f, reason) for f, n in zip(distinct, number, strict=True) if n >= limit]
 
 
 def by_deadline(failures: Iterable[Failure]) -> list[Failure]:

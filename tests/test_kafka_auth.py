@@ -95,12 +95,23 @@ def test_msk_iam_is_oauthbearer_with_signed_tokens() -> None:
         client_options(KafkaAuth("iam", region="us-east-1"))
 
 
-async def test_an_msk_iam_token_is_a_presigned_connect_request() -> None:
-    token = await MskTokens("us-east-1").token()  # signed locally with the test credentials
+def _query(token: str) -> tuple[str | None, dict[str, list[str]]]:
     url = urlparse(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
-    assert url.hostname == "kafka.us-east-1.amazonaws.com"
-    query = parse_qs(url.query)
+    return url.hostname, parse_qs(url.query)
+
+
+async def test_an_msk_iam_token_is_a_presigned_connect_request_as_aws_signs_it() -> None:
+    from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+
+    ours = await MskTokens("us-east-1").token()  # signed locally with the test credentials
+    theirs, _ = MSKAuthTokenProvider.generate_auth_token("us-east-1")
+    (host, query), (their_host, their_query) = _query(ours), _query(theirs)
+    assert host == their_host == "kafka.us-east-1.amazonaws.com"
     assert query["Action"] == ["kafka-cluster:Connect"] and "X-Amz-Signature" in query
+    assert set(query) == set(their_query)
+    same = ("Action", "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Expires", "X-Amz-SignedHeaders")
+    for name in same:
+        assert query[name] == their_query[name], name
 
 
 def client_certificate() -> tuple[str, str]:
@@ -177,7 +188,11 @@ def test_kafka_brokers_from_the_flag_or_the_environment() -> None:
     assert (
         config.load(
             "run",
-            {"to": ["-"], "queue": "https://sqs.us-east-1.amazonaws.com/123456789012/q"},
+            {
+                "to": ["-"],
+                "queue": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+                "allow_streams": ["*"],
+            },
             env={"REPLAYER_KAFKA_BROKERS": text},
         ).kafka_brokers
         == expected

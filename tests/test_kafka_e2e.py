@@ -153,7 +153,8 @@ def test_an_archived_kafka_range_is_redriven_later_in_the_kafka_event_shape(
     assert event["eventSource"] == "SelfManagedKafka" and event["bootstrapServers"] == kafka_broker.bootstrap
     assert [r["offset"] for r in event["records"][f"{topic}-0"]] == [0, 1, 2, 3]
     assert (
-        tmp_path / f"kafka/self-managed/{kafka_broker.bootstrap}/{topic}/0/0-3/redriven/{repair.name}.json"
+        tmp_path
+        / f"kafka/self-managed/{kafka_broker.bootstrap.replace(':', '%3A')}/{topic}/0/0-3/redriven/{repair.name}.json"
     ).exists()
 
 
@@ -170,3 +171,97 @@ async def archive_one(kafka_broker: Tansu, topic: str, tmp_path: Path) -> None:
             clients,
         )
         assert (await replayer.replay(failures[0])).kind is OutcomeKind.REPLAYED
+
+
+def test_replay_a_file_of_kafka_records_with_a_named_cluster_allowed(
+    kafka_broker: Tansu, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from replayer.cli import app
+
+    topic = f"cli-{uuid.uuid4().hex[:6]}"
+
+    async def prepare() -> None:
+        await create_topic(kafka_broker.bootstrap, topic, 2)
+        await produce(kafka_broker.bootstrap, topic, [(i % 2, b"k", b"v%d" % i, []) for i in range(6)])
+
+    asyncio.run(prepare())
+    records = tmp_path / "failures.jsonl"
+    records.write_text(json.dumps(invocation_record({(topic, 0): (0, 2), (topic, 1): (1, 2)})) + "\n")
+    archive = tmp_path / "archive"
+    result = CliRunner().invoke(
+        app,
+        [
+            "replay", str(records), "--allow-stream", MSK_ARN,  # a literal cluster ARN: checked before work
+            "--kafka-brokers", f"{MSK_ARN}={kafka_broker.bootstrap}", "--to", f"file:{archive}", "--json",
+        ],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert sorted(r["recovered"] for r in summary["ranges"]) == [2, 3]
+    assert (archive / f"{CLUSTER_FOLDER}/{topic}/1/1-2/invocation.json").exists()
+
+
+def test_the_lambda_handler_rescues_kafka_ranges_from_sqs_and_sns(
+    kafka_broker: Tansu, moto_endpoint: str, bucket: str, monkeypatch: Any
+) -> None:
+    import asyncio
+
+    from replayer import lambda_handler
+    from tests.support.aws import client, keys, make_queue, send
+    from tests.support.handler import LambdaContext
+
+    topic = f"lam-{uuid.uuid4().hex[:6]}"
+
+    async def prepare() -> None:
+        await create_topic(kafka_broker.bootstrap, topic, 2)
+        await produce(kafka_broker.bootstrap, topic, [(i % 2, None, b"v%d" % i, []) for i in range(6)])
+
+    asyncio.run(prepare())
+    queue = make_queue(moto_endpoint)
+    record = invocation_record({(topic, 0): (0, 2), (topic, 1): (0, 1)})
+    notification = {
+        "Type": "Notification",
+        "MessageId": "n",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+    }
+    send(
+        moto_endpoint,
+        queue,
+        record,
+        {**notification, "Message": json.dumps(invocation_record({(topic, 1): (2, 2)}))},
+    )
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "replayer")
+    monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}/archive")
+    monkeypatch.setenv("REPLAYER_ALLOW_STREAMS", "arn:aws:kafka:*")
+    monkeypatch.setenv("REPLAYER_KAFKA_BROKERS", f"arn:aws:kafka:*={kafka_broker.bootstrap}")
+    sqs = client("sqs", moto_endpoint)
+    received = sqs.receive_message(
+        QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"]
+    )
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    event = {
+        "Records": [
+            {
+                "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": "us-east-1",
+            }
+            for m in received["Messages"]
+        ]
+    }  # fmt: skip
+    try:
+        answer = lambda_handler.handler(event, LambdaContext())
+    finally:
+        lambda_handler.reset()
+    assert answer == {"batchItemFailures": []}
+    archived_ranges = {
+        k.split("/")[-3:-1][0] + "/" + k.split("/")[-2]
+        for k in keys(moto_endpoint, bucket, "archive/")
+        if k.endswith("invocation.json")
+    }
+    assert archived_ranges == {"0/0-2", "1/0-1", "1/2-2"}

@@ -90,7 +90,7 @@ def drain(broker: Tansu, dlt: str, group: str, tmp_path: Path, *extra: str) -> A
         [
             "drain", "--kafka-topic", f"kafka://{broker.bootstrap}={dlt}", "--kafka-group", group,
             "--kafka-brokers", f"kafka://*={broker.bootstrap}", "--allow-stream", "kafka://*",
-            "--to", f"file:{tmp_path}", "--wait-seconds", "1", "--no-preflight", "--json", *extra,
+            "--to", f"file:{tmp_path}", "--wait-seconds", "1", "--json", *extra,
         ],
         catch_exceptions=False,
     )  # fmt: skip
@@ -108,7 +108,7 @@ def test_a_dead_letter_topic_is_drained_and_committed_past_settled_records(
     for s in sent:
         assert (
             tmp_path
-            / f"kafka/self-managed/{kafka_broker.bootstrap}/{source}/0/{s.offset}-{s.offset}/invocation.json"
+            / f"kafka/self-managed/{kafka_broker.bootstrap.replace(':', '%3A')}/{source}/0/{s.offset}-{s.offset}/invocation.json"
         ).exists()
     assert (
         asyncio.run(committed(kafka_broker, dlt, group)) == 5

@@ -191,3 +191,20 @@ def test_a_queue_message_carrying_a_payload_is_forged() -> None:
     for wrap in ENVELOPES.values():
         with pytest.raises(ParseError, match="inline payload"):
             parse_message(wrap(text))
+
+
+def test_a_kafka_records_partitions_count_as_one_range_against_the_cap() -> None:
+    from replayer.core import cap_ranges
+
+    record = kafka_event("msk_sqs_record.json")
+    record["KafkaBatchInfo"]["recordsInfo"] = {
+        f"orders-{p}": {"firstRecordOffset": 1, "lastRecordOffset": 2} for p in range(12)
+    }
+    failures = parse_message(json.dumps(record))
+    kept, refused = cap_ranges(failures, 10)
+    assert len(kept) == 12 and refused == []
+    later = copy.deepcopy(record)
+    later["KafkaBatchInfo"]["recordsInfo"] = {"orders-0": {"firstRecordOffset": 3, "lastRecordOffset": 4}}
+    other = parse_message(json.dumps(later))
+    kept, refused = cap_ranges([*failures, *other[:1]], 1)  # a second record in the same message
+    assert len(kept) == 12 and len(refused) == 1 and "names 2 ranges" in refused[0].reason

@@ -239,3 +239,42 @@ def test_a_mappings_filter_sees_a_kafka_records_value_decoded() -> None:
     assert criteria.matches(filter_document(StreamKind.KAFKA, record))
     binary = {**record, "value": base64.b64encode(b"\xff\x00").decode()}
     assert not criteria.matches(filter_document(StreamKind.KAFKA, binary))
+
+
+def test_since_and_until_see_a_kafka_records_timestamp() -> None:
+    from decimal import Decimal
+
+    from replayer.filtering import filter_document
+    from replayer.model import StreamKind
+    from replayer.selection import arrival
+
+    record = {"topic": "t", "partition": 0, "offset": 1, "timestamp": 1_767_225_600_250, "value": ""}
+    assert arrival(StreamKind.KAFKA, filter_document(StreamKind.KAFKA, record)) == Decimal("1767225600.25")
+
+
+async def test_a_batch_of_several_records_is_read_whatever_the_log_end_answer(kafka_broker: Tansu) -> None:
+    # Tansu answers ListOffsets(latest) one past the last batch's base offset: for one batch of five
+    # records, 1. The reader asks the log end only once it has read all there is, so it reads them all.
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    topic = topic_name()
+    await create_topic(kafka_broker.bootstrap, topic, 1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        for i in range(5):
+            batch.append(key=None, value=b"v%d" % i, timestamp=None)
+        await (await producer.send_batch(batch, topic, partition=0))
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        assert (await consumer.end_offsets([tp]))[tp] == 1  # Tansu's answer, not Kafka's 5
+    finally:
+        await consumer.stop()
+    [failure] = parse_message(invocation_record({(topic, 0): (1, 4)}))
+    result = await read(kafka_broker, failure)
+    assert [r.sequence for r in result.records] == [1, 2, 3, 4] and result.refused is None

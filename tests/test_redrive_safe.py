@@ -127,6 +127,14 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1 and args[0] in result.stderr
 
 
+def test_the_runs_commands_help_renders_within_100_columns() -> None:
+    for command in (["runs"], ["runs", "show"], ["runs", "cancel"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "100"}, terminal_width=100)
+        assert result.exit_code == 0, result.output
+        assert "s3://BUCKET[/PREFIX]" in result.output
+        assert all(len(line) <= 100 for line in result.output.splitlines())
+
+
 # ---- end to end
 
 
@@ -173,13 +181,13 @@ def test_a_failing_function_trips_the_breaker_early_and_a_rerun_resumes_the_rest
     code, summary = redrive(source, "--to", to, *options, codes=(3,))
     assert code == 3 and summary["exit_code"] == 3 and summary["stopped"]["by"] == "breaker"
     assert "2 of the last" in summary["stopped"]["reason"]
-    assert "the function's last error: function error" in summary["stopped"]["reason"]
+    assert "the function's last error: Runtime.HandlerError: told to fail" in summary["stopped"]["reason"]
     assert len(repair.calls()) == 2  # stopped early: 2 of 10 ranges tried, none after the trip
     kinds = [r["outcome"] for r in summary["ranges"]]
     assert kinds == ["retry"] * 10
     assert sum("not started: the run stopped" in r["reason"] for r in summary["ranges"]) == 8
     ledger = show(source, "fix-1")
-    assert ledger["state"] == "stopped" and "function error" in ledger["last_error"]
+    assert ledger["state"] == "stopped" and "told to fail on this record" in ledger["last_error"]
     assert ledger["totals"]["failed"] == 4 and ledger["totals"]["sent"] == 0
 
     repair.configure()  # the fix: the function succeeds now
@@ -422,3 +430,27 @@ def test_the_lambda_deployment_skips_stale_records_by_its_environment_and_says_s
     assert [seqs(c) for c in repair.calls()] == [[stream[0], stream[2]]]
     metrics = emf_lines(capsys.readouterr().out)[-1]
     assert (metrics["RedriveSent"], metrics["RedriveStale"], metrics["RedriveInvocations"]) == (2, 1, 1)
+
+
+def test_drain_stops_taking_messages_when_the_breaker_trips_and_loses_none(
+    table: DynamoTable, moto_endpoint: str, ministack: Ministack, lambda_endpoint: str
+) -> None:
+    from tests.support.aws import make_queue, queue_counts, send
+
+    repair = RepairFunction(ministack, FAIL_ON='"x"')
+    table.put(8)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, *(table.invocation_record(i, i + 1, records) for i in range(0, 8, 2)))
+    result = run(
+        "drain", "--queue", queue, "--to", f"lambda:{repair.name}", "--invoke-retries", "0",
+        "--error-window", "2", "--stop-at-error-rate", "1", "--concurrency", "1", "--wait-seconds", "1",
+        "--json",
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stopped"]["by"] == "breaker" and "told to fail" in summary["stopped"]["reason"]
+    assert len(repair.calls()) == 2  # nothing invoked after the trip
+    assert summary["messages"]["deleted"] == 0
+    visible, in_flight = queue_counts(moto_endpoint, queue)
+    assert visible + in_flight == 4  # every message is still on the queue

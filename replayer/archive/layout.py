@@ -108,6 +108,8 @@ def legacy_stream_path(arn: StreamArn) -> str:
 
 def legacy_range_path(failure: Failure) -> str:
     """`range_path` as 0.1.0 wrote it: read, never written."""
+    if failure.kind is StreamKind.KAFKA:
+        return range_path(failure)  # 0.1.0 read no Kafka ranges: there is no older folder
     tail = (failure.shard_id, f"{failure.start}-{failure.end}")
     return "/".join((legacy_stream_path(failure.arn), *(_escape(p, _LEGACY_UNSAFE) for p in tail)))
 

@@ -176,8 +176,10 @@ async def _queue(url: str, clients: Clients) -> str | None:
 
 async def _stream(arn: str, clients: Clients) -> str | None:
     parsed = parse_stream_arn(arn)
-    if parsed is None:
-        return None  # parsing refused it already: the range is rejected, not read
+    if parsed is None or parsed.kind is StreamKind.KAFKA:
+        # Refused by parsing (the range is rejected, not read), or a Kafka cluster: its brokers are
+        # found per range (configuration or its mapping), none to check before the work.
+        return None
     if parsed.kind is StreamKind.DYNAMODB:
         client = await clients.get("dynamodbstreams", parsed.region, parsed.account)
         call = client.describe_stream(StreamArn=arn, Limit=1)

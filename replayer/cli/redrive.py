@@ -77,6 +77,7 @@ async def _redrive(settings: Settings, selection: Selection, show: bool) -> Repo
             settings, name=settings.run_name or "", archive=archive, clients=clients, targets=targets,
             ranges=in_shard_order(ranges), failure_of=_failure, show=show,
             scheduler_for=lambda advance: redriver.scheduler(concurrency=concurrency, on_done=advance),
+            may_read=lambda r: redriver.refusal(r.failure) is None,
         )  # fmt: skip
         return dataclasses.replace(done, outcomes=[*bad, *done.outcomes])
 

@@ -12,11 +12,13 @@ import dataclasses
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from replayer.cli._app import app, print_error, stderr_console
 from replayer.cli._work import Stop, work_through
@@ -41,15 +43,15 @@ _WIDTH = 100
 runs_app = typer.Typer(
     help="The named runs in an archive's ledger (redrive --run NAME): list, show one, cancel one.",
     no_args_is_help=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",  # as the app's: every help text here is escaped
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(runs_app, name="runs")
 
 From = Annotated[
     str | None,
-    typer.Option("--from", metavar="URI", help="The archive: s3://BUCKET[/PREFIX] or file:DIR "
-                 "[env: REPLAYER_REDRIVE_FROM]", show_default=False),
+    typer.Option("--from", metavar="URI", help=escape("The archive: s3://BUCKET[/PREFIX] or file:DIR "
+                 "[env: REPLAYER_REDRIVE_FROM]"), show_default=False),
 ]  # fmt: skip
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON document, for scripts.")]
 
@@ -69,7 +71,7 @@ def run_options(settings: Settings, command: str = "redrive") -> dict[str, Any]:
     return chosen
 
 
-async def _prime(settings: Settings, archive: Store, ranges: Sequence[Any], target: LambdaSink) -> None:
+async def _prime(archive: Store, ranges: Sequence[Any], target: LambdaSink) -> None:
     """--latest-per-key across the run: every selected record of every range makes older ones superseded."""
     from replayer.archive.read import Damaged, read_records
     from replayer.archive.store import StoreError
@@ -94,8 +96,10 @@ async def recorded(
     scheduler_for: Callable[[Callable[[Outcome | None], None]], Scheduler[T]],
     failure_of: Callable[[T], Failure],
     show: bool,
+    may_read: Callable[[T], bool] = lambda _range: True,
 ) -> Report:
-    """Work `ranges` as run `name`, written to the archive's ledger (see the module doc)."""
+    """Work `ranges` as run `name`, written to the archive's ledger (see the module doc).
+    `may_read`: the ranges whose records may count for --latest-per-key (those the run may re-drive)."""
     from replayer.sinks.guard.run import RecordedRun
 
     guard = targets[0].guard  # one per process: every target shares it
@@ -107,7 +111,7 @@ async def recorded(
         if problems:
             raise ConfigError("pre-flight: " + "; ".join(problems) + " (nothing was invoked)")
     if settings.latest_per_key:
-        await _prime(settings, archive, ranges, targets[0])
+        await _prime(archive, [r for r in ranges if may_read(r)], targets[0])
     run = RecordedRun(archive, name, guard, clients, command="redrive", options=run_options(settings))
     await run.start(len(ranges))
     stop = Stop()
@@ -285,29 +289,69 @@ def _name(name: str) -> str:
     return name
 
 
+def _wrapped(label: str, text: str) -> list[str]:
+    """`label text`, wrapped at 100 columns under itself (nothing cut: --json has it whole, too)."""
+    indent = " " * (len(label) + 1)
+    lines = textwrap.wrap(
+        f"{label} {text}", _WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
+    )
+    return [line if len(line) <= _WIDTH else line[: _WIDTH - 1] + "…" for line in lines]  # an ARN too long
+
+
+def _flags(options: dict[str, Any]) -> str:
+    """The options as the command line gave them: ``--rate 20 --to lambda:f``."""
+    from replayer.config import OPTIONS
+
+    flags = {o.name: o for o in OPTIONS}
+    words = []
+    for name, value in sorted(options.items()):
+        option = flags.get(name)
+        if option is None or name in ("as_json", "output"):
+            continue
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            words.append(
+                option.flag
+                if v is True
+                else f"{option.flag} {v:g}"
+                if isinstance(v, float)
+                else f"{option.flag} {v}"
+            )
+    return " ".join(words)
+
+
+def _short(shard: Any) -> str:
+    """A shard's distinctive tail (``shardId-0000...-f35f62ef`` -> ``f35f62ef``), as the run table shows it."""
+    return str(shard).rpartition("-")[2][:8] or "-"
+
+
 def _story(record: RunRecord) -> list[str]:
     d = record.describe()
     totals = d["totals"]
-    lines = [
-        f"run {d['name']}: {d['state']}" + (f" ({d['reason']})" if d["reason"] else ""),
-        f"started {d['started']} by {d['by'] or 'unknown'}; {d['attempts']} attempt(s), last event {d['updated']}",
-        f"command: replayer {d['command']} "
-        + " ".join(f"{k}={v}" for k, v in sorted(d["options"].items()) if k not in ("as_json", "output")),
-        f"{totals['ranges']} ranges: {totals['sent']} records sent, {totals['stale']} stale, "
-        f"{totals['superseded']} superseded, {totals['failed']} failed",
-    ]
-    if d["last_error"]:
-        lines.append(f"the function's last error: {d['last_error']}")
+    lines = [f"run {d['name']}: {d['state']}"]
+    if d["reason"]:
+        lines += _wrapped("  why:", str(d["reason"]))
+    if d["last_error"] and str(d["last_error"]) not in str(d["reason"] or ""):
+        lines += _wrapped("  the function's last error:", str(d["last_error"]))
+    lines += _wrapped(
+        "  started",
+        f"{d['started']} by {d['by'] or 'unknown'}; {d['attempts']} attempt(s); last event {d['updated']}",
+    )
+    lines += _wrapped(f"  replayer {d['command']}", _flags(d["options"]))
     if d["cancel_requested"]:
         c = d["cancel_requested"]
-        lines.append(f"cancel requested by {c.get('by') or 'unknown'} at {c.get('at')}")
+        lines += _wrapped("  cancel requested by", f"{c.get('by') or 'unknown'} at {c.get('at')}")
+    lines.append(
+        f"  {totals['ranges']} ranges: {totals['sent']} records sent, {totals['stale']} stale, "
+        f"{totals['superseded']} superseded, {totals['failed']} failed"
+    )
     if d["ranges"]:
-        rows = [["range_id", "outcome", "sent", "stale", "superseded", "failed", "shard", "versions"]]
+        rows = [["range", "outcome", "sent", "stale", "superseded", "failed", "shard", "versions"]]
         rows += [
             [
-                str(r.get("range_id")), str(r.get("outcome")),
+                str(r.get("range_id"))[:8], str(r.get("outcome")),
                 *(str(r.get(k, 0)) for k in ("sent", "stale", "superseded", "failed")),
-                str(r.get("shard_id")), ",".join(r.get("executed_versions") or []) or "-",
+                _short(r.get("shard_id")), ",".join(r.get("executed_versions") or []) or "-",
             ]
             for r in d["ranges"]
         ]  # fmt: skip

@@ -35,7 +35,12 @@ from replayer import logs
 from replayer.aws import Clients
 from replayer.mappings import reads_source
 from replayer.model import Failure, Gap, StreamKind, kafka_servers, parse_stream_arn
-from replayer.readers._base import DEFAULT_MAX_RECORDS_PER_RANGE, RangeCollector, ReadResult
+from replayer.readers._base import (
+    DEFAULT_MAX_RECORDS_PER_RANGE,
+    RangeCollector,
+    ReadResult,
+    over_ceiling_reason,
+)
 from replayer.wire import dumps, loads
 
 __all__ = [
@@ -50,6 +55,7 @@ __all__ = [
     "kafka_event_record",
     "kafka_payload",
     "msk_brokers",
+    "msk_iam_token",
 ]
 
 log = logs.get_logger(__name__)
@@ -176,8 +182,30 @@ def _load_client_certificate(
         context.load_cert_chain(cert_file, key_file, password=password if isinstance(password, str) else None)
 
 
+MSK_TOKEN_SECONDS = 900  # what AWS's own signer library gives a token
+
+
+def msk_iam_token(region: str, credentials: Any) -> tuple[str, float]:
+    """An MSK IAM authentication token and when it expires (epoch seconds): a SigV4-presigned
+    ``GET https://kafka.REGION.amazonaws.com/?Action=kafka-cluster:Connect``, base64url without
+    padding, as aws-msk-iam-sasl-signer-python makes it (a test compares the two). Made here with
+    botocore so the Lambda zip carries no second signer and its command-line dependencies."""
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+
+    request = AWSRequest(
+        method="GET", url=f"https://kafka.{region}.amazonaws.com/", params={"Action": "kafka-cluster:Connect"}
+    )
+    SigV4QueryAuth(credentials, "kafka-cluster", region, expires=MSK_TOKEN_SECONDS).add_auth(request)
+    request.params = {"User-Agent": "lambda-stream-replayer"}
+    url = str(request.prepare().url)
+    token = base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+    return token, time.time() + MSK_TOKEN_SECONDS
+
+
 class MskTokens:
-    """MSK IAM tokens (SASL/OAUTHBEARER), signed with the default credentials, reused until near expiry."""
+    """MSK IAM tokens (SASL/OAUTHBEARER for aiokafka), signed with the default credentials, reused
+    until a minute before they expire."""
 
     def __init__(self, region: str) -> None:
         self.region = region
@@ -185,11 +213,16 @@ class MskTokens:
 
     async def token(self) -> str:
         if self._token is None or self._token[1] - time.time() < 60:
-            from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
-
-            token, expiry_ms = await asyncio.to_thread(MSKAuthTokenProvider.generate_auth_token, self.region)
-            self._token = (token, expiry_ms / 1000)
+            self._token = await asyncio.to_thread(self._sign)
         return self._token[0]
+
+    def _sign(self) -> tuple[str, float]:
+        import botocore.session
+
+        credentials = botocore.session.get_session().get_credentials()
+        if credentials is None:
+            raise NoEndpoint("no AWS credentials to sign MSK IAM tokens with")
+        return msk_iam_token(self.region, credentials.get_frozen_credentials())
 
     def extensions(self) -> dict[str, str]:
         return {}
@@ -454,11 +487,7 @@ class _PartitionRead:
         from aiokafka.errors import OffsetOutOfRangeError
 
         books, failure, reader = self.books, self.failure, self.reader
-        log_start, high = await self._bounds(consumer)
-        if high <= failure.end:
-            # Offsets at or past the partition's end were never written: no genuine batch names them.
-            books.refuse(f"the partition's end offset is {high}, the range ends at {failure.end}")
-            return books.result()
+        log_start, _ = await self._bounds(consumer)
         self._gone_below(log_start)
         restarts = empty = 0
         while not books.done and self.next <= failure.end:
@@ -476,6 +505,18 @@ class _PartitionRead:
                 continue
             messages = batch.get(self.tp, [])
             if not messages:
+                position = await consumer.position(self.tp)
+                if position > self.next:  # the fetch stepped over offsets with no record (markers, holes)
+                    self._missing(position, GONE_INSIDE)
+                    self.next = position
+                    continue
+                high = (await self._bounds(consumer))[1]
+                if self.next >= high:
+                    # Read to the partition's end before the range's: offsets at or past the end were
+                    # never written, and no genuine batch names them. (Asked only now: some brokers
+                    # answer a log end short of records they do return.)
+                    books.refuse(f"the partition's end offset is {high}, the range ends at {failure.end}")
+                    return books.result()
                 empty += 1
                 if empty >= reader.max_empty_polls:
                     books.notes.append(
@@ -515,8 +556,11 @@ class _PartitionRead:
             self._missing(failure.end + 1, GONE_INSIDE)
             books.done = True
             return True
-        if len(books.records) >= books.ceiling:
-            books.refuse(f"more than {books.ceiling} records before offset {failure.end}")
+        if (
+            len(books.records) >= books.ceiling
+        ):  # as the streams' books refuse it (the core judges it per claim)
+            books.refused = over_ceiling_reason(failure, books.ceiling)
+            books.over, books.done = books.ceiling, True
             return True
         event = kafka_event_record(message)
         self.bytes += len(event)

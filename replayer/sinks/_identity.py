@@ -109,8 +109,10 @@ async def as_delivered(
 ) -> Iterable[Sequence[StreamRecord]]:
     """The records a page at a time as Lambda delivered them: Kinesis ones with the role of the
     function that failed as invokeIdentityArn (what the archive keeps and `-` prints alike)."""
+    if roles is None or failure.kind is not StreamKind.KINESIS or not records:
+        return pages_of(records)  # (only Kinesis records carry the field; a Kafka cluster may have no ARN)
     function = failed_function(failure)
-    if roles is None or function is None or failure.kind is not StreamKind.KINESIS or not records:
+    if function is None:
         return pages_of(records)
     role = await roles.role_of(*function)
     return (with_identity(failure, page, role) for page in pages_of(records))

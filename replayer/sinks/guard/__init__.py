@@ -193,21 +193,25 @@ class Guard:
         """The records to send of a range's selected ones: stale and superseded ones taken out, counted."""
         tally = self.tally(failure.range_id)
         _current.set(tally)
-        tally.selected += len(records)
+        tally.selected = max(tally.selected, len(records))  # each target of the range selects the same
         kept = list(records)
         if failure.kind is not StreamKind.DYNAMODB or not (self.skip_stale or self.latest_per_key):
             return kept
         if self.latest_per_key:
             newest = self._newest_of(failure, kept)
             older = [r for r in kept if newest.get(self._item(failure, parsed(r)) or "", -1) > r.sequence]
-            tally.superseded += [r.sequence_number for r in older]
-            self._add("superseded", len(older))
+            known = set(tally.superseded)
+            fresh = [r.sequence_number for r in older if r.sequence_number not in known]
+            tally.superseded += fresh
+            self._add("superseded", len(fresh))
             gone = {r.sequence_number for r in older}
             kept = [r for r in kept if r.sequence_number not in gone]
         if self.skip_stale and kept:
             stale = await StaleCheck(clients, self.reads.take).stale(failure, kept)
-            tally.stale += [r.sequence_number for r in kept if r.sequence_number in stale]
-            self._add("stale", len(stale))
+            unseen = stale - set(tally.stale)  # another target of the range may have listed them
+            fresh = [r.sequence_number for r in kept if r.sequence_number in unseen]
+            tally.stale += fresh
+            self._add("stale", len(fresh))
             kept = [r for r in kept if r.sequence_number not in stale]
         if len(kept) != len(records):
             log.info("records_not_sent", stale=len(tally.stale), superseded=len(tally.superseded))
