@@ -188,8 +188,8 @@ ANSWER_TOO_LARGE = "ReplayerAnswerTooLarge"  # the error code of such an answer 
 
 async def _capped_body(raw: Any, cap: int) -> bytes | None:
     """The aiohttp response's body, or None (left unread) once it holds more than `cap` bytes."""
-    if raw.content_length is not None and raw.content_length > cap:
-        return None
+    if raw.content_length is not None:  # what AWS sends: the length says it all, aiohttp reads it whole
+        return None if raw.content_length > cap else bytes(await raw.read())
     chunks, size = [], 0
     async for chunk in raw.content.iter_chunked(64 * 1024):
         size += len(chunk)

@@ -543,9 +543,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "status_endpoint", ("--status-endpoint",),
-        "Serve /status on the HTTP port: queue, dead-letter queue and quarantine counts, the archive's "
-        "ranges by outcome, the nearest expiry (gathered at most every 5 s); off: not served.",
-        _cmds("drain", "run"), "on|off", _on_off, "REPLAYER_STATUS_ENDPOINT", panel=_SERVICE,
+        "Serve /status on the HTTP port: queue, dead-letter queue and quarantine counts and the nearest "
+        "expiry (gathered at most every 5 s); off: not served.",
+        _cmds("drain", "run"), "on/off", _on_off, "REPLAYER_STATUS_ENDPOINT", panel=_SERVICE,
     ),
     Option(
         "visibility_timeout", ("--visibility-timeout",),

@@ -535,16 +535,17 @@ class Scheduler(Generic[T]):
 
         Every deadline is known before any item is queued, so the earliest of the batch goes first.
         """
-        items = list(items)
-        fresh = {self._key(i): i for i in items if self._key(i) not in self._pending}
+        keyed = [(self._key(i), i) for i in items]  # each key made once (a claims digest)
+        fresh = {key: i for key, i in keyed if key not in self._pending}
         deadlines = dict(
-            zip(fresh, await asyncio.gather(*(self._deadline_of(i) for i in fresh.values())), strict=True)
+            zip(
+                fresh, await asyncio.gather(*(self._deadline_of(k, i) for k, i in fresh.items())), strict=True
+            )
         )
         tickets: list[Ticket[T]] = []
         refused: list[tuple[Ticket[T], Outcome]] = []
         async with self._wake:
-            for item in items:
-                key = self._key(item)
+            for key, item in keyed:
                 ticket = self._pending.get(key)
                 if ticket is None:
                     ticket = self._ticket(key, item, deadlines.get(key, math.inf))
@@ -565,13 +566,13 @@ class Scheduler(Generic[T]):
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         return Ticket(key, item, deadline, self._lane(item), future, order=next(self._order))
 
-    async def _deadline_of(self, item: T) -> float:
+    async def _deadline_of(self, key: str, item: T) -> float:
         if self._deadline is None:
             return math.inf
         try:
             return await self._deadline(item)
         except Exception as exc:  # an unknown deadline must not keep the range from being worked
-            log.warning("deadline_unknown", key=self._key(item), error=str(exc))
+            log.warning("deadline_unknown", key=key, error=str(exc))
             return math.inf
 
     # ---- what is held

@@ -501,7 +501,7 @@ async def test_a_page_repeating_a_record_as_it_was_loses_nothing(
     assert len(result.records) == 3 and not result.gaps and result.refused is None and result.conflict is None
 
 
-async def test_a_page_larger_than_dynamodb_streams_allows_is_refused_unread(
+async def test_a_record_larger_than_dynamodb_streams_allows_on_a_page_is_refused_unread(
     table: DynamoTable, proxy: FaultProxy
 ) -> None:
     from replayer.aws import MAX_ANSWER_BYTES
@@ -514,7 +514,37 @@ async def test_a_page_larger_than_dynamodb_streams_allows_is_refused_unread(
         records[0]["dynamodb"]["NewImage"]["padding"] = {"S": "x" * (cap + 1)}
         return records
 
-    proxy.add(page_rule(bloated))
+    rule = proxy.add(
+        Rule(op("GetRecords"), rewrite=lambda _r, body: {**body, "Records": bloated(body["Records"])})
+    )
     result = await read(failure_of(table, 0, 1))
+    assert rule.hits == 10  # asked again with half as many records, 1000 down to 1: one alone is too large
     assert result.refused is not None and result.refused.startswith(TOO_LARGE)
     assert f"more than {cap} bytes" in result.refused and not result.records
+
+
+async def test_a_page_of_records_larger_than_dynamodb_streams_allows_is_asked_again_smaller(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    """moto does not split pages at 1 MB as DynamoDB Streams does: 20 records of 300 KB come as one
+    6 MB answer, past the cap; asked again with fewer records a call, the range is read whole."""
+    table.put(20, payload="p" * 300_000)
+    limits: list[int] = []
+
+    def asked(request: Request) -> bool:
+        if request.operation == "GetRecords":
+            limits.append(json.loads(request.body)["Limit"])
+        return False  # only watching
+
+    proxy.add(Rule(asked))
+    result = await read(failure_of(table, 0, 19))
+    assert result.refused is None and not result.gaps and len(result.records) == 20
+    assert limits[0] == 1000 and min(limits) < 20  # asked again with fewer
+
+
+def test_range_records_find_a_record_by_its_sequence_number_in_any_page() -> None:
+    records = RangeRecords([StreamRecord(str(1000 + 2 * i), b'{"n":%d}' % i) for i in range(2500)])
+    assert records.find("1000") == b'{"n":0}'
+    assert records.find("02998") == b'{"n":999}'  # compared as numbers, in the first sealed page
+    assert records.find(str(1000 + 2 * 2499)) == b'{"n":2499}'  # the open page
+    assert records.find("1001") is None and records.find("999") is None and records.find("9999") is None

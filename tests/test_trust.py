@@ -234,3 +234,41 @@ def test_a_forged_duplicate_never_decides_the_genuine_messages_fate(
     body = s3.get_object(Bucket=bucket, Key=prefix + "records.jsonl.gz")["Body"].read()
     archived = [json.loads(line) for line in gzip.decompress(body).splitlines()]
     assert seqs(archived) == seqs(jsonable(table.stream_records()))  # all five, from the stream
+
+
+@pytest.mark.parametrize(("order", "reads"), [("genuine first", 1), ("forged first", 2)])
+async def test_claims_on_one_range_share_the_read_and_each_keeps_its_own_verdict(
+    order: str, reads: int, table: DynamoTable, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """#21.1: worked at once, the two claims read the stream once when the first read can judge the
+    second (5 records judged against a ceiling of 1), twice when it cannot (a read stopped at 1)."""
+    from replayer.allow import AllowList
+    from replayer.aws import Clients
+    from replayer.core import Replayer
+    from replayer.model import OutcomeKind
+    from replayer.readers import Readers
+    from replayer.sinks import FileSink
+
+    table.put(5)
+    stream = jsonable(table.stream_records())
+    when = {
+        "approximateArrivalOfFirstRecord": "2026-01-01T00:00:00Z",
+        "approximateArrivalOfLastRecord": "2026-01-01T00:00:00Z",
+    }
+    (genuine,) = parse_message(table.invocation_record(0, 4, stream, **when))
+    (lie,) = parse_message(table.invocation_record(0, 4, stream, batchSize=1, **when))
+    async with Clients() as clients:
+        readers = Readers(
+            clients, unfiltered=lambda f: True
+        )  # the batch is the ceiling, as for a known mapping
+        replayer = Replayer(
+            clients, [FileSink(tmp_path)], readers=readers, allow=AllowList.of(["*"]), find_mappings=False
+        )
+        items = [genuine, lie] if order == "genuine first" else [lie, genuine]
+        tickets = await replayer.scheduler(concurrency=2).run(items)
+    outcomes = {t.item.batch_size: t.result() for t in tickets}
+    kept, refused = outcomes[5], outcomes[1]
+    assert kept is not None and kept.kind is OutcomeKind.REPLAYED and kept.recovered == 5
+    assert refused is not None and refused.kind is OutcomeKind.REJECTED
+    assert "more than 1 records" in refused.reason
+    assert proxy.count("GetShardIterator") == reads

@@ -89,8 +89,9 @@ class HttpServer:
         self.max_connections = max_connections
         self.idle_seconds = idle_seconds
         self.status_cache_seconds = status_cache_seconds
-        self._cached: tuple[float, bytes] | None = None  # (time.monotonic() when gathered, the body)
-        self._gathering: asyncio.Task[bytes] | None = None
+        # (time.monotonic() when gathered, HTTP status, the body): a failed gathering is kept as long
+        self._cached: tuple[float, int, bytes] | None = None
+        self._gathering: asyncio.Task[tuple[float, int, bytes]] | None = None
         self._routes: dict[str, Callable[[web.BaseRequest], Awaitable[web.Response]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,
@@ -163,14 +164,16 @@ class HttpServer:
         if cached is None or time.monotonic() - cached[0] >= self.status_cache_seconds:
             if self._gathering is None or self._gathering.done():  # one gathering, however many ask
                 self._gathering = asyncio.ensure_future(self._gather())
-            body = await asyncio.shield(self._gathering)
-        else:
-            body = cached[1]
-        return web.Response(body=body, content_type="application/json")
+            cached = await asyncio.shield(self._gathering)
+        _, status, body = cached
+        return web.Response(status=status, body=body, content_type="application/json")
 
-    async def _gather(self) -> bytes:
+    async def _gather(self) -> tuple[float, int, bytes]:
         assert self._status is not None
-        document = await self._status()
-        body = (json.dumps(document, indent=2) + "\n").encode()
-        self._cached = (time.monotonic(), body)
-        return body
+        try:
+            document, status = await self._status(), 200
+        except Exception as exc:  # kept as long as an answer: a failing gathering is not redone per request
+            log.warning("status_failed", error=str(exc))
+            document, status = {"error": f"{type(exc).__name__}: {exc}"}, 503
+        self._cached = (time.monotonic(), status, (json.dumps(document, indent=2) + "\n").encode())
+        return self._cached

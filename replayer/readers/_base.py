@@ -11,7 +11,7 @@ import time
 import weakref
 import zlib
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -66,11 +66,12 @@ class _SealedPage:
     """A full page of records: their sequence numbers and one compressed blob of their JSON Lines
     (what the archive stores: packing a page is then one decompression, no per-record work)."""
 
-    __slots__ = ("blob", "ends", "sequence_numbers")
+    __slots__ = ("blob", "ends", "first", "last", "sequence_numbers")
 
     def __init__(self, page: RecordPage) -> None:
         # The sequence numbers too: as strings they are a tenth of a page's memory; compressed, ~nothing.
         self.sequence_numbers = zlib.compress("\n".join(page.sequence_numbers).encode(), 1)
+        self.first, self.last = int(page.sequence_numbers[0]), int(page.sequence_numbers[-1])
         self.ends = array("L", accumulate(len(json) + 1 for json in page.jsons))  # line ends, newlines in
         self.blob = zlib.compress(page.lines(), 1)  # level 1: cheap, ~5x smaller
 
@@ -120,12 +121,14 @@ class RangeRecords(Sequence[StreamRecord]):
         self._count += len(jsons)
 
     def find(self, sequence_number: str) -> bytes | None:
-        """The JSON of the record with this sequence number, None when none was kept (a page at a
-        time: for the rare check of a record read again, not for every record)."""
-        for page in self.pages():
-            for at, kept in enumerate(page.sequence_numbers):
-                if int(kept) == int(sequence_number):
-                    return page[at].json
+        """The JSON of the record with this sequence number, None when none was kept (records are
+        kept in sequence order: only the page that would hold it is decompressed)."""
+        seq = int(sequence_number)
+        sealed = next((p for p in self._sealed if p.first <= seq <= p.last), None)
+        page = sealed.records() if sealed is not None else self._open
+        for at, kept in enumerate(page.sequence_numbers):
+            if int(kept) == seq:
+                return page[at].json
         return None
 
     def pages(self) -> Iterator[RecordPage]:
@@ -565,22 +568,33 @@ class ShardReader:
 class BaseShardCalls:
     """The state every stream's `ShardCalls` keeps for one range: the client and the books."""
 
-    def __init__(self, client: Any, failure: Failure, ceiling: int) -> None:
+    def __init__(self, client: Any, failure: Failure, ceiling: int, most: int) -> None:
         self.client = client
         self.failure = failure
         self.books = RangeCollector(failure, ceiling=ceiling)
+        self.most = most  # records a GetRecords call asks for at most
 
     async def describe_stream(self) -> None:
         """Describe the range's stream (one cheap call); ClientError when it cannot be."""
         raise NotImplementedError
 
-    def refused_answer(self, exc: ClientError) -> bool:
-        """True (the books refuse the range) when `exc` says the answer was larger than the stream's
-        documented maximum (`replayer.aws.MAX_ANSWER_BYTES`)."""
-        if error_code(exc) != ANSWER_TOO_LARGE:
-            return False
-        self.books.too_large(f"a GetRecords answer of shard {self.failure.shard_id}: {exc}")
-        return True
+    async def get_records(self, call: Callable[[int], Awaitable[Any]]) -> Any:
+        """`call(limit)`'s GetRecords answer. One larger than the stream's documented maximum allows
+        (`replayer.aws.MAX_ANSWER_BYTES`: read no further than that) is asked for again with half as
+        many records (this range's later pages too); when even one record is too large, the books
+        refuse the range and an empty page with no next iterator is given back."""
+        while True:
+            asked = self.books.page_limit(self.most)
+            try:
+                return await call(asked)
+            except ClientError as exc:
+                if error_code(exc) != ANSWER_TOO_LARGE:
+                    raise
+                if asked <= 1:
+                    self.books.too_large(f"a GetRecords answer of shard {self.failure.shard_id}: {exc}")
+                    return {}
+                self.most = asked // 2
+                log.warning("page_too_large", asked=asked, asking=self.most)
 
     async def not_found(self, exc: ClientError) -> None:
         """The books after a ResourceNotFoundException reading the range: a stream that does not

@@ -145,7 +145,7 @@ class _ShardCalls(BaseShardCalls):
     """Kinesis' quirks of reading one range (`ShardCalls`); lives for one `read` call."""
 
     def __init__(self, reader: KinesisReader, client: Any, failure: Failure) -> None:
-        super().__init__(client, failure, reader.ceiling(failure))
+        super().__init__(client, failure, reader.ceiling(failure), reader.page_limit)
         self.reader = reader
         self.region = failure.region
 
@@ -179,16 +179,16 @@ class _ShardCalls(BaseShardCalls):
 
     async def fetch(self, iterator: str) -> Any | None:
         """One GetRecords answer, within the shard's budget."""
-        await self.reader.budget.acquire((self.failure.stream_arn, self.failure.shard_id))
-        try:
-            response = await self.client.get_records(
-                ShardIterator=iterator,
-                Limit=self.books.page_limit(self.reader.page_limit),
-                StreamARN=self.failure.stream_arn,
+
+        async def get_records(limit: int) -> Any:
+            await self.reader.budget.acquire((self.failure.stream_arn, self.failure.shard_id))
+            return await self.client.get_records(
+                ShardIterator=iterator, Limit=limit, StreamARN=self.failure.stream_arn
             )
+
+        try:
+            response = await self.get_records(get_records)
         except ClientError as exc:
-            if self.refused_answer(exc):
-                return {}  # an empty page with no next iterator: the books say why
             code = error_code(exc)
             if code == "ExpiredIteratorException":
                 return None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from replayer.core import claims_key
 from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.parse import parse_document
@@ -29,7 +30,7 @@ class Inputs:
     failures: tuple[Failure, ...]
     bad: tuple[Outcome, ...]
     labels: tuple[str, ...]  # the inputs read, for messages ("<stdin>", "failures.json")
-    duplicates: int = 0  # mentions of a range already named
+    duplicates: int = 0  # mentions of a range already named with the same claims
 
     @property
     def empty(self) -> bool:
@@ -67,9 +68,9 @@ def read_inputs(paths: Sequence[str], stdin: BinaryIO) -> Inputs:
         except ParseError as exc:  # the document as a whole (not UTF-8, too large, not JSON)
             errors, parsed = [exc], []
         bad += [Outcome(OutcomeKind.REJECTED, None, reason=str(exc)) for exc in errors]
-        for failure in parsed:
-            if failure.range_id in failures:
+        for failure in parsed:  # the same range claimed otherwise is judged on its own (#21)
+            if claims_key(failure) in failures:
                 duplicates += 1
             else:
-                failures[failure.range_id] = failure
+                failures[claims_key(failure)] = failure
     return Inputs(tuple(failures.values()), tuple(bad), tuple(label for label, _ in documents), duplicates)
