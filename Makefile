@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest image-test docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,19 @@ typecheck: $(VENV)/.test
 pytest: $(VENV)/.test
 	$(BIN)/pytest
 
+# Lint, types, and pytest without the image tests (marker `image`): no system package, no root,
+# nothing left behind; the docs' strict build and their ```sh blocks run in tests/test_docs.py.
 test: lint typecheck pytest
+
+# The container image built with buildah and run (root, buildah and mmdebstrap installed: .ci/run
+# installs them on CI); removes what it built at the end.
+image-test: $(VENV)/.test
+	@command -v buildah > /dev/null || { echo "make image-test: needs buildah (apt-get install buildah mmdebstrap)" >&2; exit 2; }
+	$(BIN)/pytest -m image tests/test_image.py
+
+# The documentation site (MkDocs + Material) into site/; `$(BIN)/mkdocs serve` to read it live.
+docs: $(VENV)/.test
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # Slow and noisy: not part of `make test` (a smoke run with tiny sizes is). Every shape, #15's and
 # #26's backlog (the slow hand-written baseline once per shape); then the soak and the Lambda model.
@@ -40,7 +52,7 @@ bench: $(VENV)/.test
 	$(BIN)/python -m bench.lambda_model
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis site dist build
 
 # The Lambda deployment zip that deploy/template.yaml's CodeUri points at, for one Lambda runtime:
 # `make package [PLATFORM=manylinux2014_x86_64|manylinux2014_aarch64] [PYTHON=3.12]` (PYTHON is the

@@ -1,4 +1,4 @@
-"""Throughput of 1 and 2 `replayer drain` replicas sharing one queue (README, "Scaling out").
+"""Throughput of 1 and 2 `replayer drain` replicas sharing one queue (docs/scaling.md).
 
 Against the canned endpoint (bench/endpoint.py, behind bench/latency_proxy.py adding --delay-ms to
 every request): for each shape, a queue holding its invocation records is drained by N replicas

@@ -37,8 +37,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "deploy" / "build" / "replayer-lambda.zip"  # deploy/template.yaml's CodeUri
 PLATFORMS = ("manylinux2014_x86_64", "manylinux2014_aarch64")
-# The AWS services replayer's code makes clients for: botocore's models of every other one are left out.
-SERVICES = ("cloudwatch", "dynamodbstreams", "kinesis", "lambda", "pipes", "s3", "sqs", "sts")
+# The AWS services replayer's code makes clients for: botocore's models of every other one are left out
+# (dynamodb: --skip-stale reads items back; kms: the manifest key; logs: `why`, found by the test).
+SERVICES = (
+    "cloudwatch",
+    "dynamodb",
+    "dynamodbstreams",
+    "kafka",
+    "kinesis",
+    "kms",
+    "lambda",
+    "logs",
+    "pipes",
+    "s3",
+    "secretsmanager",
+    "sqs",
+    "sts",
+)
 # The extra that names the command line's own dependencies: not in the zip.
 CLI_EXTRA = "cli"
 # The earliest time a zip entry can carry; SOURCE_DATE_EPOCH (if set) wins.
@@ -74,7 +89,7 @@ def build(
     with tempfile.TemporaryDirectory(prefix="replayer-package-") as tmp:
         wheels = Path(tmp, "wheels")
         site = Path(tmp, "site")
-        _pip(python, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(project))
+        _pip(python, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(_sources(project, Path(tmp))))
         (wheel,) = wheels.glob("lambda_stream_replayer-*.whl")
         target = [
             "--platform", platform,
@@ -99,6 +114,17 @@ def build(
         os.replace(partial, output)
     digest = hashlib.sha256(output.read_bytes()).hexdigest()
     return Artefact(output, output.stat().st_size, unzipped, files, digest)
+
+
+def _sources(project: Path, into: Path) -> Path:
+    """A copy of what the wheel is made from (as .dockerignore lets through), built there: setuptools
+    writes build/ and *.egg-info beside pyproject.toml, and a stale build/lib would reach the wheel."""
+    copy = into / "project"
+    copy.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(project / name, copy / name)
+    shutil.copytree(project / "replayer", copy / "replayer", ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
 
 
 def lambda_requirements(wheel: Path) -> list[str]:
@@ -164,6 +190,9 @@ def _compile(site: Path, python_version: str) -> bool:
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     compiler = sys.executable if here == python_version else shutil.which(f"python{python_version}")
     if compiler is None:
+        return False
+    # a name on PATH is not always an interpreter that runs (a pyenv shim of a version not selected)
+    if compiler != sys.executable and subprocess.run([compiler, "-c", ""], capture_output=True).returncode:
         return False
     command = [compiler, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
                "-s", str(site), "-p", "/var/task", str(site)]  # fmt: skip

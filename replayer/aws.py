@@ -31,7 +31,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.handlers import add_expect_header
 
 __all__ = [
+    "ANSWER_TOO_LARGE",
     "DEFAULT_CALL_DEADLINE",
+    "MAX_ANSWER_BYTES",
     "AssumeRoles",
     "CallDeadlineError",
     "Clients",
@@ -174,15 +176,79 @@ def _tls_context(ca_bundle: str, cert_file: str | None, key_file: str | None) ->
     return _TLS_CONTEXTS[key]
 
 
+# The most bytes a GetRecords answer may hold: the stream's documented maximum of a call (DynamoDB
+# Streams 1 MB of records, Kinesis 10 MiB), with room for the JSON around the records (attribute
+# type names; base64, 4/3). A larger answer is no stream's: it is refused, read no further than this.
+MAX_ANSWER_BYTES = {
+    "DynamoDBStreams_20120810.GetRecords": 4 * 1024 * 1024,
+    "Kinesis_20131202.GetRecords": 16 * 1024 * 1024,
+}
+ANSWER_TOO_LARGE = "ReplayerAnswerTooLarge"  # the error code of such an answer (never retried)
+
+
+async def _capped_body(raw: Any, cap: int) -> bytes | None:
+    """The aiohttp response's body, or None (left unread) once it holds more than `cap` bytes."""
+    if raw.content_length is not None:  # what AWS sends: the length says it all, aiohttp reads it whole
+        return None if raw.content_length > cap else bytes(await raw.read())
+    chunks, size = [], 0
+    async for chunk in raw.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(url: str, cap: int) -> Any:
+    """An AWS-shaped error answer saying the real one held more than `cap` bytes."""
+    from aiobotocore.awsrequest import AioAWSResponse
+
+    body = orjson.dumps(
+        {
+            "__type": ANSWER_TOO_LARGE,
+            "message": f"the answer holds more than {cap} bytes, more than the stream's documented "
+            "maximum of a GetRecords call allows",
+        }
+    )
+    headers = {"content-type": "application/x-amz-json-1.1", "x-amzn-errortype": ANSWER_TOO_LARGE}
+    answer = AioAWSResponse(url, 400, headers, None)
+    answer._content = body
+    return answer
+
+
 @functools.cache
 def _http_session_cls() -> type:
     """aiobotocore's HTTP session, with the TLS context shared between clients of the same trust
     set-up (a custom CA bundle or client certificate gets its own; proxies keep aiobotocore's way)."""
     import aiohttp
     from aiobotocore.httpsession import AIOHTTPSession
+    from botocore.exceptions import ConnectionClosedError
     from botocore.httpsession import get_cert_path
 
     class SharedTLSSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore ships no type hints
+        async def send(self, request: Any) -> Any:
+            """aiobotocore's, with a GetRecords answer's body read up to its cap (`MAX_ANSWER_BYTES`)."""
+            target = request.headers.get("X-Amz-Target")
+            cap = MAX_ANSWER_BYTES.get(target.decode() if isinstance(target, bytes) else str(target))
+            if cap is None:
+                return await super().send(request)
+            streamed, request.stream_output = request.stream_output, True  # its body is read here
+            try:
+                answer = await super().send(request)
+            finally:
+                request.stream_output = streamed
+            try:
+                body = await _capped_body(answer.raw, cap)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                answer.raw.close()
+                raise ConnectionClosedError(error=exc, request=request, endpoint_url=request.url) from exc
+            if body is None:
+                answer.raw.close()  # the connection goes; the rest is never read
+                return _too_large(request.url, cap)
+            answer.raw.release()
+            answer._content = body
+            return answer
+
         def _create_connector(self, proxy_url: str | None) -> Any:
             ca_bundle = get_cert_path(self._verify) if self._verify else None
             if proxy_url or not ca_bundle:
@@ -324,7 +390,9 @@ class Clients:
         assume_roles: AssumeRoles | None = None,
     ) -> None:
         self.assume_roles = assume_roles or AssumeRoles()
-        self._role_sessions: dict[str, Any] = {}  # role ARN -> SDK session signing with its credentials
+        # role ARN -> SDK session signing with its credentials (bounded as the clients are: a session
+        # holds no connection, and the clients made from it are closed with the client cache)
+        self._role_sessions: OrderedDict[str, Any] = OrderedDict()
         self._own_account: str | None = None
         self._session: Any = None  # made with the first client: the SDK loads only when a call is made
         self._config = Config(
@@ -391,7 +459,9 @@ class Clients:
     def _role_session(self, role: str) -> Any:
         """An SDK session whose clients sign with `role`'s credentials, assumed with the default
         ones and refreshed (by botocore, shortly before they expire) for every client it makes."""
-        if role not in self._role_sessions:
+        if role in self._role_sessions:
+            self._role_sessions.move_to_end(role)
+        else:
             from aiobotocore.credentials import (
                 AioAssumeRoleCredentialFetcher,
                 AioCredentialResolver,
@@ -434,6 +504,8 @@ class Clients:
             session = _new_session()
             session.register_component("credential_provider", AioCredentialResolver([_Provider()]))
             self._role_sessions[role] = session
+            while len(self._role_sessions) > self.max_clients:
+                self._role_sessions.popitem(last=False)
         return self._role_sessions[role]
 
     def _retire(self, client: _Deadlined, manager: Any) -> None:

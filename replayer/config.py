@@ -3,7 +3,7 @@
 Each option is declared once: its setting name (a `Settings` field, which holds the default),
 its flags, its `REPLAYER_*` variable, its parser, its help text and metavar, the commands that
 take it (`lambda` is the Lambda handler's environment). The CLI's options, the environment
-reading of every command, the Lambda's settings and the README's option table all come from it,
+reading of every command, the Lambda's settings and the docs' option table all come from it,
 so a flag and its variable can never mean two things.
 
 Everything is parsed here, from strings, so that every problem is found at start-up and
@@ -26,6 +26,7 @@ __all__ = [
     "COMMANDS",
     "ENV",
     "OPTIONS",
+    "PANELS",
     "Option",
     "Settings",
     "assume_role_problem",
@@ -41,11 +42,13 @@ __all__ = [
 ]
 
 # The commands that take options, in the order `--help` lists them; `lambda` is the handler.
-COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "status", "lambda")
+COMMANDS = ("replay", "fetch", "redrive", "drain", "run", "status", "audit", "why", "lambda")
 _WORK = frozenset({"replay", "fetch", "redrive", "drain", "run"})  # the CLI commands that do work
 _CONSUMERS = frozenset({"drain", "run", "lambda"})  # who reads a failure queue
 _READERS = frozenset({"replay", "fetch", "drain", "run", "lambda"})  # who reads streams
+_WATCHERS = frozenset({"run", "lambda"})  # who watches mappings for records at risk (replayer.watch)
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _OUTPUTS = ("table", "json", "jsonl")
 # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or an emulator's http://host:port/ACCOUNT/NAME.
@@ -131,6 +134,33 @@ def assume_role_problem(spec: str) -> str | None:
     )
 
 
+def _kafka_brokers(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`SOURCE_GLOB=HOST:PORT[,HOST:PORT...]` entries, separated by spaces or semicolons."""
+    from replayer.model import kafka_servers
+
+    entries = []
+    for entry in re.split(r"[\s;]+", value.strip()):
+        glob, equals, servers = entry.rpartition("=")
+        listed = kafka_servers(servers) if equals and glob else None
+        if listed is None:
+            raise ValueError(
+                f"{entry!r} is not SOURCE_GLOB=HOST:PORT[,HOST:PORT...] "
+                "(e.g. 'arn:aws:kafka:*:cluster/orders/*=b-1.example:9098' or 'kafka://*=127.0.0.1:9092')"
+            )
+        entries.append((glob, listed))
+    return tuple(entries)
+
+
+def _kafka_topic(value: str) -> tuple[str, str]:
+    """`CLUSTER=TOPIC`: an MSK cluster ARN or kafka://servers, and a topic name."""
+    from replayer.model import kafka_topic_ok
+
+    cluster, equals, topic = value.strip().rpartition("=")
+    if not (equals and cluster and kafka_topic_ok(topic)):
+        raise ValueError(f"{value!r} is not CLUSTER=TOPIC (e.g. 'kafka://127.0.0.1:9092=failed-records')")
+    return cluster, topic
+
+
 def _assume_role(value: str) -> str:
     spec = value.strip()
     if problem := assume_role_problem(spec):
@@ -183,6 +213,32 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _on_off(value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("on", "yes", "true", "1"):
+        return True
+    if word in ("off", "no", "false", "0"):
+        return False
+    raise ValueError(f"{value!r} is not on or off")
+
+
+def _stream_arn(value: str) -> str:
+    from replayer.model import parse_stream_arn
+
+    if parse_stream_arn(value.strip()) is None:
+        raise ValueError(f"{value!r} is not a DynamoDB or Kinesis stream ARN (globs are not watched)")
+    return value.strip()
+
+
+def _function_name(value: str) -> str:
+    if not re.fullmatch(
+        r"(arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:)?[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?",
+        value.strip(),
+    ):
+        raise ValueError(f"{value!r} is not a function name or ARN")
+    return value.strip()
+
+
 def _port(value: str) -> int | None:
     if value.strip().lower() in ("off", "none", "no", "false"):
         return None
@@ -191,14 +247,56 @@ def _port(value: str) -> int | None:
 
 def _queue(value: str) -> str:
     if not is_queue_url(value.strip()):
-        raise ValueError(f"{value!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+        hint = ""
+        if re.fullmatch(r"[A-Za-z0-9_-]{1,80}(\.fifo)?", value.strip()):  # a name: say how to get its URL
+            hint = f"; a name is not enough: aws sqs get-queue-url --queue-name {value.strip()}"
+        raise ValueError(
+            f"{value!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME){hint}"
+        )
     return value.strip()
+
+
+_KMS_KEY = re.compile(
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key/[A-Za-z0-9-]{1,64}|alias/[A-Za-z0-9/_-]{1,250})"
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]{1,250})$"
+)
+
+
+def _manifest_key(value: str) -> str:
+    if not _KMS_KEY.match(value.strip()):
+        raise ValueError(f"{value!r} is not a KMS key id, key ARN, alias/NAME or alias ARN")
+    return value.strip()
+
+
+def _range_id(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{8,32}", value.strip().lower()):
+        raise ValueError(f"{value!r} is not a range id (8 to 32 hexadecimal characters)")
+    return value.strip().lower()
 
 
 def _quarantine(value: str) -> str:
     problem = quarantine_problem(value.strip())
     if problem:
         raise ValueError(problem)
+    return value.strip()
+
+
+def _fraction(value: str) -> float | None:
+    """A breaker threshold: a fraction above 0 and at most 1, or off."""
+    if value.strip().lower() in ("off", "none", "no", "false"):
+        return None
+    number = _number(0, 1)(value)
+    if number <= 0:
+        raise ValueError(f"{value} is out of range (above 0, at most 1; or off)")
+    return number
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _run_name(value: str) -> str:
+    if not _RUN_NAME.match(value.strip()):
+        raise ValueError(f"{value!r} is not a run name (letters, digits, '.', '_', '-'; at most 64)")
     return value.strip()
 
 
@@ -217,6 +315,10 @@ class Option:
     count: bool = False  # -v -v: a counter
     defaults: Mapping[str, Any] = field(default_factory=dict)  # per command, over the Settings default
     required: frozenset[str] = frozenset()  # commands that cannot run without it
+    panel: str = ""  # the group `--help` lists it in (rich help panels)
+    tuning: bool = False  # left out of `--help`'s panels (named in its last lines): limits most never change
+    only: Mapping[str, str] = field(default_factory=dict)  # per command: a sentence its help adds
+    more: str = ""  # what the docs' option table adds to `help` (kept out of `--help`)
 
     @property
     def flag(self) -> str:
@@ -232,241 +334,381 @@ def _cmds(*names: str) -> frozenset[str]:
     return frozenset(names)
 
 
+# The groups `--help` shows options in, in this order.
+_INPUT = "Input"
+_SELECT = "Selection"
+_SINKS = "Where records go"
+_TRUST = "Trust (deny by default)"
+_REPAIR = "Repair functions (lambda: sinks)"
+_LIMITS = "Limits"
+_SERVICE = "Service"
+_OUTPUT = "Run and output"
+PANELS = (_INPUT, _SINKS, _SELECT, _TRUST, _REPAIR, _LIMITS, _SERVICE, _OUTPUT)
+
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "queue", ("--queue",), "The SQS queue URL to consume (the on-failure destination).",
-        (_CONSUMERS - {"lambda"}) | {"status"}, "URL", _queue, "REPLAYER_QUEUE", required=_cmds("drain", "run"),
+        (_CONSUMERS - {"lambda"}) | {"status", "audit"}, "URL", _queue, "REPLAYER_QUEUE",
+        required=_cmds("drain", "run"), panel=_INPUT,
+    ),
+    Option(
+        "kafka_topic", ("--kafka-topic",),
+        "A Kafka dead-letter topic to consume instead of --queue (a Kafka-topic on-failure destination): "
+        "CLUSTER=TOPIC, the cluster named as in --allow-stream (its brokers: --kafka-brokers, else MSK's).",
+        _cmds("drain", "run"), "CLUSTER=TOPIC", _kafka_topic, "REPLAYER_KAFKA_TOPIC", panel=_INPUT,
+    ),
+    Option(
+        "kafka_group", ("--kafka-group",),
+        "The consumer group of --kafka-topic: its offsets move only past records whose ranges are settled.",
+        _cmds("drain", "run"), "GROUP", _text, "REPLAYER_KAFKA_GROUP", panel=_INPUT,
     ),
     Option(
         "to", ("--to",),
-        "Where recovered records go: {sinks}. Repeatable: delivered in the order given "
-        "(redrive: lambda: repair functions only).",
+        "Where recovered records go: {sinks}. Repeatable.",
         _WORK | {"lambda"}, "URI", _text, "REPLAYER_TO", repeat=True,
-        required=_cmds("replay", "fetch", "redrive", "drain", "run", "lambda"),
+        required=_cmds("replay", "fetch", "redrive", "drain", "run", "lambda"), panel=_SINKS,
+        only={"redrive": "Repair functions (lambda:) only."},
     ),
     Option(
         "redrive_from", ("--from",), "The archive written by --to: s3://BUCKET[/PREFIX] or file:DIR.",
-        _cmds("redrive", "status"), "URI", _text, "REPLAYER_REDRIVE_FROM", required=_cmds("redrive"),
+        _cmds("redrive", "status", "audit", "why"), "URI", _text, "REPLAYER_REDRIVE_FROM",
+        required=_cmds("redrive", "audit", "why"), panel=_INPUT,
+    ),
+    Option(
+        "manifest_key", ("--manifest-key",),
+        "KMS HMAC key signing every archive manifest; what it did not sign is refused when read back.",
+        _WORK | {"lambda", "status"}, "KEY", _manifest_key, "REPLAYER_MANIFEST_KEY", panel=_TRUST, tuning=True,
+        more="A key id, ARN or alias of a KMS key with KeySpec HMAC_256 (kms:GenerateMac when writing, "
+        "kms:VerifyMac when reading: redrive, status and retries adopting an earlier attempt's folder). "
+        "Unset: the archive prefix is trusted storage (docs/archive.md).",
     ),
     Option(
         "stream_arn", ("--stream-arn",), "The DynamoDB or Kinesis stream ARN to read.",
-        _cmds("fetch"), "ARN", required=_cmds("fetch"),
+        _cmds("fetch"), "ARN", required=_cmds("fetch"), panel=_INPUT,
     ),
-    Option("shard_id", ("--shard-id",), "The shard to read.", _cmds("fetch"), "SHARD", required=_cmds("fetch")),
+    Option("shard_id", ("--shard-id",), "The shard to read.", _cmds("fetch"), "SHARD", required=_cmds("fetch"), panel=_INPUT),
     Option(
         "start", ("--start",), "The first sequence number (inclusive).", _cmds("fetch"), "SEQUENCE",
-        required=_cmds("fetch"),
+        required=_cmds("fetch"), panel=_INPUT,
     ),
     Option(
         "end", ("--end",), "The last sequence number (inclusive).", _cmds("fetch"), "SEQUENCE",
-        required=_cmds("fetch"),
+        required=_cmds("fetch"), panel=_INPUT,
     ),
     Option(
-        "range_ids", ("--range-id",), "Only this range (the range id a run prints). Repeatable.",
-        _cmds("redrive"), "RANGE_ID", repeat=True,
+        "range_ids", ("--range-id",),
+        "Only this range: its id, or the first 8 or more characters of it (as a table shows it). Repeatable.",
+        _cmds("redrive"), "RANGE_ID", _range_id, repeat=True, panel=_SELECT,
     ),
     Option(
         "stream_filter", ("--stream-arn",), "Only ranges of this stream (ARN or glob). Repeatable.",
-        _cmds("redrive"), "ARN", repeat=True,
+        _cmds("redrive"), "ARN", repeat=True, panel=_SELECT,
     ),
     Option(
         "since", ("--since",),
-        "Only records that arrived (approximately) at or after this time (ISO 8601, UTC when no zone); "
-        "redrive: also only ranges whose first record did.",
-        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
+        "Only records that arrived at or after this time (ISO 8601).",
+        _cmds("replay", "fetch", "redrive", "audit"), "ISO_TIME", panel=_SELECT,
+        more="Arrival times are the stream's approximate ones; without a zone: UTC.",
+        only={
+            "redrive": "Also only ranges whose first record did.",
+            "audit": "The start of the window compared (default: 24 hours ago).",
+        },
     ),
     Option(
         "until", ("--until",),
-        "Only records that arrived (approximately) before this time; redrive: also only ranges whose "
-        "first record did.",
-        _cmds("replay", "fetch", "redrive"), "ISO_TIME",
+        "Only records that arrived before this time.",
+        _cmds("replay", "fetch", "redrive"), "ISO_TIME", panel=_SELECT,
+        only={"redrive": "Also only ranges whose first record did."},
     ),
     Option(
         "where", ("--where",),
-        "Only records matching this event-filtering pattern (JSON, or @FILE), matched as Lambda matches "
-        "a mapping's FilterCriteria; for lambda: sinks (archives keep whole ranges).",
-        _cmds("replay", "fetch", "redrive"), "PATTERN", _where,
+        "lambda: sinks: records matching this event pattern (JSON or @FILE).",
+        _cmds("replay", "fetch", "redrive"), "PATTERN", _where, panel=_SELECT,
     ),
     Option(
-        "shards", ("--shard",), "Only ranges of this shard. Repeatable.", _cmds("replay", "fetch", "redrive"),
-        "SHARD_ID", repeat=True,
+        "shards", ("--shard",), "Only ranges of this shard. Repeatable.", _cmds("replay", "redrive"),
+        "SHARD_ID", repeat=True, panel=_SELECT,
     ),
     Option(
-        "limit", ("--limit",), "Send at most N records in all (earliest deadlines first); for lambda: sinks.",
-        _cmds("replay", "fetch", "redrive"), "N", _whole(0, 10_000_000),
+        "limit", ("--limit",), "lambda: sinks: at most N records in all, earliest deadlines first.",
+        _cmds("replay", "fetch", "redrive"), "N", _whole(0, 10_000_000), panel=_SELECT,
     ),
     Option(
-        "show", ("--show",), "Print the records that would be sent (JSON Lines on stdout); with --dry-run.",
-        _cmds("replay", "fetch"),
+        "show", ("--show",), "With --dry-run: print the records it would send (JSON Lines).",
+        _cmds("replay", "fetch", "redrive"), panel=_OUTPUT,
     ),
     Option(
-        "force", ("--force",), "Re-drive ranges even if already re-driven to that function.", _cmds("redrive"),
+        "force", ("--force",), "Re-drive ranges even if already re-driven to that function.", _cmds("redrive"), panel=_SELECT,
     ),
     Option(
         "allow_streams", ("--allow-stream",),
-        "Glob on the stream ARN a record may name; any other stream is rejected, never read. "
-        "Repeatable. Unset: no stream (deny by default); '*' allows every stream.",
-        _READERS, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+        "Glob on the stream ARNs that may be read (others: rejected). Repeatable; '*': all.",
+        _READERS | {"redrive"}, "GLOB", _text, "REPLAYER_ALLOW_STREAMS", repeat=True,
+        more="Unset: no stream (deny by default): drain, run, redrive and the Lambda refuse to start, replay "
+        "and fetch stop at pre-flight naming the streams to allow.", panel=_TRUST,
+    ),
+    Option(
+        "watch_streams", ("--watch-stream",),
+        "A stream (ARN, no glob; --allow-stream must allow it) whose event source mappings are watched for "
+        "records close to expiry (IteratorAge against the retention). Repeatable.",
+        _WATCHERS | {"audit"}, "ARN", _stream_arn, "REPLAYER_WATCH_STREAMS", repeat=True, panel=_SERVICE,
+    ),
+    Option(
+        "watch_functions", ("--watch-function",),
+        "A function (name or ARN) whose stream event source mappings are watched, for the streams "
+        "--allow-stream allows. Repeatable.",
+        _WATCHERS | {"audit"}, "FUNCTION", _function_name, "REPLAYER_WATCH_FUNCTIONS", repeat=True, panel=_SERVICE,
+    ),
+    Option(
+        "kafka_brokers", ("--kafka-brokers",),
+        "Kafka: GLOB=HOST:PORT[,HOST:PORT]: the brokers (plaintext) of clusters matching GLOB.",
+        _READERS, "GLOB=BROKERS", _kafka_brokers, "REPLAYER_KAFKA_BROKERS", panel=_INPUT, tuning=True,
+        more=(
+            "GLOB matches the cluster's name: its MSK cluster ARN, or kafka://HOST:PORT,... for self-managed "
+            "Kafka; entries are separated by spaces. Other clusters: their event source mapping's brokers "
+            "and authentication (docs/kafka.md). A record's bootstrapServers is never used."
+        ),
     ),
     Option(
         "assume_roles", ("--assume-role",),
-        "The role to read streams and invoke functions of another account with: ACCOUNT=ROLE_ARN, or a "
-        "role ARN template with {{account}}. Repeatable. Our own account and any other use the default "
-        "credentials; --allow-stream still decides what is read.",
+        "Role for another account: ACCOUNT=ROLE_ARN, or an ARN template with {{account}}. Repeatable.",
         _READERS | {"redrive"}, "ACCOUNT=ROLE_ARN", _assume_role, "REPLAYER_ASSUME_ROLES", repeat=True,
+        more="Our own account and any other use the default credentials; --allow-stream still decides "
+        "what is read.", panel=_TRUST,
     ),
     Option(
         "failure_buckets", ("--failure-bucket",),
         "S3 bucket or bucket/prefix whose objects are believed as failure records (S3 on-failure "
         "destinations): the Lambda reads only these, and only their inline payloads are trusted. "
         "Repeatable. Unset: none (deny by default); '*' allows every bucket.",
-        _READERS | {"redrive"}, "BUCKET[/PREFIX]", _text, "REPLAYER_FAILURE_BUCKETS", repeat=True,
+        _cmds("lambda"), "BUCKET[/PREFIX]", _text, "REPLAYER_FAILURE_BUCKETS", repeat=True, panel=_TRUST,
     ),
     Option(
         "range_budget_seconds", ("--range-budget",),
         "Time one attempt at a range may take, reading and delivering (e.g. 300, 5m); past it the "
         "range is retried later and its message's visibility is no longer extended.",
-        _READERS, "DURATION", _duration(12 * 3600), "REPLAYER_RANGE_BUDGET",
+        _READERS | {"redrive"}, "DURATION", _duration(12 * 3600), "REPLAYER_RANGE_BUDGET", panel=_LIMITS, tuning=True,
     ),
     Option(
         "call_deadline_seconds", ("--call-deadline",),
         "Total time one AWS call may take, retries, connection set-up and waits included (e.g. 120, 2m). "
         "A Lambda invoke gets its function's 900 s more.",
-        _WORK | {"lambda"}, "DURATION", _duration(3600), "REPLAYER_CALL_DEADLINE",
+        _WORK | {"lambda"}, "DURATION", _duration(3600), "REPLAYER_CALL_DEADLINE", panel=_LIMITS, tuning=True,
     ),
     Option(
         "max_records_per_range", ("--max-records-per-range",),
         "Most records a range may hold when its mapping is not known to be unfiltered (else its "
         "batchSize); a range that spans more is rejected as not genuine.",
-        _READERS, "N", _whole(1, 1_000_000), "REPLAYER_MAX_RECORDS_PER_RANGE",
+        _READERS, "N", _whole(1, 1_000_000), "REPLAYER_MAX_RECORDS_PER_RANGE", panel=_TRUST, tuning=True,
     ),
     Option(
         "max_ranges_per_message", ("--max-ranges-per-message",),
         "Most ranges one message may name (AWS sends one); the ranges past it are not read and the "
         "message is quarantined with the reason.",
-        _CONSUMERS, "N", _whole(1, 10_000), "REPLAYER_MAX_RANGES_PER_MESSAGE",
+        _CONSUMERS, "N", _whole(1, 10_000), "REPLAYER_MAX_RANGES_PER_MESSAGE", panel=_TRUST, tuning=True,
     ),
     Option(
         "max_object_bytes", ("--max-object-bytes",),
         "Lambda: the largest S3 object read as a failure record; a larger one is quarantined by reference.",
-        _cmds("lambda"), "BYTES", _whole(1, 1 << 30), "REPLAYER_MAX_OBJECT_BYTES",
+        _cmds("lambda"), "BYTES", _whole(1, 1 << 30), "REPLAYER_MAX_OBJECT_BYTES", panel=_TRUST,
     ),
     Option(
         "quarantine", ("--quarantine",),
         "Where malformed and not-allowed messages go before being deleted: s3://BUCKET[/PREFIX] or an "
         "SQS queue URL. Unset: they stay on the queue for its redrive policy.",
-        _CONSUMERS | {"status"}, "URI", _quarantine, "REPLAYER_QUARANTINE",
+        _CONSUMERS | {"status", "audit"}, "URI", _quarantine, "REPLAYER_QUARANTINE", panel=_SINKS,
     ),
     Option(
-        "concurrency", ("--concurrency",), "Ranges worked on at once, earliest expiry deadline first.",
-        _WORK | {"lambda"}, "N", _whole(1, 256), "REPLAYER_CONCURRENCY", defaults={"redrive": 4, "fetch": 1},
+        "concurrency", ("--concurrency",), "Ranges at once, earliest expiry deadline first.",
+        (_WORK - {"fetch"}) | {"lambda"}, "N", _whole(1, 256), "REPLAYER_CONCURRENCY", defaults={"redrive": 4}, panel=_OUTPUT,
     ),
     Option(
         "prefetch", ("--prefetch",), "Messages held (invisible, heartbeated) beyond those in flight.",
-        _cmds("run"), "N", _whole(0, 1000), "REPLAYER_PREFETCH",
+        _cmds("run"), "N", _whole(0, 1000), "REPLAYER_PREFETCH", panel=_LIMITS, tuning=True,
     ),
     Option(
         "grace_seconds", ("--grace-seconds",),
         "On SIGTERM/SIGINT, seconds in-flight ranges get to finish; no new range starts.",
         _WORK, "SECONDS", _number(0, 3600), "REPLAYER_GRACE_SECONDS", defaults={"replay": 10.0, "fetch": 10.0,
-                                                                               "redrive": 10.0},
+                                                                               "redrive": 10.0}, panel=_LIMITS, tuning=True,
     ),
     Option(
         "http_port", ("--http-port",), "Port of /healthz, /readyz and /metrics; off: no HTTP server.",
-        _cmds("drain", "run"), "PORT", _port, "REPLAYER_HTTP_PORT", defaults={"run": 8080},
+        _cmds("drain", "run"), "PORT", _port, "REPLAYER_HTTP_PORT", defaults={"run": 8080}, panel=_SERVICE,
     ),
     Option(
         "http_host", ("--http-host",), "Address the HTTP server listens on.", _cmds("drain", "run"), "ADDRESS",
-        _text, "REPLAYER_HTTP_HOST",
+        _text, "REPLAYER_HTTP_HOST", panel=_SERVICE, tuning=True,
+    ),
+    Option(
+        "status_endpoint", ("--status-endpoint",),
+        "Serve /status on the HTTP port: queue, dead-letter queue and quarantine counts and the nearest "
+        "expiry (gathered at most every 5 s); off: not served.",
+        _cmds("drain", "run"), "on/off", _on_off, "REPLAYER_STATUS_ENDPOINT", panel=_SERVICE,
     ),
     Option(
         "visibility_timeout", ("--visibility-timeout",),
         "Seconds a held message stays invisible; renewed every third of it.",
-        _cmds("drain", "run"), "SECONDS", _whole(1, _SQS_MAX_VISIBILITY), "REPLAYER_VISIBILITY_TIMEOUT",
+        _cmds("drain", "run"), "SECONDS", _whole(1, _SQS_MAX_VISIBILITY), "REPLAYER_VISIBILITY_TIMEOUT", panel=_SERVICE, tuning=True,
     ),
     Option(
         "wait_seconds", ("--wait-seconds",),
-        "Long-poll wait, 0 to 20 seconds (drain: until messages come; then a short poll finding none, with SQS counting none waiting, ends it).",
+        "Long-poll wait, 0 to 20 seconds.",
         _cmds("drain", "run"), "SECONDS", _whole(0, 20), "REPLAYER_WAIT_SECONDS", defaults={"drain": 2},
+        only={"drain": "Until messages come; then a short poll finding none, with SQS counting none waiting, ends it."}, panel=_SERVICE,
     ),
     Option(
         "retry_base_seconds", ("--retry-base-seconds",), "First retry delay of a message, doubling per receive.",
-        _CONSUMERS, "SECONDS", _whole(0, _SQS_MAX_VISIBILITY), "REPLAYER_RETRY_BASE_SECONDS",
+        _CONSUMERS, "SECONDS", _whole(0, _SQS_MAX_VISIBILITY), "REPLAYER_RETRY_BASE_SECONDS", panel=_SERVICE, tuning=True,
     ),
     Option(
         "retry_max_seconds", ("--retry-max-seconds",), "Longest retry delay of a message.",
-        _CONSUMERS, "SECONDS", _whole(0, _SQS_MAX_VISIBILITY), "REPLAYER_RETRY_MAX_SECONDS",
+        _CONSUMERS, "SECONDS", _whole(0, _SQS_MAX_VISIBILITY), "REPLAYER_RETRY_MAX_SECONDS", panel=_SERVICE, tuning=True,
     ),
     Option(
         "safety_margin_seconds", ("--safety-margin-seconds",),
         "Lambda: no new range starts with less time than this left.",
-        _cmds("lambda"), "SECONDS", _number(0, 900), "REPLAYER_SAFETY_MARGIN_SECONDS",
+        _cmds("lambda"), "SECONDS", _number(0, 900), "REPLAYER_SAFETY_MARGIN_SECONDS", panel=_LIMITS,
     ),
     Option(
         "max_records_per_invoke", ("--max-records-per-invoke",),
         "lambda: sinks: records per invocation (unset: the range's batchSize, else 100); "
         "invocations also stay under the 6 MB payload limit.",
-        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_MAX_RECORDS_PER_INVOKE",
+        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_MAX_RECORDS_PER_INVOKE", panel=_REPAIR, tuning=True,
     ),
     Option(
         "invoke_retries", ("--invoke-retries",),
         "lambda: sinks: retries of invocations in a row that confirmed no record (failed, or left the first "
         "unconfirmed), with backoff; one that confirms records is followed at once.",
-        _WORK | {"lambda"}, "N", _whole(0, 100), "REPLAYER_INVOKE_RETRIES",
+        _WORK | {"lambda"}, "N", _whole(0, 100), "REPLAYER_INVOKE_RETRIES", panel=_REPAIR, tuning=True,
     ),
     Option(
         "max_invocations", ("--max-invocations",),
         "lambda: sinks: invocations of one batch at most, however many confirm records (those that "
         "confirm none are limited by --invoke-retries).",
-        _WORK | {"lambda"}, "N", _whole(1, 100_000), "REPLAYER_MAX_INVOCATIONS",
+        _WORK | {"lambda"}, "N", _whole(1, 100_000), "REPLAYER_MAX_INVOCATIONS", panel=_REPAIR, tuning=True,
     ),
     Option(
         "invoke_time_limit", ("--invoke-time-limit",),
         "lambda: sinks: seconds one batch may be re-driven for, however it progresses.",
-        _WORK | {"lambda"}, "SECONDS", _number(1, 86_400), "REPLAYER_INVOKE_TIME_LIMIT",
+        _WORK | {"lambda"}, "SECONDS", _number(1, 86_400), "REPLAYER_INVOKE_TIME_LIMIT", panel=_REPAIR, tuning=True,
+    ),
+    Option(
+        "rate", ("--rate",),
+        "lambda: sinks: records per second at most, in the whole process.",
+        _WORK | {"lambda"}, "N", _number(0.001, 1_000_000), "REPLAYER_RATE", panel=_REPAIR,
+        more="(A token bucket.) Unset: as fast as the function answers.",
+    ),
+    Option(
+        "ramp_seconds", ("--ramp",),
+        "lambda: sinks: start at a tenth of --rate and rise linearly to it over this long (e.g. 60, 5m).",
+        _WORK | {"lambda"}, "DURATION", _duration(86_400), "REPLAYER_RAMP", panel=_REPAIR, tuning=True,
+    ),
+    Option(
+        "max_inflight", ("--max-inflight",), "lambda: sinks: invocations at once, at most, in the process.",
+        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_MAX_INFLIGHT", panel=_REPAIR, tuning=True,
+    ),
+    Option(
+        "stop_at_error_rate", ("--stop-at-error-rate",),
+        "lambda: sinks: the breaker: stop when this fraction of the last --error-window invocations "
+        "failed; off: never.",
+        _WORK | {"lambda"}, "FRACTION", _fraction, "REPLAYER_STOP_AT_ERROR_RATE", panel=_REPAIR, tuning=True,
+        more="(Throttling is not counted.) No invocation starts: the run ends stopped, exit 3 (the service and "
+        "the Lambda pause for --breaker-cooldown instead, then try one invocation).",
+    ),
+    Option(
+        "error_window", ("--error-window",), "lambda: sinks: the invocations the breaker looks back on.",
+        _WORK | {"lambda"}, "N", _whole(1, 10_000), "REPLAYER_ERROR_WINDOW", panel=_REPAIR, tuning=True,
+    ),
+    Option(
+        "breaker_cooldown", ("--breaker-cooldown",),
+        "run, Lambda: how long a tripped breaker pauses re-driving before one invocation tries again.",
+        _cmds("run", "lambda"), "DURATION", _duration(3600), "REPLAYER_BREAKER_COOLDOWN",
+        defaults={"run": 60.0, "lambda": 60.0}, panel=_REPAIR, tuning=True,
+    ),
+    Option(
+        "skip_stale", ("--skip-stale",),
+        "lambda: sinks, DynamoDB: only records whose item is still as they left it.",
+        _WORK | {"lambda"}, env="REPLAYER_SKIP_STALE", panel=_REPAIR,
+        more="Each record's item is read back (BatchGetItem, consistent, within --rate): the item equals its "
+        "NewImage; for REMOVE: no item. Needs dynamodb:BatchGetItem on the table.",
+    ),
+    Option(
+        "latest_per_key", ("--latest-per-key",),
+        "lambda: sinks, DynamoDB: only the newest record of each item key.",
+        _WORK | {"lambda"}, env="REPLAYER_LATEST_PER_KEY", panel=_REPAIR,
+        only={"redrive": "Across every range selected."}, more="(The others are superseded.)",
+    ),
+    Option(
+        "run_name", ("--run",),
+        "redrive: the run's name in the archive's ledger (runs/NAME/); a rerun of a name resumes it. "
+        "Unset: a generated name, printed first.",
+        _cmds("redrive"), "NAME", _run_name, panel=_OUTPUT,
     ),
     Option(
         "no_filter", ("--no-filter",),
-        "lambda: sinks: send every record of the range, not only those its event source mapping's "
-        "FilterCriteria admits (the function never saw the others). Archives keep every record anyway.",
-        _WORK,
+        "lambda: sinks: every record, even those the mapping's filter drops.",
+        _WORK, panel=_SELECT, more="(The function never saw the others.) Archives keep every record anyway.",
     ),
     Option(
         "invoke_identity_arn", ("--invoke-identity-arn",),
         "Kinesis: the role ARN put in records' invokeIdentityArn (unset: the execution role of the function "
         "they go to, or that failed for archives, as Lambda does).",
-        _READERS, "ARN", _text, "REPLAYER_INVOKE_IDENTITY_ARN",
+        _READERS, "ARN", _text, "REPLAYER_INVOKE_IDENTITY_ARN", panel=_REPAIR, tuning=True,
     ),
     Option(
         "expiry_warning", ("--expiry-warning",),
         "Warn about ranges this close to their expiry deadline (first arrival + the stream's retention).",
-        _READERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_EXPIRY_WARNING",
+        _READERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_EXPIRY_WARNING", panel=_LIMITS, tuning=True,
+    ),
+    Option(
+        "at_risk_margin", ("--at-risk-margin",),
+        "A watched mapping is at risk when its oldest unprocessed record (IteratorAge) is this close to "
+        "the stream's retention: a warning, and with --rescue-at-risk its shards are archived.",
+        _WATCHERS, "DURATION", _duration(_MAX_EXPIRY_WARNING), "REPLAYER_AT_RISK_MARGIN", panel=_SERVICE,
+    ),
+    Option(
+        "rescue_at_risk", ("--rescue-at-risk",),
+        "Archive the shards of an at-risk mapping's stream (from the trim horizon, or after what was "
+        "already rescued, to the newest record) into the --to archives, marked at-risk.",
+        _WATCHERS, None, _text, "REPLAYER_RESCUE_AT_RISK", panel=_SERVICE,
+    ),
+    Option(
+        "at_risk_max_records", ("--at-risk-max-records",),
+        "Most records one rescue archives of one shard per round (the next round goes on from there); "
+        "at most --max-records-per-range.",
+        _WATCHERS, "N", _whole(1, 1_000_000), "REPLAYER_AT_RISK_MAX_RECORDS", panel=_SERVICE, tuning=True,
+    ),
+    Option(
+        "watch_interval", ("--watch-interval",), "How often run looks at the watched mappings.",
+        _cmds("run"), "DURATION", _duration(86_400), "REPLAYER_WATCH_INTERVAL", panel=_SERVICE, tuning=True,
     ),
     Option(
         "dry_run", ("--dry-run",),
-        "Plan: report each range and what it would send (replay, fetch: read from the stream, with the "
-        "mapping, records matched / total, first and last sequence); write and invoke nothing.",
-        _cmds("replay", "fetch", "redrive"),
+        "Report what would be read and sent; write and invoke nothing.",
+        _cmds("replay", "fetch", "redrive"), panel=_OUTPUT,
     ),
     Option(
         "no_preflight", ("--no-preflight",),
-        "Skip the checks made before any work (credentials, endpoint, sinks, queue, streams).", _WORK,
+        "Skip the set-up checks made before any work.", _WORK,
+        more="(Credentials, endpoint, sinks, queue, streams; dry runs make them too.) A stream that does not exist rejects its own ranges (no such stream) either way.", panel=_OUTPUT,
     ),
     Option(
-        "output", ("--output", "-o"), "How the result is printed: table, json or jsonl (one line per range).",
-        (_WORK - {"run"}) | {"status"}, "FORMAT", _choice(*_OUTPUTS),
+        "output", ("--output", "-o"), "table, json or jsonl (a line per range).",
+        (_WORK - {"run"}) | {"status", "audit", "why"}, "FORMAT", _choice(*_OUTPUTS), panel=_OUTPUT,
     ),
-    Option("as_json", ("--json",), "Same as --output json.", (_WORK - {"run"}) | {"status"}),
+    Option("as_json", ("--json",), "Same as --output json.", (_WORK - {"run"}) | {"status", "audit", "why"}, panel=_OUTPUT),
     Option(
-        "watch", ("--watch",), "status: print again every SECONDS until interrupted.", _cmds("status"),
-        "SECONDS", _number(1, 86_400),
+        "watch", ("--watch",), "Print again every SECONDS until interrupted.", _cmds("status"),
+        "SECONDS", _number(1, 86_400), panel=_OUTPUT,
     ),
-    Option("quiet", ("--quiet", "-q"), "Print errors and the summary line only: no table, no progress bar.",
-           _WORK),
-    Option("verbose", ("--verbose", "-v"), "More log lines on stderr: -v info, -vv debug.", _WORK, count=True),
+    Option("quiet", ("--quiet", "-q"), "Errors and the summary line only: no table, no progress bar.",
+           _WORK, panel=_OUTPUT),
+    Option("verbose", ("--verbose", "-v"), "More log lines on stderr: -v info, -vv debug.", _WORK, count=True, panel=_OUTPUT),
     Option(
         "log_level", ("--log-level",), "Log level of the JSON log lines on stderr: debug, info, warning, error.",
-        _WORK | {"lambda"}, "LEVEL", _choice(*_LOG_LEVELS), "REPLAYER_LOG_LEVEL",
+        _WORK | {"lambda"}, "LEVEL", _choice(*_LOG_LEVELS), "REPLAYER_LOG_LEVEL", panel=_OUTPUT, tuning=True,
     ),
 )  # fmt: skip
 
@@ -483,7 +725,10 @@ class Settings:
 
     to: tuple[str, ...] = ()
     queue: str | None = None
+    kafka_topic: tuple[str, str] | None = None
+    kafka_group: str = "replayer"
     redrive_from: str | None = None
+    manifest_key: str | None = None
     stream_arn: str | None = None
     shard_id: str | None = None
     start: str | None = None
@@ -499,6 +744,9 @@ class Settings:
     show: bool = False
     watch: float | None = None
     allow_streams: tuple[str, ...] = ()
+    watch_streams: tuple[str, ...] = ()
+    watch_functions: tuple[str, ...] = ()
+    kafka_brokers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     assume_roles: tuple[str, ...] = ()
     failure_buckets: tuple[str, ...] = ()
     range_budget_seconds: float = 300.0
@@ -512,6 +760,7 @@ class Settings:
     grace_seconds: float = 30.0
     http_port: int | None = None
     http_host: str = "0.0.0.0"  # a container's health checks come from outside its namespace
+    status_endpoint: bool = True
     visibility_timeout: int = 60
     wait_seconds: int = 20
     retry_base_seconds: int = 30
@@ -521,10 +770,23 @@ class Settings:
     invoke_retries: int = 3
     max_invocations: int = 100  # lambda: sinks, per batch
     invoke_time_limit: float = 900.0  # lambda: sinks, seconds per batch
+    rate: float | None = None  # lambda: sinks, records per second
+    ramp_seconds: float = 0.0
+    max_inflight: int | None = None
+    stop_at_error_rate: float | None = 0.5
+    error_window: int = 10
+    breaker_cooldown: float | None = None  # None: a tripped breaker stops the run (run, Lambda: 60 s)
+    skip_stale: bool = False
+    latest_per_key: bool = False
+    run_name: str | None = None
     no_filter: bool = False
     invoke_identity_arn: str | None = None
     log_level: str = "warning"
     expiry_warning: float = 7200.0  # seconds
+    at_risk_margin: float = 6 * 3600.0  # seconds
+    rescue_at_risk: bool = False
+    at_risk_max_records: int = 10_000
+    watch_interval: float = 60.0  # seconds
     dry_run: bool = False
     no_preflight: bool = False
     output: str = "table"
@@ -561,6 +823,7 @@ class _Reader:
         self.env = env
         self.problems: list[str] = []
         self.sources: dict[str, str] = {}
+        self.invalid: set[str] = set()  # options given with a value that did not parse
 
     def texts(self, option: Option) -> list[str] | None:
         """The option's raw texts (one for a single value), or None when unset."""
@@ -578,8 +841,14 @@ class _Reader:
         return split_list(text) if option.repeat else [text]
 
     def value(self, option: Option) -> Any:
-        if option.metavar is None:  # switches and counters: flags only
+        if option.metavar is None:  # switches and counters: flags, or a switch's variable (true/false)
             raw = self.flags.get(option.name)
+            if raw is None or raw is False:
+                text = self.env.get(option.env, "").strip().lower() if option.env and not option.count else ""
+                if text in _TRUE or text in _FALSE:
+                    return text in _TRUE
+                if text:
+                    self.problems.append(f"{option.env}: {text!r} is not true or false")
             return option.default(self.command) if raw is None else raw
         texts = self.texts(option)
         if texts is None:
@@ -588,6 +857,7 @@ class _Reader:
             parsed = [option.parse(t) for t in texts]
         except ValueError as exc:
             self.problems.append(f"{self.sources[option.name]}: {exc}")
+            self.invalid.add(option.name)
             return option.default(self.command)
         return tuple(parsed) if option.repeat else parsed[0]
 
@@ -614,7 +884,9 @@ def load(
     for option in options_for(command):
         values[option.name] = r.value(option)
     for option in options_for(command):
-        missing = values[option.name] is None or values[option.name] == ()
+        missing = (values[option.name] is None or values[option.name] == ()) and option.name not in r.invalid
+        if option.name == "queue" and values.get("kafka_topic"):
+            missing = False  # the failure source is a Kafka dead-letter topic
         if missing and command in option.required and not (option.name == "to" and values.get("dry_run")):
             r.problems.append(_required(option))
     settings = replace(Settings(), **values)
@@ -626,13 +898,42 @@ def load(
     templates = {spec for spec in settings.assume_roles if "=" not in spec}
     if len(templates) > 1:
         r.problems.append(f"{r.source('assume_roles')}: at most one role ARN template, not {len(templates)}")
+    r.problems += _watch_problems(r, settings)
+    if settings.queue and settings.kafka_topic:
+        r.problems.append("--queue and --kafka-topic: consume one failure source, not both")
     if settings.retry_base_seconds > settings.retry_max_seconds:
         r.problems.append(
             f"retry delays: base {settings.retry_base_seconds}s is more than max {settings.retry_max_seconds}s"
         )
+    if command in _CONSUMERS and not settings.allow_streams:
+        r.problems.append(_NO_STREAM_ALLOWED)
     if r.problems:
         raise ConfigError(_problems(r.problems))
     return replace(settings, warnings=tuple(_warnings(command, settings, durable_check)))
+
+
+def _watch_problems(r: _Reader, settings: Settings) -> list[str]:
+    """What is wrong with the at-risk watch's settings: streams not allowed, a rescue with no archive."""
+    import fnmatch
+
+    problems = [
+        f"{r.source('watch_streams')}: {arn} is not allowed by --allow-stream (replayer never touches it)"
+        for arn in settings.watch_streams
+        if not any(fnmatch.fnmatchcase(arn, p) for p in settings.allow_streams)
+    ]
+    if settings.rescue_at_risk and not any(uri.startswith(("s3://", "file:")) for uri in settings.to):
+        problems.append(
+            f"{r.source('rescue_at_risk')}: needs an s3://BUCKET[/PREFIX] or file:DIR --to to archive into"
+        )
+    return problems
+
+
+# A consumer with no stream allowed would reject (and quarantine or leave) every message: refused.
+_NO_STREAM_ALLOWED = (
+    "--allow-stream (or REPLAYER_ALLOW_STREAMS) is required: the streams whose ranges may be read, "
+    "e.g. --allow-stream 'arn:aws:dynamodb:*:*:table/orders/stream/*' ('*': every stream); "
+    "without it every message would be rejected"
+)
 
 
 def _required(option: Option) -> str:
@@ -657,11 +958,6 @@ def _warnings(
             "no --to sink keeps loss reports (only - or lambda:): ranges with lost records "
             "will never be deleted from the queue; add s3://BUCKET[/PREFIX] or file:DIR"
         )
-    if not settings.allow_streams:
-        yield (
-            "no --allow-stream given: every range will be rejected, no stream is read "
-            "(deny by default; --allow-stream '*' allows every stream)"
-        )
     if command == "lambda" and not settings.failure_buckets:
         yield (
             "no --failure-bucket given: every S3 object an event names will be quarantined by reference, "
@@ -669,7 +965,7 @@ def _warnings(
         )
 
 
-# ---- the README's option table
+# ---- the docs' option table (docs/configuration.md)
 
 
 def _default_text(option: Option, command: str) -> str:
@@ -678,27 +974,30 @@ def _default_text(option: Option, command: str) -> str:
     value = option.default(command)
     if option.name == "http_port" and value is None:
         return "off"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if value is None or value == ():
         return ""
-    if option.name == "expiry_warning":
+    if option.name in ("expiry_warning", "at_risk_margin", "watch_interval"):
         return f"{value / 3600:g}h" if value % 3600 == 0 else f"{value:g}s"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def help_text(option: Option, command: str, sinks: str = SINK_FORMS) -> str:
-    """The option's help for `command`, in the one style: text, then [default: X; env: VAR]."""
-    extras = []
+    """The option's help for `command`, in the one style: text, then [default: X]. Its variable is in
+    the docs' option table (`--help` says so once, under the panels)."""
     default = _default_text(option, command)
-    if default:
-        extras.append(f"default: {default}")
-    if option.env:
-        extras.append(f"env: {option.env}" + (", comma-separated" if option.repeat else ""))
-    tail = f" [{'; '.join(extras)}]" if extras else ""
-    return option.help.format(sinks=sinks) + tail
+    tail = f" [default: {default}]" if default else ""
+    own = f" {option.only[command]}" if command in option.only else ""
+    text = option.help.format(sinks=sinks)
+    if option.panel == _REPAIR:  # the panel's title says it: lambda: sinks only
+        text = re.sub(r"^lambda: sinks(: |, )", "", text)
+        text = text[0].upper() + text[1:]
+    return text + own + tail
 
 
 def markdown_table(sinks: str = SINK_FORMS) -> str:
-    """The README's option table: every option, its variable, defaults and commands."""
+    """The docs' option table (docs/configuration.md): every option, its variable, defaults and commands."""
     lines = [
         "| option | environment variable | default | commands | meaning |",
         "| --- | --- | --- | --- | --- |",
@@ -712,7 +1011,8 @@ def markdown_table(sinks: str = SINK_FORMS) -> str:
         default = "; ".join(f"{c}: {t or 'unset'}" for c, t in zip(commands, texts, strict=True))
         if len(set(texts)) == 1:
             default = texts[0]
-        meaning = o.help.format(sinks=sinks).replace("|", "\\|")
+        meaning = (o.help + (f" {o.more}" if o.more else "")).format(sinks=sinks).replace("|", "\\|")
+        meaning += "".join(f" {c}: {text[0].lower()}{text[1:]}" for c, text in o.only.items())
         if o.repeat and o.env:
             meaning += " The variable takes a comma- or space-separated list."
         env = f"`{o.env}`" if o.env else ""
@@ -721,7 +1021,7 @@ def markdown_table(sinks: str = SINK_FORMS) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m replayer.config --markdown: the README's option table
+if __name__ == "__main__":  # python -m replayer.config --markdown: the docs' option table
     import sys
 
     if sys.argv[1:] != ["--markdown"]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import hashlib
 import heapq
 import itertools
+import json
 import math
 import time
 from collections import deque
@@ -26,8 +28,8 @@ from replayer.allow import AllowList
 from replayer.aws import Clients
 from replayer.logs import range_context
 from replayer.mappings import MappingFinder
-from replayer.model import Failure, Outcome, OutcomeKind
-from replayer.readers import Readers, ReadResult
+from replayer.model import Failure, Outcome, OutcomeKind, StreamKind
+from replayer.readers import Readers, ReadResult, judged
 from replayer.sinks import ArchiveConflict, Delivery, Sink, SinkError
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "Ticket",
     "by_deadline",
     "cap_ranges",
+    "claims_key",
     "deliver",
     "rejected",
 ]
@@ -85,6 +88,7 @@ class Replayer:
         self.expiry_warning = expiry_warning
         self.mappings = MappingFinder(clients) if find_mappings else None
         self.range_budget = range_budget
+        self._shared: dict[str, _SharedRead] = {}  # range_id -> its read, while a failure naming it is worked
 
     async def deadline(self, failure: Failure) -> float:
         """When the range's first record leaves the stream: first arrival + the stream's retention.
@@ -191,13 +195,19 @@ class Replayer:
                     OutcomeKind.RETRY, failure, reason=f"finding the event source mapping failed: {exc}"
                 )
         try:
-            result = await self.readers.for_failure(failure).read(failure)
+            result = await self._read(failure)
         except _TRANSIENT as exc:
             log.warning("read_failed", error=str(exc))
             return Outcome(OutcomeKind.RETRY, failure, reason=f"reading the stream failed: {exc}")
         if result.refused is not None:
             log.warning("range_refused", reason=result.refused, read=len(result.records))
             return rejected(failure, result.refused)
+        if result.conflict is not None:  # nothing delivered: kept (quarantined) with the reason
+            log.error("read_conflict", reason=result.conflict, read=len(result.records))
+            return Outcome(
+                OutcomeKind.CONFLICT, failure, recovered=len(result.records), reason=result.conflict,
+                notes=result.notes,
+            )  # fmt: skip
         if not result.complete:
             log.warning("read_incomplete", notes=list(result.notes), recovered=len(result.records))
             return Outcome(
@@ -210,6 +220,37 @@ class Replayer:
         progress.recovered = len(result.records)
         return await self._deliver(failure, result, progress)
 
+    async def _read(self, failure: Failure) -> ReadResult:
+        """The range read, and judged against this failure's own claims.
+
+        Failures naming one range with different claims are different tickets (`claims_key`), so
+        each gets its own verdict; their reads of the stream are shared: one at a time, a read
+        complete for one claim serves the next one as far as it can tell (`judged`).
+        """
+        reader = self.readers.for_failure(failure)
+        if failure.payload is not None:  # its own records: nothing to share
+            return await reader.read(failure)
+        shared = self._shared.get(failure.range_id)
+        if shared is None:
+            shared = self._shared[failure.range_id] = _SharedRead()
+        shared.users += 1
+        try:
+            async with shared.lock:
+                ceiling = self.readers.ceiling(failure)
+                if shared.last is not None:
+                    read_for, last = shared.last
+                    mine = judged(last, read_for, failure, ceiling)
+                    if mine is not None:
+                        log.info("read_shared", records=len(mine.records), refused=mine.refused)
+                        return mine
+                result = await reader.read(failure)
+                shared.last = (failure, result) if result.complete else None
+                return result
+        finally:
+            shared.users -= 1
+            if not shared.users:
+                del self._shared[failure.range_id]
+
     async def _deliver(self, failure: Failure, result: ReadResult, progress: _Progress) -> Outcome:
         return await deliver(self.sinks, failure, result, progress)
 
@@ -220,11 +261,11 @@ class Replayer:
         may_start: Callable[[], bool] | None = None,
         on_done: Callable[[Outcome], None] | None = None,
     ) -> Scheduler[Failure]:
-        """The one scheduler, working failures through `replay`: deduplicated by range_id,
+        """The one scheduler, working failures through `replay`: deduplicated by `claims_key`,
         earliest expiry deadline first, not-allowed ranges refused without a worker."""
         return Scheduler(
             self.replay,
-            key=_range_id,
+            key=claims_key,
             failure_of=_itself,
             concurrency=concurrency,
             deadline=self.deadline,
@@ -289,6 +330,15 @@ async def deliver(
     )
 
 
+@dataclass(eq=False)
+class _SharedRead:
+    """One range's reading, shared by the failures naming it that are worked at the same time."""
+
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    users: int = 0
+    last: tuple[Failure, ReadResult] | None = None  # the last complete read, and whose claims it was for
+
+
 @dataclass
 class _Progress:
     """How far one attempt got: said when it runs out of budget."""
@@ -323,8 +373,17 @@ def _sink_retry(
     )
 
 
-def _range_id(failure: Failure) -> str:
-    return failure.range_id
+def claims_key(failure: Failure) -> str:
+    """The range and every claim its failure record makes about it (batch size, arrival times,
+    origin, function, payload, ...): the scheduler's key. Failures naming one range share a
+    ticket, and so an outcome, only when they claim the same; otherwise each is judged by its own
+    claims (and they share the reading: `Replayer._read`)."""
+    claims = {**failure.describe(), "mapping_uuid": failure.mapping_uuid}
+    claims.pop("mapping", None)  # found by replayer, not claimed
+    digest = hashlib.sha256(json.dumps(claims, sort_keys=True, default=str).encode())
+    if failure.payload is not None:
+        digest.update(json.dumps(list(failure.payload), sort_keys=True, default=str).encode())
+    return f"{failure.range_id}/{digest.hexdigest()[:16]}"
 
 
 def _itself(failure: Failure) -> Failure:
@@ -333,13 +392,20 @@ def _itself(failure: Failure) -> Failure:
 
 def cap_ranges(failures: Iterable[Failure], limit: int) -> tuple[list[Failure], list[Outcome]]:
     """A message's distinct ranges to work on (the first `limit`), and a rejection for each one
-    past them: a failure record names one range; a message naming many is not AWS's doing."""
+    past them: a failure record names one range; a message naming many is not AWS's doing.
+    A Kafka record names one range per partition of its batch (at most 1,000, bounded when
+    parsed): its ranges count as one."""
     distinct = list({f.range_id: f for f in failures}.values())
-    if len(distinct) <= limit:
+    counted: dict[object, int] = {}
+    for f in distinct:
+        counted.setdefault(id(f.raw) if f.kind is StreamKind.KAFKA else f.range_id, len(counted))
+    number = [counted[id(f.raw) if f.kind is StreamKind.KAFKA else f.range_id] for f in distinct]
+    if len(counted) <= limit:
         return distinct, []
-    reason = f"the message names {len(distinct)} ranges, more than the {limit} a message may name"
-    log.warning("too_many_ranges", ranges=len(distinct), limit=limit)
-    return distinct[:limit], [rejected(f, reason) for f in distinct[limit:]]
+    reason = f"the message names {len(counted)} ranges, more than the {limit} a message may name"
+    log.warning("too_many_ranges", ranges=len(counted), limit=limit)
+    kept = [f for f, n in zip(distinct, number, strict=True) if n < limit]
+    return kept, [rejected(f, reason) for f, n in zip(distinct, number, strict=True) if n >= limit]
 
 
 def by_deadline(failures: Iterable[Failure]) -> list[Failure]:
@@ -469,16 +535,17 @@ class Scheduler(Generic[T]):
 
         Every deadline is known before any item is queued, so the earliest of the batch goes first.
         """
-        items = list(items)
-        fresh = {self._key(i): i for i in items if self._key(i) not in self._pending}
+        keyed = [(self._key(i), i) for i in items]  # each key made once (a claims digest)
+        fresh = {key: i for key, i in keyed if key not in self._pending}
         deadlines = dict(
-            zip(fresh, await asyncio.gather(*(self._deadline_of(i) for i in fresh.values())), strict=True)
+            zip(
+                fresh, await asyncio.gather(*(self._deadline_of(k, i) for k, i in fresh.items())), strict=True
+            )
         )
         tickets: list[Ticket[T]] = []
         refused: list[tuple[Ticket[T], Outcome]] = []
         async with self._wake:
-            for item in items:
-                key = self._key(item)
+            for key, item in keyed:
                 ticket = self._pending.get(key)
                 if ticket is None:
                     ticket = self._ticket(key, item, deadlines.get(key, math.inf))
@@ -499,13 +566,13 @@ class Scheduler(Generic[T]):
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         return Ticket(key, item, deadline, self._lane(item), future, order=next(self._order))
 
-    async def _deadline_of(self, item: T) -> float:
+    async def _deadline_of(self, key: str, item: T) -> float:
         if self._deadline is None:
             return math.inf
         try:
             return await self._deadline(item)
         except Exception as exc:  # an unknown deadline must not keep the range from being worked
-            log.warning("deadline_unknown", key=self._key(item), error=str(exc))
+            log.warning("deadline_unknown", key=key, error=str(exc))
             return math.inf
 
     # ---- what is held

@@ -402,11 +402,14 @@ def filter_document(kind: StreamKind, record: StreamRecord | bytes | Mapping[str
     """What Lambda matches patterns against for a stream record in its Lambda event shape.
 
     DynamoDB: the record itself. Kinesis: its ``kinesis`` object, ``data`` decoded when it
-    is a JSON object or array (else a value no pattern matches).
+    is a JSON object or array (else a value no pattern matches). Kafka: the record, its ``value``
+    decoded the same way.
     """
     if isinstance(record, StreamRecord):
         record = record.json
     doc = _parse_document(record) if isinstance(record, bytes | str) else _Document(_normalize(record))
+    if kind is StreamKind.KAFKA and "value" in doc:
+        doc["value"] = _decode_data(doc["value"])
     if kind is not StreamKind.KINESIS:
         return doc
     inner = doc.get("kinesis")

@@ -11,8 +11,12 @@ it loads is kept and merged into every line, as structlog's own context is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -23,9 +27,20 @@ from typing import TYPE_CHECKING, Any
 from replayer.model import Failure
 
 if TYPE_CHECKING:
+    import asyncio
     from types import ModuleType
 
-__all__ = ["Logger", "bound", "clear", "configure", "get_logger", "range_context"]
+__all__ = [
+    "Logger",
+    "bound",
+    "clear",
+    "configure",
+    "contain_loop_errors",
+    "enabled",
+    "get_logger",
+    "load_now",
+    "range_context",
+]
 
 # structlog's method names and the level each logs at (a method not named here is never dropped).
 _METHOD_LEVELS = {
@@ -81,6 +96,42 @@ class Logger:
         if self._logger is None:
             self._logger = _structlog().get_logger(self._name)
         return getattr(self._logger, method)
+
+
+def load_now() -> None:
+    """Load structlog now (a long-running service does at start): a first line logged later, while
+    file descriptors have run out, needs no import then."""
+    _structlog()
+
+
+_LOOP_ERRORS_EVERY = 60.0  # seconds between two lines about the same asyncio complaint
+
+
+def contain_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop's unhandled-error reports (e.g. "socket.accept() out of system resource" while file
+    descriptors have run out) logged once per kind a minute, with how many there were, and never
+    raising: a flood of them can neither fill the log nor stop the service."""
+    last: dict[str, tuple[float, int]] = {}  # message -> (when last logged, reports since)
+    log = get_logger("replayer.loop")
+
+    def handle(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        try:
+            message = str(context.get("message") or "unhandled error in the event loop")
+            now = time.monotonic()
+            when, since = last.get(message, (-math.inf, 0))
+            if now - when < _LOOP_ERRORS_EVERY:
+                last[message] = (when, since + 1)
+                return
+            if len(last) >= 256:
+                last.clear()
+            last[message] = (now, 0)
+            exc = context.get("exception")
+            log.error("event_loop_error", message=message, error=repr(exc) if exc else None, since_last=since)
+        except Exception:  # logging itself failed (no descriptor, no import): say it without either
+            with contextlib.suppress(Exception):
+                os.write(2, b'{"event": "event_loop_error", "note": "logging failed"}\n')
+
+    loop.set_exception_handler(handle)
 
 
 def get_logger(name: str) -> Logger:
@@ -140,13 +191,22 @@ class _StderrLogger:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
+_level = logging.WARNING  # the level `configure` was last asked for
+
+
+def enabled(level: str) -> bool:
+    """Whether lines at `level` are logged (e.g. whether to ask for what only they would show)."""
+    return _METHOD_LEVELS.get(level, logging.CRITICAL) >= _level
+
+
 def configure(level: str = "warning", *, json: bool = True) -> None:
     """Log at `level` and above to stderr, as JSON lines (or plain text for people)."""
-    global _pending
+    global _pending, _level
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
     setup = _Setup(numeric, json)
+    _level = numeric
     if "structlog" in sys.modules:
         _pending = None
         _apply(setup)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,9 +28,24 @@ from botocore.exceptions import ClientError
 
 from replayer import logs
 from replayer.aws import Clients, error_code
-from replayer.model import Failure, Origin, SourceMapping
+from replayer.model import (
+    KAFKA_SELF_MANAGED,
+    Failure,
+    Origin,
+    SourceMapping,
+    kafka_self_managed_source,
+    kafka_servers,
+)
 
-__all__ = ["MappingFinder", "esm_uuid_from_key", "from_esm", "from_pipe", "summary", "with_mappings"]
+__all__ = [
+    "MappingFinder",
+    "esm_uuid_from_key",
+    "from_esm",
+    "from_pipe",
+    "reads_source",
+    "summary",
+    "with_mappings",
+]
 
 log = logs.get_logger(__name__)
 
@@ -93,12 +109,26 @@ def from_pipe(pipe: Mapping[str, Any]) -> SourceMapping:
     )
 
 
-class MappingFinder:
-    """Finds (and caches, per process) the mapping of each failure; see the module's docstring."""
+DEFAULT_MAX_CACHED = 1024  # lookups remembered; the least recently used is forgotten (asked again)
 
-    def __init__(self, clients: Clients) -> None:
+
+class MappingFinder:
+    """Finds (and caches, per process) the mapping of each failure; see the module's docstring.
+
+    The stream picks the account and region of every lookup, never the message: a function or
+    pipe ARN in another account or region is not looked up (the answer says so). At most
+    `max_cached` answers are kept.
+    """
+
+    def __init__(self, clients: Clients, *, max_cached: int = DEFAULT_MAX_CACHED) -> None:
         self._clients = clients
-        self._found: dict[tuple[str | None, ...], asyncio.Task[SourceMapping | None]] = {}
+        self.max_cached = max(1, max_cached)
+        self._found: OrderedDict[tuple[str | None, ...], asyncio.Task[SourceMapping | None]] = OrderedDict()
+
+    @property
+    def cached(self) -> int:
+        """How many answers are kept now."""
+        return len(self._found)
 
     async def find(self, failure: Failure) -> SourceMapping | None:
         """The failure's mapping; None for ranges given by hand. Raises only for transient trouble."""
@@ -110,9 +140,16 @@ class MappingFinder:
             key = (LAMBDA_ESM, failure.source_arn, failure.stream_arn)
         else:
             return None
+        if (elsewhere := _elsewhere(failure)) is not None:
+            log.warning("mapping_not_looked_up", source_arn=failure.source_arn, note=elsewhere.note)
+            return elsewhere  # nothing asked, nothing kept
         task = self._found.get(key)
         if task is None or (task.done() and task.exception() is not None):
             task = self._found[key] = asyncio.ensure_future(self._lookup(failure))
+            while len(self._found) > self.max_cached:
+                self._found.popitem(last=False)  # an awaited lookup still finishes for its waiters
+        else:
+            self._found.move_to_end(key)
         return await asyncio.shield(task)
 
     async def _lookup(self, failure: Failure) -> SourceMapping | None:
@@ -120,8 +157,8 @@ class MappingFinder:
             found = await self._pipe(failure)
         else:
             found = await self._esm(failure)
-        if not found.found:
-            log.warning("mapping_unknown", kind=found.kind, source_arn=failure.source_arn, note=found.note)
+        if not found.found:  # a warning only where a filter would apply: the lambda: sink says so
+            log.info("mapping_unknown", kind=found.kind, source_arn=failure.source_arn, note=found.note)
         elif found.filters:
             log.info(
                 "mapping_filter", kind=found.kind, uuid=found.uuid, arn=found.arn, filters=len(found.filters)
@@ -130,10 +167,11 @@ class MappingFinder:
 
     async def _esm(self, failure: Failure) -> SourceMapping:
         function = _FUNCTION_ARN.fullmatch(failure.source_arn or "")
-        region = function["region"] if function else failure.region
-        # The mapping lives in its function's account: that account's role (--assume-role) reads it.
-        account = function["account"] if function else failure.arn.account
-        client = await self._clients.get("lambda", region, account)
+        if failure.self_managed:  # no ARN to place it by: our own account and region, never the message's
+            client = await self._clients.get("lambda")
+        else:
+            # The stream's account and region (its role, --assume-role): a mapping is where its stream is.
+            client = await self._clients.get("lambda", failure.region, failure.arn.account)
         try:
             if failure.mapping_uuid:
                 return from_esm(await client.get_event_source_mapping(UUID=failure.mapping_uuid))
@@ -154,21 +192,52 @@ class MappingFinder:
         pipe = _PIPE_ARN.fullmatch(failure.source_arn or "")
         if pipe is None:
             return _unknown(PIPE, f"{failure.source_arn!r} is not a pipe ARN")
-        client = await self._clients.get("pipes", pipe["region"], pipe["account"])
+        client = await self._clients.get("pipes", failure.region, failure.arn.account)
         try:
             return from_pipe(await client.describe_pipe(Name=pipe["name"]))
         except ClientError as exc:
             return _refused(PIPE, exc, "pipes:DescribePipe")
 
 
+def _elsewhere(failure: Failure) -> SourceMapping | None:
+    """The answer for a failure whose function or pipe ARN names another account or region than its
+    stream's (a mapping and a pipe are where their stream is; the message never picks where replayer
+    looks, nor with which role); None when it names the stream's own, or nothing parseable."""
+    if failure.self_managed:  # looked up in our own account and region only (see _esm)
+        return None
+    pattern, kind = (_PIPE_ARN, PIPE) if failure.origin is Origin.PIPES else (_FUNCTION_ARN, LAMBDA_ESM)
+    named = pattern.fullmatch(failure.source_arn or "")
+    stream = failure.arn
+    if named is None or (named["account"], named["region"]) == (stream.account, stream.region):
+        return None
+    return _unknown(
+        kind,
+        f"{failure.source_arn} is not in the stream's account and region ({stream.account}, "
+        f"{stream.region}): not looked up",
+    )
+
+
+def reads_source(mapping: Mapping[str, Any], source: str) -> bool:
+    """True when an event source mapping reads `source`: its EventSourceArn, or for self-managed
+    Kafka (``kafka://servers``, which has no ARN) its bootstrap servers."""
+    if not source.startswith(KAFKA_SELF_MANAGED):
+        return bool(mapping.get("EventSourceArn") == source)
+    endpoints = (mapping.get("SelfManagedEventSource") or {}).get("Endpoints") or {}
+    listed = [s for s in endpoints.get("KAFKA_BOOTSTRAP_SERVERS") or [] if isinstance(s, str)]
+    servers = kafka_servers(",".join(listed)) if listed else None
+    return servers is not None and kafka_self_managed_source(servers) == source
+
+
 async def _list_esms(client: Any, function: str, stream_arn: str) -> list[Mapping[str, Any]]:
     found: list[Mapping[str, Any]] = []
     marker: str | None = None
+    # A self-managed cluster has no ARN to ask for: the function's mappings are matched by servers.
+    by_source = {} if stream_arn.startswith(KAFKA_SELF_MANAGED) else {"EventSourceArn": stream_arn}
     while True:
         page = await client.list_event_source_mappings(
-            FunctionName=function, EventSourceArn=stream_arn, **({"Marker": marker} if marker else {})
+            FunctionName=function, **by_source, **({"Marker": marker} if marker else {})
         )
-        found += [m for m in page.get("EventSourceMappings", []) if m.get("EventSourceArn") == stream_arn]
+        found += [m for m in page.get("EventSourceMappings", []) if reads_source(m, stream_arn)]
         marker = page.get("NextMarker")
         if not marker:
             return found

@@ -15,8 +15,11 @@ from enum import StrEnum
 from typing import Any, overload
 
 __all__ = [
+    "AT_RISK",
     "Failure",
     "Gap",
+    "KAFKA_SELF_MANAGED",
+    "MAX_KAFKA_PARTITION",
     "Origin",
     "Outcome",
     "OutcomeKind",
@@ -27,12 +30,22 @@ __all__ = [
     "parse_stream_arn",
     "records_lost",
     "StreamArn",
+    "kafka_self_managed_source",
+    "kafka_servers",
+    "kafka_shard_id",
+    "kafka_topic_ok",
 ]
 
 
 class StreamKind(StrEnum):
     DYNAMODB = "dynamodb"
     KINESIS = "kinesis"
+    KAFKA = "kafka"  # Amazon MSK or self-managed Apache Kafka: topic-partition + offsets
+
+
+# The condition of a range the at-risk watch archived (`replayer.watch`) before any failure record
+# named it: its manifest marks it `at-risk`, not `failed`.
+AT_RISK = "AtRisk"
 
 
 class Origin(StrEnum):
@@ -52,6 +65,14 @@ _KINESIS_ARN = re.compile(
     r"arn:(?P<partition>aws[a-z-]*):kinesis:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):"
     r"stream/(?P<stream>(?!\.+\Z)[A-Za-z0-9_.-]{1,128})"
 )
+# An Amazon MSK cluster ARN: cluster/<name>/<uuid> (names are letters, digits and hyphens).
+_MSK_ARN = re.compile(
+    r"arn:(?P<partition>aws[a-z-]*):kafka:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):"
+    r"cluster/(?P<cluster>[A-Za-z0-9-]{1,64})/(?P<uuid>[A-Za-z0-9-]{1,64})"
+)
+# How a self-managed Kafka cluster is named where an ARN would be (allow-lists, archive folders):
+# kafka://<its bootstrap servers, as the failure record lists them, lower-cased, sorted, comma-joined>.
+KAFKA_SELF_MANAGED = "kafka://"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +84,12 @@ class StreamArn:
     partition: str
     region: str
     account: str
-    name: str  # table name (DynamoDB) or stream name (Kinesis)
-    label: str | None  # DynamoDB stream label; None for Kinesis
+    name: str  # table name (DynamoDB), stream name (Kinesis) or cluster name (MSK)
+    label: str | None  # DynamoDB stream label, MSK cluster UUID; None for Kinesis
 
 
 def parse_stream_arn(arn: str) -> StreamArn | None:
-    """Split a stream ARN, or return None when it is not a well-formed stream ARN.
+    """Split a stream ARN (or an MSK cluster ARN), or return None when it is not a well-formed one.
 
     The patterns are strict on purpose: names that pass them contain no path
     separators, so they can never steer an archive key or file path.
@@ -80,6 +101,10 @@ def parse_stream_arn(arn: str) -> StreamArn | None:
     if m := _KINESIS_ARN.fullmatch(arn):
         return StreamArn(
             arn, StreamKind.KINESIS, m["partition"], m["region"], m["account"], m["stream"], None
+        )
+    if m := _MSK_ARN.fullmatch(arn):
+        return StreamArn(
+            arn, StreamKind.KAFKA, m["partition"], m["region"], m["account"], m["cluster"], m["uuid"]
         )
     return None
 
@@ -139,6 +164,11 @@ class Failure:
 
     Sequence numbers keep their original strings (they are decimal numbers of differing
     lengths) and are compared through the integer properties `start` and `end`.
+
+    A Kafka range (kind KAFKA) is offsets `start`..`end` of partition `partition` of `topic`:
+    `stream_arn` is the MSK cluster ARN, or `kafka://servers` for a self-managed cluster,
+    `shard_id` is "<topic>-<partition>" (as Lambda keys its records) and the sequence numbers
+    are the offsets, so the range bookkeeping, `range_id` and the allow-list work unchanged.
     """
 
     kind: StreamKind
@@ -158,6 +188,11 @@ class Failure:
     payload: Sequence[Mapping[str, Any]] | None = field(default=None, compare=False)
     mapping_uuid: str | None = None  # the ESM UUID of an S3 on-failure destination's object key
     mapping: SourceMapping | None = field(default=None, compare=False)  # found by replayer.mappings
+    topic: str | None = None  # Kafka only: the topic and partition of the range
+    partition: int | None = None
+    bootstrap_servers: str | None = field(
+        default=None, compare=False
+    )  # Kafka: as the record says (never used)
 
     @property
     def start(self) -> int:
@@ -169,14 +204,25 @@ class Failure:
 
     @property
     def arn(self) -> StreamArn:
+        """The stream's (or MSK cluster's) ARN split; ValueError for a self-managed Kafka cluster."""
         parsed = parse_stream_arn(self.stream_arn)
-        if parsed is None:  # parsing guarantees this never happens
+        if parsed is None:  # parsing guarantees this never happens, but for self-managed Kafka
             raise ValueError(f"not a stream ARN: {self.stream_arn!r}")
         return parsed
 
     @property
+    def self_managed(self) -> bool:
+        """True for a range of a self-managed Kafka cluster (no ARN: `kafka://servers`)."""
+        return self.kind is StreamKind.KAFKA and self.stream_arn.startswith(KAFKA_SELF_MANAGED)
+
+    @property
     def region(self) -> str:
         return self.arn.region
+
+    @property
+    def at_risk(self) -> bool:
+        """True for a window the at-risk watch archived (no failure record named it)."""
+        return self.condition == AT_RISK
 
     @property
     def range_id(self) -> str:
@@ -202,6 +248,9 @@ class Failure:
             "timestamp": self.timestamp.isoformat() if self.timestamp else None,
             "inline_payload": self.payload is not None,
         }
+        if self.kind is StreamKind.KAFKA:
+            described["topic"], described["partition"] = self.topic, self.partition
+            described["bootstrap_servers"] = self.bootstrap_servers  # as the record said: for the event only
         if self.mapping is not None:
             described["mapping"] = self.mapping.describe()
         return described
@@ -214,8 +263,10 @@ class Failure:
         """
         arn = described.get("stream_arn")
         parsed = parse_stream_arn(arn) if isinstance(arn, str) else None
-        if parsed is None:
+        kafka = _kafka_fields(described, parsed)
+        if parsed is None and kafka is None:
             raise ValueError("range.stream_arn is not a stream ARN")
+        kind = parsed.kind if parsed is not None else StreamKind.KAFKA
         start, end, shard = (described.get(k) for k in ("start_sequence", "end_sequence", "shard_id"))
         if not (isinstance(start, str) and start.isdigit() and isinstance(end, str) and end.isdigit()):
             raise ValueError("range.start_sequence / range.end_sequence are not sequence numbers")
@@ -232,8 +283,8 @@ class Failure:
         except ValueError:
             raise ValueError("range.origin is not one replayer knows") from None
         failure = cls(
-            kind=parsed.kind,
-            stream_arn=parsed.arn,
+            kind=kind,
+            stream_arn=str(arn),
             shard_id=shard,
             start_sequence=start,
             end_sequence=end,
@@ -248,12 +299,82 @@ class Failure:
             mapping=SourceMapping.read_back(
                 described.get("mapping")
             ),  # its filter decides what lambda: sinks get
+            topic=kafka[0] if kafka else None,
+            partition=kafka[1] if kafka else None,
+            bootstrap_servers=_kafka_servers_text(described) if kafka else None,
         )
+        if kafka is not None and shard != kafka_shard_id(*kafka):
+            raise ValueError("range.shard_id does not match its topic and partition")
         if described.get("kind") not in (None, failure.kind.value):
             raise ValueError("range.kind does not match its stream ARN")
         if described.get("range_id") not in (None, failure.range_id):
             raise ValueError("range.range_id does not match the range")
         return failure
+
+
+# Kafka's own rule for topic names (at most 249 of these characters, not "." or "..").
+_KAFKA_TOPIC = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,249}")
+_KAFKA_SERVER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?:[0-9]{1,5}")
+MAX_KAFKA_SERVERS = 32
+MAX_KAFKA_PARTITION = 2**31 - 1
+
+
+def kafka_topic_ok(topic: str) -> bool:
+    """True when `topic` is a name Kafka accepts (so it can name no path but its own folder)."""
+    return topic.isascii() and _KAFKA_TOPIC.fullmatch(topic) is not None
+
+
+def kafka_servers(text: str) -> tuple[str, ...] | None:
+    """A `host:port,host:port` list as its servers (lower-cased, sorted, distinct); None when malformed."""
+    if not text.isascii() or len(text) > 4096:
+        return None
+    servers = sorted({s.strip().lower() for s in text.split(",")})
+    if not servers or len(servers) > MAX_KAFKA_SERVERS:
+        return None
+    if not all(_KAFKA_SERVER.fullmatch(s) and 0 < int(s.rpartition(":")[2]) < 65536 for s in servers):
+        return None
+    return tuple(servers)
+
+
+def kafka_self_managed_source(servers: Sequence[str]) -> str:
+    """How a self-managed cluster is named where an ARN would be: ``kafka://host:port[,host:port...]``."""
+    return KAFKA_SELF_MANAGED + ",".join(servers)
+
+
+def kafka_shard_id(topic: str, partition: int) -> str:
+    """Where a topic-partition is written as one name: ``<topic>-<partition>``, as Lambda keys it."""
+    return f"{topic}-{partition}"
+
+
+def _kafka_fields(described: Mapping[str, Any], parsed: StreamArn | None) -> tuple[str, int] | None:
+    """A described Kafka range's (topic, partition), checked; None when it is not a Kafka range."""
+    if described.get("kind") != StreamKind.KAFKA.value:
+        return None
+    arn = described.get("stream_arn")
+    if parsed is None and not (
+        isinstance(arn, str)
+        and arn.startswith(KAFKA_SELF_MANAGED)
+        and kafka_servers(arn[len(KAFKA_SELF_MANAGED) :]) is not None
+        and arn == kafka_self_managed_source(kafka_servers(arn[len(KAFKA_SELF_MANAGED) :]) or ())
+    ):
+        raise ValueError("range.stream_arn is neither an MSK cluster ARN nor a kafka:// source")
+    if parsed is not None and parsed.kind is not StreamKind.KAFKA:
+        raise ValueError("range.kind does not match its stream ARN")
+    topic, partition = described.get("topic"), described.get("partition")
+    if not isinstance(topic, str) or not kafka_topic_ok(topic):
+        raise ValueError("range.topic is not a Kafka topic name")
+    if (
+        not isinstance(partition, int)
+        or isinstance(partition, bool)
+        or not 0 <= partition <= MAX_KAFKA_PARTITION
+    ):
+        raise ValueError("range.partition is not a partition number")
+    return topic, partition
+
+
+def _kafka_servers_text(described: Mapping[str, Any]) -> str | None:
+    servers = described.get("bootstrap_servers")
+    return servers if isinstance(servers, str) and kafka_servers(servers) is not None else None
 
 
 def _optional_time(value: Any, what: str) -> datetime | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from replayer import mappings
 from replayer.archive.manifest import ArchivedRange
-from replayer.archive.read import read_records
+from replayer.archive.read import Damaged, read_records
 from replayer.archive.store import Store, StoreError
 from replayer.aws import Clients
 from replayer.filtering import PatternError
@@ -20,7 +20,7 @@ from replayer.model import Failure, Outcome, OutcomeKind, StreamRecord
 from replayer.readers import Readers
 from replayer.selection import Selection, to_send
 
-__all__ = ["RangePlan", "archived_sends", "plan_ranges"]
+__all__ = ["ArchivedSend", "RangePlan", "archived_sends", "plan_ranges"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +35,12 @@ class RangePlan:
 
     def outcome(self, to: Sequence[str]) -> Outcome:
         where = ", ".join(to) or "(no --to given)"
-        if self.problem:
-            return Outcome(
-                OutcomeKind.PLANNED,
-                self.failure,
-                reason=f"would read {self.failure.stream_arn}: {self.problem}",
-            )
+        if self.problem:  # the range (its stream, shard, sequence numbers) is described beside the reason
+            return Outcome(OutcomeKind.PLANNED, self.failure, reason=self.problem)
         reason = (
-            f"would read {self.failure.stream_arn}: {len(self.read)} records {_span(self.read)}"
-            + (f", {self.missing} spans gone" if self.missing else "")
-            + f"; would send {len(self.sent)} of {len(self.read)} {_span(self.sent)} to {where}"
+            f"would read {len(self.read)} records"
+            + (f" ({self.missing} spans gone)" if self.missing else "")
+            + f", send {len(self.sent)} of {len(self.read)} {_span(self.sent)} to {where}"
             + f"; {mappings.summary(self.failure.mapping)}"
         )
         return Outcome(OutcomeKind.PLANNED, self.failure, recovered=len(self.sent), reason=reason)
@@ -54,22 +50,41 @@ def _span(records: Sequence[StreamRecord]) -> str:
     return f"({records[0].sequence_number}..{records[-1].sequence_number})" if records else "(none)"
 
 
+@dataclass(frozen=True, slots=True)
+class ArchivedSend:
+    """What a redrive's dry run finds of one archived range: a phrase for its reason, the records a
+    `lambda:` sink would be sent, and why the folder is damaged (a real run rejects it) if it is."""
+
+    phrase: str
+    sent: tuple[StreamRecord, ...] = ()
+    damaged: str | None = None
+
+
 async def archived_sends(
     store: Store, ranges: Sequence[ArchivedRange], *, selection: Selection | None, no_filter: bool
-) -> dict[str, str]:
-    """For a redrive's dry run: per range_id, what would be sent of the archived records (a phrase)."""
-    phrases = {}
+) -> dict[str, ArchivedSend]:
+    """For a redrive's dry run: per range_id, what would be sent of the archived records, read back
+    and checked against their manifest exactly as a real run reads them."""
+    sends = {}
     for archived in ranges:
         try:
             records = await read_records(store, archived)
-            sent = to_send(archived.failure, records, selection=selection, apply_filter=not no_filter)
-        except (StoreError, ValueError) as exc:  # damaged, unreadable or a filter we cannot apply
-            phrases[archived.failure.range_id] = f"cannot tell what would be sent: {exc}"
+        except Damaged as exc:
+            sends[archived.failure.range_id] = ArchivedSend(str(exc), damaged=str(exc))
             continue
-        phrases[archived.failure.range_id] = (
-            f"would send {len(sent)} of {len(records)} {_span(sent)}; {mappings.summary(archived.failure.mapping)}"
+        except StoreError as exc:
+            sends[archived.failure.range_id] = ArchivedSend(f"cannot tell what would be sent: {exc}")
+            continue
+        try:
+            sent = to_send(archived.failure, records, selection=selection, apply_filter=not no_filter)
+        except ValueError as exc:  # a filter we cannot apply
+            sends[archived.failure.range_id] = ArchivedSend(f"cannot tell what would be sent: {exc}")
+            continue
+        sends[archived.failure.range_id] = ArchivedSend(
+            f"would send {len(sent)} of {len(records)} {_span(sent)}; {mappings.summary(archived.failure.mapping)}",
+            tuple(sent),
         )
-    return phrases
+    return sends
 
 
 async def plan_ranges(

@@ -61,6 +61,10 @@ def arrival(kind: StreamKind, document: Mapping[str, Any]) -> Decimal | None:
     """A record's approximate arrival in epoch seconds, from its filter document (None: unknown)."""
     if kind is StreamKind.KINESIS:
         value = document.get("approximateArrivalTimestamp")
+    elif kind is StreamKind.KAFKA:  # the record's timestamp, in epoch milliseconds
+        value = document.get("timestamp")
+        if isinstance(value, Number):
+            return value.value / 1000
     else:
         inner = document.get("dynamodb")
         value = inner.get("ApproximateCreationDateTime") if isinstance(inner, Mapping) else None

@@ -7,7 +7,9 @@
   null where CloudWatch has no figure); the dead-letter queue comes from the queue's
   ``RedrivePolicy``; an S3 quarantine reports its objects.
 - ``archive``: complete ranges by outcome (replayed, partial, expired), re-driven ones,
-  damaged manifests (a conflict left for a person), and records archived.
+  damaged folders (a manifest that cannot be read or, with a manifest key, carries no valid
+  MAC; or objects that contradict their manifest: each folder's objects are read back and
+  checked, as `redrive` checks them), and records archived.
 - ``nearest_expiry``: among ranges not yet saved, when the first one leaves its stream. Messages
   are never received to find out (that would count against their redrive policy), so the CLI
   estimates it from the oldest message's age and the shortest stream retention (24 hours:
@@ -28,7 +30,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from replayer.archive.read import find_ranges
+from replayer.archive.read import check_ranges, find_ranges
 from replayer.archive.store import StoreError
 from replayer.aws import Clients, error_code
 
@@ -126,17 +128,23 @@ async def _quarantine(clients: Clients, where: str) -> dict[str, Any]:
     return figures
 
 
-async def archive_inventory(clients: Clients, where: str) -> dict[str, Any]:
-    """Complete ranges of an archive by outcome, re-driven ones, damaged manifests, records."""
+async def archive_inventory(
+    clients: Clients, where: str, *, manifest_key: str | None = None
+) -> dict[str, Any]:
+    """Complete ranges of an archive by outcome, re-driven ones, damaged folders, records."""
+    from replayer.archive.mac import ManifestKey
     from replayer.archive.store import store_from_uri
 
     store = store_from_uri(where, clients)
     if store is None:
         return {"location": where, "error": "expected s3://BUCKET[/PREFIX] or file:DIR"}
+    key = ManifestKey(clients, manifest_key) if manifest_key else None
     try:
-        ranges, unreadable = await find_ranges(store)
+        ranges, unreadable = await find_ranges(store, manifest_key=key)
+        damaged = await check_ranges(store, ranges)
     except StoreError as exc:
         return {"location": where, "error": str(exc)}
+    ranges = [r for r in ranges if r.folder not in damaged]
     counts = {"replayed": 0, "partial": 0, "expired": 0}
     for archived in ranges:
         kind = "replayed" if not archived.gaps else ("partial" if archived.count else "expired")
@@ -146,7 +154,8 @@ async def archive_inventory(clients: Clients, where: str) -> dict[str, Any]:
         "ranges": len(ranges),
         **counts,
         "redriven": sum(1 for r in ranges if r.markers),
-        "damaged": sum(1 for u in unreadable if not u.transient),
+        "at_risk": sum(1 for r in ranges if r.failure.at_risk),  # windows the at-risk watch archived
+        "damaged": sum(1 for u in unreadable if not u.transient) + len(damaged),
         "unreadable": sum(1 for u in unreadable if u.transient),
         "records": sum(r.count for r in ranges),
     }
@@ -169,6 +178,7 @@ async def gather_status(
     quarantine: str | None = None,
     archive: str | None = None,
     held_expiry: float | None = None,
+    manifest_key: str | None = None,
 ) -> dict[str, Any]:
     """The status document (see the module's docstring). `held_expiry`: a service's own deadline figure."""
     document: dict[str, Any] = {"at": datetime.now(UTC).isoformat()}
@@ -178,7 +188,7 @@ async def gather_status(
     if quarantine:
         jobs["quarantine"] = _quarantine(clients, quarantine)
     if archive:
-        jobs["archive"] = archive_inventory(clients, archive)
+        jobs["archive"] = archive_inventory(clients, archive, manifest_key=manifest_key)
     results = await asyncio.gather(*jobs.values())
     document |= dict(zip(jobs, results, strict=True))
     ages: list[float | None] = []

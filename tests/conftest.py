@@ -17,6 +17,8 @@ from moto.server import ThreadedMotoServer
 from replayer import lambda_handler
 from tests.support.aws import REGION, DynamoTable, KinesisStream, client, unique
 from tests.support.faultproxy import FaultProxy
+from tests.support.kafka import Tansu
+from tests.support.kafka import running as tansu_running
 from tests.support.ministack import lambda_endpoint, ministack, repair  # noqa: F401  (shared fixtures)
 
 
@@ -37,6 +39,13 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Tansu]:
+    """Tansu, a Kafka-compatible broker, on 127.0.0.1 behind the suite's shim (tests/support/kafka.py)."""
+    with tansu_running() as broker:
+        yield broker
 
 
 @pytest.fixture(autouse=True)

@@ -202,22 +202,64 @@ async def test_a_function_in_another_account_is_invoked_with_that_accounts_role(
     assert signed.keys("GetRecords") == {DEFAULT_KEY}  # the stream is ours: default credentials
 
 
-async def test_a_mapping_in_another_account_is_looked_up_with_that_accounts_role(
+async def test_a_function_arn_elsewhere_is_never_looked_up_nor_a_role_assumed_for_it(
     signed: Signed, table: DynamoTable
 ) -> None:
-    """The event source mapping lives in its function's account: the lookup signs with that account's role."""
+    """#21.7: the stream picks the account and region. A functionArn in another account (or another
+    region) is not looked up: no AssumeRole, no client for it; the mapping's answer says why."""
     table.put(2)
     record = table.invocation_record(0, 1)
-    record["requestContext"]["functionArn"] = "arn:aws:lambda:us-east-1:777777777777:function:consumer"
+    record["requestContext"]["functionArn"] = "arn:aws:lambda:zz-evil-9:999999999999:function:consumer"
     (theirs,) = parse_message(record)
     (ours,) = parse_message(table.invocation_record(0, 1))
     roles = AssumeRoles.of(["arn:aws:iam::{account}:role/replayer-reader"])
     async with Clients(assume_roles=roles) as clients:
         finder = MappingFinder(clients)
-        for failure in (theirs, ours):
-            found = await finder.find(failure)
-            assert found is not None and not found.found  # moto holds no mapping of either function
-    assert signed.assumed() == ["arn:aws:iam::777777777777:role/replayer-reader"]
+        elsewhere = await finder.find(theirs)
+        assert elsewhere is not None and not elsewhere.found
+        assert "not in the stream's account and region" in elsewhere.note
+        found = await finder.find(ours)
+        assert found is not None and not found.found  # moto holds no mapping of this function
+    assert signed.assumed() == []
     lookups = [key for op, key, _ in signed.calls if "event-source-mappings" in op]
-    assert len(lookups) == 2
-    assert lookups.count(DEFAULT_KEY) == 1  # ours, with the default credentials; theirs with the role's
+    assert lookups == [DEFAULT_KEY]  # ours only, in the stream's account: the default credentials
+
+
+async def test_300_hostile_function_regions_make_no_client_and_keep_memory_bounded(
+    signed: Signed, proxy: FaultProxy, table: DynamoTable, tmp_path: Path
+) -> None:
+    """#21.7: 300 messages, each naming its function in another region and account, through the
+    whole replay: no AssumeRole, no client beyond the stream's own, caches bounded."""
+    import tracemalloc
+
+    evil = proxy.add(Rule(lambda r: "zz-evil" in r.headers.get("authorization", "")))  # signed for one
+    table.put(1)
+    roles = AssumeRoles.of(["arn:aws:iam::{account}:role/replayer-reader"])
+    failures = []
+    for i in range(300):
+        record = table.invocation_record(0, 0)
+        record["requestContext"]["functionArn"] = f"arn:aws:lambda:zz-evil-{i}:999999999999:function:f{i}"
+        (failure,) = parse_message(record)
+        failures.append(failure)
+    async with Clients(assume_roles=roles) as clients:
+        replayer = Replayer(
+            clients, [FileSink(tmp_path)], readers=Readers(clients), allow=AllowList.of(["*"])
+        )
+        first = await replayer.replay(failures[0])
+        assert first.kind is OutcomeKind.REPLAYED, first.reason
+        opened = clients.count
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        tickets = await replayer.scheduler(concurrency=32).run(failures[1:])
+        outcomes = [t.result() for t in tickets]
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert clients.count == opened
+        assert replayer.mappings is not None and replayer.mappings.cached == 0
+    assert {o.kind if o else None for o in outcomes} == {OutcomeKind.REPLAYED}
+    last = outcomes[-1]
+    mapping = last.failure.mapping if last and last.failure else None
+    assert mapping is not None and "not looked up" in mapping.note
+    assert signed.assumed() == []
+    assert evil.hits == 0
+    assert grown < 2_000_000, grown  # no client, session or cache entry per region (each is ~100 kB)

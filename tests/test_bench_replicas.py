@@ -1,4 +1,4 @@
-"""bench/replicas.py with tiny sizes: keeps README's "Scaling out" figures reproducible (none asserted)."""
+"""bench/replicas.py with tiny sizes: keeps docs/scaling.md's figures reproducible (none asserted)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import pytest
 from replayer import lambda_handler
 from replayer.aws import CallDeadlineError, Clients
 from replayer.config import Settings
+from replayer.errors import ConfigError
 from replayer.model import OutcomeKind
 from replayer.observe import Recorder
 from replayer.sources import build_replayer
@@ -353,20 +354,20 @@ def test_8_asynchronous_invocations_retry_explicitly_then_go_to_a_queue() -> Non
 
 
 def test_9_the_templates_empty_stream_parameters_allow_nothing(
-    table: DynamoTable, bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    table: DynamoTable, bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table.put(1)
     monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}")
     monkeypatch.setenv("REPLAYER_ALLOW_STREAMS", ",")  # what the template's !Join makes of two empty lists
     monkeypatch.setenv("REPLAYER_QUARANTINE", f"s3://{bucket}/quarantine")
-    assert settings_from_env().allow_streams == ()
     event = load_event("sqs_lambda_event_ddb.json")
     event["Records"] = event["Records"][:1]
     event["Records"][0]["body"] = json.dumps(table.invocation_record(0, 0))
-    assert lambda_handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
-    logged = capsys.readouterr().err
-    assert "every range will be rejected, no stream is read (deny by default" in logged  # said at start-up
-    assert "no --allow-stream is configured" in logged
+    with pytest.raises(ConfigError, match=r"--allow-stream \(or REPLAYER_ALLOW_STREAMS\) is required"):
+        settings_from_env()
+    with pytest.raises(ConfigError):  # the function refuses to start: nothing rejected, nothing quarantined
+        lambda_handler.handler(event, LambdaContext())
+    assert keys(moto_endpoint, bucket) == []
 
 
 def test_9_allow_all_needs_an_explicit_star() -> None:

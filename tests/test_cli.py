@@ -162,7 +162,7 @@ def test_dry_run_reads_and_writes_nothing(table: DynamoTable, proxy: FaultProxy,
     )
     assert result.exit_code == 0, result.output
     (planned,) = json.loads(result.stdout)["ranges"]
-    assert planned["outcome"] == "planned" and planned["reason"].startswith(f"would read {table.stream_arn}")
+    assert planned["outcome"] == "planned" and planned["reason"].startswith("would read ")
     assert "2 records" in planned["reason"] and "mapping unknown" in planned["reason"]
     # it reads the range and asks which mapping it came from; it writes and invokes nothing
     writes = [s for s in proxy.seen if s.startswith(("PUT", "POST /2015-03-31/functions"))]
@@ -266,15 +266,15 @@ def test_verbose_logs_info_lines_on_stderr(table: DynamoTable, tmp_path: Path) -
 def test_h_help_order_and_completion() -> None:
     result = run("-h")
     assert result.exit_code == 0
-    commands = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
+    commands = re.findall(r"^│ ([a-z]+) {2,}", result.stdout.split("Commands", 1)[1], re.M)
     assert commands[:7] == ["replay", "fetch", "redrive", "drain", "run", "status", "demo"]
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
     assert run("replay", "-h").exit_code == 0
 
 
-def test_the_readme_walk_through_record_replays(table: DynamoTable, tmp_path: Path) -> None:
-    """The README's example invocation record is one replayer reads (a dry run plans it)."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_walk_through_record_replays(table: DynamoTable, tmp_path: Path) -> None:
+    """The walk-through's example invocation record is one replayer reads (a dry run plans it)."""
+    readme = (ROOT / "docs" / "getting-started.md").read_text()
     block = readme.split("<!-- example-record:start -->", 1)[1].split("<!-- example-record:end -->", 1)[0]
     record = json.loads(block.split("```json", 1)[1].split("```", 1)[0])
     result = run("replay", "--dry-run", "--json", input=json.dumps(record))
@@ -286,24 +286,30 @@ def test_the_readme_walk_through_record_replays(table: DynamoTable, tmp_path: Pa
     )
 
 
-def test_run_says_where_it_listens_and_what_it_consumes(moto_endpoint: str, tmp_path: Path) -> None:
+def test_run_says_where_it_listens_and_what_it_consumes_in_a_json_log_line(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
     queue = make_queue(moto_endpoint)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "replayer", "run", "--queue", queue, "--to", f"file:{tmp_path}",
-         "--http-port", "0", "--http-host", "127.0.0.1", "--wait-seconds", "1"],
+         "--allow-stream", "*", "--http-port", "0", "--http-host", "127.0.0.1", "--wait-seconds", "1",
+         "--log-level", "info"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=ROOT, text=True,
     )  # fmt: skip
     assert process.stderr is not None
-    first = ""
-    for line in process.stderr:  # after any configuration warning (JSON log lines)
-        if not line.startswith("{"):
-            first = line
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if '"service_started"' in line:
             break
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
-    assert first.startswith(f"replayer run: consuming {queue} into file:{tmp_path}; 8 ranges at once; ")
-    assert re.search(r"http://127\.0\.0\.1:[1-9][0-9]* \(/healthz /readyz /metrics\)", first)
+    events = [json.loads(line) for line in seen]  # every stderr line is a JSON log line: no banner
+    started = events[-1]
+    assert started["event"] == "service_started" and started["queue"] == queue
+    assert started["to"] == [f"file:{tmp_path}"] and started["concurrency"] == 8
+    assert re.fullmatch(r"http://127\.0\.0\.1:[1-9][0-9]*", started["http"])
     assert process.returncode == 0
 
 
@@ -405,3 +411,42 @@ print(any(during_start_up), gc.isenabled(), gc.get_freeze_count() > 0)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.splitlines()[-1].split() == ["False", "True", "True"], out.stdout + out.stderr
+
+
+def test_each_input_line_is_its_own_outcome_the_valid_ones_are_replayed(
+    table: DynamoTable, tmp_path: Path
+) -> None:
+    table.put(7)
+    records = table.stream_records()
+    lines = [json.dumps(table.invocation_record(i, i, records)) for i in range(7)]
+    lines[3] = '{"hello": "not an invocation record"}'  # line 4
+    lines.insert(6, "{not json")  # line 7
+    path = tmp_path / "failures.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "archive"
+    result = run("replay", str(path), "--to", f"file:{out}", "--json")
+    assert result.exit_code == 1, result.output  # something was rejected
+    summary = json.loads(result.stdout)
+    assert summary["totals"]["replayed"] == 6 and summary["totals"]["rejected"] == 2
+    reasons = sorted(r["reason"] for r in summary["ranges"] if r["outcome"] == "rejected")
+    assert reasons[0].startswith(f"{path}:4.$: unknown message") and reasons[1].startswith(
+        f"{path}:7.$: invalid JSON"
+    )
+    for i in (0, 1, 2, 4, 5, 6):
+        assert seqs(archived(out, table.invocation_record(i, i, records))) == seqs(records[i : i + 1])
+
+
+def test_a_bad_first_line_or_array_element_hides_nothing(table: DynamoTable, tmp_path: Path) -> None:
+    table.put(2)
+    records = table.stream_records()
+    good = [table.invocation_record(0, 0, records), table.invocation_record(1, 1, records)]
+    (tmp_path / "first.jsonl").write_text("oops\n" + json.dumps(good[0]) + "\n")
+    (tmp_path / "array.json").write_text(json.dumps([good[1], 42]))
+    result = run("replay", str(tmp_path / "first.jsonl"), str(tmp_path / "array.json"), "--to", "-", "--json")
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith('{"')]
+    assert len(lines) == 2  # both records printed by the - sink
+    summary = json.loads(result.stderr[result.stderr.index("{\n") :])
+    assert summary["totals"]["replayed"] == 2 and summary["totals"]["rejected"] == 2
+    reasons = {r["reason"].split(": ")[0] for r in summary["ranges"] if r["outcome"] == "rejected"}
+    assert reasons == {f"{tmp_path / 'first.jsonl'}:1.$", f"{tmp_path / 'array.json'}[1]"}

@@ -160,7 +160,7 @@ def test_colour_on_a_terminal_and_none_with_no_color(
     assert "replayed" in plain.seen
 
 
-def test_piped_output_is_one_unwrapped_line_per_range(
+def test_piped_output_is_one_line_per_range_within_100_columns_full_values_in_json(
     table: DynamoTable, proxy: FaultProxy, tmp_path: Path
 ) -> None:
     table.put(6)
@@ -169,34 +169,71 @@ def test_piped_output_is_one_unwrapped_line_per_range(
     path = tmp_path / "two.json"
     path.write_text(json.dumps(ranges))
     deep = tmp_path / ("a-rather-long-folder-name-" * 6) / "archive"  # longer than any terminal
+    args = [sys.executable, "-m", "replayer", "replay", str(path), "--to", f"file:{deep}"]
     result = subprocess.run(
-        [sys.executable, "-m", "replayer", "replay", str(path), "--to", f"file:{deep}", "-v"],
-        capture_output=True, text=True, env=_env(proxy.url), cwd=ROOT, timeout=120,
+        [*args, "-v"], capture_output=True, text=True, env=_env(proxy.url, COLUMNS="100"), cwd=ROOT, timeout=120
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == [
-        "outcome",
-        "range_id",
-        "records",
-        "shard",
-        "sequence",
-        "numbers",
-        "where",
-        "/",
-        "why",
-    ]
-    rows = lines[1:-1]
-    assert len(rows) == 2 and lines[-1] == "2 replayed; 6 records recovered"
-    for row, r in zip(rows, ranges, strict=True):
-        info = r["DDBStreamBatchInfo"]
-        assert row.startswith("replayed")
-        assert f"{info['startSequenceNumber']}..{info['endSequenceNumber']}" in row  # never cut
-        assert str(deep) in row  # where it went, on the same line
-        assert re.search(r"\b[0-9a-f]{32}\b", row)  # the range id redrive --range-id takes
+    assert lines[0].split() == ["outcome", "range", "records", "stream", "shard", "where", "/", "why"]
+    rows = lines[1:3]
+    assert len(rows) == 2 and lines[3] == "2 replayed; 6 records recovered"
+    assert all(len(line) <= 100 for line in lines), [len(line) for line in lines]
+    for row in rows:
+        assert row.startswith("replayed") and re.search(
+            r"\b[0-9a-f]{8}\b", row
+        )  # redrive --range-id takes it
+        assert f" {table.name[:11]}" in row and "arn:aws" not in row  # the stream by its name (cut at 12)
+        assert row.endswith("…")  # the long folder cut to fit, never wrapped
+    assert "--json shows every value whole" in result.stdout
     assert "{" not in result.stdout  # the JSON log lines (-v) went to stderr only
     assert '"range_done"' in result.stderr
     assert "\x1b[" not in result.stdout
+    whole = subprocess.run(
+        [*args, "--json"], capture_output=True, text=True, env=_env(proxy.url, COLUMNS="100"), cwd=ROOT, timeout=120
+    )  # fmt: skip
+    described = json.loads(whole.stdout)["ranges"]
+    assert {r["range"]["stream_arn"] for r in described} == {table.stream_arn}
+    assert all(len(r["range"]["range_id"]) == 32 for r in described)
+    assert any(str(deep) in r["delivered_to"][0] or str(deep) in (r["report"] or "") for r in described)
+    rerun = subprocess.run(args, capture_output=True, text=True, env=_env(proxy.url, COLUMNS="100"), cwd=ROOT)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (
+        "2 replayed; 6 records recovered (2 of the ranges already archived: nothing new written)"
+        in rerun.stdout
+    )
+    assert rerun.stdout.count("already archived in ") == 2  # a rerun that found everything says so
+
+
+def test_a_cell_is_one_line_and_the_wording_matches_the_outcome() -> None:
+    import io
+
+    from rich.console import Console
+
+    from replayer.model import Outcome, OutcomeKind
+    from replayer.parse import parse_message
+    from replayer.report import Report, render
+    from tests.support.events import load_event
+
+    (failure,) = parse_message(load_event("ddb_esm_sqs_record.json"))
+    html = "<html>\n<body>\n  <h1>502 Bad Gateway</h1>\n</body>\n</html>\n" * 20
+    outcomes = [
+        Outcome(OutcomeKind.RETRY, failure, recovered=3, reason=f"reading the stream failed: {html}"),
+        Outcome(OutcomeKind.PLANNED, failure, recovered=2, reason="would read 3 records, send 2 of 3"),
+    ]
+    out = io.StringIO()
+    console = Console(file=out, width=100_000, soft_wrap=True)
+    render(Report(outcomes), output="table", out=out, console=console, notes=console)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 + 2 + 2  # header, a line per range, the count line, the note
+    assert all(len(line) <= 100 for line in lines) and "failed: <html> <body> <h1>502 Bad" in lines[1]
+    assert " mytable " in lines[1] and "arn:aws" not in out.getvalue()
+    assert lines[3] == "1 planned, 1 retry; would send 2 records; dry run: nothing was written"
+    out = io.StringIO()
+    render(
+        Report(outcomes[:1]), output="table", out=out, console=Console(file=out, width=100_000), notes=console
+    )
+    assert "; 0 records recovered" in out.getvalue()  # read but not delivered: not recovered
 
 
 def test_drain_interrupted_by_sigterm_exits_143_and_names_what_it_released(
@@ -219,7 +256,7 @@ def test_drain_interrupted_by_sigterm_exits_143_and_names_what_it_released(
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=90)
     assert process.returncode == 143, err
-    (summary,) = [line for line in out.splitlines() if "; messages: " in line]
+    (summary,) = [line for line in out.splitlines() if line.startswith("messages: ")]
     counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (\w+)", summary.split("messages:")[1]))
     assert counts["deleted"] >= 1 and counts["received"] == counts["deleted"] + counts["released"]
     assert "interrupted (SIGTERM): no new message was taken" in out

@@ -103,11 +103,12 @@ def test_expiry_warning_setting() -> None:
     for bad in ("", "2 hours", "-1h", "1w", "h"):
         with pytest.raises(ValueError):
             parse_duration(bad)
-    assert load("lambda", {"to": ["-"]}, {}).expiry_warning == 7200
-    env = {"REPLAYER_EXPIRY_WARNING": "90m"}
+    allowed = {"REPLAYER_ALLOW_STREAMS": "*"}
+    assert load("lambda", {"to": ["-"]}, allowed).expiry_warning == 7200
+    env = {"REPLAYER_EXPIRY_WARNING": "90m", **allowed}
     assert load("lambda", {"to": ["-"]}, env).expiry_warning == 5400
     with pytest.raises(ConfigError, match="REPLAYER_EXPIRY_WARNING: 'soon' is not a duration"):
-        load("lambda", {"to": ["-"]}, {"REPLAYER_EXPIRY_WARNING": "soon"})
+        load("lambda", {"to": ["-"]}, {"REPLAYER_EXPIRY_WARNING": "soon", **allowed})
     result = runner.invoke(app, ["replay", "--to", "-", "--expiry-warning", "later", "-"], input="")
     assert result.exit_code == 2 and "--expiry-warning" in result.stderr
 

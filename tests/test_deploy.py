@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def test_cfn_lint_is_not_a_rubber_stamp(tmp_path: Path) -> None:
 
 
 # Actions AWS authorizes only on "*" (no resource-level permissions): alone in their statements.
-UNSCOPABLE = {"lambda:ListEventSourceMappings"}
+UNSCOPABLE = {"lambda:ListEventSourceMappings", "cloudwatch:GetMetricData"}
 
 
 @pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
@@ -149,7 +150,12 @@ def test_sam_function_and_queues() -> None:
     assert resources["FailureDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
     variables = function["Environment"]["Variables"]
     assert {"REPLAYER_TO", "REPLAYER_ALLOW_STREAMS", "REPLAYER_QUARANTINE"} <= set(variables)
-    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {"DynamoDBStreamArns", "KinesisStreamArns"}
+    assert refs(variables["REPLAYER_ALLOW_STREAMS"]) == {
+        "DynamoDBStreamArns",
+        "KinesisStreamArns",
+        "KafkaClusterArns",
+        "SelfManagedKafkaSources",
+    }
     # The queue stays invisible longer than a function can run on it.
     assert resources["FailureQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
 
@@ -178,13 +184,14 @@ def test_sam_other_accounts_use_one_role_name_and_may_assume_only_it() -> None:
         .replace("${CrossAccountRoleName}", "replayer-reader")
     )
     grant = statements(template, "ReplayerRole")["ReadOtherAccounts"]
+    allowed = {"REPLAYER_ALLOW_STREAMS": "*"}
     assert grant["Action"] == "sts:AssumeRole"
     assert grant["Resource"]["Fn::Sub"].endswith(":iam::*:role/${CrossAccountRoleName}")
-    settings = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": rendered})
+    settings = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": rendered, **allowed})
     roles = AssumeRoles.of(settings.assume_roles)
     assert roles.role_for("222233334444", "111122223333") == "arn:aws:iam::222233334444:role/replayer-reader"
     assert roles.role_for("111122223333", "111122223333") is None  # our own account: default credentials
-    unset = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": when_empty})
+    unset = settings_from_env({"REPLAYER_TO": "s3://bucket", "REPLAYER_ASSUME_ROLES": when_empty, **allowed})
     assert unset.assume_roles == ()
 
 
@@ -199,6 +206,66 @@ def test_sam_alarms_on_conflicts_from_both_event_sources() -> None:
     ]
     sources = {a["Dimensions"][0]["Value"] for a in alarms if a.get("MetricName") == name}
     assert sources == {"aws:sqs", "aws:s3"}
+
+
+# What rewrites or removes an object: the archive's Deny covers each of them.
+ARCHIVE_WRITES = {
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObjectAcl",
+    "s3:PutObjectVersionAcl",
+    "s3:RestoreObject",
+}
+
+
+@pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
+def test_only_replayers_role_may_write_under_the_archive_prefix(path: Path, role: str) -> None:
+    """Without a manifest key the archive prefix is trusted storage (#21): the template makes it so."""
+    template = load(path)
+    policy = template["Resources"]["ArchiveWritePolicy"]
+    assert policy["Type"] == "AWS::S3::BucketPolicy" and policy["Condition"] == "ManagesArchivePolicy"
+    assert template["Parameters"]["ManageArchiveBucketPolicy"]["Default"] == "true"  # on unless turned off
+    assert refs(policy["Properties"]["Bucket"]) == {"ArchiveBucketName"}
+    (deny,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert set(as_list(deny["Action"])) == ARCHIVE_WRITES
+    # The very objects the role may write: the prefix, not the bucket.
+    assert deny["Resource"] == statements(template, role)["WriteArchive"]["Resource"]
+    (test,) = deny["Condition"]
+    assert test == "ArnNotEquals"
+    allowed = deny["Condition"][test]["aws:PrincipalArn"]["Fn::If"]
+    assert allowed[0] == "HasArchiveWriters"
+    assert allowed[2] == [{"Fn::GetAtt": [role, "Arn"]}]  # by default: replayer's role alone
+    assert refs(allowed[1]) == {role, "ArchiveWriters"}
+
+
+@pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
+def test_a_manifest_key_is_passed_on_and_may_only_sign_and_verify(path: Path, role: str) -> None:
+    template = load(path)
+    found = statements(template, role)
+    assert set(as_list(found["SignManifests"]["Action"])) == {"kms:GenerateMac", "kms:VerifyMac"}
+    assert refs(found["SignManifests"]["Resource"]) == {"ManifestKeyArn"}
+    text = path.read_text()
+    assert "REPLAYER_MANIFEST_KEY" in text and '!If [HasManifestKey, !Ref ManifestKeyArn, ""]' in text
+
+
+def test_the_kubernetes_archive_policy_names_the_service_accounts_role_and_the_archive() -> None:
+    import json
+
+    import yaml
+
+    folder = ROOT / "deploy" / "kubernetes"
+    (deny,) = json.loads((folder / "archive-bucket-policy.json").read_text())["Statement"]
+    account = yaml.safe_load((folder / "serviceaccount.yaml").read_text())
+    role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    (deployment,) = [d for d in yaml.safe_load_all((folder / "deployment.yaml").read_text()) if d]
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    archive = next(uri for uri in env["REPLAYER_TO"].split() if uri.startswith("s3://"))
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and set(deny["Action"]) == ARCHIVE_WRITES
+    assert deny["Resource"] == f"arn:aws:s3:::{archive.removeprefix('s3://')}/*"
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": [role]}}
+    assert "archive-bucket-policy.json" in (folder / "kustomization.yaml").read_text()
 
 
 def test_ecs_task_runs_the_image_like_the_dockerfile() -> None:
@@ -324,8 +391,14 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """
     where = tmp_path_factory.mktemp("image")
     wheels = where / "wheels"
+    # built from a copy of what the Dockerfile copies: setuptools writes build/ beside pyproject.toml
+    source = where / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "replayer", source / "replayer", ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), str(source)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -390,6 +463,7 @@ def test_image_entrypoint_serves_healthz(
         "REPLAYER_HTTP_PORT": str(port),
         "REPLAYER_HTTP_HOST": "127.0.0.1",
         "REPLAYER_WAIT_SECONDS": "1",
+        "REPLAYER_ALLOW_STREAMS": "*",  # without an allow-list the service refuses to start
     }
     entrypoint = [
         a.strip('" ') for a in shlex.split(dict(dockerfile())["ENTRYPOINT"].strip("[]").replace(",", " "))
@@ -415,3 +489,26 @@ def test_image_entrypoint_serves_healthz(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.parametrize(("path", "role"), [(SAM, "ReplayerRole"), (ECS, "TaskRole")], ids=["sam", "ecs"])
+def test_kafka_reads_only_the_allowed_clusters_and_secrets(path: Path, role: str) -> None:
+    found = statements(load(path), role)
+    connect = found["ConnectKafkaClusters"]
+    assert set(as_list(connect["Action"])) == {"kafka-cluster:Connect", "kafka:GetBootstrapBrokers"}
+    assert refs(connect["Resource"]) == {"KafkaClusterArns"}  # the same parameter feeds --allow-stream
+    topics = found["ReadKafkaTopics"]
+    assert set(as_list(topics["Action"])) == {"kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"}
+    assert topics["Resource"]["Fn::Sub"].endswith(":kafka:${AWS::Region}:${AWS::AccountId}:topic/*")
+    secrets = found["ReadKafkaSecrets"]
+    assert as_list(secrets["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert refs(secrets["Resource"]) == {"KafkaSecretArns"}
+
+
+def test_sam_joins_the_kafka_vpc_only_when_given_subnets() -> None:
+    template = load(SAM)
+    function = template["Resources"]["ReplayerFunction"]["Properties"]
+    assert function["VpcConfig"]["Fn::If"][0] == "InKafkaVpc"
+    assert function["Environment"]["Variables"]["REPLAYER_KAFKA_BROKERS"] == {"Ref": "KafkaBrokers"}
+    managed = template["Resources"]["ReplayerRole"]["Properties"]["ManagedPolicyArns"]["Fn::If"]
+    assert managed[0] == "InKafkaVpc" and "AWSLambdaVPCAccessExecutionRole" in managed[1][0]["Fn::Sub"]

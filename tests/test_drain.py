@@ -214,3 +214,49 @@ def test_settings_from_the_environment_and_flags() -> None:
     assert settings.concurrency == 2  # the flag wins over REPLAYER_CONCURRENCY
     assert settings.heartbeat_seconds == settings.visibility_timeout / 3
     assert queue_region(env["REPLAYER_QUEUE"]) == "eu-west-1"
+
+
+@pytest.mark.parametrize("command", ["drain", "run"])
+def test_no_stream_allowed_refuses_to_start_and_leaves_the_queue_alone(
+    command: str, table: DynamoTable, bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table.put(1)
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 0))
+    monkeypatch.delenv("REPLAYER_ALLOW_STREAMS")
+    result = runner.invoke(app, [command, "--queue", queue, "--to", f"s3://{bucket}", "--http-port", "off"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()  # one line, naming the option and its variable
+    assert line.startswith("error: --allow-stream (or REPLAYER_ALLOW_STREAMS) is required")
+    assert queue_counts(moto_endpoint, queue) == (1, 0)  # nothing received, nothing quarantined
+
+
+def test_a_queue_name_instead_of_a_url_is_one_line_saying_how_to_get_the_url(bucket: str) -> None:
+    code, _, err = drain("--queue", "replayer-failures", "--to", f"s3://{bucket}")
+    assert code == 2
+    (line,) = err.splitlines()
+    assert "'replayer-failures' is not an SQS queue URL" in line
+    assert "aws sqs get-queue-url --queue-name replayer-failures" in line
+
+
+def test_the_quarantine_drains_back_once_its_stream_is_allowed(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    """docs/quarantine.md: an SQS quarantine holds the original bodies; draining it replays them."""
+    table.put(4)
+    records = table.stream_records()
+    queue, quarantine = make_queue(moto_endpoint), make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 1, records), table.invocation_record(2, 3, records))
+    other = table.stream_arn.replace(table.name, "some-other-table")  # a too-narrow allow-list
+    code, out, _ = drain(
+        "--queue", queue, "--to", f"s3://{bucket}", "--allow-stream", other, "--quarantine", quarantine
+    )  # fmt: skip
+    assert code == 1 and "2 quarantined" in out
+    assert queue_counts(moto_endpoint, queue) == (0, 0) and queue_counts(moto_endpoint, quarantine) == (2, 0)
+    code, out, err = drain(
+        "--queue", quarantine, "--to", f"s3://{bucket}", "--allow-stream", table.stream_arn
+    )
+    assert code == 0, out + err
+    assert "2 replayed; 4 records recovered" in out and "2 deleted" in out
+    assert queue_counts(moto_endpoint, quarantine) == (0, 0)
+    assert len([k for k in keys(moto_endpoint, bucket) if k.endswith("records.jsonl.gz")]) == 2

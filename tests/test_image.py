@@ -1,10 +1,12 @@
 """The container image: built by `make image` with buildah (no Docker daemon here), then run.
 
-buildah and mmdebstrap come from Debian's packages, installed by this module when missing (root
-only). The official Python image cannot be pulled without Docker Hub, so `make image` makes the
-base from Debian's packages once; buildah keeps it and the build's layers in its storage, which
-makes later runs take seconds. The image then runs with `buildah run --isolation chroot` on the
-host's network, against the suite's moto server.
+`make image-test` runs these (marker `image`; `make test` leaves them out): they need root and
+buildah, plus mmdebstrap where the official Python image cannot be pulled (then `make image` makes
+the base from Debian's packages). Nothing here installs them: `.ci/run` does on a CI machine
+(`apt-get install buildah mmdebstrap`), and without buildah the image tests skip, saying why.
+The image runs with `buildah run --isolation chroot` on the host's network, against the suite's
+moto server. At the end every image and container the build made is removed again (the base
+included), so a run leaves buildah's storage as it found it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,33 +34,18 @@ from tests.support import ROOT
 from tests.support.aws import DynamoTable, client, keys, make_queue, queue_counts, send
 from tests.support.net import free_port, http_get
 
-# A clean machine installs the tools and makes the Debian base: minutes, not the suite's 300 s.
-pytestmark = pytest.mark.timeout(1200)
-
-TOOLS = {"buildah": "buildah", "mmdebstrap": "mmdebstrap"}
 TAG = "localhost/replayer:test"
 BIN = Path(sys.executable).parent
-LOCK = ROOT / ".cache" / "image.lock"
+# One image build at a time on this machine (outside the tree: a run writes nothing there).
+LOCK = Path(tempfile.gettempdir()) / "replayer-image-test.lock"
 
 
-def install_tools() -> str | None:
-    """None once buildah and mmdebstrap are on PATH (apt-get installing them if needed), else why not."""
+def why_not_buildah() -> str | None:
+    """None where the image can be built and run here, else why not (the tests then skip)."""
     if os.geteuid() != 0:
-        return "buildah --isolation chroot and mmdebstrap build and run the image as root only"
-    missing = [package for tool, package in TOOLS.items() if shutil.which(tool) is None]
-    if not missing:
-        return None
-    if shutil.which("apt-get") is None:
-        return f"{' and '.join(missing)} not installed, and no apt-get here to install them"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-    ):
-        done = subprocess.run(
-            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, f"{' '.join(command)} failed:\n{(done.stdout + done.stderr)[-4000:]}"
+        return "buildah --isolation chroot builds and runs the image as root only"
+    if shutil.which("buildah") is None:
+        return "buildah is not installed (make image-test needs it: apt-get install buildah mmdebstrap)"
     return None
 
 
@@ -71,30 +59,68 @@ class Built:
 
 
 def size_in_mb(report: str) -> float:
-    number, unit = re.search(r"size ([\d.]+) (kB|MB|GB)", report).groups()  # type: ignore[union-attr]
-    return float(number) * {"kB": 0.001, "MB": 1, "GB": 1000}[unit]
+    number, unit = re.search(r"size ([\d.]+) ([kKMG]B)", report).groups()  # type: ignore[union-attr]
+    return float(number) * {"kB": 0.001, "KB": 0.001, "MB": 1, "GB": 1000}[unit]
+
+
+def buildah_ids(kind: str) -> set[str]:
+    """The ids of every image (kind "images") or working container ("containers") buildah holds."""
+    untruncated = "--no-trunc" if kind == "images" else "--notruncate"
+    listed = subprocess.run(
+        ["buildah", kind, "--all", "--noheading", untruncated, "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(listed.split())
+
+
+def remove_new(containers: set[str], images: set[str]) -> None:
+    """Remove the containers and images made since those sets were taken (newest images first)."""
+    for container in buildah_ids("containers") - containers:
+        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+    made = buildah_ids("images") - images
+    for _ in range(len(made) + 1):  # a layer's child must go before it: repeat until none is left
+        made = buildah_ids("images") - images
+        if not made:
+            break
+        for image in made:
+            subprocess.run(["buildah", "rmi", "--force", image], capture_output=True, check=False)
+    assert buildah_ids("images") - images == set(), "images the build made are still there"
 
 
 @pytest.fixture(scope="module")
-def image(request: pytest.FixtureRequest) -> Built:
-    LOCK.parent.mkdir(exist_ok=True)
+def image(request: pytest.FixtureRequest) -> Iterator[Built]:
+    why_not = why_not_buildah()
+    if why_not is not None:
+        pytest.skip(why_not)
     with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one install and one build at a time on this machine
-        why_not = install_tools()
-        if why_not is not None:
-            pytest.skip(why_not)
-        done = subprocess.run(
-            ["make", "--no-print-directory", "image", f"IMAGE={TAG}"],
-            cwd=ROOT,
-            env={**os.environ, "BUILDER": "buildah"},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=1100,
-        )
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held to the end: the clean-up removes what this run made
+        containers, images = buildah_ids("containers"), buildah_ids("images")
+        try:
+            yield build(request)
+        finally:
+            remove_new(containers, images)
+
+
+def build(request: pytest.FixtureRequest) -> Built:
+    done = subprocess.run(
+        ["make", "--no-print-directory", "image", f"IMAGE={TAG}"],
+        cwd=ROOT,
+        env={**os.environ, "BUILDER": "buildah"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    report = done.stdout.strip().splitlines()[-1]
-    assert report.startswith(f"image: {TAG} "), report
+    reports = [line for line in done.stdout.splitlines() if line.startswith("image: ")]
+    assert len(reports) == 1 and reports[0].startswith(f"image: {TAG} "), done.stdout[-2000:]
+    report = reports[0]
+    # one line, one size: this build's (`buildah images NAME` once put a second size on a line of its own)
+    assert re.fullmatch(r"image: \S+ from \S+ by buildah, size [\d.]+ [kKMG]B, built in \d+ s", report), (
+        report
+    )
     # the size and build time in the run's output, past the output capturing
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -153,11 +179,13 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "
 
 
 def program(image: Built) -> str:
-    """The program the image's entrypoint runs (`docker run --entrypoint` takes it, README)."""
+    """The program the image's entrypoint runs (`docker run --entrypoint` takes it, docs/running.md)."""
     entrypoint: list[str] = image.config["Entrypoint"]
     return entrypoint[0]
 
 
+@pytest.mark.image
+@pytest.mark.timeout(1200)  # a clean machine makes the Debian base first: minutes
 def test_the_image_runs_replayer_as_its_non_root_user(image: Built, container: str) -> None:
     user = image.config["User"].split(":")[0]
     assert user not in ("", "0", "root")
@@ -170,6 +198,8 @@ def test_the_image_runs_replayer_as_its_non_root_user(image: Built, container: s
     assert size_in_mb(image.report) < 500  # a base plus the runtime dependencies, no toolchain
 
 
+@pytest.mark.image
+@pytest.mark.timeout(1200)  # a clean machine makes the Debian base first: minutes
 def test_the_image_drains_a_queue_into_s3(
     image: Built, container: str, table: DynamoTable, bucket: str, moto_endpoint: str
 ) -> None:
@@ -208,10 +238,12 @@ def test_the_image_drains_a_queue_into_s3(
     assert {r["eventSourceARN"] for r in archived} == {table.stream_arn}
 
 
+@pytest.mark.image
+@pytest.mark.timeout(1200)  # a clean machine makes the Debian base first: minutes
 def test_the_entrypoint_serves_healthz_and_the_healthcheck_passes(
     image: Built, bucket: str, moto_endpoint: str, tmp_path: Path
 ) -> None:
-    """`docker run IMAGE --queue URL --to ...` (README): the entrypoint with the service's flags."""
+    """`docker run IMAGE --queue URL --to ...` (docs/running.md): the entrypoint with the service's flags."""
     port = free_port()
     queue = make_queue(moto_endpoint)
     env = {"AWS_ENDPOINT_URL": moto_endpoint, **AWS_ENV, "REPLAYER_HTTP_HOST": "127.0.0.1"}

@@ -209,7 +209,7 @@ def test_make_package_builds_the_runtime_closure_only(artefact: Built) -> None:
         if version
     )
     assert {name: version for name, (version, _) in shipped.items() if name != DISTRIBUTION} == {
-        name: pins[name] for name in shipped if name != "replayer"
+        name: pins[name] for name in shipped if name != DISTRIBUTION
     }
     # Extension modules for this interpreter (the build asked pip for its tags, not the host's).
     tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}-"
@@ -293,11 +293,21 @@ def emf_metric_names() -> set[str]:
     """Every metric name the handler can emit (`observe.emf.flush` over the recorder's tally)."""
     from replayer.observe import MESSAGE_EVENTS
     from replayer.observe.emf import metric_name
+    from replayer.sinks.guard import COUNTS as REDRIVE_COUNTS
 
     counts = [f"messages_{e}" for e in MESSAGE_EVENTS]
     counts += [f"ranges_{kind.value}" for kind in OutcomeKind]
     counts += ["ranges_near_expiry", "records_recovered", "records_lost", "deliveries_already_there"]
-    return {metric_name(c) for c in counts} | {"ReadSeconds", "SinkSeconds"}
+    counts += [f"redrive_{name}" for name in REDRIVE_COUNTS]
+    watch = {
+        "MappingExpiryMarginSeconds",
+        "SmallestExpiryMarginSeconds",
+        "MappingsAtRisk",
+        "AtRiskRecordsArchived",
+    }
+    return (
+        {metric_name(c) for c in counts} | {"ReadSeconds", "SinkSeconds"} | watch
+    )  # watch: emf.flush_margins
 
 
 def test_dashboard_and_alarms_use_the_emitted_metrics() -> None:
@@ -305,8 +315,13 @@ def test_dashboard_and_alarms_use_the_emitted_metrics() -> None:
     namespace = resources["ReplayerFunction"]["Properties"]["Environment"]["Variables"]["AWS_EMF_NAMESPACE"]
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     ours = {n: a for n, a in alarms.items() if a["Namespace"] == namespace}
-    assert {a["MetricName"] for a in ours.values()} == {"RecordsLost", "RangesConflict"}
     assert {a["MetricName"] for a in ours.values()} <= emf_metric_names()
+    # Any lost or conflicting record alarms; the watch's alarm fires when a mapping's margin is short.
+    margin = ours.pop("AtRiskMarginAlarm")
+    assert margin["MetricName"] == "SmallestExpiryMarginSeconds" and margin["Statistic"] == "Minimum"
+    assert margin["ComparisonOperator"] == "LessThanThreshold"
+    assert margin["Threshold"] == {"Ref": "AtRiskMarginSeconds"}
+    assert {a["MetricName"] for a in ours.values()} == {"RecordsLost", "RangesConflict"}
     assert all(
         a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold" for a in ours.values()
     )

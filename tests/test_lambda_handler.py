@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -305,6 +306,58 @@ def test_configuration_problems_are_all_reported(monkeypatch: pytest.MonkeyPatch
     assert "3 configuration problems" in message
     assert "REPLAYER_TO" in message and "REPLAYER_CONCURRENCY: 'lots' is not a whole number" in message
     assert "REPLAYER_QUARANTINE" in message
+
+
+def test_no_stream_allowed_is_a_clear_error_before_any_message_is_touched(
+    table: DynamoTable, bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table.put(1)
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, table.invocation_record(0, 0))
+    monkeypatch.setenv("REPLAYER_TO", f"s3://{bucket}")
+    monkeypatch.setenv("REPLAYER_QUARANTINE", f"s3://{bucket}/quarantine")
+    monkeypatch.delenv("REPLAYER_ALLOW_STREAMS")
+    event = sqs_event(moto_endpoint, queue)
+    for _ in range(2):  # every invocation fails the same way: Lambda keeps the batch on the queue
+        with pytest.raises(ConfigError, match=r"^--allow-stream \(or REPLAYER_ALLOW_STREAMS\) is required"):
+            lambda_handler.handler(event, LambdaContext())
+    assert keys(moto_endpoint, bucket) == []  # nothing quarantined, nothing archived
+    assert queue_counts(moto_endpoint, queue) == (0, 1)  # still there (in flight until it times out)
+
+
+def test_in_lambda_a_configuration_mistake_fails_the_init() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
+    env |= {"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "REPLAYER_TO": "s3://archive-bucket"}
+    code = "import replayer.lambda_handler"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    line = done.stderr.splitlines()[-1]  # what Lambda reports as the init error
+    assert line.startswith(
+        "replayer.errors.ConfigError: --allow-stream (or REPLAYER_ALLOW_STREAMS) is required"
+    )
+    env["REPLAYER_ALLOW_STREAMS"] = "*"
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
+
+
+def test_a_script_using_the_handler_exits_without_tracebacks(
+    table: DynamoTable, bucket: str, moto_endpoint: str
+) -> None:
+    table.put(1)
+    event = load_event("sns_lambda_event_ddb.json")
+    event["Records"][0]["Sns"]["Message"] = json.dumps(table.invocation_record(0, 0))
+    code = (
+        "import json, sys\n"
+        "from replayer.lambda_handler import handler\n"
+        "print(json.dumps(handler(json.loads(sys.argv[1]), None)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
+    env["REPLAYER_TO"] = f"s3://{bucket}"
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(event)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"settled": 1}
+    assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr and "__del__" not in done.stderr
 
 
 def test_unknown_event_is_an_error(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -422,8 +422,10 @@ def test_a_page_is_taken_as_record_by_record_whatever_it_holds(
             if by_page:
                 books.add_page(page, seqs, lambda records: [b'{"n":%d}' % r for r in records])
             else:
-                for seq in seqs:
+                for at, seq in enumerate(seqs):
                     if books.add(seq, b'{"n":%s}' % seq.encode()):
+                        rest = seqs[at + 1 :]  # what follows the range's end is still looked at
+                        books.after_end(rest, lambda i, rest=rest: b'{"n":%s}' % rest[i].encode())
                         break
         return (
             tuple(books.records),
@@ -435,3 +437,114 @@ def test_a_page_is_taken_as_record_by_record_whatever_it_holds(
         )
 
     assert books_after(by_page=True) == books_after(by_page=False)
+
+
+# ---------------------------------------------------------------- #21.8: a misbehaving endpoint
+
+
+def page_rule(change: Any) -> Rule:
+    """The proxy rewrites the first GetRecords answer: `change(records)` -> records."""
+    return Rule(
+        op("GetRecords"), rewrite=lambda _r, body: {**body, "Records": change(body["Records"])}, times=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("last", "order", "missing"),
+    [
+        (4, [0, 3, 2, 1, 4], [1, 2]),  # two records after a later one
+        (2, [0, 1, 3, 2, 4], [2]),  # the range's last record after the one that ends it
+    ],
+)
+async def test_a_page_out_of_order_reports_each_record_it_could_not_take(
+    last: int, order: list[int], missing: list[int], table: DynamoTable, proxy: FaultProxy
+) -> None:
+    table.put(5)
+    stream = table.stream_records()
+    proxy.add(page_rule(lambda records: [records[i] for i in order]))
+    result = await read(failure_of(table, 0, last))
+    sequences = [stream[i]["dynamodb"]["SequenceNumber"] for i in missing]
+    assert [(g.first, g.last) for g in result.gaps] == [(s, s) for s in sequences]
+    assert all("out of order" in g.reason for g in result.gaps)
+    assert len(result.records) + len(missing) == last + 1  # every record is taken or reported
+
+
+async def test_a_sequence_number_repeated_with_other_content_is_a_conflict_not_a_silent_pick(
+    table: DynamoTable, proxy: FaultProxy, tmp_path: Any
+) -> None:
+    from replayer.allow import AllowList
+    from replayer.core import Replayer
+    from replayer.model import OutcomeKind
+    from replayer.sinks import FileSink
+
+    table.put(3)
+
+    def forged_twin(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        twin = json.loads(json.dumps(records[1]))
+        twin["dynamodb"]["NewImage"] = {"pk": {"S": "forged"}}
+        return [records[0], records[1], twin, records[2]]
+
+    proxy.add(page_rule(forged_twin))
+    async with Clients() as clients:
+        replayer = Replayer(clients, [FileSink(tmp_path)], allow=AllowList.of(["*"]), find_mappings=False)
+        outcome = await replayer.replay(failure_of(table, 0, 2))
+    assert outcome.kind is OutcomeKind.CONFLICT and "two different records" in outcome.reason
+    assert not list(tmp_path.iterdir())  # nothing delivered
+
+
+async def test_a_page_repeating_a_record_as_it_was_loses_nothing(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    table.put(3)
+    proxy.add(page_rule(lambda records: [records[0], records[1], records[0], records[1], records[2]]))
+    result = await read(failure_of(table, 0, 2))
+    assert len(result.records) == 3 and not result.gaps and result.refused is None and result.conflict is None
+
+
+async def test_a_record_larger_than_dynamodb_streams_allows_on_a_page_is_refused_unread(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    from replayer.aws import MAX_ANSWER_BYTES
+    from replayer.readers import TOO_LARGE
+
+    table.put(2)
+    cap = MAX_ANSWER_BYTES["DynamoDBStreams_20120810.GetRecords"]
+
+    def bloated(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        records[0]["dynamodb"]["NewImage"]["padding"] = {"S": "x" * (cap + 1)}
+        return records
+
+    rule = proxy.add(
+        Rule(op("GetRecords"), rewrite=lambda _r, body: {**body, "Records": bloated(body["Records"])})
+    )
+    result = await read(failure_of(table, 0, 1))
+    assert rule.hits == 10  # asked again with half as many records, 1000 down to 1: one alone is too large
+    assert result.refused is not None and result.refused.startswith(TOO_LARGE)
+    assert f"more than {cap} bytes" in result.refused and not result.records
+
+
+async def test_a_page_of_records_larger_than_dynamodb_streams_allows_is_asked_again_smaller(
+    table: DynamoTable, proxy: FaultProxy
+) -> None:
+    """moto does not split pages at 1 MB as DynamoDB Streams does: 20 records of 300 KB come as one
+    6 MB answer, past the cap; asked again with fewer records a call, the range is read whole."""
+    table.put(20, payload="p" * 300_000)
+    limits: list[int] = []
+
+    def asked(request: Request) -> bool:
+        if request.operation == "GetRecords":
+            limits.append(json.loads(request.body)["Limit"])
+        return False  # only watching
+
+    proxy.add(Rule(asked))
+    result = await read(failure_of(table, 0, 19))
+    assert result.refused is None and not result.gaps and len(result.records) == 20
+    assert limits[0] == 1000 and min(limits) < 20  # asked again with fewer
+
+
+def test_range_records_find_a_record_by_its_sequence_number_in_any_page() -> None:
+    records = RangeRecords([StreamRecord(str(1000 + 2 * i), b'{"n":%d}' % i) for i in range(2500)])
+    assert records.find("1000") == b'{"n":0}'
+    assert records.find("02998") == b'{"n":999}'  # compared as numbers, in the first sealed page
+    assert records.find(str(1000 + 2 * 2499)) == b'{"n":2499}'  # the open page
+    assert records.find("1001") is None and records.find("999") is None and records.find("9999") is None

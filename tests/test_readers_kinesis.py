@@ -688,3 +688,22 @@ def test_kinesis_local_cli_fetch_to_s3(kl_stream: KinesisStream, bucket: str, mo
         for x in gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).splitlines()
     ]
     assert_same_records(lines, expected_event_records(kl_stream, 1, 4))
+
+
+async def test_a_record_larger_than_kinesis_allows_is_refused_with_its_size(
+    kinesis_stream: KinesisStream, proxy: FaultProxy
+) -> None:
+    """#21.8: a record's data past Kinesis' 10 MiB (as base64), on a page within the answer's cap."""
+    from replayer.readers import TOO_LARGE
+    from replayer.readers.kinesis import MAX_DATA_BASE64
+
+    kinesis_stream.put(2)
+
+    def bloated(_request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        body["Records"][0]["Data"] = "A" * (MAX_DATA_BASE64 + 4)
+        return body
+
+    proxy.add(Rule(op("GetRecords"), rewrite=bloated, times=1))
+    result = await read(failure_of(kinesis_stream, 0, 1))
+    assert result.refused is not None and result.refused.startswith(TOO_LARGE), result.refused
+    assert f"{MAX_DATA_BASE64 + 4} characters of base64 data" in result.refused and not result.records

@@ -22,6 +22,7 @@ from replayer.readers import Readers, ReadResult
 from replayer.sinks import FileSink
 from replayer.sources.archive import Selection, parse_time
 from tests.support.aws import DynamoTable, client
+from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.ministack import Ministack, RepairFunction
 
 runner = CliRunner()
@@ -270,6 +271,7 @@ def test_a_damaged_archive_is_rejected_and_nothing_is_invoked(
         ["--to", "lambda:ok", "--since", "last tuesday"],
         ["--to", "lambda:ok", "--stream-arn", "not-an-arn"],
         ["--to", "lambda:bad/name"],
+        ["--to", "lambda:ok", "--manifest-key", "not-a-key"],
     ],
 )
 def test_bad_options_exit_2(args: list[str], tmp_path: Path) -> None:
@@ -299,3 +301,148 @@ def test_selection_and_manifest_helpers(table: DynamoTable, tmp_path: Path) -> N
         doc = json.loads(manifest)
         doc["range"]["range_id"] = "0" * 32
         archived_range(range_path(failure), json.dumps(doc).encode())
+
+
+# ---- #21 points 3, 6 and 11, #22 point 5: redrive trusts what it should, within its deadlines
+
+
+def test_redrive_honours_allow_stream_and_denies_by_default(
+    table: DynamoTable, repair: RepairFunction, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table.put(2)
+    root = tmp_path / "archive"
+    archive(table, [(0, 1)], f"file:{root}", tmp_path)
+    monkeypatch.delenv("REPLAYER_ALLOW_STREAMS")
+    to = ("--to", f"lambda:{repair.name}")
+
+    for dry in ((), ("--dry-run",)):  # none allowed: a set-up mistake, one line, exit 2
+        refused = run("redrive", "--from", f"file:{root}", *to, *dry)
+        assert refused.exit_code == 2
+        assert (
+            refused.output.count("\n") == 1 and "--allow-stream (or REPLAYER_ALLOW_STREAMS)" in refused.output
+        )
+    for dry in ((), ("--dry-run",)):
+        code, summary = redrive(f"file:{root}", *to, "--allow-stream", "*other*", *dry)
+        assert code == 1
+        (outcome,) = summary["ranges"]
+        assert outcome["outcome"] == "rejected" and "it is not in --allow-stream" in outcome["reason"]
+    assert repair.calls() == [] and markers(root, parse_message(table.invocation_record(0, 1))[0]) == []
+
+    code, summary = redrive(f"file:{root}", *to, "--allow-stream", table.stream_arn)
+    assert code == 0 and summary["ranges"][0]["outcome"] == "replayed" and len(repair.calls()) == 1
+
+
+def test_redrive_show_prints_what_would_be_sent(table: DynamoTable, tmp_path: Path) -> None:
+    table.put(3)
+    root = tmp_path / "archive"
+    (failure,) = archive(table, [(0, 2)], f"file:{root}", tmp_path)
+    result = run(
+        "redrive", "--from", f"file:{root}", "--to", "lambda:nobody", "--dry-run", "--show", "--json",
+        "--no-preflight",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    assert seqs(shown) == seqs(table.stream_records())
+    report = json.loads(result.stderr[result.stderr.index("{\n") :])
+    assert (
+        report["ranges"][0]["outcome"] == "planned" and "would send 3 of 3" in report["ranges"][0]["reason"]
+    )
+    assert markers(root, failure) == []
+
+
+def test_a_dry_run_rejects_a_damaged_folder_as_the_real_run_does(
+    table: DynamoTable, repair: RepairFunction, tmp_path: Path
+) -> None:
+    table.put(4)
+    root = tmp_path / "archive"
+    good, bad = archive(table, [(0, 1), (2, 3)], f"file:{root}", tmp_path)
+    body = (folder(root, bad) / "records.jsonl.gz").read_bytes()
+    (folder(root, bad) / "records.jsonl.gz").write_bytes(
+        gzip.compress(gzip.decompress(body).replace(b"item", b"evil"))
+    )
+    to = ("--to", f"lambda:{repair.name}")
+
+    code, planned = redrive(f"file:{root}", *to, "--dry-run")
+    code_real, done = redrive(f"file:{root}", *to)
+    for summary in (planned, done):
+        by_id = {r["range"]["range_id"]: r for r in summary["ranges"]}
+        assert by_id[bad.range_id]["outcome"] == "rejected"
+        assert (
+            "damaged: the records object does not match its manifest's SHA-256"
+            in by_id[bad.range_id]["reason"]
+        )
+        assert str(folder(root, bad) / "records.jsonl.gz") in by_id[bad.range_id]["reason"]  # the full path
+    assert {r["range"]["range_id"]: r["outcome"] for r in planned["ranges"]}[good.range_id] == "planned"
+    assert code == code_real == 1
+    assert [seqs(c) for c in repair.calls()] == [seqs(table.stream_records()[0:2])]
+
+
+def test_with_a_manifest_key_redrive_refuses_what_replayer_did_not_write(
+    table: DynamoTable, repair: RepairFunction, tmp_path: Path, moto_endpoint: str
+) -> None:
+    key = client("kms", moto_endpoint).create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
+    key_id = key["KeyMetadata"]["KeyId"]
+    table.put(4)
+    root = tmp_path / "archive"
+    stream = table.stream_records()
+    records = [table.invocation_record(0, 1, stream), table.invocation_record(2, 3, stream)]
+    path = tmp_path / "ranges.json"
+    path.write_text(json.dumps(records[:1]))
+    assert run("replay", str(path), "--to", f"file:{root}", "--manifest-key", key_id).exit_code == 0
+    path.write_text(json.dumps(records[1:]))
+    assert run("replay", str(path), "--to", f"file:{root}").exit_code == 0  # as a hand-made folder would be
+    signed, unsigned = (parse_message(r)[0] for r in records)
+    to = ("--to", f"lambda:{repair.name}")
+
+    code, summary = redrive(f"file:{root}", *to, "--manifest-key", key_id)
+    assert code == 1
+    outcomes = {r["range"]["range_id"]: r for r in summary["ranges"]}  # the range is named
+    assert outcomes[signed.range_id]["outcome"] == "replayed"
+    assert outcomes[unsigned.range_id]["outcome"] == "rejected"
+    assert (
+        f"carries no MAC, and --manifest-key {key_id} is configured" in outcomes[unsigned.range_id]["reason"]
+    )
+    assert [seqs(c) for c in repair.calls()] == [seqs(stream[0:2])]
+
+    doc = json.loads((folder(root, signed) / "invocation.json").read_bytes())
+    doc["archived"]["notes"] = ["edited after signing"]
+    (folder(root, signed) / "invocation.json").write_bytes(json.dumps(doc).encode())
+    code, summary = redrive(f"file:{root}", *to, "--manifest-key", key_id, "--force")
+    assert all(r["outcome"] == "rejected" for r in summary["ranges"])
+    assert any("its MAC is not valid" in r["reason"] for r in summary["ranges"])
+    assert len(repair.calls()) == 1
+    code, summary = redrive(f"file:{root}", *to, "--manifest-key", key_id, "--range-id", signed.range_id)
+    assert [r["range"]["range_id"] for r in summary["ranges"]] == [signed.range_id]  # selected ones only
+
+
+def drip_records(proxy: FaultProxy, seconds: float) -> None:
+    proxy.add(Rule(lambda r: r.method == "GET" and "records.jsonl.gz" in r.path, drip=seconds))
+
+
+def test_redrive_ends_a_dripping_s3_body_within_the_call_deadline(
+    table: DynamoTable, bucket: str, repair: RepairFunction, tmp_path: Path, proxy: FaultProxy
+) -> None:
+    table.put(2)
+    archive(table, [(0, 1)], f"s3://{bucket}/archive", tmp_path)
+    drip_records(proxy, 2.0)  # one byte every 2 s: each socket read is quick, the body never ends
+
+    code, summary = redrive(f"s3://{bucket}/archive", "--to", f"lambda:{repair.name}", "--call-deadline", "3")
+    assert code == 1
+    (outcome,) = summary["ranges"]
+    assert outcome["outcome"] == "retry"
+    assert "records.jsonl.gz: the object did not arrive within the 3 s call deadline" in outcome["reason"]
+    assert repair.calls() == []
+
+
+def test_redrive_has_the_same_per_range_budget_as_replay(
+    table: DynamoTable, bucket: str, repair: RepairFunction, tmp_path: Path, proxy: FaultProxy
+) -> None:
+    table.put(2)
+    archive(table, [(0, 1)], f"s3://{bucket}/archive", tmp_path)
+    drip_records(proxy, 1.0)
+
+    code, summary = redrive(f"s3://{bucket}/archive", "--to", f"lambda:{repair.name}", "--range-budget", "2")
+    assert code == 1
+    (outcome,) = summary["ranges"]
+    assert outcome["outcome"] == "retry" and "longer than its 2 s budget" in outcome["reason"]
+    assert repair.calls() == []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -306,13 +308,16 @@ async def test_stop_releases_unfinished_messages_at_once(
 # ---- as a real process
 
 
-def start_service(endpoint: str, *args: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_service(
+    endpoint: str, *args: str, port: int, log: Path, max_open_files: int | None = None
+) -> subprocess.Popen[bytes]:
     """`python -m replayer run ...` with its HTTP server on `port`; its JSON logs go to `log`."""
     return start_replayer(
         endpoint,
         *("run", "--http-port", str(port), "--http-host", "127.0.0.1", "--wait-seconds", "1"),
         *("--log-level", "info", "--allow-stream", "*", *args),
         log=log,
+        max_open_files=max_open_files,
     )
 
 
@@ -373,7 +378,7 @@ async def test_sigterm_mid_work_loses_nothing(
         assert metric(text, "replayer_messages_deleted_total") == 2
         assert metric(text, "replayer_ranges_in_flight") == 1
         assert metric(text, "replayer_records_recovered_total") == 4
-        assert 0 < metric(text, "replayer_nearest_expiry_seconds") <= 24 * 3600
+        assert 0 < metric(text, "replayer_seconds_to_nearest_expiry") <= 24 * 3600
         assert metric(text, "replayer_read_seconds_count") == 2
         assert await asyncio.to_thread(http_get, port, "/healthz") == (200, "ok\n")
         assert (await asyncio.to_thread(http_get, port, "/readyz"))[0] == 200
@@ -437,3 +442,187 @@ async def test_three_replicas_share_one_queue(bucket: str, moto_endpoint: str, t
     # Nothing was worked twice: no delivery found its range already archived.
     assert all('already_there="true"' not in text for text in scraped)
     assert len([k for k in keys(moto_endpoint, bucket) if k.endswith("records.jsonl.gz")]) == expected
+
+
+# ---- #21.4: a service that stays up
+
+
+def half_sent(port: int, count: int) -> list[socket.socket]:
+    """`count` connections to the port, each with a request begun and never finished (the ones the
+    listen backlog will not take are left out)."""
+    held = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(2)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: replayer\r\nX-Slow: ")
+        except OSError:
+            s.close()
+            continue
+        held.append(s)
+    return held
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+async def test_idle_half_sent_connections_at_a_low_descriptor_limit_leave_the_service_serving_and_draining(
+    table: DynamoTable, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """#21.4: 600 half-sent requests held open against `replayer run` limited to 256 descriptors:
+    it keeps serving /healthz and draining the queue, closes what it cannot hold, logs a bounded
+    number of lines, and stops cleanly."""
+    table.put(4)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    port = free_port()
+    log = tmp_path / "service.log"
+    process = start_service(
+        moto_endpoint, "--queue", queue, "--to", f"s3://{bucket}", port=port, log=log, max_open_files=256
+    )
+    held: list[socket.socket] = []
+    try:
+        await wait_for(lambda: http_get(port, "/healthz")[0] == 200, "the service listening")
+        held = await asyncio.to_thread(half_sent, port, 600)
+        assert len(held) > 256  # more than the process may hold descriptors for
+        send(
+            moto_endpoint,
+            queue,
+            table.invocation_record(0, 1, records),
+            table.invocation_record(2, 3, records),
+        )
+        await wait_for(
+            lambda: scrape(port, "replayer_messages_deleted_total") == 2, "both messages settled", 90
+        )
+        assert await asyncio.to_thread(http_get, port, "/healthz") == (200, "ok\n")
+        assert queue_counts(moto_endpoint, queue) == (0, 0)
+        # The ones past the cap were closed to make room; the rest once idle too long.
+        await wait_for(lambda: all(closed_by_peer(s) for s in held), "the held connections closed", 60)
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+    finally:
+        for s in held:
+            s.close()
+        if process.poll() is None:
+            process.kill()
+    stderr = log.read_text()
+    assert code == 0, stderr[-3000:]
+    assert len(stderr.splitlines()) < 200, stderr[-3000:]  # no flood of lines
+    archived = [k for k in keys(moto_endpoint, bucket) if k.endswith("invocation.json")]
+    assert len(archived) == 2
+
+
+async def test_status_is_gathered_once_for_many_requests_and_can_be_turned_off() -> None:
+    """#21.4: /status answers from a short cache (one gathering however many ask); off, not served."""
+    from replayer.config import load
+    from replayer.observe.http import HttpServer
+
+    gathered = 0
+
+    async def status() -> dict[str, Any]:
+        nonlocal gathered
+        gathered += 1
+        await asyncio.sleep(0.2)
+        return {"queue": {"visible": 1}}
+
+    server = HttpServer(
+        Recorder(prometheus=True).registry, alive=lambda: True, ready=lambda: True, host="127.0.0.1",
+        port=0, status=status,
+    )  # fmt: skip
+    port = await server.start()
+    try:
+        answers = await asyncio.gather(*(asyncio.to_thread(http_get, port, "/status") for _ in range(20)))
+    finally:
+        await server.close()
+    assert {a[0] for a in answers} == {200} and json.loads(answers[0][1]) == {"queue": {"visible": 1}}
+    assert gathered == 1
+
+    async def failing() -> dict[str, Any]:
+        nonlocal gathered
+        gathered += 1
+        raise RuntimeError("no answer")
+
+    gathered = 0
+    broken = HttpServer(
+        Recorder(prometheus=True).registry, alive=lambda: True, ready=lambda: True, host="127.0.0.1",
+        port=0, status=failing,
+    )  # fmt: skip
+    port = await broken.start()
+    try:
+        answers = [await asyncio.to_thread(http_get, port, "/status") for _ in range(5)]
+    finally:
+        await broken.close()
+    assert {a[0] for a in answers} == {503} and "no answer" in answers[0][1]
+    assert gathered == 1  # a failed gathering is kept as long as an answer
+
+    off = HttpServer(Recorder(prometheus=True).registry, alive=lambda: True, ready=lambda: True, port=0)
+    port = await off.start()
+    try:
+        assert (await asyncio.to_thread(http_get, port, "/status"))[0] == 404
+        assert (await asyncio.to_thread(http_get, port, "/healthz")) == (200, "ok\n")
+    finally:
+        await off.close()
+    env = {
+        "REPLAYER_QUEUE": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+        "REPLAYER_TO": "-",
+        "REPLAYER_ALLOW_STREAMS": "*",
+    }
+    assert load("run", {}, env).status_endpoint is True
+    assert load("run", {}, {**env, "REPLAYER_STATUS_ENDPOINT": "off"}).status_endpoint is False
+    assert load("run", {"status_endpoint": "off"}, env).status_endpoint is False
+
+
+async def test_no_descriptor_left_fails_receives_but_never_ends_the_receive_loop(
+    table: DynamoTable, bucket: str, moto_endpoint: str, capsys: Any
+) -> None:
+    """#21.4: while every file descriptor of the process is taken (moto's too: it runs in this
+    process), receives fail (EMFILE) and so may logging; the loop logs once, backs off and keeps
+    going, and drains once descriptors are back."""
+    import resource
+
+    table.put(4)
+    records = table.stream_records()
+    queue = make_queue(moto_endpoint)
+    config = settings(queue, f"s3://{bucket}", retry_base_seconds=0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    metrics = Recorder(prometheus=True)
+    # Short socket timeouts: a request whose connection moto cannot accept fails in seconds.
+    async with Clients(connect_timeout=2.0, read_timeout=3.0, max_attempts=1) as clients:
+        replayer, quarantine = build_replayer(config, clients, metrics)
+        service = Service(config, replayer, recorder=metrics, quarantine=quarantine)
+        running = asyncio.create_task(service.run())
+        send(moto_endpoint, queue, table.invocation_record(0, 1, records))
+        await wait_for(lambda: sample(metrics, "replayer_messages_deleted_total") == 1, "a first message", 60)
+        taken: list[int] = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+        try:
+            while True:  # every descriptor the process may still open
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            await wait_for(lambda: not service.ready, "a receive failing", 120)
+            assert not running.done() and service.alive
+        finally:
+            for fd in taken:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        send(moto_endpoint, queue, table.invocation_record(2, 3, records))
+        await wait_for(
+            lambda: sample(metrics, "replayer_messages_deleted_total") == 2, "the next message", 120
+        )
+        assert service.ready
+        service.stop()
+        await running
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if "receive_failed" in line]
+    assert 1 <= len(lines) <= 5, lines  # once per distinct error in a row, not once per attempt

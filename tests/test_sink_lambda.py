@@ -9,6 +9,7 @@ import asyncio
 import base64
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from replayer.sinks.lambda_ import (
     chunks,
     client_context,
     event_payload,
+    function_error,
+    log_tail,
     parse_target,
     unconfirmed,
 )
@@ -218,6 +221,14 @@ def test_replay_to_lambda_delivers_the_exact_records_in_order(
     assert call == asyncio.run(expected_records(failure))
     assert {r["eventSourceARN"] for r in call} == {table.stream_arn}
     assert {r["eventSource"] for r in call} == {"aws:dynamodb"}
+    # the mapping is unknown (the emulator has none) and its filter would apply: warned, once per range
+    assert result.stderr.count('"mapping_unknown"') == 1 and repair.name in result.stderr
+    archived = run("replay", str(tmp_path / "failure.json"), "--to", f"file:{tmp_path / 'a'}", "--json")
+    assert (
+        archived.exit_code == 0 and "mapping_unknown" not in archived.stderr
+    )  # no filter applies to an archive
+    unfiltered = run("replay", str(tmp_path / "failure.json"), "--to", f"lambda:{repair.name}", "--no-filter")
+    assert unfiltered.exit_code == 0 and "mapping_unknown" not in unfiltered.stderr
 
 
 async def test_invocations_hold_at_most_batch_size_records_by_default(
@@ -275,7 +286,19 @@ async def test_a_failing_function_is_retried_then_the_range_is_left_for_retry(
     outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=2)
     assert outcome.kind is OutcomeKind.RETRY and not outcome.settled
     assert "function error Unhandled" in outcome.reason and "3 invocations" in outcome.reason
+    own_words = r"^lambda:\S+: \S*Error: told to fail invocation [0-9] \(function error Unhandled\)"
+    assert re.search(own_words, outcome.reason)  # the function's own words, first
     assert seq_calls(repair) == [seqs(stream)] * 3
+
+
+def test_a_function_errors_type_and_message_are_one_capped_line_and_its_log_tail_is_read() -> None:
+    answer = json.dumps({"errorType": "KeyError", "errorMessage": "'sku'\n  at line 3\n" + "x" * 500})
+    error = function_error(answer.encode())
+    assert error.startswith("KeyError: 'sku' at line 3 xxx") and error.endswith("...") and len(error) == 200
+    assert function_error(b"not json") == "" and function_error(b'{"errorType": "Timeout"}') == "Timeout"
+    tail = base64.b64encode(b"START\n[ERROR] KeyError: 'sku'\nEND RequestId: 1\n").decode()
+    assert log_tail(tail) == ["START", "[ERROR] KeyError: 'sku'", "END RequestId: 1"]
+    assert log_tail(None) == [] and log_tail("%%%") == []
 
 
 async def test_a_function_that_recovers_gets_the_whole_batch_again(
@@ -620,3 +643,27 @@ async def test_dynamodb_records_pass_powertools(
     outcome = await replay(failure, f"lambda:{repair.name}", invoke_retries=0)
     assert outcome.kind is OutcomeKind.REPLAYED, outcome.reason
     assert seq_calls(repair) == [seqs(table.stream_records())]
+
+
+def test_a_failing_functions_own_error_is_on_its_row_within_100_columns(
+    table: DynamoTable, ministack: Ministack, lambda_endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    repair = RepairFunction(ministack, FAIL_FIRST="99")
+    table.put(2)
+    (tmp_path / "failure.json").write_text(json.dumps(table.invocation_record(0, 1)))
+    result = runner.invoke(
+        app,
+        ["replay", str(tmp_path / "failure.json"), "--to", f"s3://{bucket}/a", "--to", f"lambda:{repair.name}",
+         "--invoke-retries", "0"],
+        env={"COLUMNS": "100"},
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("retry")]
+    # why first (the function's error type, then its message as far as 100 columns go), where it went after
+    assert len(row) <= 100 and f"lambda:{repair.name}: Runtime.Handler" in row, row
+    whole = runner.invoke(app, ["replay", str(tmp_path / "failure.json"), "--to", f"lambda:{repair.name}",
+                                "--invoke-retries", "0", "--json"])  # fmt: skip
+    (described,) = json.loads(whole.stdout)["ranges"]
+    assert re.search(
+        r"Runtime.HandlerError: told to fail invocation [0-9]+ \(function error", described["reason"]
+    )

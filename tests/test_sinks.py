@@ -56,7 +56,7 @@ def result(*sequences: int, gaps: tuple[Gap, ...] = ()) -> ReadResult:
 def test_range_path_is_derived_from_the_range_only() -> None:
     path = range_path(failure())
     assert path == (
-        "dynamodb/123456789012/us-east-1/orders/2024-01-02T03:04:05.678/"
+        "dynamodb/123456789012/us-east-1/orders/2024-01-02T03%3A04%3A05.678/"
         "shardId-00000001573689847184-864758bb/100-102"
     )
     assert range_path(failure("0100", "102")) == path  # the same numbers, written differently
@@ -76,7 +76,8 @@ async def test_s3_archive_is_written_once(bucket: str, moto_endpoint: str) -> No
         first = await sink.deliver(failure(), result(100, 101, 102))
         key = sink.key(failure(), "records.jsonl.gz")
         etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
-        second = await sink.deliver(failure(), result(100, 101))  # a retry with fewer records
+        # a retry that found the last record trimmed: the archive, vouched for by its manifest, keeps it
+        second = await sink.deliver(failure(), result(100, 101, gaps=(Gap("102", "102", "trimmed"),)))
     assert first.location == f"s3://{bucket}/{key}" and not first.already_there
     assert second.already_there
     assert key.startswith("archive/dev/dynamodb/123456789012/")
@@ -123,7 +124,7 @@ async def test_s3_sink_failure_is_a_sink_error(moto_endpoint: str) -> None:
 async def test_file_archive_has_the_same_layout_and_is_create_only(tmp_path: Path) -> None:
     sink = FileSink(tmp_path)
     await sink.deliver(failure(), result(100, 101, 102))
-    again = await sink.deliver(failure(), result(100))
+    again = await sink.deliver(failure(), result(100, gaps=(Gap("101", "102", "trimmed"),)))
     folder = tmp_path.joinpath(*range_path(failure()).split("/"))
     assert again.already_there
     assert sorted(p.name for p in folder.iterdir()) == ["invocation.json", "records.jsonl.gz"]
@@ -176,15 +177,13 @@ def test_one_registry_names_every_sink_kind_for_help_errors_and_the_readme() -> 
     with pytest.raises(ConfigError) as bad:
         sink_from_uri("http://x", Clients())
     assert forms in str(bad.value)
-    readme = (ROOT / "README.md").read_text()
-    between = readme.split("<!-- sinks:start -->\n", 1)[1].split("\n<!-- sinks:end -->", 1)[0]
-    assert between == sink_table_markdown(), "README's sink table: paste replayer.sinks.sink_table_markdown()"
+    page = (ROOT / "docs" / "cli.md").read_text()
+    between = page.split("<!-- sinks:start -->\n", 1)[1].split("\n<!-- sinks:end -->", 1)[0]
+    assert between == sink_table_markdown(), "paste replayer.sinks.sink_table_markdown() into docs/cli.md"
 
 
-def test_archived_kinesis_records_carry_the_failed_functions_role(
-    kinesis_stream: KinesisStream, moto_endpoint: str, tmp_path: Path
-) -> None:
-    """Archived as Lambda delivered them: invokeIdentityArn is the execution role of the function that failed."""
+def consumer_function(moto_endpoint: str) -> tuple[str, str]:
+    """A function in the emulator (moto runs none): its name and its execution role's ARN."""
     iam = client("iam", moto_endpoint)
     role = iam.create_role(RoleName=unique("consumer"), AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     name = unique("consumer")
@@ -195,6 +194,14 @@ def test_archived_kinesis_records_carry_the_failed_functions_role(
         Handler="h.h",
         Code={"ZipFile": b"PK\x05\x06" + b"\0" * 18},
     )
+    return name, role
+
+
+def test_archived_kinesis_records_carry_the_failed_functions_role(
+    kinesis_stream: KinesisStream, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """Archived as Lambda delivered them: invokeIdentityArn is the execution role of the function that failed."""
+    name, role = consumer_function(moto_endpoint)
     kinesis_stream.put(2)
     record = kinesis_stream.invocation_record(0, 1)
     record["requestContext"]["functionArn"] = f"arn:aws:lambda:{REGION}:123456789012:function:{name}"
@@ -212,3 +219,31 @@ def test_archived_kinesis_records_carry_the_failed_functions_role(
         role,
         role,
     ]
+
+
+def test_stdout_prints_kinesis_records_with_the_role_the_archive_of_the_same_run_carries(
+    kinesis_stream: KinesisStream, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """#21.11: `--to -` and the archive of one run print and keep the same invokeIdentityArn."""
+    from typer.testing import CliRunner
+
+    from replayer.cli import app
+
+    name, role = consumer_function(moto_endpoint)
+    kinesis_stream.put(3)
+    record = kinesis_stream.invocation_record(0, 2)
+    record["requestContext"]["functionArn"] = f"arn:aws:lambda:{REGION}:123456789012:function:{name}"
+    (failure,) = parse_message(record)
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["replay", str(path), "--to", f"file:{tmp_path / 'a'}", "--to", "-"])
+    assert result.exit_code == 0, result.output
+    printed = [
+        json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"invokeIdentityArn"')
+    ]
+    body = (tmp_path.joinpath("a", *range_path(failure).split("/")) / "records.jsonl.gz").read_bytes()
+    archived = [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    assert (
+        [r["invokeIdentityArn"] for r in printed] == [r["invokeIdentityArn"] for r in archived] == [role] * 3
+    )
+    assert printed == archived

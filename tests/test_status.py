@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import subprocess
 import time
@@ -147,3 +148,25 @@ def test_the_service_serves_status_and_the_expiry_metric(moto_endpoint: str, tmp
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def test_status_counts_a_folder_whose_records_contradict_its_manifest_as_damaged(
+    table: DynamoTable, tmp_path: Path, moto_endpoint: str
+) -> None:
+    root = asyncio.run(archive(table, tmp_path / "archive"))
+    records = sorted(root.rglob("records.jsonl.gz"))[1]
+    records.write_bytes(gzip.compress(gzip.decompress(records.read_bytes()).replace(b"item", b"evil")))
+
+    result = run("status", "--from", f"file:{root}", "--json")
+    inventory = json.loads(result.stdout)["archive"]
+    assert (inventory["ranges"], inventory["damaged"], inventory["records"]) == (1, 2, 3)
+    shown = run("status", "--from", f"file:{root}").stdout
+    assert "archive: 1 ranges" in shown and "2 damaged" in shown
+
+    # With a manifest key, folders whose manifest carries no valid MAC are damaged too.
+    kms = client("kms", moto_endpoint)
+    key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+    inventory = json.loads(run("status", "--from", f"file:{root}", "--json", "--manifest-key", key).stdout)[
+        "archive"
+    ]
+    assert (inventory["ranges"], inventory["damaged"]) == (0, 3)

@@ -8,6 +8,7 @@ they are used only when they are exactly the batch their range names.
 
 from __future__ import annotations
 
+import gzip
 import json
 import uuid
 from pathlib import Path
@@ -20,7 +21,7 @@ from replayer.archive.layout import range_path
 from replayer.cli import app
 from replayer.parse import parse_message
 from replayer.wire import jsonable
-from tests.support.aws import DynamoTable, client, json_objects, keys, make_queue, queue_counts, send
+from tests.support.aws import DynamoTable, client, json_objects, keys, make_queue, queue_counts, send, unique
 from tests.support.faultproxy import FaultProxy
 from tests.support.ministack import Ministack, RepairFunction
 
@@ -170,3 +171,104 @@ def test_a_queue_message_with_an_empty_payload_is_quarantined_not_a_silent_zero(
     (quarantined,) = json_objects(moto_endpoint, bucket, "q/").values()
     assert "carries an inline payload" in quarantined["reason"]
     assert client("s3", moto_endpoint).list_objects_v2(Bucket=bucket, Prefix="archive/").get("KeyCount") == 0
+
+
+# ---------------------------------------------------------------- #21.1: claims judged per message
+
+
+def unfiltered_mapping(endpoint: str, stream_arn: str, batch_size: int) -> str:
+    """A function with an event source mapping on the stream, no filter: the batch is the ceiling.
+    Its function ARN (what a genuine invocation record names)."""
+    import io
+    import zipfile
+
+    role = client("iam", endpoint).create_role(RoleName=unique("consumer"), AssumeRolePolicyDocument="{}")
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as z:
+        z.writestr("handler.py", "def handler(event, context):\n    return None\n")
+    lam = client("lambda", endpoint)
+    function: str = lam.create_function(
+        FunctionName=unique("consumer"), Runtime="python3.12", Role=role["Role"]["Arn"],
+        Handler="handler.handler", Code={"ZipFile": code.getvalue()},
+    )["FunctionArn"]  # fmt: skip
+    lam.create_event_source_mapping(
+        EventSourceArn=stream_arn,
+        FunctionName=function,
+        StartingPosition="TRIM_HORIZON",
+        BatchSize=batch_size,
+    )
+    return function
+
+
+@pytest.mark.parametrize("order", ["forged first", "genuine first"])
+def test_a_forged_duplicate_never_decides_the_genuine_messages_fate(
+    order: str, table: DynamoTable, bucket: str, moto_endpoint: str, proxy: FaultProxy
+) -> None:
+    """#21.1: two messages name one range, a forged one claiming batchSize 1 and the genuine one
+    (batchSize 5, its mapping known and unfiltered): each is judged by its own claims."""
+    table.put(5)
+    function = unfiltered_mapping(moto_endpoint, table.stream_arn, 5)
+    genuine = table.invocation_record(0, 4)
+    genuine["requestContext"]["functionArn"] = function
+    lie = table.invocation_record(0, 4, batchSize=1)
+    lie["requestContext"]["functionArn"] = function
+    queue = make_queue(moto_endpoint)
+    send(moto_endpoint, queue, *((lie, genuine) if order == "forged first" else (genuine, lie)))
+
+    result = cli(
+        "drain", "--queue", queue, "--to", f"s3://{bucket}/archive", "--quarantine", f"s3://{bucket}/q",
+        "--allow-stream", table.stream_arn, "--wait-seconds", "1", "--json",
+    )  # fmt: skip
+    document = json.loads(result.stdout)
+    outcomes = sorted((r["outcome"], r["range"]["batch_size"]) for r in document["ranges"])
+    assert outcomes == [("rejected", 1), ("replayed", 5)], document["ranges"]
+    assert document["messages"]["quarantined"] == 1 and document["messages"]["deleted"] == 2
+    assert queue_counts(moto_endpoint, queue) == (0, 0)
+    (quarantined,) = json_objects(moto_endpoint, bucket, "q/").values()
+    assert "more than 1 records" in quarantined["reason"]
+    assert json.loads(quarantined["body"])["DDBStreamBatchInfo"]["batchSize"] == 1  # the forged one, only
+
+    (failure,) = parse_message(genuine)
+    prefix = f"archive/{range_path(failure)}/"
+    s3 = client("s3", moto_endpoint)
+    body = s3.get_object(Bucket=bucket, Key=prefix + "records.jsonl.gz")["Body"].read()
+    archived = [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    assert seqs(archived) == seqs(jsonable(table.stream_records()))  # all five, from the stream
+
+
+@pytest.mark.parametrize(("order", "reads"), [("genuine first", 1), ("forged first", 2)])
+async def test_claims_on_one_range_share_the_read_and_each_keeps_its_own_verdict(
+    order: str, reads: int, table: DynamoTable, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """#21.1: worked at once, the two claims read the stream once when the first read can judge the
+    second (5 records judged against a ceiling of 1), twice when it cannot (a read stopped at 1)."""
+    from replayer.allow import AllowList
+    from replayer.aws import Clients
+    from replayer.core import Replayer
+    from replayer.model import OutcomeKind
+    from replayer.readers import Readers
+    from replayer.sinks import FileSink
+
+    table.put(5)
+    stream = jsonable(table.stream_records())
+    when = {
+        "approximateArrivalOfFirstRecord": "2026-01-01T00:00:00Z",
+        "approximateArrivalOfLastRecord": "2026-01-01T00:00:00Z",
+    }
+    (genuine,) = parse_message(table.invocation_record(0, 4, stream, **when))
+    (lie,) = parse_message(table.invocation_record(0, 4, stream, batchSize=1, **when))
+    async with Clients() as clients:
+        readers = Readers(
+            clients, unfiltered=lambda f: True
+        )  # the batch is the ceiling, as for a known mapping
+        replayer = Replayer(
+            clients, [FileSink(tmp_path)], readers=readers, allow=AllowList.of(["*"]), find_mappings=False
+        )
+        items = [genuine, lie] if order == "genuine first" else [lie, genuine]
+        tickets = await replayer.scheduler(concurrency=2).run(items)
+    outcomes = {t.item.batch_size: t.result() for t in tickets}
+    kept, refused = outcomes[5], outcomes[1]
+    assert kept is not None and kept.kind is OutcomeKind.REPLAYED and kept.recovered == 5
+    assert refused is not None and refused.kind is OutcomeKind.REJECTED
+    assert "more than 1 records" in refused.reason
+    assert proxy.count("GetShardIterator") == reads

@@ -48,8 +48,13 @@ else
     bundle=/etc/ssl/certs/ca-certificates.crt
     volumes=()
     [[ -f $bundle ]] && volumes=(--volume "$bundle:$bundle:ro")
-    buildah bud --isolation chroot --network host --layers --format docker "${volumes[@]}" \
-        --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --tag "$IMAGE" .
-    size=$(buildah images --noheading --format '{{.Size}}' "$IMAGE")
+    # --iidfile: the size of exactly this build (`buildah images NAME` lists every image of that name,
+    # an earlier build's among them); --rm and --force-rm: no intermediate container is left behind.
+    iid=$(mktemp)
+    trap 'rm -f "$iid"' EXIT
+    buildah bud --isolation chroot --network host --layers --rm --force-rm --format docker \
+        "${volumes[@]}" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --iidfile "$iid" --tag "$IMAGE" .
+    size=$(buildah images --noheading --no-trunc --format '{{.ID}} {{.Size}}' \
+        | awk -v id="$(sed 's/^sha256://' "$iid")" '$1 == id || $1 == "sha256:" id { $1 = ""; sub(/^ /, ""); print; exit }')
 fi
 echo "image: $IMAGE from ${PYTHON_IMAGE:-$official} by $builder, size $size, built in $((SECONDS - started)) s"

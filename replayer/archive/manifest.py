@@ -6,6 +6,11 @@ names what the folder holds and how to check it: the records object's SHA-256, r
 count, first and last sequence number, and the loss report's SHA-256. Manifests written
 before those fields existed (format 1) are still read; their objects are checked by
 count and range only.
+
+A records object read back is decompressed as a stream and bounded by a range's ceiling:
+at most `MAX_RECORDS` records, `MAX_LINE_BYTES` per record and `MAX_RANGE_BYTES` in all
+(`MAX_OBJECT_BYTES` compressed); past any of them it is refused with the reason, never held
+whole in memory (a gzip bomb costs a few MB).
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from replayer import __version__
-from replayer.archive.layout import range_path
+from replayer.archive.layout import legacy_range_path, range_path
 from replayer.model import Failure, Gap, OutcomeKind, RecordPage, StreamRecord, records_lost
 from replayer.wire import dumps
 
 __all__ = [
     "FORMAT",
+    "MAX_LINE_BYTES",
+    "MAX_OBJECT_BYTES",
+    "MAX_RANGE_BYTES",
+    "MAX_RECORDS",
     "ArchivedRange",
     "LossReport",
     "PackedRecords",
@@ -34,6 +43,7 @@ __all__ = [
     "fingerprint",
     "loss_report_document",
     "manifest_document",
+    "manifest_fields",
     "marker_document",
     "pack_records",
     "read_loss_report",
@@ -45,6 +55,15 @@ __all__ = [
 FORMAT = 2  # 2: the manifest carries digests; 1 (no "format" key): counts only
 
 _LINES_PER_CHUNK = 1000
+
+# A range's ceiling, for what is read back: AWS's largest batch (10,000 records, both streams), a
+# record's line (a 10 MiB Kinesis record is 13.4 MiB of base64), and the whole range (a batch
+# Lambda could send is at most 6 MB; this leaves room for every record a range's span can hold).
+MAX_RECORDS = 10_000
+MAX_LINE_BYTES = 16 * 1024 * 1024
+MAX_RANGE_BYTES = 256 * 1024 * 1024
+MAX_OBJECT_BYTES = MAX_RANGE_BYTES  # compressed: gzip never makes records smaller than this much
+_INFLATE_STEP = 1024 * 1024
 
 
 def sha256(data: bytes) -> str:
@@ -173,43 +192,81 @@ def _sequence_number(record: Any) -> str | None:
             part = record.get(outer)
             if isinstance(part, Mapping) and isinstance(part.get(inner), str) and part[inner].isdigit():
                 return str(part[inner])
+        offset = record.get("offset")  # a Kafka record: its offset in its partition
+        if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 and "topic" in record:
+            return str(offset)
     return None
 
 
-def unpack_records(data: bytes, failure: Failure) -> tuple[StreamRecord, ...]:
-    """The records of a records object, bytes as archived; ValueError unless they fit the range, in order."""
+def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a gzip JSON Lines object, inflated a step at a time and bounded by
+    `MAX_LINE_BYTES` and `MAX_RANGE_BYTES` (ValueError past either, or when it is not gzip)."""
+    inflater = zlib.decompressobj(31)
+    pending, total, n = b"", 0, 0
+    rest = data
     try:
-        body = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error):
+        while True:
+            piece = inflater.decompress(rest, _INFLATE_STEP)
+            rest = inflater.unconsumed_tail
+            if inflater.eof and inflater.unused_data:  # another gzip member follows
+                rest, inflater = inflater.unused_data, zlib.decompressobj(31)
+            total += len(piece)
+            if total > MAX_RANGE_BYTES:
+                raise ValueError(f"it inflates to more than {MAX_RANGE_BYTES} bytes, a range's ceiling")
+            pending += piece
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                n += 1
+                yield n, line
+            if len(pending) > MAX_LINE_BYTES:
+                raise ValueError(f"line {n + 1} is longer than {MAX_LINE_BYTES} bytes, a record's ceiling")
+            if not piece and not rest:
+                break
+    except zlib.error:
         raise ValueError("the records object is not gzip") from None
-    records: list[StreamRecord] = []
-    for n, line in enumerate(body.split(b"\n"), start=1):
-        if not line.strip():
-            continue
+    if not inflater.eof:
+        raise ValueError("the records object is not gzip (or it is cut short)")
+    if pending:
+        yield n + 1, pending
+
+
+def _records(data: bytes, failure: Failure) -> Iterator[tuple[str, bytes]]:
+    """(sequence number, line) of each record of a records object; ValueError unless they fit the range,
+    in order, within its ceiling."""
+    last = -1
+    for n, line in _lines(data):
+        if not line.strip():  # replayer writes none (and a bomb of empty lines stops here)
+            raise ValueError(f"line {n} of the records object is empty")
         try:
             sequence_number = _sequence_number(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             sequence_number = None
         if sequence_number is None:
             raise ValueError(f"line {n} of the records object is not a stream record")
         sequence = int(sequence_number)
-        if not failure.start <= sequence <= failure.end or (records and sequence <= records[-1].sequence):
+        if not failure.start <= sequence <= failure.end or sequence <= last:
             raise ValueError(f"line {n} of the records object is out of the range or out of order")
-        records.append(StreamRecord(sequence_number, line))
-    return tuple(records)
+        if n > MAX_RECORDS:  # every line is a record
+            raise ValueError(f"it holds more than {MAX_RECORDS} records, a range's ceiling")
+        last = sequence
+        yield sequence_number, line
+
+
+def unpack_records(data: bytes, failure: Failure) -> tuple[StreamRecord, ...]:
+    """The records of a records object, bytes as archived; ValueError unless they fit the range, in order."""
+    return tuple(StreamRecord(seq, line) for seq, line in _records(data, failure))
 
 
 def read_records_object(data: bytes, failure: Failure) -> PackedRecords:
-    """A stored records object read back and checked against the range (ValueError when it does not fit)."""
-    records = unpack_records(data, failure)
-    return PackedRecords(
-        data,
-        sha256(data),
-        len(records),
-        records[0].sequence_number if records else None,
-        records[-1].sequence_number if records else None,
-        {r.sequence_number: fingerprint(r) for r in records},
-    )
+    """A stored records object read back and checked against the range (ValueError when it does not fit).
+
+    Only each record's fingerprint is kept, not the record."""
+    fingerprints: dict[str, int] = {}
+    first = last = None
+    for seq, line in _records(data, failure):
+        fingerprints[seq] = _fingerprint(line)
+        first, last = first or seq, seq
+    return PackedRecords(data, sha256(data), len(fingerprints), first, last, fingerprints)
 
 
 def _now() -> str:
@@ -231,15 +288,30 @@ def manifest_document(
     packed: PackedRecords | None,
     gaps: Sequence[Gap],
     notes: Sequence[str],
+    **where: str | None,
+) -> bytes:
+    """The manifest kept beside the records: the invocation record, what was archived, its digests
+    (`where`: `manifest_fields`' locations and the loss report's digest)."""
+    return dumps(manifest_fields(failure, packed, gaps, notes, **where))
+
+
+def manifest_fields(
+    failure: Failure,
+    packed: PackedRecords | None,
+    gaps: Sequence[Gap],
+    notes: Sequence[str],
     *,
     records_location: str | None,
     loss_report_location: str | None = None,
     loss_report_sha256: str | None = None,
-) -> bytes:
-    """The manifest kept beside the records: the invocation record, what was archived, its digests."""
-    return dumps(
+) -> dict[str, Any]:
+    """`manifest_document`'s fields, before they are serialized (and, with a manifest key, signed)."""
+    return dict(
         {
             "format": FORMAT,
+            "marked": "at-risk"
+            if failure.at_risk
+            else "failed",  # at-risk: archived before any failure record
             "range": failure.describe(),
             "archived": _span(packed, gaps, notes),
             "records_object": records_location if packed and packed.count else None,
@@ -354,7 +426,7 @@ def archived_range(folder: str, manifest: bytes, markers: Iterable[str] = ()) ->
     failure = Failure.from_description(
         _mapping(document.get("range"), "range"), document.get("invocation_record")
     )
-    if range_path(failure) != folder:
+    if folder not in (range_path(failure), legacy_range_path(failure)):  # 0.1.0's folder names still read
         raise ValueError(f"it describes the range of folder {range_path(failure)}, not of its own folder")
     archived = _mapping(document.get("archived"), "archived")
     count = _count(archived.get("records"), "archived.records")

@@ -3,6 +3,12 @@
 The archive sinks, `redrive` and the S3 quarantine all need the same few things: create
 an object only if it is not there yet, read one back, list a folder. This module is the
 one place that does them, for both kinds of location.
+
+Reading is bounded: an object larger than the reader's `limit` is refused (`TooLarge`)
+without being held whole, and an S3 body must arrive within the clients' call deadline
+(headers and body together). A `file:` store never follows a symbolic link below its root,
+for writing, reading or listing: each folder is opened with ``O_NOFOLLOW`` relative to the
+one above it, so a link planted anywhere below the root is refused, never followed.
 """
 
 from __future__ import annotations
@@ -10,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
-from collections.abc import Awaitable
+import secrets
+import stat
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -21,7 +28,20 @@ from replayer.aws import Clients, error_code
 
 _T = TypeVar("_T")
 
-__all__ = ["FileStore", "S3Store", "Store", "StoreError", "parse_location", "store_from_uri", "write_once"]
+__all__ = [
+    "DOCUMENT_LIMIT",
+    "FileStore",
+    "S3Store",
+    "Store",
+    "StoreError",
+    "TooLarge",
+    "parse_location",
+    "store_from_uri",
+    "write_once",
+]
+
+DOCUMENT_LIMIT = 16 * 1024 * 1024  # bytes of a manifest, loss report or marker read back
+_CHUNK = 256 * 1024
 
 
 class StoreError(Exception):
@@ -30,6 +50,10 @@ class StoreError(Exception):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+class TooLarge(ValueError):
+    """An object larger than its reader accepts: refused, never read whole (not transient)."""
 
 
 class Store(Protocol):
@@ -46,8 +70,8 @@ class Store(Protocol):
         """Every key below the folder `under` ("" : the whole store)."""
         ...
 
-    async def read(self, key: str) -> bytes | None:
-        """The object's bytes, or None when there is no such object."""
+    async def read(self, key: str, *, limit: int = DOCUMENT_LIMIT) -> bytes | None:
+        """The object's bytes, or None when there is no such object; TooLarge past `limit` bytes."""
         ...
 
     async def create(self, key: str, body: bytes, *, content_type: str = "application/json",
@@ -114,13 +138,36 @@ class S3Store:
             raise self._error(f"{self.uri}: listing failed", exc) from exc
         return listed
 
-    async def read(self, key: str) -> bytes | None:
+    async def read(self, key: str, *, limit: int = DOCUMENT_LIMIT) -> bytes | None:
         s3 = await self._clients.get("s3")
+        deadline = self._clients.call_deadline
 
         async def get() -> bytes:
-            answer = await s3.get_object(Bucket=self.bucket, Key=self.key(key))
-            body: bytes = await answer["Body"].read()
-            return body
+            # The client bounds the call to its headers; the body must come within the same deadline.
+            try:
+                async with asyncio.timeout(deadline):
+                    answer = await s3.get_object(Bucket=self.bucket, Key=self.key(key))
+                    body = answer["Body"]
+                    try:
+                        size = answer.get("ContentLength")
+                        if isinstance(size, int) and size > limit:
+                            raise TooLarge(
+                                f"{self.location(key)}: {size} bytes, more than the {limit} accepted"
+                            )
+                        parts, got = [], 0
+                        while chunk := await body.read(_CHUNK):
+                            got += len(chunk)
+                            if got > limit:
+                                raise TooLarge(f"{self.location(key)}: more than the {limit} bytes accepted")
+                            parts.append(chunk)
+                        return b"".join(parts)
+                    finally:
+                        body.close()
+            except TimeoutError:
+                raise StoreError(
+                    f"{self.location(key)}: the object did not arrive within the {deadline:g} s call deadline",
+                    "CallDeadline",
+                ) from None
 
         return await self._call(key, get(), unless=("NoSuchKey", "404"))
 
@@ -151,54 +198,119 @@ class S3Store:
             raise self._error(self.location(key), exc) from exc
 
 
-def write_once(path: Path, body: bytes) -> bool:
+def write_once(path: Path, body: bytes, *, root: Path | None = None) -> bool:
     """Create `path` with `body` unless it exists; True when this call created it.
 
     The bytes go to a temporary name first and are linked into place, so a reader never
     sees a partly written file and a second writer never replaces the first. The file and
-    then its directory are fsynced before True is returned.
+    then its directory are fsynced before True is returned. Every folder below `root`
+    (default: the nearest existing folder above `path`) is opened without following links:
+    a symbolic link there is refused (OSError ELOOP or ENOTDIR), never written through.
     """
-    _make_folders(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    if root is None:
+        root = path.parent
+        while not root.is_dir() and root != root.parent:
+            root = root.parent
+    parts = path.relative_to(root).parts
+    with _folder(root, parts[:-1], create=True) as fd:
+        return _link_once(fd, parts[-1], body)
+
+
+def _open_below(fd: int, name: str) -> int:
+    """The folder `name` inside the folder open as `fd`; never through a symbolic link."""
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+
+
+@contextlib.contextmanager
+def _folder(root: Path, parts: tuple[str, ...] | list[str], *, create: bool = False) -> Iterator[int]:
+    """An open descriptor of ``root/parts...``, each part opened relative to the one above it with
+    ``O_NOFOLLOW`` (mkdir -p when `create`, syncing the parent of each folder made)."""
+    for part in parts:
+        if part in ("", ".", "..") or "/" in part or "\0" in part:
+            raise OSError(f"{part!r} is not a name inside the store")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        _sync_directory(path.parent)  # the new entry survives a power loss once we say "created"
-        return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def _make_folders(folder: Path) -> None:
-    """mkdir -p, syncing the parent of each folder created so the folders too survive a power loss."""
-    missing = []
-    while not folder.is_dir():
-        missing.append(folder)
-        folder = folder.parent
-    for created in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
-            created.mkdir()
-        _sync_directory(created.parent)
-
-
-def _sync_directory(folder: Path) -> None:
-    """fsync a directory, making the names created in it durable (not only their contents)."""
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
+        for part in parts:
+            try:
+                below = _open_below(fd, part)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+                    os.mkdir(part, dir_fd=fd)
+                    os.fsync(fd)  # the new folder survives a power loss
+                below = _open_below(fd, part)
+            os.close(fd)
+            fd = below
+        yield fd
     finally:
         os.close(fd)
 
 
+def _link_once(fd: int, name: str, body: bytes) -> bool:
+    """`write_once` inside the open folder `fd`."""
+    tmp = f".tmp-{secrets.token_hex(8)}.part"
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+    try:
+        with os.fdopen(out, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        os.fsync(fd)  # the new entry survives a power loss once we say "created"
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=fd)
+
+
+def _read_below(root: Path, parts: list[str], limit: int) -> bytes | None:
+    """The file ``root/parts...`` (None when absent), never through a symbolic link; TooLarge past `limit`."""
+    try:
+        with _folder(root, parts[:-1]) as fd:
+            file = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(file, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{'/'.join(parts)} is not a regular file")
+        if info.st_size > limit:
+            raise TooLarge(f"{info.st_size} bytes, more than the {limit} accepted")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"more than the {limit} bytes accepted")
+    return data
+
+
+def _list_below(root: Path, parts: list[str]) -> list[str]:
+    """Every regular file below ``root/parts...`` (relative to root); links are neither listed nor followed."""
+    try:
+        with _folder(root, parts) as fd:
+            return list(_files(fd, "/".join(parts)))
+    except FileNotFoundError:  # nothing archived there (yet); a file gone mid-walk is skipped in _files
+        return []
+
+
+def _files(fd: int, base: str) -> Iterator[str]:
+    for path, _dirs, names, dirfd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        rel = path.removeprefix(".").strip("/")
+        for name in names:
+            if name.startswith(".tmp-"):  # write_once's partial files
+                continue
+            try:
+                if not stat.S_ISREG(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                    continue  # a link (never followed), a FIFO, a socket
+            except FileNotFoundError:
+                continue  # gone since it was listed
+            yield "/".join(p for p in (base, rel, name) if p)
+
+
 class FileStore:
-    """``file:DIR``: the same keys as paths below a directory."""
+    """``file:DIR``: the same keys as paths below a directory, never leaving it (no link followed)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -216,14 +328,7 @@ class FileStore:
     def _keys(self, under: str) -> list[str]:
         if not self.root.is_dir():
             raise StoreError(f"{self.uri}: no such directory", "NoSuchDirectory")
-        listed: list[str] = []
-        for folder, _dirs, names in os.walk(self.path(under) if under else self.root):
-            listed += [
-                Path(folder, name).relative_to(self.root).as_posix()
-                for name in names
-                if not name.startswith(".tmp-")  # write_once's partial files
-            ]
-        return listed
+        return _list_below(self.root, under.split("/") if under else [])
 
     async def keys(self, under: str = "") -> list[str]:
         try:
@@ -231,17 +336,18 @@ class FileStore:
         except OSError as exc:
             raise StoreError(f"{self.uri}: listing failed: {exc}") from exc
 
-    async def read(self, key: str) -> bytes | None:
+    async def read(self, key: str, *, limit: int = DOCUMENT_LIMIT) -> bytes | None:
         try:
-            return await asyncio.to_thread(self.path(key).read_bytes)
-        except FileNotFoundError:
-            return None
+            return await asyncio.to_thread(_read_below, self.root, key.split("/"), limit)
+        except TooLarge as exc:
+            raise TooLarge(f"{self.location(key)}: {exc}") from None
         except OSError as exc:
             raise StoreError(f"{self.location(key)}: {exc}") from exc
 
     async def create(self, key: str, body: bytes, *, content_type: str = "application/json",
                      encoding: str | None = None) -> bool:  # fmt: skip
         try:
-            return await asyncio.to_thread(write_once, self.path(key), body)
+            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)  # the root, as given
+            return await asyncio.to_thread(write_once, self.path(key), body, root=self.root)
         except OSError as exc:
             raise StoreError(f"{self.location(key)}: {exc}") from exc

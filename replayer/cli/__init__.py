@@ -25,6 +25,9 @@ COMMANDS = {
     "run": "service",
     "drain": "service",
     "status": "status",
+    "runs": "runs",
+    "audit": "audit",
+    "why": "why",
 }
 
 

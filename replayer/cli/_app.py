@@ -52,6 +52,8 @@ def _plain_coercion(params: list[Any]) -> None:
         flag = getattr(param, "is_flag", False)  # a flag's value is a bool or None: nothing to coerce
         if (param.name in _PLAIN or flag) and getattr(param, "_runtime_param", _Text) is None:
             param._runtime_param = _Text()
+        if flag or getattr(param, "count", False):
+            param.metavar = ""  # a switch takes no value: no <bool> or <int> in the help
 
 
 class _Command(TyperCommand):
@@ -60,6 +62,9 @@ class _Command(TyperCommand):
     def get_params(self, ctx: Any) -> list[Any]:
         params: list[Any] = super().get_params(ctx)  # the help option is made here, on demand
         _plain_coercion(params)
+        for param in params:
+            if param.name == "help":
+                param.rich_help_panel = config.PANELS[-1]  # with the other output options
         return params
 
 
@@ -83,7 +88,7 @@ app = typer.Typer(
     help="Rescue the DynamoDB Streams and Kinesis records that AWS Lambda discarded, before they expire.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help texts hold brackets (s3://BUCKET[/PREFIX]), not rich markup
+    rich_markup_mode="rich",  # for the help panels; every help text is escaped (s3://BUCKET[/PREFIX])
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -102,31 +107,52 @@ def print_error(console: Console, error: object) -> None:
 
 
 def sink_forms() -> str:
-    """The `--to` URI forms, as the help and the README name them."""
+    """The `--to` URI forms, as the help and the docs name them."""
     return config.SINK_FORMS
 
 
 def _parameter(option: Option, command: str) -> inspect.Parameter:
-    """The Typer parameter of one table option: text in, parsed by `config.load`."""
-    help_text = config.help_text(option, command, sink_forms())
+    """The Typer parameter of one table option: text in, parsed by `config.load`. Its help is in its
+    panel, or, for a tuning option, left out (`_epilog` names it)."""
+    shown: dict[str, Any] = {
+        "help": escape(config.help_text(option, command, sink_forms())),
+        "show_default": False,
+        "rich_help_panel": option.panel or None,
+        "hidden": option.tuning,
+    }
     annotation: Any
     default: Any = None
     if option.count:
-        annotation = Annotated[
-            int, typer.Option(*option.flags, count=True, help=help_text, show_default=False)
-        ]
+        annotation = Annotated[int, typer.Option(*option.flags, count=True, **shown)]
         default = 0
     elif option.metavar is None:
-        annotation = Annotated[bool, typer.Option(*option.flags, help=help_text, show_default=False)]
+        annotation = Annotated[bool, typer.Option(*option.flags, **shown)]
         default = False
     else:
         kind: Any = list[str] | None if option.repeat else str | None
-        annotation = Annotated[
-            kind, typer.Option(*option.flags, metavar=option.metavar, help=help_text, show_default=False)
-        ]
+        annotation = Annotated[kind, typer.Option(*option.flags, metavar=option.metavar, **shown)]
     return inspect.Parameter(
         option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
     )
+
+
+def _doc(text: str) -> str:
+    """A docstring as help: each paragraph on one line (the help wraps it to the terminal), escaped."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return escape("\n\n".join(" ".join(p.split()) for p in paragraphs))
+
+
+def _epilog(options: tuple[Option, ...]) -> str:
+    """Under the panels: where the variables are, and the tuning options, named (not explained)."""
+    example = next((o for o in options if o.env), None)
+    text = "Options are also read from REPLAYER_ variables"
+    if example is not None:
+        text += f" ({example.flag}: {example.env})"
+    text += "; the docs' option table lists each."
+    tuning = [o.flag for o in options if o.tuning]
+    if tuning:
+        text += f" Also: {' '.join(tuning)}"
+    return escape(text)
 
 
 def load_or_exit(name: str, flags: dict[str, Any]) -> Settings:
@@ -147,21 +173,39 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
         own = list(inspect.signature(func, eval_str=True).parameters.values())[1:]
         options = config.options_for(name)
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-        params += [_parameter(o, name) for o in options]
+        panels = {panel: i for i, panel in enumerate(config.PANELS)}
+        params += [_parameter(o, name) for o in sorted(options, key=lambda o: panels.get(o.panel, 0))]
 
         def callback(**kwargs: Any) -> None:
             flags = {o.name: kwargs.pop(o.name) for o in options}
-            func(load_or_exit(name, flags), **kwargs)
+            settings = load_or_exit(name, flags)
+            try:
+                func(settings, **kwargs)
+            except Exception as exc:  # a mistake in the AWS set-up met outside the pre-flight: one line
+                problem = _setup_problem(exc)
+                if problem is None:
+                    raise
+                print_error(stderr_console(), problem)
+                raise typer.Exit(2) from None
 
         callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         callback.__annotations__ = {p.name: p.annotation for p in params}
-        callback.__doc__ = func.__doc__
+        callback.__doc__ = _doc(func.__doc__ or "")
         callback.__name__ = name
         _PLAIN.update(p.name for p in params if _plain(p.annotation))
-        app.command(name, cls=_Command)(callback)
+        app.command(name, cls=_Command, epilog=_epilog(options))(callback)
         return func
 
     return register
+
+
+def _setup_problem(exc: Exception) -> str | None:
+    """`preflight.setup_problem` for botocore's errors (the SDK is not loaded for anything else)."""
+    if not type(exc).__module__.startswith("botocore"):
+        return None
+    from replayer.cli.preflight import setup_problem
+
+    return setup_problem(exc)
 
 
 def order_commands() -> None:

@@ -23,6 +23,7 @@ from replayer.report import Report, render
 if TYPE_CHECKING:
     from replayer.cli.preflight import Checks
     from replayer.core import Scheduler
+    from replayer.sinks.guard import Guard
 
 T = TypeVar("T")
 NOT_STARTED = "not started: interrupted; run the command again to work on it"
@@ -33,12 +34,14 @@ __all__ = [
     "finish",
     "interrupted_note",
     "log_level",
+    "no_stream_allowed",
     "preflight_or_exit",
     "results_stream",
     "run_batch",
     "setup",
     "show_progress",
     "stop_on_signals",
+    "stopped",
     "work_through",
 ]
 
@@ -87,6 +90,17 @@ def preflight_or_exit(settings: Settings, checks: Checks) -> None:
         raise typer.Exit(2)
 
 
+def no_stream_allowed(failures: Iterable[Failure], source: str) -> str:
+    """The line that stops a command with no stream allowed: the streams `source` names, the flags to add."""
+    streams = list(dict.fromkeys(f.stream_arn for f in failures))
+    flags = " ".join(f"--allow-stream {arn}" for arn in streams)
+    named = f"{source} names 1 stream" if len(streams) == 1 else f"{source} names {len(streams)} streams"
+    return (
+        f"no stream is allowed (--allow-stream, or REPLAYER_ALLOW_STREAMS; deny by default): {named}; "
+        f"to read them add: {flags}"
+    )
+
+
 def _table_console(out: TextIO) -> Console:
     console = Console(file=out)
     if not console.is_terminal:
@@ -105,10 +119,12 @@ def finish(settings: Settings, report: Report) -> None:
 
 
 class Stop:
-    """The signal (SIGINT, SIGTERM) that asked a batch to stop, once one did."""
+    """The signal (SIGINT, SIGTERM) that asked a batch to stop, once one did; or why it halted
+    without one (`halt`: the breaker tripped, the run was cancelled)."""
 
     def __init__(self) -> None:
         self.signal: str | None = None
+        self.halted: str | None = None
         self.event = asyncio.Event()
 
     def __call__(self, sig: signal.Signals) -> None:
@@ -116,11 +132,24 @@ class Stop:
             self.signal = sig.name
         self.event.set()
 
+    def halt(self, reason: str) -> None:
+        """Stop starting ranges for `reason` (those running finish within the grace period)."""
+        if self.halted is None:
+            self.halted = reason
+        self.event.set()
+
+    @property
+    def not_started(self) -> str:
+        if self.halted is not None and self.signal is None:
+            return f"not started: the run stopped ({self.halted}); run the command again to resume"
+        return NOT_STARTED
+
 
 @asynccontextmanager
-async def stop_on_signals() -> AsyncIterator[Stop]:
-    """SIGINT and SIGTERM set the returned `Stop` instead of killing the process, while inside."""
-    stop = Stop()
+async def stop_on_signals(stop: Stop | None = None) -> AsyncIterator[Stop]:
+    """SIGINT and SIGTERM set the returned `Stop` (`stop`, or a new one) instead of killing the
+    process, while inside."""
+    stop = stop or Stop()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
@@ -158,7 +187,7 @@ async def run_batch(
     for ticket in sorted(dict.fromkeys(tickets), key=lambda t: (t.deadline, t.order)):
         outcome = ticket.result()
         if outcome is None:
-            reason = CUT_SHORT if ticket.started is not None else NOT_STARTED
+            reason = CUT_SHORT if ticket.started is not None else stop.not_started
             outcome = Outcome(OutcomeKind.RETRY, failure_of(ticket.item), reason=reason)
         outcomes.append(outcome)
     return outcomes
@@ -171,17 +200,31 @@ async def work_through(
     failure_of: Callable[[T], Failure],
     *,
     show: bool,
+    stop: Stop | None = None,
+    status: Callable[[], str] | None = None,
 ) -> Report:
     """Work `items` through the scheduler `scheduler_for(on_done)` makes, with a progress bar
-    when `show`, stopping cleanly on SIGINT/SIGTERM; the report says what was and was not done."""
+    when `show` (and `status()` on it), stopping cleanly on SIGINT/SIGTERM or when `stop` is
+    halted; the report says what was and was not done."""
     from replayer.report import progress
 
-    async with stop_on_signals() as stop:
-        with progress(stderr_console(), len(items), show) as advance:
+    async with stop_on_signals(stop) as stop:
+        with progress(stderr_console(), len(items), show, status=status) as advance:
             outcomes = await run_batch(
                 scheduler_for(advance), items, failure_of, stop=stop, grace=settings.grace_seconds
             )
     return Report(outcomes, interrupted=stop.signal, notes=interrupted_note(stop, outcomes))
+
+
+def stopped(report: Report, guard: Guard, stop: Stop) -> Report:
+    """The report of a run whose breaker tripped (`guard` stopped it, not a signal): exit 3, saying why."""
+    from replayer.report import STOPPED_BY_BREAKER
+
+    if guard.stopped is None or stop.signal is not None or not guard.breaker.trips:
+        return report
+    left = sum(1 for o in report.outcomes if o.kind is OutcomeKind.RETRY)
+    note = f"stopped: {guard.stopped}; {left} ranges not done (retry): run the command again once fixed"
+    return replace(report, stopped=STOPPED_BY_BREAKER, stop_reason=guard.stopped, notes=[*report.notes, note])
 
 
 def interrupted_note(stop: Stop, outcomes: Iterable[Outcome]) -> list[str]:
@@ -189,7 +232,7 @@ def interrupted_note(stop: Stop, outcomes: Iterable[Outcome]) -> list[str]:
     if stop.signal is None:
         return []
     outcomes = list(outcomes)
-    not_done = sum(1 for o in outcomes if o.reason in (NOT_STARTED, CUT_SHORT))
+    not_done = sum(1 for o in outcomes if o.reason in (stop.not_started, CUT_SHORT))
     return [
         f"interrupted ({stop.signal}): {len(outcomes) - not_done} of {len(outcomes)} ranges done, "
         f"{not_done} not done (listed as retry); run the same command again to finish: what was "

@@ -17,6 +17,14 @@ __all__ = ["demo"]
 def demo(
     settings: Settings,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the emulator running until Ctrl-C.")] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Make the docs' world (table orders, bucket my-archive, queues, failure.json here), "
+            "print its export lines and serve it until Ctrl-C.",
+        ),
+    ] = False,
 ) -> None:
     """Replay a failed batch end to end against an embedded local AWS emulator (needs the [demo] extra)."""
     import importlib.util
@@ -27,7 +35,7 @@ def demo(
             "replayer demo needs the [demo] extra: pip install 'lambda-stream-replayer[demo]'",
         )
         raise typer.Exit(2)
-    from replayer.demo import run_demo
+    from replayer.demo import run_demo, serve_demo
 
     start_up_done()
-    raise typer.Exit(run_demo(keep=keep))
+    raise typer.Exit(serve_demo() if serve else run_demo(keep=keep))

@@ -15,7 +15,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConfigNotFound,
+    ConfigParseError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    InvalidConfigError,
+    InvalidRegionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    SSOError,
+    TokenRetrievalError,
+    UnknownCredentialError,
+)
 
 from replayer.archive.store import parse_location
 from replayer.aws import AssumeRoles, Clients, default_region, error_code
@@ -24,7 +40,7 @@ from replayer.model import StreamKind, parse_stream_arn
 from replayer.readers import NO_SUCH_STREAM
 from replayer.sinks.lambda_ import parse_target
 
-__all__ = ["Checks", "NO_SUCH_STREAM", "preflight"]
+__all__ = ["Checks", "NO_SUCH_STREAM", "preflight", "setup_problem"]
 
 _CONNECT_SECONDS = 3.0
 _MISSING = ("ResourceNotFoundException", "NoSuchBucket", "404", "NotFound", "AWS.SimpleQueueService.NonExistentQueue",
@@ -41,6 +57,35 @@ class Checks:
     streams: Sequence[str] = ()  # stream ARNs named by the input (each checked once)
     archive: str | None = None  # redrive --from
     assume_roles: Sequence[str] = ()  # --assume-role: streams of other accounts are checked with their role
+    read_tables: Sequence[str] = ()  # --skip-stale: DynamoDB stream ARNs whose tables are read back
+
+
+# botocore's errors that say the AWS set-up (profile, config file, credentials, region) is wrong:
+# no call can succeed, so each is one line and exit 2, never a traceback or a retry per range.
+_SETUP_ERRORS: tuple[type[Exception], ...] = (
+    ProfileNotFound, ConfigNotFound, ConfigParseError, CredentialRetrievalError, PartialCredentialsError,
+    UnknownCredentialError, NoCredentialsError, InvalidConfigError, NoRegionError, InvalidRegionError,
+    SSOError, TokenRetrievalError,
+)  # fmt: skip
+_MAX_PROBLEM_CHARS = 400
+
+
+def setup_problem(exc: BaseException) -> str | None:
+    """The one line saying what is wrong with the AWS set-up, when `exc` is such a mistake; else None."""
+    if not isinstance(exc, _SETUP_ERRORS):
+        return None
+    text = " ".join(str(exc).split())  # a credential process's stderr may span lines
+    if len(text) > _MAX_PROBLEM_CHARS:
+        text = text[: _MAX_PROBLEM_CHARS - 3] + "..."
+    if isinstance(exc, ProfileNotFound):
+        fix = "check AWS_PROFILE (aws configure list-profiles lists them)"
+    elif isinstance(exc, ConfigParseError | ConfigNotFound | InvalidConfigError):
+        fix = "fix the file (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, or ~/.aws/)"
+    elif isinstance(exc, NoRegionError | InvalidRegionError):
+        fix = "set AWS_REGION"
+    else:
+        fix = "check the credentials of AWS_PROFILE (aws sts get-caller-identity says what is wrong)"
+    return f"AWS configuration: {text}; {fix}"
 
 
 def _endpoint() -> str | None:
@@ -71,13 +116,15 @@ def _failed(what: str, exc: Exception, missing: str, fix: str) -> str:
     if code in _MISSING:
         return f"{what}: {missing}; {fix}"
     if code in _DENIED:
-        return f"{what}: access denied ({code}); grant the permission in the IAM policy (see the README's IAM section)"
+        return f"{what}: access denied ({code}); grant the permission in the IAM policy (docs/configuration.md, IAM)"
     return f"{what}: {exc}"
 
 
 async def _call(coro: Any) -> Exception | None:
     try:
         await coro
+    except _SETUP_ERRORS:
+        raise  # the set-up, not this check: one line for the whole pre-flight
     except (ClientError, BotoCoreError, OSError) as exc:
         return exc
     return None
@@ -129,8 +176,10 @@ async def _queue(url: str, clients: Clients) -> str | None:
 
 async def _stream(arn: str, clients: Clients) -> str | None:
     parsed = parse_stream_arn(arn)
-    if parsed is None:
-        return None  # parsing refused it already: the range is rejected, not read
+    if parsed is None or parsed.kind is StreamKind.KAFKA:
+        # Refused by parsing (the range is rejected, not read), or a Kafka cluster: its brokers are
+        # found per range (configuration or its mapping), none to check before the work.
+        return None
     if parsed.kind is StreamKind.DYNAMODB:
         client = await clients.get("dynamodbstreams", parsed.region, parsed.account)
         call = client.describe_stream(StreamArn=arn, Limit=1)
@@ -138,15 +187,40 @@ async def _stream(arn: str, clients: Clients) -> str | None:
         client = await clients.get("kinesis", parsed.region, parsed.account)
         call = client.describe_stream_summary(StreamARN=arn)
     exc = await _call(call)
-    return (
-        _failed(arn, exc, NO_SUCH_STREAM, "check the stream ARN (and AWS_REGION or the account)")
-        if exc
-        else None
-    )
+    if exc is None or (isinstance(exc, ClientError) and error_code(exc) in _MISSING):
+        return None  # a stream that is gone rejects its own ranges (NO_SUCH_STREAM), not the whole run
+    return _failed(arn, exc, NO_SUCH_STREAM, "check the stream ARN (and AWS_REGION or the account)")
+
+
+async def _table_reads(arn: str, clients: Clients) -> str | None:
+    """--skip-stale reads items back: a BatchGetItem of a key no table has is refused by IAM first
+    (AccessDeniedException) and by the table's key schema only when allowed (ValidationException)."""
+    parsed = parse_stream_arn(arn)
+    if parsed is None or parsed.kind is not StreamKind.DYNAMODB:
+        return None
+    client = await clients.get("dynamodb", parsed.region, parsed.account)
+    probe = {parsed.name: {"Keys": [{"replayer-preflight": {"S": "-"}}], "ConsistentRead": True}}
+    exc = await _call(client.batch_get_item(RequestItems=probe))
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
+    if exc is None or code == "ValidationException":
+        return None
+    if code in _DENIED:
+        return (
+            f"--skip-stale: table {parsed.name}: access denied ({code}); --skip-stale needs "
+            "dynamodb:BatchGetItem on it (the templates' SkipStale parameter grants it)"
+        )
+    return _failed(f"--skip-stale: table {parsed.name}", exc, "no such table", "check the stream's table")
 
 
 async def preflight(checks: Checks) -> list[str]:
     """Every problem found, one line each; an empty list when the command may start."""
+    try:
+        return await _preflight(checks)
+    except _SETUP_ERRORS as exc:
+        return [setup_problem(exc) or str(exc)]
+
+
+async def _preflight(checks: Checks) -> list[str]:
     endpoint = _endpoint()
     if endpoint is not None and (problem := await _reachable(endpoint)):
         return [problem]
@@ -165,6 +239,7 @@ async def preflight(checks: Checks) -> list[str]:
         if checks.queue:
             calls.append(_queue(checks.queue, clients))
         calls += [_stream(arn, clients) for arn in dict.fromkeys(checks.streams)]
+        calls += [_table_reads(arn, clients) for arn in dict.fromkeys(checks.read_tables)]
         answers = await asyncio.gather(*calls)
     problems = [a for a in answers if a]
     unreachable = [p for p in problems if "cannot reach AWS" in p]

@@ -13,7 +13,14 @@ import typer
 from replayer.allow import AllowList
 from replayer.cli import start_up_done
 from replayer.cli._app import command, print_error, stderr_console
-from replayer.cli._work import finish, preflight_or_exit, setup, show_progress, work_through
+from replayer.cli._work import (
+    finish,
+    no_stream_allowed,
+    preflight_or_exit,
+    setup,
+    show_progress,
+    work_through,
+)
 from replayer.config import Settings
 from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Origin, Outcome
@@ -54,7 +61,7 @@ def _plan(
 
     ordered = by_deadline(failures)
     allowed = [f for f in ordered if allow.allows(f.stream_arn)]
-    start_up_done()  # a dry run has no pre-flight: its reads begin here
+    start_up_done()  # with --no-preflight, its reads begin here
     plans = asyncio.run(_plans(settings, allowed, selection)) if allowed else []
     by_range = {p.failure.range_id: p for p in plans}
     planned = []
@@ -88,17 +95,24 @@ async def _plans(settings: Settings, failures: Sequence[Failure], selection: Sel
 async def _replay(
     settings: Settings, failures: Sequence[Failure], show: bool, selection: Selection
 ) -> Report:
+    from replayer.cli._work import Stop, stopped
+    from replayer.sinks.guard import Guard
     from replayer.sources import build_replayer, clients_for
 
+    guard, stop = Guard.of(settings), Stop()
+    guard.on_stop.append(stop.halt)  # the breaker tripped: no range starts
     async with clients_for(settings) as clients:
-        replayer, _ = build_replayer(settings, clients, selection=selection)
-        return await work_through(
+        replayer, _ = build_replayer(settings, clients, selection=selection, guard=guard)
+        report = await work_through(
             settings,
             lambda advance: replayer.scheduler(concurrency=settings.concurrency, on_done=advance),
             failures,
             _itself,
             show=show,
+            stop=stop,
+            status=guard.line if any(u.startswith("lambda:") for u in settings.to) else None,
         )
+    return stopped(report, guard, stop)
 
 
 def _itself(failure: Failure) -> Failure:
@@ -117,10 +131,16 @@ def _work(settings: Settings, failures: Sequence[Failure], bad: Sequence[Outcome
         print_error(console, exc)
         raise typer.Exit(2) from None
     failures = [f for f in failures if selection.takes(f)]
+    if allow.empty and failures:  # every range would be rejected: a set-up mistake, said before any work
+        print_error(console, f"pre-flight: {no_stream_allowed(failures, 'the input')}")
+        console.print("nothing was read or written", soft_wrap=True)
+        raise typer.Exit(2)
+    streams = [f.stream_arn for f in failures if f.payload is None and allow.allows(f.stream_arn)]
+    read_tables = streams if settings.skip_stale else []  # --skip-stale reads the tables back
+    checks = Checks(sinks=settings.to, streams=streams, read_tables=read_tables)
+    preflight_or_exit(settings, checks)  # dry runs too: same answer
     if settings.dry_run:
         finish(settings, Report([*bad, *_plan(settings, failures, allow, selection)]))
-    streams = [f.stream_arn for f in failures if f.payload is None and allow.allows(f.stream_arn)]
-    preflight_or_exit(settings, Checks(sinks=settings.to, streams=streams))
     report = Report([])
     if failures:
         report = asyncio.run(_replay(settings, failures, show_progress(settings, console), selection))

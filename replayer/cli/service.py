@@ -15,7 +15,7 @@ from replayer.cli._app import command, print_error
 from replayer.cli._work import finish, preflight_or_exit, setup, show_progress
 from replayer.config import Settings, queue_region
 from replayer.errors import ConfigError
-from replayer.report import Report
+from replayer.report import STOPPED_BY_BREAKER, Report
 
 __all__ = ["drain", "run"]
 
@@ -43,19 +43,34 @@ async def _depth(settings: Settings, clients: Any) -> int | None:
 async def _serve(settings: Settings, *, burst: bool, console: Console, show: bool) -> Report:
     from replayer.observe import Recorder
     from replayer.report import progress
+    from replayer.sinks.guard import Guard
     from replayer.sources import build_replayer, clients_for
     from replayer.sources.sqs import Service
+    from replayer.watch import watching
 
     log = logs.get_logger("replayer.service")
+    logs.load_now()  # a line logged once descriptors run out must need no import
+    logs.contain_loop_errors(asyncio.get_running_loop())
     metrics = Recorder(prometheus=True)
     async with clients_for(settings) as clients:
-        depth = await _depth(settings, clients)
-        replayer, quarantine = build_replayer(settings, clients, metrics)
+        depth = await _depth(settings, clients) if settings.queue else None
+        guard = Guard.of(settings)  # run: a tripped breaker pauses; drain: it stops taking messages
+        replayer, quarantine = build_replayer(settings, clients, metrics, guard=guard)
         with progress(console, depth, show and burst, what="messages") as advance:
-            service = Service(
-                settings, replayer, recorder=metrics, quarantine=quarantine, burst=burst,
-                on_settled=lambda _job, _action: advance(None),
-            )  # fmt: skip
+            service: Any
+            if settings.kafka_topic is not None:  # a Kafka dead-letter topic instead of the queue
+                from replayer.sources.kafka_topic import DeadLetterTopic
+
+                service = DeadLetterTopic(
+                    settings, replayer, replayer.readers.kafka, recorder=metrics, quarantine=quarantine,
+                    burst=burst,
+                )  # fmt: skip
+            else:
+                service = Service(
+                    settings, replayer, recorder=metrics, quarantine=quarantine, burst=burst,
+                    on_settled=lambda _job, _action: advance(None),
+                )  # fmt: skip
+            guard.on_stop.append(lambda _reason: service.stop())
             http = None
             if settings.http_port is not None:
                 from replayer.observe.http import HttpServer
@@ -71,7 +86,8 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
 
                 http = HttpServer(
                     metrics.registry, alive=lambda: service.alive, ready=lambda: service.ready,
-                    host=settings.http_host, port=settings.http_port, status=status,
+                    host=settings.http_host, port=settings.http_port,
+                    status=status if settings.status_endpoint else None,
                 )  # fmt: skip
                 port = await http.start()
                 settings = dataclasses.replace(settings, http_port=port)  # the port chosen for 0
@@ -86,7 +102,8 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
                 loop.add_signal_handler(sig, stop, sig)
             _started(settings, burst, console, log)
             try:
-                summary = await service.run()
+                async with watching(settings, clients, metrics):  # run: the at-risk watch (replayer.watch)
+                    summary = await service.run()
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -98,18 +115,26 @@ async def _serve(settings: Settings, *, burst: bool, console: Console, show: boo
             f"interrupted ({interrupted}): no new message was taken; {summary.messages.get('released', 0)} "
             "unfinished messages were released to the queue for the next run"
         ] if interrupted else []  # fmt: skip
-        return Report(summary.outcomes, messages=summary.messages, interrupted=interrupted, notes=notes)
+        report = Report(summary.outcomes, messages=summary.messages, interrupted=interrupted, notes=notes)
+        if guard.stopped is not None and interrupted is None:
+            note = f"stopped taking messages: {guard.stopped}; what was not done stays on the queue"
+            report = dataclasses.replace(
+                report, stopped=STOPPED_BY_BREAKER, stop_reason=guard.stopped, notes=[*notes, note]
+            )
+        return report
 
 
 def _started(settings: Settings, burst: bool, console: Console, log: Any) -> None:
-    """One line for people (run: where it listens, what it consumes) and the same as a log event."""
+    """A log event saying where it listens and what it consumes; on a terminal, the same for people
+    (stderr that is not a terminal carries JSON log lines only)."""
     listens = (
         f"http://{settings.http_host}:{settings.http_port}" if settings.http_port is not None else "no HTTP"
     )
-    if not burst:
+    if not burst and console.is_terminal:
         console.print(
-            f"replayer run: consuming {settings.queue} into {', '.join(settings.to)}; "
-            f"{settings.concurrency} ranges at once; {listens} (/healthz /readyz /metrics); "
+            f"replayer run: consuming {settings.queue or settings.kafka_topic} into {', '.join(settings.to)}; "
+            f"{settings.concurrency} ranges at once; {listens} (/healthz /readyz /metrics"
+            f"{' /status' if settings.status_endpoint else ''}); "
             "SIGTERM or Ctrl-C stops",
             soft_wrap=True, markup=False, highlight=False,
         )  # fmt: skip
@@ -125,7 +150,11 @@ def _consume(settings: Settings, *, burst: bool) -> Report:
     console = setup(settings)
     for warning in settings.warnings:
         logs.get_logger("replayer.service").warning("configuration_warning", warning=warning)
-    checks = Checks(sinks=settings.to, queue=settings.queue, streams=_literal_streams(settings))
+    streams = _literal_streams(settings)
+    checks = Checks(
+        sinks=settings.to, queue=settings.queue, streams=streams,
+        read_tables=streams if settings.skip_stale else (),
+    )  # fmt: skip
     preflight_or_exit(settings, checks)
     try:
         return asyncio.run(

@@ -57,7 +57,9 @@ def render(document: dict[str, Any], console: Console) -> None:
         else:
             lines.append(
                 f"archive: {archive['ranges']} ranges ({archive['replayed']} replayed, {archive['partial']} partial, "
-                f"{archive['expired']} expired, {archive['redriven']} re-driven, {archive['damaged']} damaged), "
+                f"{archive['expired']} expired, {archive['redriven']} re-driven, {archive['damaged']} damaged"
+                + (f", {archive['at_risk']} at-risk windows" if archive.get("at_risk") else "")
+                + "), "
                 f"{archive['records']} records  ({archive['location']})"
             )
     nearest = document["nearest_expiry"]
@@ -75,8 +77,9 @@ async def _gather(settings: Settings) -> dict[str, Any]:
 
     async with Clients() as clients:
         return await gather_status(
-            clients, queue=settings.queue, quarantine=settings.quarantine, archive=settings.redrive_from
-        )
+            clients, queue=settings.queue, quarantine=settings.quarantine, archive=settings.redrive_from,
+            manifest_key=settings.manifest_key,
+        )  # fmt: skip
 
 
 @command("status")

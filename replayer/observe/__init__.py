@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.readers import Readers, ReadResult, StreamReader
 from replayer.sinks import Delivery, Sink
+from replayer.sinks.guard import COUNTS as REDRIVE_COUNTS
+from replayer.sinks.guard import Guard
 
 if TYPE_CHECKING:  # imported when a registry is made: commands without /metrics never load it
     from prometheus_client import CollectorRegistry
@@ -92,12 +94,6 @@ class _Prometheus:
             self.counters[name] = (PromCounter(f"replayer_{name}", help_text, registry=r), ())
         self.in_flight = Gauge("replayer_ranges_in_flight", "Ranges being read or delivered now", registry=r)
         self.held = Gauge("replayer_messages_held", "Messages held invisible by this process", registry=r)
-        self.deadline = Gauge(
-            "replayer_nearest_expiry_seconds",
-            "Seconds until the earliest expiry deadline among held ranges (+Inf when none)",
-            registry=r,
-        )
-        self.deadline.set(math.inf)
         self.to_expiry = Gauge(
             "replayer_seconds_to_nearest_expiry",
             "Seconds until the first records of the ranges this process holds, not yet saved, leave "
@@ -117,6 +113,22 @@ class _Prometheus:
             "replayer_sink_seconds", "Time to deliver one range to one sink", ["sink"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        for name, help_text in REDRIVE_COUNTS.items():
+            self.counters[f"redrive_{name}"] = (
+                PromCounter(f"replayer_redrive_{name}", help_text, registry=r),
+                (),
+            )
+        self.redrive_rate = Gauge(
+            "replayer_redrive_rate",
+            "Records per second sent to lambda: sinks (the last 5 seconds)",
+            registry=r,
+        )
+        self.redrive_in_flight = Gauge("replayer_redrive_in_flight", "Invocations in flight now", registry=r)
+        self.breaker_open = Gauge(
+            "replayer_redrive_breaker_open",
+            "The breaker: 0 closed, 0.5 half-open (trying), 1 open",
+            registry=r,
+        )
         self.deliveries = PromCounter(
             "replayer_deliveries",
             "Ranges delivered to a sink; already_there=true when an earlier attempt or replica had",
@@ -187,6 +199,18 @@ class Recorder:
             if delivery is not None:
                 self._prometheus.deliveries.labels(sink, str(delivery.already_there).lower()).inc()
 
+    def watch(self, guard: Guard) -> None:
+        """Count what the re-drive guard counts (sent, stale, superseded, invocations, throttled, breaker
+        trips) as `redrive_<name>`; with Prometheus, its rate, invocations in flight and breaker as gauges."""
+        guard.count = lambda name, n: self._add(f"redrive_{name}", n)
+        if self._prometheus is not None:
+            p = self._prometheus
+            p.redrive_rate.set_function(guard.pacer.current)
+            p.redrive_in_flight.set_function(lambda: guard.pacer.in_flight)
+            p.breaker_open.set_function(
+                lambda: {"closed": 0.0, "half-open": 0.5}.get(guard.breaker.state, 1.0)
+            )
+
     def gauges(self, *, in_flight: int, held: int, nearest_expiry: float, near_expiry: int = 0) -> None:
         """Ranges in flight, messages held, seconds to the nearest expiry deadline (+inf: none),
         held ranges within the expiry warning of their deadline (or past it). Prometheus only:
@@ -194,7 +218,6 @@ class Recorder:
         if self._prometheus is not None:
             self._prometheus.in_flight.set(in_flight)
             self._prometheus.held.set(held)
-            self._prometheus.deadline.set(nearest_expiry)
             self._prometheus.to_expiry.set(nearest_expiry)
             self._prometheus.near_expiry.set(near_expiry)
 

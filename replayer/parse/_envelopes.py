@@ -25,7 +25,8 @@ from replayer.parse._json import (
     required_string,
     truncate,
 )
-from replayer.parse._records import looks_like_record, parse_record
+from replayer.parse._kafka import KAFKA_BATCH_INFO, parse_kafka_record
+from replayer.parse._records import BATCH_INFO_KINDS, looks_like_record, parse_record
 
 __all__ = [
     "MAX_ENVELOPE_DEPTH",
@@ -52,13 +53,22 @@ _MAX_S3_KEY_BYTES = 1024
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def parse_document(text: str | bytes, path: str = "<input>", *, payloads: bool = False) -> list[Failure]:
+def parse_document(
+    text: str | bytes,
+    path: str = "<input>",
+    *,
+    payloads: bool = False,
+    errors: list[ParseError] | None = None,
+) -> list[Failure]:
     """A file's content -> its failures, in order.
 
     The content is one JSON message, a JSON array of messages, or JSON Lines (one message
     a line, blank lines ignored); each message goes through `parse_message`. Error paths
     name the element (``<input>[3]...``) or the line (``<input>:7.$...``). `payloads` as
     for `parse_message` (a file the operator names is trusted with them).
+
+    `errors`: when given, an element or line that does not parse is appended to it and the
+    others are still parsed (each input its own outcome); otherwise the first one raises.
     """
     body = decode_text(text, path)
     if not body.strip():
@@ -66,22 +76,51 @@ def parse_document(text: str | bytes, path: str = "<input>", *, payloads: bool =
     try:
         value = loads_str(body, path)
     except ExtraDataError:
-        return _json_lines(body, path, payloads)
+        return _json_lines(body, path, payloads, errors)
+    except ParseError:
+        if _looks_like_json_lines(body):  # JSON Lines whose first line is broken
+            return _json_lines(body, path, payloads, errors)
+        raise
     if isinstance(value, list):
         return [
             failure
             for i, item in enumerate(value)
-            for failure in parse_message(item, f"{path}[{i}]", payloads=payloads)
+            for failure in _part(item, f"{path}[{i}]", payloads, errors)
         ]
     return parse_message(value, path, payloads=payloads)
 
 
-def _json_lines(body: str, path: str, payloads: bool) -> list[Failure]:
+def _part(message: object, path: str, payloads: bool, errors: list[ParseError] | None) -> list[Failure]:
+    """One element or line of a document; its ParseError collected in `errors` when given."""
+    if errors is None:
+        return _message(message, path, 0, payloads=payloads)
+    try:
+        return _message(message, path, 0, payloads=payloads)
+    except ParseError as exc:
+        errors.append(exc)
+        return []
+
+
+def _looks_like_json_lines(body: str) -> bool:
+    """Several lines, one of which is a whole JSON object by itself (a pretty-printed document's are not)."""
+    lines = [line for line in body.split("\n") if line.strip()]
+    if len(lines) < 2:
+        return False
+    for line in lines:
+        try:
+            if isinstance(loads_str(line, "$"), Mapping):
+                return True
+        except ParseError:
+            continue
+    return False
+
+
+def _json_lines(body: str, path: str, payloads: bool, errors: list[ParseError] | None) -> list[Failure]:
     # Split on "\n" only: str.splitlines would also split on U+2028 and friends, legal inside JSON strings.
     failures: list[Failure] = []
     for number, line in enumerate(body.split("\n"), start=1):
         if line.strip():
-            failures += parse_message(line, f"{path}:{number}.$", payloads=payloads)
+            failures += _part(line, f"{path}:{number}.$", payloads, errors)
     return failures
 
 
@@ -108,7 +147,7 @@ def _message(message: object, path: str, depth: int, *, payloads: bool = False) 
         raise ParseError(f"envelopes nested more than {MAX_ENVELOPE_DEPTH} deep", path)
     obj = _as_object(message, path)
     if looks_like_record(obj):
-        return [parse_record(obj, path, payloads=payloads)]
+        return _invocation_record(obj, path, payloads)
     if _is_sns_notification(obj):
         return _message(_sns_notification_message(obj, path), f"{path}.Message", depth + 1)
     if "Records" in obj:
@@ -119,6 +158,15 @@ def _message(message: object, path: str, depth: int, *, payloads: bool = False) 
         f"keys seen: {keys_seen(obj)}",
         path,
     )
+
+
+def _invocation_record(record: Mapping[str, Any], path: str, payloads: bool) -> list[Failure]:
+    """A stream's record is one range; a Kafka record, one range per topic-partition it names."""
+    if KAFKA_BATCH_INFO not in record:
+        return [parse_record(record, path, payloads=payloads)]
+    if any(key in record for key in BATCH_INFO_KINDS):
+        raise ParseError(f"has both {KAFKA_BATCH_INFO} and a stream's batch info; expected exactly one", path)
+    return parse_kafka_record(record, path, payloads=payloads)
 
 
 def _as_object(message: object, path: str) -> Mapping[str, Any]:

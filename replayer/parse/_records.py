@@ -55,7 +55,8 @@ _SOURCE_ARN = re.compile(r"arn:[a-z0-9-]{1,32}:[a-z0-9-]{1,64}:[a-z0-9-]{0,64}:[
 
 def looks_like_record(obj: Mapping[str, Any]) -> bool:
     """True when `obj` has a key only invocation records have (so errors speak of records)."""
-    return any(key in obj for key in (*BATCH_INFO_KINDS, "requestContext", "responseContext", "context"))
+    keys = (*BATCH_INFO_KINDS, "KafkaBatchInfo", "requestContext", "responseContext", "context")
+    return any(key in obj for key in keys)
 
 
 def parse_record(obj: object, path: str = "$", *, payloads: bool = False) -> Failure:

@@ -7,7 +7,7 @@ trimmed data) and say exactly what they could not recover.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from replayer.aws import Clients
 from replayer.model import Failure, StreamKind
@@ -15,14 +15,17 @@ from replayer.readers._base import (
     DEFAULT_MAX_RECORDS_PER_RANGE,
     NO_SUCH_STREAM,
     OVER_BATCH,
+    TOO_LARGE,
     RangeCollector,
     RangeRecords,
     ReadResult,
     StreamReader,
+    judged,
     pages_of,
     shard_lock,
 )
 from replayer.readers.dynamodb import DynamoDBReader
+from replayer.readers.kafka import KafkaPayloadReader, KafkaReader, kafka_payload
 from replayer.readers.kinesis import KinesisReader
 from replayer.readers.payload import PayloadReader, StreamInstead, payload_problem
 
@@ -30,7 +33,9 @@ __all__ = [
     "DEFAULT_MAX_RECORDS_PER_RANGE",
     "NO_SUCH_STREAM",
     "OVER_BATCH",
+    "TOO_LARGE",
     "DynamoDBReader",
+    "KafkaReader",
     "KinesisReader",
     "PayloadReader",
     "RangeCollector",
@@ -38,6 +43,7 @@ __all__ = [
     "ReadResult",
     "Readers",
     "StreamReader",
+    "judged",
     "known_unfiltered",
     "pages_of",
     "shard_lock",
@@ -60,6 +66,7 @@ class Readers:
         invoke_identity_arn: str | None = None,
         max_records_per_range: int = DEFAULT_MAX_RECORDS_PER_RANGE,
         unfiltered: Callable[[Failure], bool] | None = None,
+        kafka_brokers: Sequence[tuple[str, tuple[str, ...]]] = (),
     ) -> None:
         """`invoke_identity_arn` (default: env REPLAYER_INVOKE_IDENTITY_ARN) fills Kinesis
         events' `invokeIdentityArn`, the role Lambda invoked with; unknown, it is left out.
@@ -68,22 +75,32 @@ class Readers:
         says its mapping is known to have no filter (a filtered batch spans records its filter
         dropped), else `max_records_per_range`. Past the ceiling the range is refused. By
         default a mapping is known unfiltered when the core found it and it has no FilterCriteria.
+        `kafka_brokers`: the `--kafka-brokers` (source glob, servers) pairs Kafka ranges are read from.
         """
-        unfiltered = unfiltered or known_unfiltered
         identity = invoke_identity_arn or os.environ.get("REPLAYER_INVOKE_IDENTITY_ARN") or None
-
-        def ceiling(failure: Failure) -> int:
-            if failure.batch_size is not None and unfiltered is not None and unfiltered(failure):
-                return min(failure.batch_size, max_records_per_range)
-            return max_records_per_range
-
+        self._unfiltered = unfiltered or known_unfiltered
+        self.max_records_per_range = max_records_per_range
+        ceiling = self.ceiling
         self.payload = PayloadReader()
         self.dynamodb = DynamoDBReader(clients, max_empty_pages=max_empty_pages, ceiling=ceiling)
         self.kinesis = KinesisReader(
             clients, max_empty_pages=max_empty_pages, invoke_identity_arn=identity, ceiling=ceiling
         )
+        self.kafka = KafkaReader(clients, brokers=kafka_brokers, ceiling=ceiling)
+        self.kafka_payload = KafkaPayloadReader()
+
+    def ceiling(self, failure: Failure) -> int:
+        """The most records the failure's range may hold, by its own claims (see `__init__`)."""
+        if failure.batch_size is not None and self._unfiltered(failure):
+            return min(failure.batch_size, self.max_records_per_range)
+        return self.max_records_per_range
 
     def for_failure(self, failure: Failure) -> StreamReader:
+        if failure.kind is StreamKind.KAFKA:
+            if failure.payload is None:
+                return self.kafka
+            made = kafka_payload(failure)
+            return self.kafka_payload if not isinstance(made, str) else StreamInstead(self.kafka, made)
         stream: StreamReader = self.dynamodb if failure.kind is StreamKind.DYNAMODB else self.kinesis
         if failure.payload is None:
             return stream

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import operator
 import time
 import weakref
 import zlib
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +21,7 @@ from typing import Any, Protocol, overload
 from botocore.exceptions import ClientError
 
 from replayer import logs
-from replayer.aws import RAW_BODY, Clients, error_code
+from replayer.aws import ANSWER_TOO_LARGE, RAW_BODY, Clients, error_code
 from replayer.model import Failure, Gap, RecordPage, StreamRecord
 from replayer.wire import gc_paused, jsonable, loads
 
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_RECORDS_PER_RANGE",
     "NO_SUCH_STREAM",
     "OVER_BATCH",
+    "TOO_LARGE",
     "Page",
     "RangeCollector",
     "RangeRecords",
@@ -35,7 +37,10 @@ __all__ = [
     "BaseShardCalls",
     "ShardCalls",
     "ShardReader",
+    "batch_note",
     "decoded_page",
+    "judged",
+    "over_ceiling_reason",
     "pages_of",
     "StreamReader",
     "read_range",
@@ -49,6 +54,8 @@ DEFAULT_MAX_RECORDS_PER_RANGE = 10_000
 OVER_BATCH = "range spans more than its batch"
 # The rejection of a range whose stream does not exist: nothing there was ever lost, nothing to retry.
 NO_SUCH_STREAM = "no such stream"
+# The rejection of a range whose stream answered with more than it documents it ever gives.
+TOO_LARGE = "larger than the stream allows"
 
 
 # Records a range keeps uncompressed (its open page); full pages are kept zlib-compressed (#12.6).
@@ -59,11 +66,12 @@ class _SealedPage:
     """A full page of records: their sequence numbers and one compressed blob of their JSON Lines
     (what the archive stores: packing a page is then one decompression, no per-record work)."""
 
-    __slots__ = ("blob", "ends", "sequence_numbers")
+    __slots__ = ("blob", "ends", "first", "last", "sequence_numbers")
 
     def __init__(self, page: RecordPage) -> None:
         # The sequence numbers too: as strings they are a tenth of a page's memory; compressed, ~nothing.
         self.sequence_numbers = zlib.compress("\n".join(page.sequence_numbers).encode(), 1)
+        self.first, self.last = int(page.sequence_numbers[0]), int(page.sequence_numbers[-1])
         self.ends = array("L", accumulate(len(json) + 1 for json in page.jsons))  # line ends, newlines in
         self.blob = zlib.compress(page.lines(), 1)  # level 1: cheap, ~5x smaller
 
@@ -111,6 +119,17 @@ class RangeRecords(Sequence[StreamRecord]):
             self._open.jsons.extend(jsons[at : at + n])
             at += n
         self._count += len(jsons)
+
+    def find(self, sequence_number: str) -> bytes | None:
+        """The JSON of the record with this sequence number, None when none was kept (records are
+        kept in sequence order: only the page that would hold it is decompressed)."""
+        seq = int(sequence_number)
+        sealed = next((p for p in self._sealed if p.first <= seq <= p.last), None)
+        page = sealed.records() if sealed is not None else self._open
+        for at, kept in enumerate(page.sequence_numbers):
+            if int(kept) == seq:
+                return page[at].json
+        return None
 
     def pages(self) -> Iterator[RecordPage]:
         """The records a page at a time (each page decompressed only while it is used)."""
@@ -178,6 +197,53 @@ class ReadResult:
     # Set when the range cannot be a genuine failure record's (it spans more than its batch):
     # the range is rejected, never retried, and nothing is delivered.
     refused: str | None = None
+    # The ceiling the read stopped at (more records than it), when that is why it was refused: the
+    # one refusal that depends on a claim (the batch size) rather than on the stream.
+    over_ceiling: int | None = None
+    # Set when the stream gave two different records under one sequence number: nothing is delivered,
+    # the range is a `conflict` (kept with the reason), never `replayed` with one of them dropped.
+    conflict: str | None = None
+
+
+def batch_note(failure: Failure, read: int) -> str:
+    """The note of a complete read whose count differs from the batch size its failure claims."""
+    return (
+        f"read {read} records where batchSize says {failure.batch_size} "
+        "(ESM filter criteria or bisected batches can cause this)"
+    )
+
+
+def over_ceiling_reason(failure: Failure, ceiling: int) -> str:
+    """The refusal of a range holding more than `ceiling` records before its end."""
+    return f"{OVER_BATCH}: more than {ceiling} records before sequence {failure.end_sequence}"
+
+
+def judged(result: ReadResult, read_for: Failure, failure: Failure, ceiling: int) -> ReadResult | None:
+    """A read made for the claims of `read_for` as it stands against `failure`'s own (same range):
+    its batch size (through `ceiling`, the most records it may hold) and its note. None when that
+    read cannot tell (it stopped at a lower ceiling than this claim's): the range is read again.
+
+    What messages naming one range may share is the reading; each one's verdict is its own.
+    """
+    if result.conflict is not None:
+        return result  # the stream's answer, whoever asked
+    if result.refused is not None:
+        if result.over_ceiling is None:
+            return result  # the stream's answer (no such stream, ...), whoever asked
+        if ceiling > result.over_ceiling:
+            return None
+        return dataclasses.replace(
+            result, refused=over_ceiling_reason(failure, ceiling), over_ceiling=ceiling
+        )
+    count = len(result.records)
+    if count > ceiling:
+        return ReadResult(
+            result.records, (), result.notes, True, over_ceiling_reason(failure, ceiling), ceiling
+        )
+    notes = [n for n in result.notes if read_for.batch_size is None or n != batch_note(read_for, count)]
+    if result.complete and failure.batch_size is not None and count != failure.batch_size and not result.gaps:
+        notes.append(batch_note(failure, count))
+    return dataclasses.replace(result, notes=tuple(notes))
 
 
 class StreamReader(Protocol):
@@ -203,10 +269,13 @@ class RangeCollector:
         self._start, self._end = failure.start, failure.end  # parsed once, compared per record
         self.ceiling = ceiling  # records of the range at most: more means it spans more than its batch
         self.refused: str | None = None
+        self.over: int | None = None  # the ceiling, once more records than it were found
         self.records = RangeRecords()
         self.gaps: list[Gap] = []
         self.notes: list[str] = []
         self.last: int | None = None  # the last sequence number accepted
+        self._last_json: bytes | None = None  # and its record
+        self.conflict: str | None = None
         self.done = False
         self._lost_since: tuple[int, str] | None = None  # first sequence of an open gap, why
         self._resync: int | None = None  # the record an iterator was re-acquired AT
@@ -235,9 +304,12 @@ class RangeCollector:
             if seq > resync:
                 self.lost_from_here("trimmed while the iterator was re-acquired")
         last = self.last
-        if seq < self._start or (last is not None and seq <= last):
-            self.before_start += seq < self._start
-            return self.done  # before the range, or read twice after an iterator re-acquire
+        if seq < self._start:
+            self.before_start += 1
+            return self.done  # before the range
+        if last is not None and seq <= last:
+            self._again(seq, record_json)  # read twice (an iterator re-acquired AT it), or out of order
+            return self.done
         if seq > self._end:
             if last is None:
                 self.lost_from_here("records of the range no longer in the shard")
@@ -246,7 +318,8 @@ class RangeCollector:
             return True
         records = self.records
         if len(records) >= self.ceiling:
-            self.refuse(f"more than {self.ceiling} records before sequence {self.failure.end_sequence}")
+            self.refused = over_ceiling_reason(self.failure, self.ceiling)
+            self.over, self.done = self.ceiling, True
             return True
         if self._lost_since is not None:
             self._close_gap(seq - 1)
@@ -254,10 +327,40 @@ class RangeCollector:
             # AT_SEQUENCE_NUMBER named a record that is no longer the first one there.
             self.gaps.append(Gap(str(self._start), str(seq - 1), "start of range no longer in the shard"))
         records.add(sequence_number, record_json)
-        self.last = seq
+        self.last, self._last_json = seq, record_json
         if seq == self._end:
             self.done = True
         return self.done
+
+    def _again(self, seq: int, record_json: bytes) -> None:
+        """A record of the range at or before the last one taken. The same record again (an
+        iterator re-acquired AT the last one, a page repeated) is nothing new; a different record
+        under a sequence number taken is a conflict; one never taken came out of order (the stream
+        keeps a shard in order: only a misbehaving endpoint does this) and is reported as not
+        recovered, never skipped silently."""
+        taken = self._last_json if seq == self.last else self.records.find(str(seq))
+        if taken is None:
+            self.gaps.append(
+                Gap(
+                    str(seq),
+                    str(seq),
+                    f"came out of order on a GetRecords page (after {self.last}): not taken",
+                )
+            )
+        elif taken != record_json:
+            self.conflict = (
+                f"the stream gave two different records with sequence number {seq} "
+                "(a GetRecords page repeated it with other content): neither is delivered"
+            )
+            self.done = True
+
+    def after_end(self, sequence_numbers: Sequence[str], jsons: Callable[[int], bytes]) -> None:
+        """The rest of a page after the record that ended the range: any record of the range among
+        them came out of order, and is checked as `add` checks one (never dropped unseen)."""
+        for at, sequence_number in enumerate(sequence_numbers):
+            seq = int(sequence_number)
+            if self._start <= seq <= self._end and self.conflict is None:
+                self._again(seq, jsons(at))
 
     def add_page(
         self,
@@ -270,15 +373,29 @@ class RangeCollector:
         last one taken and in order, is taken in one step."""
         taken = self._plain_run(sequence_numbers)
         if taken:
-            self.records.extend(sequence_numbers[:taken], events(records[:taken]))
+            jsons = events(records[:taken])
+            self.records.extend(sequence_numbers[:taken], jsons)
+            self._last_json = jsons[-1]
             self.offered += taken
             self.last = int(sequence_numbers[taken - 1])
             if self.last == self._end:
                 self.done = True
+                self._rest_of_page(records, sequence_numbers, taken, events)
                 return
         for at in range(taken, len(records)):
             if self.add(sequence_numbers[at], events(records[at : at + 1])[0]):
+                self._rest_of_page(records, sequence_numbers, at + 1, events)
                 return
+
+    def _rest_of_page(
+        self,
+        records: Sequence[Any],
+        sequence_numbers: list[str],
+        rest: int,
+        events: Callable[[Sequence[Any]], list[bytes]],
+    ) -> None:
+        if rest < len(records):
+            self.after_end(sequence_numbers[rest:], lambda i: events(records[rest + i : rest + i + 1])[0])
 
     def _plain_run(self, sequence_numbers: list[str]) -> int:
         """How many leading records `add` would take with nothing else to note: in order, after the
@@ -310,6 +427,12 @@ class RangeCollector:
     def refuse(self, why: str) -> None:
         """The range cannot be a genuine one: stop reading; it is rejected, not retried."""
         self.refused = f"{OVER_BATCH}: {why}"
+        self.done = True
+
+    def too_large(self, why: str) -> None:
+        """A page or record larger than the stream's documented maximum: stop reading; the range is
+        rejected with the reason (no genuine stream answers so: an endpoint misbehaves)."""
+        self.refused = f"{TOO_LARGE}: {why}"
         self.done = True
 
     def no_stream(self) -> None:
@@ -348,17 +471,17 @@ class RangeCollector:
 
     def result(self, *, complete: bool = True) -> ReadResult:
         if self.refused is not None:
-            return ReadResult(self.records, (), tuple(self.notes), True, self.refused)
+            return ReadResult(self.records, (), tuple(self.notes), True, self.refused, self.over)
+        if self.conflict is not None:
+            return ReadResult(self.records, (), tuple(self.notes), True, conflict=self.conflict)
         if complete and not self.done:
             self._close_gap(self._end)
         notes = list(self.notes)
         batch = self.failure.batch_size
         if complete and batch is not None and len(self.records) != batch and not self.gaps:
-            notes.append(
-                f"read {len(self.records)} records where batchSize says {batch} "
-                "(ESM filter criteria or bisected batches can cause this)"
-            )
-        return ReadResult(self.records, tuple(self.gaps), tuple(notes), complete)
+            notes.append(batch_note(self.failure, len(self.records)))
+        gaps = tuple(sorted(self.gaps, key=lambda g: int(g.first)))  # out-of-order ones come late
+        return ReadResult(self.records, gaps, tuple(notes), complete)
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,14 +568,33 @@ class ShardReader:
 class BaseShardCalls:
     """The state every stream's `ShardCalls` keeps for one range: the client and the books."""
 
-    def __init__(self, client: Any, failure: Failure, ceiling: int) -> None:
+    def __init__(self, client: Any, failure: Failure, ceiling: int, most: int) -> None:
         self.client = client
         self.failure = failure
         self.books = RangeCollector(failure, ceiling=ceiling)
+        self.most = most  # records a GetRecords call asks for at most
 
     async def describe_stream(self) -> None:
         """Describe the range's stream (one cheap call); ClientError when it cannot be."""
         raise NotImplementedError
+
+    async def get_records(self, call: Callable[[int], Awaitable[Any]]) -> Any:
+        """`call(limit)`'s GetRecords answer. One larger than the stream's documented maximum allows
+        (`replayer.aws.MAX_ANSWER_BYTES`: read no further than that) is asked for again with half as
+        many records (this range's later pages too); when even one record is too large, the books
+        refuse the range and an empty page with no next iterator is given back."""
+        while True:
+            asked = self.books.page_limit(self.most)
+            try:
+                return await call(asked)
+            except ClientError as exc:
+                if error_code(exc) != ANSWER_TOO_LARGE:
+                    raise
+                if asked <= 1:
+                    self.books.too_large(f"a GetRecords answer of shard {self.failure.shard_id}: {exc}")
+                    return {}
+                self.most = asked // 2
+                log.warning("page_too_large", asked=asked, asking=self.most)
 
     async def not_found(self, exc: ClientError) -> None:
         """The books after a ResourceNotFoundException reading the range: a stream that does not

@@ -63,7 +63,7 @@ class _ShardCalls(BaseShardCalls):
     """DynamoDB Streams' quirks of reading one range (`ShardCalls`); lives for one `read` call."""
 
     def __init__(self, reader: DynamoDBReader, client: Any, failure: Failure) -> None:
-        super().__init__(client, failure, reader.ceiling(failure))
+        super().__init__(client, failure, reader.ceiling(failure), reader.page_limit)
         self.reader = reader
 
     async def iterator(self) -> str | None:
@@ -98,8 +98,8 @@ class _ShardCalls(BaseShardCalls):
 
     async def fetch(self, iterator: str) -> Any | None:
         try:
-            response = await self.client.get_records(
-                ShardIterator=iterator, Limit=self.books.page_limit(self.reader.page_limit)
+            response = await self.get_records(
+                lambda limit: self.client.get_records(ShardIterator=iterator, Limit=limit)
             )
         except ClientError as exc:
             code = error_code(exc)

@@ -35,6 +35,8 @@ log = logs.get_logger(__name__)
 # The minimum a Kinesis stream keeps records; assumed only when DescribeStreamSummary fails.
 DEFAULT_RETENTION = timedelta(hours=24)
 MAX_PAGE = 10_000  # GetRecords' own ceiling
+MAX_RECORD_BYTES = 10 * 1024 * 1024  # a record's data at most (10 MiB, where a stream opts in; 1 MiB else)
+MAX_DATA_BASE64 = 4 * -(-MAX_RECORD_BYTES // 3)  # as GetRecords carries it
 
 
 class ShardBudget:
@@ -143,7 +145,7 @@ class _ShardCalls(BaseShardCalls):
     """Kinesis' quirks of reading one range (`ShardCalls`); lives for one `read` call."""
 
     def __init__(self, reader: KinesisReader, client: Any, failure: Failure) -> None:
-        super().__init__(client, failure, reader.ceiling(failure))
+        super().__init__(client, failure, reader.ceiling(failure), reader.page_limit)
         self.reader = reader
         self.region = failure.region
 
@@ -177,13 +179,15 @@ class _ShardCalls(BaseShardCalls):
 
     async def fetch(self, iterator: str) -> Any | None:
         """One GetRecords answer, within the shard's budget."""
-        await self.reader.budget.acquire((self.failure.stream_arn, self.failure.shard_id))
-        try:
-            response = await self.client.get_records(
-                ShardIterator=iterator,
-                Limit=self.books.page_limit(self.reader.page_limit),
-                StreamARN=self.failure.stream_arn,
+
+        async def get_records(limit: int) -> Any:
+            await self.reader.budget.acquire((self.failure.stream_arn, self.failure.shard_id))
+            return await self.client.get_records(
+                ShardIterator=iterator, Limit=limit, StreamARN=self.failure.stream_arn
             )
+
+        try:
+            response = await self.get_records(get_records)
         except ClientError as exc:
             code = error_code(exc)
             if code == "ExpiredIteratorException":
@@ -208,6 +212,12 @@ class _ShardCalls(BaseShardCalls):
 
     def feed(self, page: Page) -> int:
         records = page.records
+        if records and (largest := max(len(r.get("Data") or "") for r in records)) > MAX_DATA_BASE64:
+            self.books.too_large(
+                f"a record of shard {self.failure.shard_id} holds {largest} characters of base64 data, "
+                f"more than a Kinesis record's {MAX_RECORD_BYTES} bytes"
+            )
+            return len(records)
         self.books.add_page(records, [r["SequenceNumber"] for r in records], self._events)
         return len(records)
 

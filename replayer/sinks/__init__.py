@@ -2,7 +2,7 @@
 
 Every sink follows `Sink` (``deliver(failure, result) -> Delivery``). Adding one is its
 module plus one `SinkKind` row below: `sink_from_uri`, the `--to` help text
-(`describe_uri_forms`), configuration errors and the README's sink table
+(`describe_uri_forms`), configuration errors and the docs' sink table
 (`sink_table_markdown`) all come from that table.
 """
 
@@ -19,6 +19,7 @@ from replayer.errors import ConfigError
 from replayer.selection import Selection
 from replayer.sinks._base import Delivery, Sink, SinkError
 from replayer.sinks.archive import ArchiveSink, FileSink, S3Sink
+from replayer.sinks.guard import Guard
 from replayer.sinks.lambda_ import (
     DEFAULT_INVOKE_TIME_LIMIT,
     DEFAULT_MAX_INVOCATIONS,
@@ -65,10 +66,15 @@ class SinkOptions:
     no_filter: bool = False  # send every record, not only those the mapping's FilterCriteria admits
     selection: Selection | None = None  # --where/--since/--until/--limit: narrows what lambda: sinks send
     invoke_identity_arn: str | None = None  # Kinesis invokeIdentityArn override; None: the target's role
+    manifest_key: str | None = None  # archives: the KMS HMAC key signing and checking manifests
+    guard: Guard | None = None  # pacing, breaker, staleness; one per process, shared by its lambda: sinks
 
     @classmethod
-    def of(cls, settings: Settings, *, selection: Selection | None = None) -> SinkOptions:
-        """The options a command's settings give (every command builds its sinks the same way)."""
+    def of(
+        cls, settings: Settings, *, selection: Selection | None = None, guard: Guard | None = None
+    ) -> SinkOptions:
+        """The options a command's settings give (every command builds its sinks the same way);
+        `guard`: the process's re-drive guard (default: a new one from the settings)."""
         return cls(
             max_records_per_invoke=settings.max_records_per_invoke,
             invoke_retries=settings.invoke_retries,
@@ -77,6 +83,8 @@ class SinkOptions:
             invoke_time_limit=settings.invoke_time_limit,
             selection=selection,
             invoke_identity_arn=settings.invoke_identity_arn,
+            manifest_key=settings.manifest_key,
+            guard=guard or Guard.of(settings),
         )
 
 
@@ -99,7 +107,10 @@ def _archive(uri: str, clients: Clients, options: SinkOptions) -> Sink:
     if location is None:
         raise ConfigError(f"--to {uri!r}: no bucket or directory; expected {describe_uri_forms()}")
     kind, where, prefix = location
-    return S3Sink(clients, where, prefix) if kind == "s3" else FileSink(where, clients)
+    key = options.manifest_key
+    if kind == "s3":
+        return S3Sink(clients, where, prefix, manifest_key=key)
+    return FileSink(where, clients, manifest_key=key)
 
 
 def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
@@ -120,11 +131,12 @@ def _lambda(uri: str, clients: Clients, options: SinkOptions) -> Sink:
         invoke_time_limit=options.invoke_time_limit,
         selection=options.selection,
         invoke_identity_arn=options.invoke_identity_arn,
+        guard=options.guard,
     )
 
 
 def _stdout(uri: str, clients: Clients, options: SinkOptions) -> Sink:
-    return StdoutSink()
+    return StdoutSink(clients=clients)
 
 
 SINK_KINDS: tuple[SinkKind, ...] = (
@@ -164,7 +176,7 @@ def durable_kinds() -> str:
 
 
 def sink_table_markdown() -> str:
-    """The README's sink table (a test keeps README.md equal to it)."""
+    """The docs' sink table (a test keeps docs/cli.md equal to it)."""
     rows = ["| `--to` | what it does | keeps loss reports |", "| --- | --- | --- |"]
     rows += [f"| `{k.form}` | {k.description} | {'yes' if k.durable else 'no'} |" for k in SINK_KINDS]
     return "\n".join(rows)

@@ -13,24 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replayer import logs
 from replayer.aws import Clients, error_code
 from replayer.model import Failure, StreamKind, StreamRecord
+from replayer.readers import pages_of
 from replayer.sinks._base import SinkError
 from replayer.wire import dumps, loads
 
-__all__ = ["IDENTITY_KEY", "Roles", "failed_function", "with_identity"]
+__all__ = ["IDENTITY_KEY", "Roles", "as_delivered", "failed_function", "with_identity"]
 
 log = logs.get_logger("replayer")
 
 IDENTITY_KEY = b'"invokeIdentityArn":'
 _FUNCTION_ARN = re.compile(
-    r"arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):[0-9]{12}:function:[A-Za-z0-9_-]{1,64}"
+    r"arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):function:[A-Za-z0-9_-]{1,64}"
 )
+_MAX_KNOWN = 1024  # functions whose role is remembered; the least recently used is asked again
 # Not permitted, or no such function: the same answer next time, so it is remembered.
 _LASTING = {
     "AccessDenied",
@@ -40,11 +43,23 @@ _LASTING = {
 }
 
 
-def failed_function(failure: Failure) -> tuple[str, str] | None:
-    """(function ARN, region) of the function that gave up on the batch, when the record names one."""
+def failed_function(failure: Failure) -> tuple[str, str, str] | None:
+    """(function ARN, region, account) of the function that gave up on the batch, when the record
+    names one in its stream's account and region (the stream picks where replayer looks, never the
+    message: a function elsewhere is not looked up, and the records go without the field)."""
     arn = failure.source_arn or ""
     m = _FUNCTION_ARN.match(arn)
-    return (m.group(0), m["region"]) if m else None
+    if m is None:
+        return None
+    stream = failure.arn
+    if (m["account"], m["region"]) != (stream.account, stream.region):
+        log.info(
+            "invoke_identity_not_looked_up",
+            function=m.group(0),
+            reason="not in the stream's account and region",
+        )
+        return None
+    return m.group(0), m["region"], m["account"]
 
 
 class Roles:
@@ -52,16 +67,19 @@ class Roles:
 
     def __init__(self, clients: Clients) -> None:
         self._clients = clients
-        self._known: dict[tuple[str, str | None], str | None] = {}
+        self._known: OrderedDict[tuple[str, str | None], str | None] = OrderedDict()
         self._lock = asyncio.Lock()
 
     async def role_of(self, function: str, region: str | None, account: str | None = None) -> str | None:
         key = (function, region)
         if key in self._known:
+            self._known.move_to_end(key)
             return self._known[key]
         async with self._lock:
             if key not in self._known:
                 self._known[key] = await self._look_up(function, region, account)
+                while len(self._known) > _MAX_KNOWN:
+                    self._known.popitem(last=False)
             return self._known[key]
 
     async def _look_up(self, function: str, region: str | None, account: str | None) -> str | None:
@@ -84,6 +102,20 @@ class Roles:
             raise SinkError(f"GetFunctionConfiguration {function}: {exc}") from exc
         role = answer.get("Role")
         return role if isinstance(role, str) and role else None
+
+
+async def as_delivered(
+    roles: Roles | None, failure: Failure, records: Sequence[StreamRecord]
+) -> Iterable[Sequence[StreamRecord]]:
+    """The records a page at a time as Lambda delivered them: Kinesis ones with the role of the
+    function that failed as invokeIdentityArn (what the archive keeps and `-` prints alike)."""
+    if roles is None or failure.kind is not StreamKind.KINESIS or not records:
+        return pages_of(records)  # (only Kinesis records carry the field; a Kafka cluster may have no ARN)
+    function = failed_function(failure)
+    if function is None:
+        return pages_of(records)
+    role = await roles.role_of(*function)
+    return (with_identity(failure, page, role) for page in pages_of(records))
 
 
 def with_identity(

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from replayer.archive.layout import range_path
+from replayer.archive.mac import ManifestKey
 from replayer.archive.store import FileStore, S3Store, Store, StoreError
 from replayer.archive.write import ArchiveConflict, write_range
 from replayer.aws import Clients
-from replayer.model import Failure, StreamKind, StreamRecord
-from replayer.readers import ReadResult, pages_of
+from replayer.model import Failure
+from replayer.readers import ReadResult
 from replayer.sinks._base import Delivery, SinkError
-from replayer.sinks._identity import Roles, failed_function, with_identity
+from replayer.sinks._identity import Roles, as_delivered
 
 __all__ = ["ArchiveConflict", "ArchiveSink", "FileSink", "S3Sink"]
 
@@ -24,29 +24,32 @@ class ArchiveSink:
     Every object is created only if absent and anything already there is read back and
     checked (`replayer.archive.write`): a retry or another replica converges on one
     consistent folder; a contradicting one raises ArchiveConflict. The manifest
-    (``invocation.json``) is written last, so its presence means the range is complete.
+    (``invocation.json``) is written last, so its presence means the range is complete; with
+    `manifest_key` (a KMS HMAC key id) it is signed, and what is read back must be.
     """
 
     durable = True
 
-    def __init__(self, store: Store, clients: Clients | None = None) -> None:
+    def __init__(
+        self, store: Store, clients: Clients | None = None, *, manifest_key: str | None = None
+    ) -> None:
         self.store = store
         self.roles = Roles(clients) if clients is not None else None
+        self.manifest_key = (
+            ManifestKey(clients, manifest_key) if clients is not None and manifest_key else None
+        )
 
     @property
     def uri(self) -> str:
         return self.store.uri
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
-        records = result.records
-        parts: Iterable[Sequence[StreamRecord]] = pages_of(records)  # a page at a time, never the range
-        function = failed_function(failure)
-        if self.roles is not None and function is not None and failure.kind is StreamKind.KINESIS and records:
-            # Archived as Lambda delivered them: invokeIdentityArn is the role of the function that failed.
-            role = await self.roles.role_of(*function)
-            parts = (with_identity(failure, page, role) for page in pages_of(records))
+        # A page at a time, never the range; as Lambda delivered them (Kinesis: invokeIdentityArn).
+        parts = await as_delivered(self.roles, failure, result.records)
         try:
-            written = await write_range(self.store, failure, parts, result.gaps, result.notes)
+            written = await write_range(
+                self.store, failure, parts, result.gaps, result.notes, key=self.manifest_key
+            )
         except StoreError as exc:
             raise SinkError(str(exc)) from exc
         return Delivery(
@@ -64,9 +67,11 @@ class ArchiveSink:
 class S3Sink(ArchiveSink):
     """`s3://bucket/prefix`: an archive that outlives the stream."""
 
-    def __init__(self, clients: Clients, bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self, clients: Clients, bucket: str, prefix: str = "", *, manifest_key: str | None = None
+    ) -> None:
         self.s3 = S3Store(clients, bucket, prefix)
-        super().__init__(self.s3, clients)
+        super().__init__(self.s3, clients, manifest_key=manifest_key)
 
     def key(self, failure: Failure, name: str) -> str:
         """The S3 key of one of the range's objects."""
@@ -76,9 +81,11 @@ class S3Sink(ArchiveSink):
 class FileSink(ArchiveSink):
     """`file:DIR`: the S3 archive's layout on a local disk."""
 
-    def __init__(self, root: str | os.PathLike[str], clients: Clients | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], clients: Clients | None = None, *, manifest_key: str | None = None
+    ) -> None:
         self.files = FileStore(root)
-        super().__init__(self.files, clients)
+        super().__init__(self.files, clients, manifest_key=manifest_key)
 
     def path(self, failure: Failure, name: str) -> Path:
         """The path of one of the range's objects."""

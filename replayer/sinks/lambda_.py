@@ -30,6 +30,8 @@ from replayer.readers import RangeRecords, ReadResult
 from replayer.selection import Selection, to_send
 from replayer.sinks._base import Delivery, SinkError
 from replayer.sinks._identity import Roles, with_identity
+from replayer.sinks.guard import Guard
+from replayer.sinks.kafka_event import kafka_envelope
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -47,6 +49,8 @@ __all__ = [
     "chunks",
     "client_context",
     "event_payload",
+    "function_error",
+    "log_tail",
     "parse_target",
     "unconfirmed",
 ]
@@ -136,31 +140,41 @@ class FunctionFailed(Exception):
     """The function failed the invocation, or did not confirm every record: try again."""
 
 
-def event_payload(records: Sequence[StreamRecord]) -> bytes:
-    """The event Lambda's event source mapping would have sent for these records."""
-    return _HEAD + b",".join(r.json for r in records) + _TAIL
+def event_payload(records: Sequence[StreamRecord], envelope: tuple[bytes, bytes] = (_HEAD, _TAIL)) -> bytes:
+    """The event Lambda's event source mapping would have sent for these records (`envelope`: the
+    bytes around them, ``{"Records":[`` and ``]}`` but for Kafka: `envelope_of`)."""
+    return envelope[0] + b",".join(r.json for r in records) + envelope[1]
+
+
+def envelope_of(failure: Failure) -> tuple[bytes, bytes]:
+    """The bytes around a range's records in the event its mapping sends."""
+    return kafka_envelope(failure) if failure.kind is StreamKind.KAFKA else (_HEAD, _TAIL)
 
 
 def chunks(
-    records: Sequence[StreamRecord], *, max_records: int, max_bytes: int = DEFAULT_MAX_PAYLOAD
+    records: Sequence[StreamRecord],
+    *,
+    max_records: int,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD,
+    envelope: int = _ENVELOPE,
 ) -> Iterator[tuple[StreamRecord, ...]]:
     """Consecutive runs of `records`, each at most `max_records` long with a payload of at most `max_bytes`.
 
     A record too large to travel alone raises ValueError before anything is yielded.
     """
     for r in records:
-        if _ENVELOPE + len(r.json) > max_bytes:
+        if envelope + len(r.json) > max_bytes:
             raise ValueError(
                 f"record {r.sequence_number} is {len(r.json)} bytes: a synchronous invocation carries at most "
                 f"{max_bytes} bytes, so this range cannot be re-driven to a function"
             )
     current: list[StreamRecord] = []
-    size = _ENVELOPE
+    size = envelope
     for r in records:
         extra = len(r.json) + (1 if current else 0)  # the comma before it
         if current and (len(current) >= max_records or size + extra > max_bytes):
             yield tuple(current)
-            current, size, extra = [], _ENVELOPE, len(r.json)
+            current, size, extra = [], envelope, len(r.json)
         current.append(r)
         size += extra
     if current:
@@ -191,6 +205,8 @@ def unconfirmed(records: Sequence[StreamRecord], answer: bytes) -> tuple[StreamR
     lowest: int | None = None
     for n, item in enumerate(items):
         ident = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if isinstance(ident, dict):  # Kafka: {"partition": "<topic>-<partition>", "offset": N}
+            ident = str(ident.get("offset"))
         index = position.get(int(ident)) if isinstance(ident, str) and _DIGITS.fullmatch(ident) else None
         if index is None:
             raise FunctionFailed(
@@ -200,14 +216,38 @@ def unconfirmed(records: Sequence[StreamRecord], answer: bytes) -> tuple[StreamR
     return tuple(records[lowest:]) if lowest is not None else ()
 
 
-def _error_type(answer: bytes) -> str | None:
-    """The errorType of a function error's answer; its errorMessage may quote records, so it is not kept."""
+_MAX_ERROR_CHARS = 200  # of a function's errorMessage in a reason: one line of a report, not a dump
+_TAIL_LINES = 5  # of the LogResult tail logged at -v
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def function_error(answer: bytes) -> str:
+    """`errorType: errorMessage` of a function error's answer, on one line, capped at 200 characters
+    (the message is the function's own words and may quote a record: never more than that)."""
     try:
         document = json.loads(answer)
     except ValueError:
-        return None
-    kind = document.get("errorType") if isinstance(document, dict) else None
-    return kind if isinstance(kind, str) else None
+        return ""
+    if not isinstance(document, dict):
+        return ""
+    kind, message = document.get("errorType"), document.get("errorMessage")
+    parts = [p for p in (kind, message) if isinstance(p, str) and p.strip()]
+    return _one_line(": ".join(parts), _MAX_ERROR_CHARS)
+
+
+def log_tail(encoded: object) -> list[str]:
+    """The last lines of an invocation's base64 `LogResult` (LogType=Tail: its last 4 KB)."""
+    if not isinstance(encoded, str) or not encoded:
+        return []
+    try:
+        text = base64.b64decode(encoded).decode("utf-8", "replace")
+    except ValueError:
+        return []
+    return [_one_line(line, 300) for line in text.splitlines() if line.strip()][-_TAIL_LINES:]
 
 
 class LambdaSink:
@@ -230,6 +270,7 @@ class LambdaSink:
         invoke_time_limit: float = DEFAULT_INVOKE_TIME_LIMIT,
         selection: Selection | None = None,
         invoke_identity_arn: str | None = None,
+        guard: Guard | None = None,
     ) -> None:
         if max_records_per_invoke is not None and max_records_per_invoke < 1:
             raise ConfigError("--max-records-per-invoke must be at least 1")
@@ -252,6 +293,7 @@ class LambdaSink:
         self.roles = Roles(clients)
         self.selection = selection
         self.invoke_identity_arn = invoke_identity_arn  # the override; None: the target's role
+        self.guard = guard or Guard()  # pacing, the breaker, staleness: shared by the process's sinks
 
     @property
     def uri(self) -> str:
@@ -277,6 +319,11 @@ class LambdaSink:
             ) from exc
         if len(kept) != len(records):
             log.info("records_filtered", function=self.uri, sent=len(kept), read=len(records))
+        mapping = failure.mapping
+        if (
+            self.apply_filter and mapping is not None and not mapping.found
+        ):  # where an unknown mapping matters
+            log.warning("mapping_unknown", function=self.uri, kind=mapping.kind, note=mapping.note)
         return kept
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
@@ -285,27 +332,38 @@ class LambdaSink:
         records = self.admitted(
             failure, read if isinstance(read, RangeRecords) else sorted(read, key=lambda r: r.sequence)
         )
+        records = await self.guard.select(failure, records, self._clients)  # stale, superseded: not sent
         if failure.kind is StreamKind.KINESIS and records:  # as Lambda does: the role of the function invoked
             role = self.invoke_identity_arn or await self.roles.role_of(
                 self.target.function, self.target.region, self.target.account
             )
             records = list(with_identity(failure, records, role, replace=True))
+        envelope = envelope_of(failure)
         try:
             batches = list(
                 chunks(
-                    records, max_records=self.records_per_invoke(failure), max_bytes=self.max_payload_bytes
+                    records,
+                    max_records=self.records_per_invoke(failure),
+                    max_bytes=self.max_payload_bytes,
+                    envelope=len(envelope[0]) + len(envelope[1]),
                 )
             )
         except ValueError as exc:  # retried like any sink failure: the message stays, then dead-letters
             raise SinkError(f"{self.uri}: {exc}") from exc
         invocations = 0
         for batch in batches:
-            invocations += await self._deliver_batch(batch, failure, redrive_id)
+            invocations += await self._deliver_batch(batch, failure, redrive_id, envelope)
         if records:
             log.info("range_redriven", function=self.uri, records=len(records), invocations=invocations)
-        return Delivery(self.uri)
+        return Delivery(self.uri, notes=self.guard.notes(self.uri, failure))
 
-    async def _deliver_batch(self, batch: tuple[StreamRecord, ...], failure: Failure, redrive_id: str) -> int:
+    async def _deliver_batch(
+        self,
+        batch: tuple[StreamRecord, ...],
+        failure: Failure,
+        redrive_id: str,
+        envelope: tuple[bytes, bytes],
+    ) -> int:
         """Invoke until every record of `batch` is confirmed; the number of invocations it took.
 
         Like Lambda's own checkpointing: an invocation that confirms records moves the batch
@@ -346,7 +404,7 @@ class LambdaSink:
                     invocations += 1
                     context = client_context(failure, invocations, redrive_id)
                     try:
-                        remaining = await self._invoke(pending, context)
+                        remaining = await self._invoke(pending, context, envelope)
                     except FunctionFailed:
                         stalled += 1
                         raise
@@ -364,28 +422,40 @@ class LambdaSink:
             ) from exc
         return invocations
 
-    async def _invoke(self, records: tuple[StreamRecord, ...], context: str) -> tuple[StreamRecord, ...]:
+    async def _invoke(
+        self, records: tuple[StreamRecord, ...], context: str, envelope: tuple[bytes, bytes] = (_HEAD, _TAIL)
+    ) -> tuple[StreamRecord, ...]:
+        """One invocation, paced, within the breaker, throttling waited out (`replayer.sinks.guard`)."""
+        return await self.guard.invoke(records, lambda: self._invoke_once(records, context, envelope))
+
+    async def _invoke_once(
+        self, records: tuple[StreamRecord, ...], context: str, envelope: tuple[bytes, bytes] = (_HEAD, _TAIL)
+    ) -> tuple[StreamRecord, ...]:
         """One synchronous invocation; the records it left unconfirmed. Throttling and 5xx are botocore's."""
         client = await self._clients.get("lambda", self.target.region, self.target.account)
         extra = {"Qualifier": self.target.qualifier} if self.target.qualifier else {}
+        if logs.enabled("info"):  # -v: the function's log tail comes back with the answer
+            extra["LogType"] = "Tail"
         try:
             response = await client.invoke(
                 FunctionName=self.target.function,
                 InvocationType="RequestResponse",
-                Payload=event_payload(records),
+                Payload=event_payload(records, envelope),
                 ClientContext=context,
                 **extra,
             )
             answer: bytes = await response["Payload"].read()
+            self.guard.executed(response.get("ExecutedVersion"))
         except ClientError as exc:
             raise SinkError(f"{self.uri}: {error_code(exc) or exc}") from exc
         except BotoCoreError as exc:
             raise SinkError(f"{self.uri}: {exc}") from exc
         if response.get("FunctionError"):
-            kind = _error_type(answer)
-            raise FunctionFailed(
-                f"function error {response['FunctionError']}" + (f" ({kind})" if kind else "")
-            )
+            error = function_error(answer)
+            if tail := log_tail(response.get("LogResult")):
+                log.info("function_log_tail", function=self.uri, tail=tail)
+            kind = f"function error {response['FunctionError']}"  # its own words first: what a row shows
+            raise FunctionFailed(f"{error} ({kind})" if error else kind)
         return unconfirmed(records, answer)
 
     def _log_retry(self, state: RetryCallState) -> None:

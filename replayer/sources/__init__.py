@@ -23,6 +23,7 @@ from replayer.sinks import Sink, SinkOptions, sink_from_uri
 
 if TYPE_CHECKING:
     from replayer.selection import Selection
+    from replayer.sinks.guard import Guard
 
 __all__ = ["build_replayer", "clients_for", "readers_for", "sinks_for"]
 
@@ -42,6 +43,7 @@ def readers_for(settings: Settings, clients: Clients, recorder: Recorder | None 
     options: dict[str, Any] = {
         "invoke_identity_arn": settings.invoke_identity_arn,
         "max_records_per_range": settings.max_records_per_range,
+        "kafka_brokers": settings.kafka_brokers,
     }
     if recorder is None:
         return Readers(clients, **options)
@@ -54,13 +56,17 @@ def sinks_for(
     recorder: Recorder | None = None,
     *,
     selection: Selection | None = None,
+    guard: Guard | None = None,
 ) -> list[Sink]:
     """One sink per `--to`, in order, with the settings' sink options (and the record `selection`
-    lambda: sinks apply); each delivery timed into `recorder` when given."""
-    options = SinkOptions.of(settings, selection=selection)
+    lambda: sinks apply, and `guard`, the process's pacing and breaker: else one of their own);
+    each delivery timed into `recorder` when given."""
+    options = SinkOptions.of(settings, selection=selection, guard=guard)
     sinks = [sink_from_uri(uri, clients, options) for uri in settings.to]
     if recorder is None:
         return sinks
+    if options.guard is not None:
+        recorder.watch(options.guard)
     return [TimedSink(sink, recorder) for sink in sinks]
 
 
@@ -70,12 +76,13 @@ def build_replayer(
     recorder: Recorder | None = None,
     *,
     selection: Selection | None = None,
+    guard: Guard | None = None,
 ) -> tuple[Replayer, Quarantine | None]:
     """The shared core wired from the settings: readers and sinks (timed into `recorder` when
     given), the allow-list, the expiry warning, the range budget; and the quarantine, if any."""
     replayer = Replayer(
         clients,
-        sinks_for(settings, clients, recorder, selection=selection),
+        sinks_for(settings, clients, recorder, selection=selection, guard=guard),
         allow=AllowList.of(settings.allow_streams),
         readers=readers_for(settings, clients, recorder),
         expiry_warning=timedelta(seconds=settings.expiry_warning),

@@ -9,17 +9,24 @@ by a marker ``redriven/<function>.json`` beside the range, create-only. A rerun 
 function already has a marker for (unless forced), so after a crash or a failing function
 it re-drives only what did not succeed. Delivery is at least once: a range interrupted
 half-way is re-driven whole.
+
+Like every command that reads records, `redrive` re-drives only ranges of streams in
+`--allow-stream` (none by default), gives each range the same `--range-budget` as a replay,
+and, with a manifest key, only folders whose manifest carries its valid MAC.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from replayer import logs
-from replayer.archive.layout import LOSS_REPORT, redrive_marker, stream_path
+from replayer.allow import AllowList
+from replayer.archive.layout import LOSS_REPORT, legacy_stream_path, redrive_marker, stream_path
+from replayer.archive.mac import ManifestKey
 from replayer.archive.manifest import ArchivedRange, marker_document
 from replayer.archive.read import Damaged, find_ranges, read_records
 from replayer.archive.store import Store, StoreError, store_from_uri
@@ -83,11 +90,11 @@ class Selection:
             parsed = parse_stream_arn(arn)
             if parsed is None:
                 raise ConfigError(f"--stream-arn {arn!r}: not a DynamoDB or Kinesis stream ARN (or a glob)")
-            folders.add(stream_path(parsed))
+            folders |= {stream_path(parsed), legacy_stream_path(parsed)}  # 0.1.0's folder names too
         return sorted(folders)
 
     def matches(self, failure: Failure) -> bool:
-        if self.range_ids and failure.range_id not in self.range_ids:
+        if self.range_ids and not any(failure.range_id.startswith(p) for p in self.range_ids):  # or a prefix
             return False
         if self.stream_arns and not any(fnmatch.fnmatchcase(failure.stream_arn, p) for p in self.stream_arns):
             return False
@@ -109,37 +116,69 @@ def _kind(archived: ArchivedRange) -> OutcomeKind:
 class Redriver:
     """Re-drives archived ranges to target functions and marks each one done.
 
-    Ranges of one shard go in sequence order, one at a time; shards run concurrently.
+    Ranges of one shard go in sequence order, one at a time; shards run concurrently. Only
+    streams `allow` allows are re-driven (deny by default); each range's attempt (reading the
+    archive and delivering) ends within `range_budget` seconds (None: no bound); with
+    `manifest_key`, only folders whose manifest carries its valid MAC are found.
     """
 
-    def __init__(self, archive: Store, targets: Sequence[LambdaSink], *, force: bool = False) -> None:
+    def __init__(
+        self,
+        archive: Store,
+        targets: Sequence[LambdaSink],
+        *,
+        force: bool = False,
+        allow: AllowList | None = None,
+        range_budget: float | None = None,
+        manifest_key: ManifestKey | None = None,
+    ) -> None:
         if not targets:
             raise ValueError("at least one target function is needed")
         self.archive = archive
         self.targets = tuple(targets)
         self.force = force
+        self.allow = allow or AllowList()
+        self.range_budget = range_budget
+        self.manifest_key = manifest_key
+
+    def refusal(self, failure: Failure) -> Outcome | None:
+        """The rejection of a range whose stream is not allowed; None when it may be re-driven."""
+        if self.allow.allows(failure.stream_arn):
+            return None
+        why = "no --allow-stream is configured" if self.allow.empty else "it is not in --allow-stream"
+        return Outcome(
+            OutcomeKind.REJECTED, failure, reason=f"stream {failure.stream_arn} is not allowed: {why}"
+        )
 
     async def find(
         self, selection: Selection, *, concurrency: int = 8
     ) -> tuple[list[ArchivedRange], list[Outcome]]:
         """The complete ranges the selection names, by stream, shard and start; a rejection per bad manifest."""
-        found, unreadable = await find_ranges(self.archive, selection.folders(), concurrency=concurrency)
+        found, unreadable = await find_ranges(
+            self.archive, selection.folders(), concurrency=concurrency, manifest_key=self.manifest_key
+        )
         ranges = [r for r in found if selection.matches(r.failure)]
         ranges.sort(key=lambda r: (r.failure.stream_arn, r.failure.shard_id, r.failure.start, r.failure.end))
         return ranges, [
             Outcome(
                 OutcomeKind.RETRY if u.transient else OutcomeKind.REJECTED,
-                None,
+                u.failure,  # known when the manifest was read that far (e.g. one without a valid MAC)
                 reason=f"{u.location}: {u.reason}",
             )
             for u in unreadable
+            if u.failure is None or selection.matches(u.failure)
         ]
 
     def _due(self, archived: ArchivedRange) -> tuple[list[LambdaSink], list[LambdaSink]]:
         """(targets to re-drive to, targets that already have a marker and are skipped)."""
         if self.force:
             return list(self.targets), []
-        todo = [t for t in self.targets if redrive_marker(t.target.spec) not in archived.markers]
+        done = archived.markers
+        todo = [
+            t
+            for t in self.targets
+            if not {redrive_marker(t.target.spec), redrive_marker(t.target.spec, legacy=True)} & done
+        ]
         return todo, [t for t in self.targets if t not in todo]
 
     def _settled(self, archived: ArchivedRange, *, delivered: Sequence[str] = (), reason: str = "",
@@ -161,6 +200,9 @@ class Redriver:
         """What a dry run reports: each range as it would be re-driven or skipped; nothing read or written."""
         planned = []
         for archived in ranges:
+            if (refusal := self.refusal(archived.failure)) is not None:
+                planned.append(refusal)
+                continue
             todo, skipped = self._due(archived)
             if not archived.count:
                 reason = "would skip it: no records archived, nothing to re-drive"
@@ -175,6 +217,9 @@ class Redriver:
         """Re-drive one range to every target without a marker; never raises for AWS or disk trouble."""
         failure = archived.failure
         with range_context(failure):
+            if (refusal := self.refusal(failure)) is not None:
+                log.warning("range_rejected", reason=refusal.reason)
+                return refusal
             todo, skipped = self._due(archived)
             if not archived.count:
                 return self._settled(archived, reason="no records archived: nothing to re-drive")
@@ -187,7 +232,15 @@ class Redriver:
                     + " (--force re-drives)",
                     kind=OutcomeKind.SKIPPED,
                 )
-            return await self._deliver(archived, todo)
+            try:
+                async with asyncio.timeout(self.range_budget):
+                    return await self._deliver(archived, todo)
+            except TimeoutError:
+                reason = (
+                    f"the attempt took longer than its {self.range_budget:g} s budget; it is retried next run"
+                )
+                log.warning("range_over_budget", reason=reason, budget_seconds=self.range_budget)
+                return Outcome(OutcomeKind.RETRY, failure, reason=reason)
 
     async def _deliver(self, archived: ArchivedRange, todo: Sequence[LambdaSink]) -> Outcome:
         failure = archived.failure
@@ -260,12 +313,14 @@ class _Marked:
         return self.target.uri
 
     async def deliver(self, failure: Failure, result: ReadResult) -> Delivery:
-        await self.target.deliver(failure, result)
+        sent = await self.target.deliver(failure, result)  # its notes: stale, superseded records
         selection = self.target.selection
         if selection is not None and selection.narrows_records:
             # part of the range went: a marker would make a later full re-drive skip the rest
             return Delivery(
-                self.uri, self.report, notes=(f"{self.uri}: selected records only, no marker written",)
+                self.uri,
+                self.report,
+                notes=(*sent.notes, f"{self.uri}: selected records only, no marker written"),
             )
         key = f"{self.folder}/{redrive_marker(self.target.target.spec)}"
         try:
@@ -279,7 +334,7 @@ class _Marked:
                 "a rerun re-drives this range again"
             ) from exc
         kept = () if created else (f"{self.uri}: an earlier marker was kept",)
-        return Delivery(self.uri, self.report, already_there=not created, notes=kept)
+        return Delivery(self.uri, self.report, already_there=not created, notes=(*sent.notes, *kept))
 
 
 def _folder(archived: ArchivedRange) -> str:

@@ -1,7 +1,9 @@
 """The CLI's inputs: files and stdin holding invocation records, read into `Failure`s.
 
 Each range is kept once (first mention): the same invocation record twice in one input,
-or in two inputs, is worked on and reported once.
+or in two inputs, is worked on and reported once. A line (JSON Lines) or element (an array)
+that is not an invocation record is one rejection naming the input and where; the others
+are worked on.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from replayer.core import claims_key
 from replayer.errors import ConfigError, ParseError
 from replayer.model import Failure, Outcome, OutcomeKind
 from replayer.parse import parse_document
@@ -27,7 +30,7 @@ class Inputs:
     failures: tuple[Failure, ...]
     bad: tuple[Outcome, ...]
     labels: tuple[str, ...]  # the inputs read, for messages ("<stdin>", "failures.json")
-    duplicates: int = 0  # mentions of a range already named
+    duplicates: int = 0  # mentions of a range already named with the same claims
 
     @property
     def empty(self) -> bool:
@@ -59,14 +62,15 @@ def read_inputs(paths: Sequence[str], stdin: BinaryIO) -> Inputs:
     bad: list[Outcome] = []
     duplicates = 0
     for label, text in documents:
+        errors: list[ParseError] = []  # each line or element that does not parse: its own rejection
         try:
-            parsed = parse_document(text, path=label, payloads=True)  # the operator named it
-        except ParseError as exc:
-            bad.append(Outcome(OutcomeKind.REJECTED, None, reason=str(exc)))
-            continue
-        for failure in parsed:
-            if failure.range_id in failures:
+            parsed = parse_document(text, path=label, payloads=True, errors=errors)  # the operator named it
+        except ParseError as exc:  # the document as a whole (not UTF-8, too large, not JSON)
+            errors, parsed = [exc], []
+        bad += [Outcome(OutcomeKind.REJECTED, None, reason=str(exc)) for exc in errors]
+        for failure in parsed:  # the same range claimed otherwise is judged on its own (#21)
+            if claims_key(failure) in failures:
                 duplicates += 1
             else:
-                failures[failure.range_id] = failure
+                failures[claims_key(failure)] = failure
     return Inputs(tuple(failures.values()), tuple(bad), tuple(label for label, _ in documents), duplicates)

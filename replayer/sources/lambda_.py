@@ -29,6 +29,7 @@ from replayer.parse import LambdaEvent, Message, S3Object, lambda_event, parse_m
 from replayer.settle import Action, Decision, Settler
 from replayer.sinks import keeps_reports, sink_problem
 from replayer.sources import build_replayer, clients_for
+from replayer.watch import is_schedule_event, watch_round, watches
 
 __all__ = ["LambdaRuntime", "UnsettledError", "settings_from_env"]
 
@@ -112,6 +113,9 @@ class LambdaRuntime:
         logs.clear()
         source = "unknown"
         try:
+            if is_schedule_event(event) and watches(self.settings):  # the at-risk watch's scheduled round
+                source = "aws.events"
+                return await watch_round(self.settings, self.clients, self.recorder)
             try:
                 incoming = lambda_event(event)
             except ParseError as exc:  # not an event this function takes: a deployment mistake
@@ -247,7 +251,7 @@ class LambdaRuntime:
         for ticket in unique:
             outcome = ticket.result()
             if outcome is None:  # cut at the hard floor: it comes back when its visibility lapses
-                log.warning("out_of_time", range_id=ticket.key)
+                log.warning("out_of_time", range_id=ticket.item.range_id)
                 outcome = Outcome(OutcomeKind.RETRY, ticket.item, reason=OUT_OF_TIME)
             outcomes.append(outcome)
         outcomes += refused

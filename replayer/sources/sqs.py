@@ -11,9 +11,11 @@ first empty receive and the service exits once what it holds is settled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import math
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -61,6 +63,37 @@ class Job:
     def deadline(self) -> float:
         """The earliest expiry deadline among its ranges (epoch seconds; +inf when unknown)."""
         return min((t.deadline for t in self.tickets), default=math.inf)
+
+
+class _ReceiveFailures:
+    """Failed receives, logged once while the same error repeats (then once more when receiving works
+    again, with how many there were); a failure to log (no descriptor left) is swallowed: neither can
+    end the receive loop."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self.count = 0
+
+    def failed(self, exc: Exception, retry_in: float) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        self.count += 1
+        if error == self.error:
+            return
+        self.error = error
+        _log_safely("receive_failed", error=error, retry_in=retry_in)
+
+    def recovered(self) -> None:
+        if self.count:
+            _log_safely("receive_recovered", failed_receives=self.count, last_error=self.error)
+        self.error, self.count = None, 0
+
+
+def _log_safely(event: str, **values: Any) -> None:
+    try:
+        log.warning(event, **values)
+    except Exception:  # the log line costs a descriptor or an import there is none left for
+        with contextlib.suppress(Exception):
+            os.write(2, b'{"event": "%s", "note": "logging failed"}\n' % event.encode())
 
 
 KEPT_OUTCOMES = 1000  # outcomes a `run` keeps for its final summary
@@ -192,6 +225,7 @@ class Service:
         # only some of SQS's servers) is caught by the count, and at worst a message is left for
         # the next drain, never lost.
         traffic = False
+        failing = _ReceiveFailures()
         while not self._stop.is_set():
             room = capacity - len(self._held)
             if room <= 0:
@@ -203,12 +237,13 @@ class Service:
                 if self.burst and not messages and traffic and await queue.visible() > 0:
                     traffic = False  # a short poll's false empty: long-poll again
                     continue
-            except _AWS_TROUBLE as exc:
+            except Exception as exc:  # AWS trouble, or none left of a resource (EMFILE): never the loop's end
                 self.ready = False
-                log.warning("receive_failed", error=str(exc), retry_in=backoff)
+                failing.failed(exc, backoff)
                 await self._until_stopped(self._stop.wait(), at_most=backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            failing.recovered()
             backoff = 1.0
             self.ready = not self._stop.is_set()
             if not messages and self.burst:

@@ -40,6 +40,7 @@ __all__ = [
     "aws_error",
     "record_proof",
     "service_error",
+    "trimmed_iterators",
 ]
 
 
@@ -99,6 +100,7 @@ class Response:
     headers: dict[str, str]
     body: bytes
     cut: bool = False  # send the headers and half the body, then close: an answer cut off mid-way
+    drip: float = 0.0  # send the headers, then the body one byte every `drip` seconds
 
 
 @dataclass
@@ -123,6 +125,8 @@ class Rule:
     drop_after: bool = False
     # Forward first, then send only half of the answer's body.
     cut: bool = False
+    # Forward first, then send the answer's body one byte every `drip` seconds (a stalling peer).
+    drip: float = 0.0
     # An answer given verbatim: (status, headers, body) - for errors in XML (S3) or REST-JSON (Lambda).
     reply: tuple[int, dict[str, str], bytes] | None = None
 
@@ -143,6 +147,17 @@ def aws_error(
 
 def op(name: str) -> Callable[[Request], bool]:
     return lambda r: r.operation == name
+
+
+def trimmed_iterators() -> Rule:
+    """What DynamoDB Streams answers for a range past its retention: every AT_SEQUENCE_NUMBER iterator
+    is refused with TrimmedDataAccessException."""
+    return Rule(
+        lambda r: (
+            r.operation == "GetShardIterator" and r.json().get("ShardIteratorType") == "AT_SEQUENCE_NUMBER"
+        ),
+        respond=(400, {"__type": "TrimmedDataAccessException", "message": "trimmed"}),
+    )
 
 
 def slow_shard(stream_arn: str) -> Callable[[Request], bool]:
@@ -332,6 +347,13 @@ class FaultProxy:
                             self.send_header(k, v)
                     self.send_header("Content-Length", str(len(response.body)))
                     self.end_headers()
+                    if response.drip:
+                        self.wfile.flush()
+                        for i in range(len(response.body)):
+                            self.wfile.write(response.body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(response.drip)
+                        return
                     if response.cut:
                         self.wfile.write(response.body[: len(response.body) // 2])
                         self.wfile.flush()
@@ -426,6 +448,8 @@ class FaultProxy:
             response = Response(response.status, headers, json.dumps(rewritten).encode())
         if rule is not None and rule.cut:
             response = Response(response.status, response.headers, response.body, cut=True)
+        if rule is not None and rule.drip:
+            response = Response(response.status, response.headers, response.body, drip=rule.drip)
         return response
 
     def _forward(self, request: Request) -> Response:

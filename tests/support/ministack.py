@@ -204,6 +204,24 @@ class RepairFunction:
         )
         return [json.loads(s3.get_object(Bucket=self.bucket, Key=k)["Body"].read())["Records"] for k in keys]
 
+    def _invocations(self) -> list[dict[str, Any]]:
+        """What each invocation wrote: its whole event, and `_at`, when it started (the function's clock)."""
+        s3 = self.ms.client("s3")
+        keys = sorted(
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="calls/")
+            for o in page.get("Contents", [])
+        )
+        return [json.loads(s3.get_object(Bucket=self.bucket, Key=k)["Body"].read()) for k in keys]
+
+    def call_times(self) -> list[float]:
+        """When each invocation started (epoch seconds, the function's own clock), in invocation order."""
+        return [float(call["_at"]) for call in self._invocations()]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every invocation's whole event, in invocation order (Kafka events key records by topic-partition)."""
+        return [{k: v for k, v in call.items() if k != "_at"} for call in self._invocations()]
+
     def received(self) -> list[dict[str, Any]]:
         return [r for call in self.calls() for r in call]
 

@@ -51,15 +51,26 @@ def arrival(hours_ago: float) -> str:
     return (datetime.now(UTC) - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def start_replayer(endpoint: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+def start_replayer(
+    endpoint: str, *args: str, log: Path, max_open_files: int | None = None
+) -> subprocess.Popen[bytes]:
     """`python -m replayer ARGS` as its own process, configured only by ARGS (no REPLAYER_* from the
-    test's environment) and pointed at `endpoint`; its JSON logs go to `log`."""
+    test's environment) and pointed at `endpoint`; its JSON logs go to `log`. `max_open_files`: its
+    RLIMIT_NOFILE (the descriptors it may hold)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYER_")}
     env["AWS_ENDPOINT_URL"] = endpoint
+
+    def limit() -> None:
+        if max_open_files is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+
     return subprocess.Popen(
         [sys.executable, "-m", "replayer", *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
+        preexec_fn=limit if max_open_files is not None else None,
     )

@@ -1,8 +1,8 @@
 """The repair function the tests deploy to ministack: it keeps what it received and fails on request.
 
 Every invocation first writes its event to S3 (``OUT_BUCKET``, key ``calls/NNNNNN.json``,
-numbered in invocation order), so a test reads back exactly what the function received and
-in which order, failed invocations included. Behaviour comes from environment variables:
+numbered in invocation order, with the time it started as ``_at``), so a test reads back
+exactly what the function received, when and in which order, failed invocations included. Behaviour comes from environment variables:
 
 - ``FAIL_FIRST=N``: raise on the first N invocations (counted across cold starts);
 - ``FAIL_ON=TEXT``: raise when any record contains TEXT;
@@ -28,9 +28,18 @@ s3 = boto3.client("s3")
 
 
 def _sequence(record):
+    if "offset" in record:  # Kafka
+        return str(record["offset"])
     if "dynamodb" in record:
         return record["dynamodb"]["SequenceNumber"]
     return record["kinesis"]["sequenceNumber"]
+
+
+def _identifier(record):
+    """How a batchItemFailures item names a record: its sequence number; Kafka: partition and offset."""
+    if "offset" in record:
+        return {"partition": f"{record['topic']}-{record['partition']}", "offset": record["offset"]}
+    return _sequence(record)
 
 
 def _count(bucket, prefix):
@@ -50,19 +59,32 @@ def _first_time(bucket, sequence):
 def _validate(event):
     """Raise unless Powertools' own model accepts the event, as a repair function written with it would."""
     from aws_lambda_powertools.utilities.parser import parse
-    from aws_lambda_powertools.utilities.parser.models import DynamoDBStreamModel, KinesisDataStreamModel
+    from aws_lambda_powertools.utilities.parser.models import (
+        DynamoDBStreamModel,
+        KafkaMskEventModel,
+        KafkaSelfManagedEventModel,
+        KinesisDataStreamModel,
+    )
 
+    if "records" in event:  # Kafka: the MSK or self-managed event
+        model = KafkaMskEventModel if event.get("eventSource") == "aws:kafka" else KafkaSelfManagedEventModel
+        parse(event=event, model=model)
+        return
     kinesis = any("kinesis" in record for record in event.get("Records", []))
     parse(event=event, model=KinesisDataStreamModel if kinesis else DynamoDBStreamModel)
 
 
 def handler(event, context):
     bucket = os.environ["OUT_BUCKET"]
-    records = event.get("Records", [])
+    # Kafka events key their records by topic-partition; the streams' are a list.
+    records = event.get("Records") or [r for part in (event.get("records") or {}).values() for r in part]
+    started = time.time()
     n = _count(bucket, "calls/")
-    s3.put_object(Bucket=bucket, Key=f"calls/{n:06d}.json", Body=json.dumps(event).encode())
+    s3.put_object(
+        Bucket=bucket, Key=f"calls/{n:06d}.json", Body=json.dumps({**event, "_at": started}).encode()
+    )
     if os.environ.get("VALIDATE") == "powertools":
-        _validate(event)
+        _validate(json.loads(json.dumps(event)))  # a copy: Powertools' Kafka model decodes headers in place
     if os.environ.get("SLEEP"):
         time.sleep(float(os.environ["SLEEP"]))
     if n < int(os.environ.get("FAIL_FIRST", "0")):
@@ -73,11 +95,11 @@ def handler(event, context):
     if "ANSWER" in os.environ:
         return json.loads(os.environ["ANSWER"])
     if os.environ.get("CONFIRM_ONE") and len(records) > 1:
-        return {"batchItemFailures": [{"itemIdentifier": _sequence(records[1])}]}
+        return {"batchItemFailures": [{"itemIdentifier": _identifier(records[1])}]}
     failures = []
     once, always = os.environ.get("REJECT_ONCE"), os.environ.get("REJECT_ALWAYS")
     for record in records:
         body = json.dumps(record)
         if (always and always in body) or (once and once in body and _first_time(bucket, _sequence(record))):
-            failures.append({"itemIdentifier": _sequence(record)})
+            failures.append({"itemIdentifier": _identifier(record)})
     return {"batchItemFailures": failures}
