@@ -44,9 +44,12 @@ image-test: $(VENV)/.test
 docs: $(VENV)/.test
 	$(BIN)/mkdocs build --strict --site-dir site
 
-# Slow and noisy: not part of `make test` (a smoke run with tiny sizes is).
+# Slow and noisy: not part of `make test` (a smoke run with tiny sizes is). Every shape, #15's and
+# #26's backlog (the slow hand-written baseline once per shape); then the soak and the Lambda model.
 bench: $(VENV)/.test
-	$(BIN)/python -m bench.run --write bench/RESULTS.md
+	$(BIN)/python -m bench.run --shapes all --baseline-once --write bench/RESULTS.md
+	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.lambda_model
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis site dist build

@@ -408,6 +408,8 @@ class Endpoint:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:  # the server closing on a long poll: nothing to tell anyone
+            return
         finally:
             with contextlib.suppress(Exception):
                 writer.close()

@@ -305,6 +305,8 @@ def run_shape(
     result = Result(shape)
     for i in range(repeat):
         plan = [("baseline", shape)] if with_baseline and i < (baseline_repeat or repeat) else []
+        if shape.client != "replay":  # drain and run against a replay of the same ranges right before
+            plan.append(("replay", shape))
         plan += [(shape.client, shape), (f"{shape.client}-small", shape.small())]
         for who, sized in plan:
             run = bench.measure(who.removesuffix("-small"), sized, f"{shape.name}-{who}-{i}")
@@ -433,7 +435,7 @@ def report(
             wall = r.median(who, "wall")
             ratio = f"{base / wall:.1f}" if base and not small else ""
             split = ("", "", "")
-            if not small and who != "baseline":
+            if not small and who != "baseline" and f"{who}-small" in r.runs:
                 start, marginal = r.split(who)
                 split = (f"{start:.2f}", f"{marginal:.1f}", f"{r.marginal_in_floors(who):.1f}")
             elif who == "baseline":
@@ -477,19 +479,21 @@ def report(
 
 
 def queue_lines(results: list[Result]) -> list[str]:
-    """`drain` and `run` against `replay` of the same ranges (the medians of their walls)."""
-    replays = {r.shape.name: r for r in results if r.shape.client == "replay" and "replay" in r.runs}
+    """`drain` and `run` against `replay` of the same ranges run right before each (paired: the
+    machine's speed drifts between runs further apart), the median of the pairs' ratios."""
     lines = []
     for r in results:
-        if r.shape.client == "replay" or r.shape.base not in replays:
+        who = r.shape.client
+        if who == "replay" or "replay" not in r.runs:
             continue
-        who, replay = r.shape.client, replays[r.shape.base]
-        wall, against = r.median(who, "wall"), replay.median("replay", "wall")
-        walls = ", ".join(f"{run.wall:.2f}" for run in r.runs[who])
-        replay_walls = ", ".join(f"{run.wall:.2f}" for run in replay.runs["replay"])
+        pairs = list(zip(r.runs["replay"], r.runs[who], strict=True))
+        ratios = sorted(q.wall / p.wall - 1 for p, q in pairs)
+        cpu = statistics.median(q.cpu / p.cpu - 1 for p, q in pairs)
+        shown = "; ".join(f"{p.wall:.2f} / {q.wall:.2f}" for p, q in pairs)
         lines.append(
-            f"{r.shape.name} ({who} of {r.shape.base}'s ranges): wall {wall:.2f} s against replay's {against:.2f} s: "
-            f"{(wall / against - 1) * 100:+.0f} % (runs: {walls}; replay's: {replay_walls})"
+            f"{r.shape.name} ({who} of {r.shape.base}'s ranges): wall {statistics.median(ratios) * 100:+.0f} % against "
+            f"replay right before it (median of {len(pairs)} pairs, {ratios[0] * 100:+.0f} to {ratios[-1] * 100:+.0f} %; "
+            f"replay / {who} s: {shown}); CPU {cpu * 100:+.0f} %"
         )
     return lines
 
@@ -545,7 +549,8 @@ def main() -> int:
         floors: dict[str, Floor] = {}
         for name in _shape_names(args.shapes):
             shape = table[name]
-            with_baseline = not args.no_baseline and shape.client == "replay"
+            # g is measured against one reader per shard; its baseline would be e's again
+            with_baseline = not args.no_baseline and shape.client == "replay" and shape.name != "g"
             if shape.style not in floors:
                 floors[shape.style] = Floor(bench, shape.style)
             baseline_repeat = 1 if args.baseline_once else repeat
@@ -570,7 +575,7 @@ def _results_page(table: str, machine: str) -> str:
     notes = notes_path.read_text() if notes_path.exists() else ""
     return (
         "# Benchmark results\n\n"
-        f"Machine: {machine}. Command: `.venv/bin/python -m bench.run --cold-start --write bench/RESULTS.md`.\n\n"
+        f"Machine: {machine}. Command: `.venv/bin/python -m bench.run {' '.join(sys.argv[1:])}`.\n\n"
         f"{table}\n\n{notes}"
     )
 

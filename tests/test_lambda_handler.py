@@ -95,7 +95,7 @@ def test_sqs_event_reports_exactly_the_unsettled_messages(
     assert failed == expected and len(expected) == 2
     assert len([k for k in keys(moto_endpoint, bucket, "archive/") if k.endswith("records.jsonl.gz")]) == 2
     # The retried message got a delay: it is not visible again as soon as Lambda gives it back.
-    assert proxy.count("ChangeMessageVisibility") == 2
+    assert proxy.count("ChangeMessageVisibilityBatch") == 2  # settle.batch: one call per message here
     metrics = emf_lines(capsys.readouterr().out)[-1]
     assert metrics["MessagesReceived"] == 4
     assert metrics["MessagesDeleted"] == 2
