@@ -27,8 +27,10 @@ lint: $(VENV)/.test
 typecheck: $(VENV)/.test
 	$(BIN)/mypy
 
+# Two workers (the machines have two cores), each test file on one worker: its emulators and
+# fixtures start once. `$(BIN)/pytest tests/test_x.py` runs one file alone.
 pytest: $(VENV)/.test
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # Lint, types, and pytest without the image tests (marker `image`): no system package, no root,
 # nothing left behind; the docs' strict build and their ```sh blocks run in tests/test_docs.py.

@@ -205,8 +205,10 @@ def test_piped_output_is_one_line_per_range_within_100_columns_full_values_in_js
     assert rerun.stdout.count("already archived in ") == 2  # a rerun that found everything says so
 
 
-def test_a_cell_is_one_line_and_the_wording_matches_the_outcome() -> None:
+def test_a_cell_is_one_line_and_the_wording_matches_the_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # not a terminal, no COLUMNS: 100 columns
 
     from rich.console import Console
 
