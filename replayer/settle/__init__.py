@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -26,6 +27,9 @@ from replayer.observe import Recorder
 from replayer.parse import Message
 from replayer.settle.batch import Batches, EntryFailed
 from replayer.settle.quarantine import Quarantine, QuarantineError
+
+if TYPE_CHECKING:
+    from replayer.config import Settings
 
 __all__ = ["Action", "Decision", "Settler", "decide", "retry_delay"]
 
@@ -116,6 +120,19 @@ class Settler:
         self.retry_max_seconds = retry_max_seconds
         self.deletes = deletes
         self._batches: dict[str, Batches] = {}  # by queue URL: the service settles one queue's messages
+
+    @classmethod
+    def of(
+        cls, settings: Settings, *, recorder: Recorder, quarantine: Quarantine | None, deletes: bool
+    ) -> Settler:
+        """The settler a command's settings give (its retry delays), for every source alike."""
+        return cls(
+            recorder=recorder,
+            quarantine=quarantine,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+            deletes=deletes,
+        )
 
     def _batched(self, queue: SqsQueue) -> Batches:
         batches = self._batches.get(queue.url)

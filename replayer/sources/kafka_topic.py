@@ -59,13 +59,7 @@ class DeadLetterTopic:
         self.replayer = replayer
         self.reader = reader
         self.burst = burst
-        self.settler = Settler(
-            recorder=recorder,
-            quarantine=quarantine,
-            retry_base_seconds=settings.retry_base_seconds,
-            retry_max_seconds=settings.retry_max_seconds,
-            deletes=True,
-        )
+        self.settler = Settler.of(settings, recorder=recorder, quarantine=quarantine, deletes=True)
         self.summary = ServiceSummary(recorder, deque(maxlen=None if burst else KEPT_OUTCOMES))
         self.alive = True
         self.ready = False

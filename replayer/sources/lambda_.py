@@ -85,13 +85,9 @@ class LambdaRuntime:
         self.recorder = Recorder()  # its tally is taken (and flushed as EMF) by every invocation
         self.failure_buckets = BucketAllowList.of(settings.failure_buckets)
         self.replayer, quarantine = build_replayer(settings, self.clients, self.recorder)
-        self.settler = Settler(
-            recorder=self.recorder,
-            quarantine=quarantine,
-            retry_base_seconds=settings.retry_base_seconds,
-            retry_max_seconds=settings.retry_max_seconds,
-            deletes=False,  # Lambda deletes every message not reported in batchItemFailures
-        )
+        self.settler = Settler.of(
+            settings, recorder=self.recorder, quarantine=quarantine, deletes=False
+        )  # Lambda deletes every message not reported in batchItemFailures
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LambdaRuntime:

@@ -147,13 +147,7 @@ class Service:
         self.burst = burst
         self.on_outcome = on_outcome
         self.on_settled = on_settled
-        self.settler = Settler(
-            recorder=recorder,
-            quarantine=quarantine,
-            retry_base_seconds=settings.retry_base_seconds,
-            retry_max_seconds=settings.retry_max_seconds,
-            deletes=True,
-        )
+        self.settler = Settler.of(settings, recorder=recorder, quarantine=quarantine, deletes=True)
         self.scheduler = replayer.scheduler(concurrency=settings.concurrency, on_done=self._record)
         # A drain reports every range; a service running for weeks only its latest (counts are kept whole).
         self.summary = ServiceSummary(recorder, deque(maxlen=None if burst else KEPT_OUTCOMES))
