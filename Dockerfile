@@ -1,4 +1,4 @@
-# replayer as a long-running consumer of the failure queue: `docker run IMAGE --queue URL --to s3://...`
+# replayer as a long-running consumer of the failure queue: `docker run IMAGE --queue URL --to s3://... --allow-stream GLOB`
 # (or configure it with REPLAYER_* environment variables). Build from the repository root: `make image`
 # (docker where a daemon runs, else buildah; see deploy/image/build.sh).
 # PYTHON_IMAGE: any image with python and pip on PATH and pip allowed to install into it. Where the

@@ -256,6 +256,8 @@ def test_the_entrypoint_serves_healthz_and_the_healthcheck_passes(
         f"s3://{bucket}",
         "--http-port",
         str(port),
+        "--allow-stream",  # the service refuses to start with no stream allowed
+        "arn:aws:dynamodb:*:*:table/*/stream/*",
     ]
     log = tmp_path / "service.log"
     with open(log, "wb") as stderr:  # a file, not a pipe: nothing reads it while the service runs
