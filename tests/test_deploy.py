@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from replayer import DISTRIBUTION
 from tests.support import ROOT
 from tests.support.aws import make_queue
 from tests.support.net import free_port, http_get
+from tests.support.wheels import source_copy, venv_with
 
 SAM = ROOT / "deploy" / "template.yaml"
 ECS = ROOT / "deploy" / "ecs" / "service.yaml"
@@ -392,11 +392,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     where = tmp_path_factory.mktemp("image")
     wheels = where / "wheels"
     # built from a copy of what the Dockerfile copies: setuptools writes build/ beside pyproject.toml
-    source = where / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
-    shutil.copytree(ROOT / "replayer", source / "replayer", ignore=shutil.ignore_patterns("__pycache__"))
+    source = source_copy(where)
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), str(source)],
         capture_output=True,
@@ -409,36 +405,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         names = built.namelist()
     assert "replayer/lambda_handler.py" in names and "replayer/sources/sqs.py" in names
     assert not [n for n in names if n.startswith("tests/")]
-    venv = where / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(venv / "bin" / "python"),
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-index",
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert install.returncode == 0, install.stderr
-    site = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    ours = next(
-        p for p in sys.path if p.endswith("site-packages") and Path(p).is_relative_to(Path(sys.prefix))
-    )
-    Path(site, "zz_constraints_deps.pth").write_text(ours + "\n")
+    venv = venv_with(wheel, where / "venv")
     yield venv
 
 

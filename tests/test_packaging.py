@@ -11,10 +11,8 @@ same constraints.txt) through a .pth file, which adds that site-packages as a pl
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import pytest
 
 from replayer import DISTRIBUTION
 from tests.support import ROOT
+from tests.support.wheels import source_copy, venv_with
 
 VERSION = metadata.version(DISTRIBUTION)
 FILE = DISTRIBUTION.replace("-", "_")
@@ -53,11 +52,7 @@ class Installed:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     where = tmp_path_factory.mktemp("packaging")
-    source = where / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
-    shutil.copytree(ROOT / "replayer", source / "replayer", ignore=shutil.ignore_patterns("__pycache__"))
+    source = source_copy(where)
     built = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(where / "dist"), str(source)],
         capture_output=True,
@@ -67,34 +62,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     assert built.returncode == 0, (built.stdout + built.stderr)[-4000:]
     (sdist,) = (where / "dist").glob("*.tar.gz")
     (wheel,) = (where / "dist").glob("*.whl")
-    venv = where / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            python,
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-index",
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert install.returncode == 0, install.stderr
-    site = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    Path(site, "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    venv = venv_with(wheel, where / "venv")
     return Installed(sdist, wheel, venv)
 
 
